@@ -1,0 +1,27 @@
+//! OSP wire protocol v1.
+//!
+//! Everything a participant needs to speak to the system with any NATS client: the
+//! subjects ([`subject`]), the event envelope ([`Envelope`]), the encodings
+//! ([`Encoding`]: MessagePack on the log, JSON accepted inbound) and one error type
+//! ([`Error`]) whose variants say what to fix. `docs/protocol.md` is the same contract in
+//! prose; this crate is its reference implementation.
+
+mod codec;
+mod envelope;
+mod error;
+mod hash;
+pub mod json;
+mod payload;
+pub mod subject;
+mod timestamp;
+
+pub use codec::{check_size, Encoding, CONTENT_TYPE, JSON, MAX_MESSAGE_BYTES, MSGPACK};
+pub use envelope::{derived_event_id, Envelope};
+pub use error::Error;
+pub use hash::EventHash;
+pub use payload::{AnyPayload, EventPayload};
+pub use subject::{AggregateRef, Token};
+pub use timestamp::Timestamp;
+
+#[doc(hidden)]
+pub use serde as __serde;

@@ -1,0 +1,50 @@
+//! Wall-clock instants on the wire: milliseconds since the Unix epoch.
+//!
+//! An integer is what every NATS client language reads without a date library
+//! (`Date.now()`, `time.time() * 1000`); the CLI shows it as RFC 3339.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+/// Milliseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current time of this machine's clock.
+    pub fn now() -> Timestamp {
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    /// As a `time` value (saturating at the representable range).
+    pub fn to_offset_date_time(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// From a `time` value, truncated to the millisecond.
+    pub fn from_offset_date_time(at: OffsetDateTime) -> Timestamp {
+        Timestamp((at.unix_timestamp_nanos() / 1_000_000) as i64)
+    }
+
+    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-24T16:23:05.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        self.to_offset_date_time().format(&Rfc3339).unwrap_or_else(|_| self.0.to_string())
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
