@@ -1,0 +1,105 @@
+//! The JetStream event store every OSP service is built on.
+//!
+//! One stream (`OSP_EVENTS`) holds the append-only log; each aggregate (a run, an agent,
+//! a context scope, ...) has its own subject `osp.v1.evt.<kind>.<id>`. This crate owns
+//! the ways of using it that every service shares:
+//! - [`Definitions`]: the streams and consumers of `streams/`, applied at start-up;
+//! - [`EventLog::append`]: optimistic concurrency per aggregate, dedupe, atomic batches,
+//!   and the per-aggregate hash chain;
+//! - [`EventLog::load`] and [`EventLog::follow`]: history of one aggregate, and replay
+//!   then live follow of any filter, with a caught-up mark;
+//! - [`WorkConsumer`]: shared durable consumers (inbox, work queues) with explicit acks;
+//! - [`Timers`]: durable timers kept by the server;
+//! - [`ChainVerifier`] and [`EventLog::verify`]: proof the history was not altered.
+
+mod append;
+mod definitions;
+mod error;
+mod read;
+mod timers;
+mod verify;
+mod work;
+
+use async_nats::jetstream::{self, stream};
+
+pub use append::{Appended, Head, NewEvent};
+pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STREAM, TIMERS_STREAM, WORK_STREAM};
+pub use error::{Error, Result};
+pub use read::{FromStored, Follow, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
+pub use timers::{fired_timer_id, Timers};
+pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport};
+pub use work::{Deliveries, Delivery, WorkConfig, WorkConsumer};
+
+/// Oldest nats-server the event store runs on: message schedules (timers) and atomic
+/// batch publish arrived in 2.12.
+pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 12, 0);
+
+/// A connection to the event log.
+#[derive(Clone, Debug)]
+pub struct EventLog {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    events: stream::Stream,
+}
+
+impl EventLog {
+    /// Opens the event log on `client`. The streams must exist: apply [`Definitions`]
+    /// first (every service does at start-up). Fails with a clear error on a server
+    /// older than [`MIN_SERVER_VERSION`].
+    pub async fn open(client: async_nats::Client) -> Result<EventLog> {
+        let jetstream = jetstream::new(client.clone());
+        let events = jetstream.get_stream(EVENTS_STREAM).await.map_err(|e| Error::Definition {
+            file: EVENTS_STREAM.into(),
+            reason: format!("cannot open the event stream ({e}); apply the stream definitions first"),
+        })?;
+        // Only now, after a round trip, is the server's version known for certain
+        // (a client that retries its initial connect returns before connecting).
+        check_server_version(&client.server_info().version)?;
+        Ok(EventLog { client, jetstream, events })
+    }
+
+    /// The JetStream context this log uses (for consumers and timers).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
+    /// The NATS connection.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+/// Refuses servers older than [`MIN_SERVER_VERSION`].
+pub fn check_server_version(version: &str) -> Result<()> {
+    let numbers: Vec<u32> = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|part| part.parse().unwrap_or(0))
+        .collect();
+    let found = (
+        numbers.first().copied().unwrap_or(0),
+        numbers.get(1).copied().unwrap_or(0),
+        numbers.get(2).copied().unwrap_or(0),
+    );
+    if found < MIN_SERVER_VERSION {
+        return Err(Error::ServerTooOld { found: version.to_owned(), required: "2.12.0" });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_version_gate() {
+        for ok in ["2.12.0", "2.15.1", "v2.14.3", "3.0.0", "2.12.0-beta.1"] {
+            assert!(check_server_version(ok).is_ok(), "{ok}");
+        }
+        for old in ["2.9.10", "2.11.9", "", "garbage"] {
+            let err = check_server_version(old).unwrap_err().to_string();
+            assert!(err.contains("2.12.0 or newer"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Reading the log: replay at full speed, then follow live, with no gap and no duplicate
+//! at the hand-over, because both are one ordered consumer reading one stream.
+//!
+//! A follower says once when it has caught up ([`LogItem::CaughtUp`]): every matching
+//! event stored up to that sequence has then been delivered. A message that cannot be
+//! decoded is reported as [`LogItem::Malformed`] with its sequence; it never ends the
+//! stream and never panics.
+
+use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use bytes::Bytes;
+use futures::StreamExt;
+use osp_protocol::{AggregateRef, Envelope, EventHash, EventPayload, Timestamp};
+
+use crate::{Error, EventLog, Head, Result};
+
+/// An event as read from (or written to) the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded<P> {
+    /// Its stream sequence: its position in the whole log.
+    pub seq: u64,
+    /// When the server stored it (for an event just appended: when the append was
+    /// acknowledged, by this machine's clock).
+    pub stored_at: Timestamp,
+    /// Hash of its stored bytes (what the next event of the aggregate links to).
+    pub hash: EventHash,
+    /// The event.
+    pub envelope: Envelope<P>,
+}
+
+/// A stored message, undecoded: what verification and export work on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredMessage {
+    /// Stream sequence.
+    pub seq: u64,
+    /// Subject it was stored under.
+    pub subject: String,
+    /// When the server stored it.
+    pub stored_at: Timestamp,
+    /// The bytes exactly as stored.
+    pub payload: Bytes,
+}
+
+/// Something a follower can turn a stored message into.
+pub trait FromStored: Sized {
+    /// Decodes `message`, or says why it cannot be.
+    fn from_stored(message: StoredMessage) -> Result<Self, osp_protocol::Error>;
+}
+
+impl FromStored for StoredMessage {
+    fn from_stored(message: StoredMessage) -> Result<Self, osp_protocol::Error> {
+        Ok(message)
+    }
+}
+
+impl<P: EventPayload> FromStored for Recorded<P> {
+    fn from_stored(message: StoredMessage) -> Result<Self, osp_protocol::Error> {
+        let envelope = Envelope::<P>::decode(&message.payload)?;
+        if !is_subject_of(&envelope.aggregate, &message.subject) {
+            return Err(osp_protocol::Error::InvalidSubject {
+                subject: message.subject,
+                reason: format!("the event says it belongs to {}", envelope.aggregate),
+            });
+        }
+        Ok(Recorded {
+            seq: message.seq,
+            stored_at: message.stored_at,
+            hash: EventHash::of(&message.payload),
+            envelope,
+        })
+    }
+}
+
+/// True when `subject` is `aggregate`'s subject (checked without allocating: this runs
+/// for every event of every replay).
+fn is_subject_of(aggregate: &AggregateRef, subject: &str) -> bool {
+    let expected = [osp_protocol::subject::EVENT_PREFIX, aggregate.kind.as_str(), aggregate.id.as_str()];
+    let mut rest = subject;
+    for (i, part) in expected.iter().enumerate() {
+        let Some(after) = rest.strip_prefix(part) else { return false };
+        rest = after;
+        if i + 1 < expected.len() {
+            let Some(after) = rest.strip_prefix('.') else { return false };
+            rest = after;
+        }
+    }
+    rest.is_empty()
+}
+
+/// Where a replay starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// From the first event.
+    All,
+    /// From this stream sequence (inclusive).
+    Sequence(u64),
+    /// From the first event stored at or after this time.
+    Since(Timestamp),
+    /// Only events stored from now on.
+    New,
+}
+
+impl Start {
+    fn deliver_policy(self) -> DeliverPolicy {
+        match self {
+            Start::All => DeliverPolicy::All,
+            Start::Sequence(start_sequence) => DeliverPolicy::ByStartSequence { start_sequence },
+            Start::Since(at) => DeliverPolicy::ByStartTime { start_time: at.to_offset_date_time() },
+            Start::New => DeliverPolicy::New,
+        }
+    }
+}
+
+/// One step of a replay-then-follow.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogItem<T> {
+    /// The next matching event.
+    Event(T),
+    /// A stored message that could not be decoded.
+    Malformed(Malformed),
+    /// Every matching event stored up to this sequence has been delivered. Sent once.
+    CaughtUp(u64),
+}
+
+/// A message on the log that cannot be read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Malformed {
+    /// Its stream sequence.
+    pub seq: u64,
+    /// Its subject.
+    pub subject: String,
+    /// Why it cannot be read.
+    pub error: osp_protocol::Error,
+}
+
+/// A replay that turns into a live follow. Read it with [`Follow::next`].
+pub struct Follow<T> {
+    messages: pull::Ordered,
+    /// Known high-water mark when nothing was pending at creation.
+    caught_up_at_start: Option<u64>,
+    caught_up: bool,
+    queued_caught_up: Option<u64>,
+    pending: u64,
+    marker: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: FromStored> Follow<T> {
+    /// The next item; `None` only if the underlying subscription ends.
+    pub async fn next(&mut self) -> Option<Result<LogItem<T>>> {
+        if let Some(seq) = self.caught_up_at_start.take().or_else(|| self.queued_caught_up.take()) {
+            self.caught_up = true;
+            return Some(Ok(LogItem::CaughtUp(seq)));
+        }
+        let message = match self.messages.next().await? {
+            Ok(message) => message,
+            Err(e) => return Some(Err(Error::Nats { operation: "follow the log", source: Box::new(e) })),
+        };
+        let (seq, stored_at, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, Timestamp::from_offset_date_time(info.published), info.pending),
+            Err(e) => return Some(Err(Error::Nats { operation: "read delivery info", source: e })),
+        };
+        self.pending = pending;
+        if pending == 0 && !self.caught_up {
+            self.queued_caught_up = Some(seq);
+        }
+        let message = message.message;
+        let stored = StoredMessage { seq, subject: message.subject.to_string(), stored_at, payload: message.payload };
+        let subject = stored.subject.clone();
+        Some(Ok(match T::from_stored(stored) {
+            Ok(event) => LogItem::Event(event),
+            Err(error) => LogItem::Malformed(Malformed { seq, subject, error }),
+        }))
+    }
+
+    /// Matching events still to be delivered, as of the last one delivered: the
+    /// remaining work of a replay, for progress bars.
+    pub fn pending(&self) -> u64 {
+        self.pending
+    }
+}
+
+/// What [`EventLog::load`] returns: an aggregate's history and head.
+#[derive(Clone, Debug)]
+pub struct Loaded<P> {
+    /// Every event of the aggregate, oldest first.
+    pub events: Vec<Recorded<P>>,
+    /// Where its history ends; append after it.
+    pub head: Head,
+}
+
+impl EventLog {
+    /// Replays the events matching `filter` (a subject, wildcards allowed) from `start`,
+    /// then keeps delivering new ones as they are stored.
+    pub async fn follow<T: FromStored>(&self, filter: &str, start: Start) -> Result<Follow<T>> {
+        self.open_follow(filter, start, true).await
+    }
+
+    /// Reads one aggregate's whole history. An event that cannot be decoded is an
+    /// error: no decision may be based on a history that cannot be read.
+    pub async fn load<P: EventPayload>(&self, aggregate: &AggregateRef) -> Result<Loaded<P>> {
+        let mut follow = self.open_follow::<Recorded<P>>(&aggregate.subject(), Start::All, false).await?;
+        let mut events = Vec::new();
+        while let Some(item) = follow.next().await {
+            match item? {
+                LogItem::Event(event) => events.push(event),
+                LogItem::Malformed(Malformed { seq, subject, error }) => {
+                    return Err(Error::Malformed { seq, subject, error })
+                }
+                LogItem::CaughtUp(_) => break,
+            }
+        }
+        let head = events.last().map_or(Head::EMPTY, Head::after);
+        Ok(Loaded { events, head })
+    }
+
+    /// The sequence of the last message stored in the log (0 when empty).
+    pub async fn last_sequence(&self) -> Result<u64> {
+        let info = self.events.get_info().await.map_err(|e| Error::Nats {
+            operation: "read the event stream's state",
+            source: Box::new(e),
+        })?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// `with_high_water`: when nothing matches yet, ask the stream how far it goes so
+    /// the caught-up mark is meaningful to read-your-writes; a load does not need it.
+    async fn open_follow<T: FromStored>(&self, filter: &str, start: Start, with_high_water: bool) -> Result<Follow<T>> {
+        let consumer = self
+            .events
+            .create_consumer(pull::OrderedConfig {
+                filter_subject: filter.to_owned(),
+                deliver_policy: start.deliver_policy(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Nats { operation: "create a replay consumer", source: Box::new(e) })?;
+        let pending = consumer.cached_info().num_pending;
+        let nothing_pending = pending == 0;
+        let caught_up_at_start = match (nothing_pending, with_high_water) {
+            (false, _) => None,
+            (true, true) => Some(self.last_sequence().await?),
+            (true, false) => Some(0),
+        };
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| Error::Nats { operation: "start reading the log", source: Box::new(e) })?;
+        Ok(Follow {
+            messages,
+            caught_up_at_start,
+            caught_up: false,
+            queued_caught_up: None,
+            pending,
+            marker: std::marker::PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_check_matches_only_the_aggregates_own_subject() {
+        let agg = AggregateRef::new("run", "r1").unwrap();
+        assert!(is_subject_of(&agg, "osp.v1.evt.run.r1"));
+        for other in ["osp.v1.evt.run.r2", "osp.v1.evt.run.r1x", "osp.v1.evt.runs.r1", "osp.v1.evt.run", "x.v1.evt.run.r1", "osp.v1.evt.run.r1.x", "osp.v1.evtXrunXr1"] {
+            assert!(!is_subject_of(&agg, other), "{other}");
+        }
+    }
+}
