@@ -1,1 +1,80 @@
-fn main() {}
+//! `osp`: the operator's command line.
+//!
+//! It speaks to the system only through NATS, like any other client: point it at a
+//! server with `--nats-url` or `OSP_NATS_URL`, or let `osp dev` start one.
+
+mod bench;
+mod connect;
+mod dev;
+mod events;
+mod output;
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+/// Agentic OS Protocol runtime on NATS JetStream.
+#[derive(Parser)]
+#[command(name = "osp", version, about, propagate_version = true)]
+struct Cli {
+    /// NATS server to talk to [default: nats://127.0.0.1:4222; `osp dev` starts its own
+    /// unless this is given].
+    #[arg(long, global = true, env = "OSP_NATS_URL")]
+    nats_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a local NATS usually listens.
+const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole system locally: a nats-server (installed if needed) with the OSP
+    /// streams, until Ctrl-C.
+    Dev(dev::DevArgs),
+    /// Read the event log.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Check the event log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Measure throughput and latency next to raw JetStream, on a server of its own.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Decode every event and check every aggregate's hash chain; report the first
+    /// bad link per aggregate. Exits with status 1 when a problem is found.
+    Verify(verify::VerifyArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OSP_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
+    let outcome = runtime.block_on(async move {
+        let url = || cli.nats_url.clone().unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        match cli.command {
+            Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
+            Command::Events(command) => events::run(command, &url()).await,
+            Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
+            Command::Bench(command) => bench::run(command).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        // `osp events replay | head` closes our stdout early: that is not an error.
+        Err(error) if output::is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

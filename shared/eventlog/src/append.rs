@@ -215,7 +215,7 @@ impl EventLog {
                 stored_at: Timestamp::from_offset_date_time(message.time),
                 payload: message.payload,
             };
-            let event = Recorded::<P>::from_stored(stored)
+            let event = Recorded::<P>::from_stored(&stored)
                 .map_err(|error| Error::Malformed { seq, subject: subject.to_owned(), error })?;
             events.push(event);
         }

@@ -58,6 +58,19 @@ impl EventLog {
         Ok(EventLog { client, jetstream, events })
     }
 
+    /// What every process does at start-up: confirm the server is new enough (before
+    /// touching anything, so an old server gets that error and not a confusing
+    /// stream-config one), apply `definitions`, open the log.
+    pub async fn start(client: async_nats::Client, definitions: &Definitions) -> Result<EventLog> {
+        client
+            .flush()
+            .await
+            .map_err(|e| Error::Unavailable { operation: "connect to nats-server", reason: e.to_string() })?;
+        check_server_version(&client.server_info().version)?;
+        definitions.apply(&jetstream::new(client.clone())).await?;
+        EventLog::open(client).await
+    }
+
     /// The JetStream context this log uses (for consumers and timers).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream

@@ -43,21 +43,21 @@ pub struct StoredMessage {
 /// Something a follower can turn a stored message into.
 pub trait FromStored: Sized {
     /// Decodes `message`, or says why it cannot be.
-    fn from_stored(message: StoredMessage) -> Result<Self, osp_protocol::Error>;
+    fn from_stored(message: &StoredMessage) -> Result<Self, osp_protocol::Error>;
 }
 
 impl FromStored for StoredMessage {
-    fn from_stored(message: StoredMessage) -> Result<Self, osp_protocol::Error> {
-        Ok(message)
+    fn from_stored(message: &StoredMessage) -> Result<Self, osp_protocol::Error> {
+        Ok(message.clone())
     }
 }
 
 impl<P: EventPayload> FromStored for Recorded<P> {
-    fn from_stored(message: StoredMessage) -> Result<Self, osp_protocol::Error> {
+    fn from_stored(message: &StoredMessage) -> Result<Self, osp_protocol::Error> {
         let envelope = Envelope::<P>::decode(&message.payload)?;
         if !is_subject_of(&envelope.aggregate, &message.subject) {
             return Err(osp_protocol::Error::InvalidSubject {
-                subject: message.subject,
+                subject: message.subject.clone(),
                 reason: format!("the event says it belongs to {}", envelope.aggregate),
             });
         }
@@ -164,10 +164,9 @@ impl<T: FromStored> Follow<T> {
         }
         let message = message.message;
         let stored = StoredMessage { seq, subject: message.subject.to_string(), stored_at, payload: message.payload };
-        let subject = stored.subject.clone();
-        Some(Ok(match T::from_stored(stored) {
+        Some(Ok(match T::from_stored(&stored) {
             Ok(event) => LogItem::Event(event),
-            Err(error) => LogItem::Malformed(Malformed { seq, subject, error }),
+            Err(error) => LogItem::Malformed(Malformed { seq, subject: stored.subject, error }),
         }))
     }
 

@@ -74,13 +74,28 @@ impl Encoding {
     }
 
     /// Decodes `bytes`, naming the field at fault when decoding fails.
+    ///
+    /// The fast path decodes without tracking field paths (replays decode every event);
+    /// only a failed decode is run again with tracking, to name the field.
     pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
+        let fast = match self {
+            Encoding::MessagePack => rmp_serde::from_slice(bytes).ok(),
+            Encoding::Json => serde_json::from_slice(bytes).ok(),
+        };
+        match fast {
+            Some(value) => Ok(value),
+            None => Err(self.explain_failure::<T>(bytes)),
+        }
+    }
+
+    /// Decodes again with field-path tracking and turns the failure into an error.
+    fn explain_failure<T: DeserializeOwned>(self, bytes: &[u8]) -> Error {
         let malformed = |path: String, reason: String| Error::Malformed {
             encoding: self.name().to_owned(),
             path,
             reason,
         };
-        match self {
+        let tracked: Result<T, Error> = match self {
             Encoding::MessagePack => {
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
                 serde_path_to_error::deserialize(&mut de)
@@ -88,11 +103,16 @@ impl Encoding {
             }
             Encoding::Json => {
                 let mut de = serde_json::Deserializer::from_slice(bytes);
-                let value = serde_path_to_error::deserialize(&mut de)
-                    .map_err(|e| malformed(e.path().to_string(), e.inner().to_string()))?;
-                de.end().map_err(|e| malformed(String::new(), e.to_string()))?;
-                Ok(value)
+                serde_path_to_error::deserialize(&mut de)
+                    .map_err(|e| malformed(e.path().to_string(), e.inner().to_string()))
+                    .and_then(|value| de.end().map(|()| value).map_err(|e| malformed(String::new(), e.to_string())))
             }
+        };
+        match tracked {
+            Err(error) => error,
+            // Both decoders agree on what is valid; this only guards against a
+            // deserializer that depends on tracking.
+            Ok(_) => malformed(String::new(), "could not be decoded".into()),
         }
     }
 }

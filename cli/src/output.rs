@@ -1,0 +1,108 @@
+//! How events and problems are printed: one line each, for people or (with `--json`)
+//! one JSON object per line for tools.
+
+use std::io::Write;
+
+use osp_eventlog::{Malformed, Recorded};
+use osp_protocol::AnyPayload;
+use serde_json::json;
+
+/// Standard output, line by line, flushed per line when following live.
+pub struct Lines {
+    out: std::io::BufWriter<std::io::Stdout>,
+    json: bool,
+    flush_each: bool,
+}
+
+impl Lines {
+    /// `json`: NDJSON instead of text; `flush_each`: for live output.
+    pub fn new(json: bool, flush_each: bool) -> Lines {
+        Lines { out: std::io::BufWriter::new(std::io::stdout()), json, flush_each }
+    }
+
+    /// Prints one event.
+    pub fn event(&mut self, event: &Recorded<AnyPayload>) -> std::io::Result<()> {
+        let e = &event.envelope;
+        let line = if self.json {
+            json!({
+                "seq": event.seq,
+                "subject": e.aggregate.subject(),
+                "stored_at": event.stored_at.to_rfc3339(),
+                "hash": event.hash.to_hex(),
+                "id": e.id,
+                "type": e.payload.event_type,
+                "schema": e.payload.schema,
+                "aggregate_kind": e.aggregate.kind,
+                "aggregate_id": e.aggregate.id,
+                "version": e.version,
+                "occurred_at": e.occurred_at.millis(),
+                "actor": e.actor,
+                "correlation_id": e.correlation_id,
+                "causation_id": e.causation_id,
+                "prev_hash": e.prev_hash.map(|h| h.to_hex()),
+                "payload": e.payload.to_json(),
+            })
+            .to_string()
+        } else {
+            format!(
+                "#{:<8} {}  {} v{}  {}  by {}  {}",
+                event.seq,
+                e.occurred_at,
+                e.aggregate,
+                e.version,
+                e.payload.event_type,
+                e.actor,
+                e.payload.to_json()
+            )
+        };
+        self.line(&line)
+    }
+
+    /// Prints a message that could not be decoded.
+    pub fn malformed(&mut self, m: &Malformed) -> std::io::Result<()> {
+        let line = if self.json {
+            json!({ "seq": m.seq, "subject": m.subject, "malformed": m.error.to_string() }).to_string()
+        } else {
+            format!("#{:<8} MALFORMED on {}: {}", m.seq, m.subject, m.error)
+        };
+        self.line(&line)
+    }
+
+    /// Prints any line.
+    pub fn line(&mut self, line: &str) -> std::io::Result<()> {
+        writeln!(self.out, "{line}")?;
+        if self.flush_each {
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what is buffered.
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// True when `error` is stdout having been closed by the reader.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+/// A progress bar on stderr for a replay of `total` messages; hidden when stderr is not
+/// a terminal or the replay is short.
+pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
+    if total < 10_000 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
