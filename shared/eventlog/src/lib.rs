@@ -50,7 +50,9 @@ impl EventLog {
         let jetstream = jetstream::new(client.clone());
         let events = jetstream.get_stream(EVENTS_STREAM).await.map_err(|e| Error::Definition {
             file: EVENTS_STREAM.into(),
-            reason: format!("cannot open the event stream ({e}); apply the stream definitions first"),
+            reason: format!(
+                "cannot open the event stream ({e}); create the OSP streams first: `osp dev --nats-url <url>` does, as does every service at start-up"
+            ),
         })?;
         // Only now, after a round trip, is the server's version known for certain
         // (a client that retries its initial connect returns before connecting).

@@ -1,0 +1,92 @@
+//! The `osp` binary as a user runs it: `osp dev` in an empty folder, then the log
+//! commands against it, then Ctrl-C.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use osp_eventlog::Head;
+use osp_tests::{added, counter, CounterEvent};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn osp(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_osp"))
+        .args(args)
+        .env("OSP_NATS_URL", url)
+        .output()
+        .expect("run osp")
+}
+
+#[tokio::test]
+async fn osp_dev_then_replay_verify_and_ctrl_c() {
+    let folder = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp"))
+        .args(["dev", "--port", &port.to_string()])
+        .env_remove("OSP_NATS_URL")
+        .current_dir(folder.path())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let url = first.strip_prefix("OSP is up on ").expect("the first line gives the URL").to_owned();
+    assert!(url.starts_with("nats://127.0.0.1:"), "{url}");
+    assert!(folder.path().join(".osp/data").is_dir(), "data lives under .osp/ in the working dir");
+
+    // Some history, written by a client of our own.
+    let log = osp_eventlog::EventLog::open(osp_tests::connect(&url).await).await.unwrap();
+    let mut head = Head::EMPTY;
+    for i in 0..3 {
+        head = log.append(&counter("cli"), &head, vec![added(i, &format!("c{i}"))]).await.unwrap().head;
+    }
+
+    let replay = osp(&url, &["events", "replay", "--json"]);
+    assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8(replay.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2]["type"], "counter.added");
+    assert_eq!(events[2]["version"], 3);
+    assert_eq!(events[2]["payload"], serde_json::json!({"by": 2}));
+    assert_eq!(events[2]["prev_hash"], events[1]["hash"]);
+
+    let from = osp(&url, &["events", "replay", "--from-seq", "3"]);
+    let text = String::from_utf8(from.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("counter:cli v3") && text.contains("counter.added"), "{text}");
+
+    let clean = osp(&url, &["log", "verify"]);
+    assert!(clean.status.success());
+    assert!(String::from_utf8_lossy(&clean.stdout).contains("verified 3 events of 1 aggregates up to seq 3: OK"));
+
+    // A forged event (raw publish, wrong link) makes verify fail and name it.
+    let genuine = log.load::<osp_protocol::AnyPayload>(&counter("cli")).await.unwrap().events.pop().unwrap();
+    let mut forged = genuine.envelope;
+    forged.version += 1;
+    forged.prev_hash = None;
+    log.jetstream().publish(counter("cli").subject(), forged.encode().unwrap().into()).await.unwrap().await.unwrap();
+    let broken = osp(&url, &["log", "verify", "--json"]);
+    assert_eq!(broken.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&broken.stdout).unwrap();
+    assert_eq!(report["clean"], false);
+    assert_eq!(report["problems"][0]["seq"], 4);
+    let _ = log.load::<CounterEvent>(&counter("cli")).await; // still readable, no panic
+
+    // Ctrl-C stops the server and exits cleanly.
+    Command::new("kill").args(["-INT", &dev.id().unwrap().to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), dev.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(osp(&url, &["events", "replay"]).stderr.starts_with(b"error: cannot connect to NATS"));
+}
+
+#[test]
+fn a_server_that_is_not_there_gets_a_hint_not_a_panic() {
+    let out = osp("nats://127.0.0.1:1", &["log", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("start one with `osp dev`"), "{err}");
+}
