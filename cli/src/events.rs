@@ -47,6 +47,7 @@ pub async fn run(command: EventsCommand, url: &str) -> anyhow::Result<ExitCode> 
     match command {
         EventsCommand::Tail { subject, json } => {
             let mut follow = log.follow::<Recorded<AnyPayload>>(&subject, Start::New).await?;
+            eprintln!("following {subject} (Ctrl-C to stop)");
             let mut lines = output::Lines::new(json, true);
             loop {
                 tokio::select! {

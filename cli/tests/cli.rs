@@ -34,12 +34,32 @@ async fn osp_dev_then_replay_verify_and_ctrl_c() {
     assert!(url.starts_with("nats://127.0.0.1:"), "{url}");
     assert!(folder.path().join(".osp/data").is_dir(), "data lives under .osp/ in the working dir");
 
+    // A tail, started before anything happens.
+    let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp"))
+        .args(["events", "tail", "--json", "--subject", "osp.v1.evt.counter.*"])
+        .env("OSP_NATS_URL", &url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut tail_err = BufReader::new(tail.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), tail_err.next_line()).await.unwrap().unwrap();
+    assert_eq!(ready.as_deref(), Some("following osp.v1.evt.counter.* (Ctrl-C to stop)"));
+
     // Some history, written by a client of our own.
     let log = osp_eventlog::EventLog::open(osp_tests::connect(&url).await).await.unwrap();
     let mut head = Head::EMPTY;
     for i in 0..3 {
         head = log.append(&counter("cli"), &head, vec![added(i, &format!("c{i}"))]).await.unwrap().head;
     }
+    let mut tailed = BufReader::new(tail.stdout.take().unwrap()).lines();
+    for version in 1..=3 {
+        let line = tokio::time::timeout(Duration::from_secs(10), tailed.next_line()).await.unwrap().unwrap().unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((event["aggregate_id"].as_str(), event["version"].as_u64()), (Some("cli"), Some(version)));
+    }
+    tail.start_kill().unwrap();
 
     let replay = osp(&url, &["events", "replay", "--json"]);
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
