@@ -34,8 +34,10 @@ async fn a_forged_event_with_a_wrong_previous_hash_is_reported() {
     for i in 0..3 {
         head = h.log.append(&agg, &head, vec![added(i, &format!("real-{i}"))]).await.unwrap().head;
     }
-    // Copy the last genuine event, change the amount, keep the chain fields plausible
-    // except for the hash, which the forger cannot know without the stored bytes.
+    // Copy the last genuine event and append a forged successor whose link is wrong.
+    // (The chain is unsigned: a forger who can read the log can compute the right hash;
+    // what keeps forgers out is the account permission to publish on osp.v1.evt.>, see
+    // docs/operations.md. The chain proves no stored event was altered or removed.)
     let last = h.log.load::<AnyPayload>(&agg).await.unwrap().events.pop().unwrap();
     let mut forged: Envelope<AnyPayload> = last.envelope.clone();
     forged.id = uuid::Uuid::now_v7();

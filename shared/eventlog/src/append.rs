@@ -9,6 +9,8 @@
 //!   for the same reason (the sequence check runs before dedupe); we then read the
 //!   aggregate's last message, and if its `Nats-Msg-Id` is our last event's id the
 //!   append had succeeded: we return what is stored, not a duplicate, not a conflict.
+//!   If yet another writer appended on top in between, the caller gets a conflict and
+//!   finds its own events on reload: `decide` must be idempotent, as it is everywhere.
 //!
 //! Several events go in one atomic batch (server 2.12+): all are stored or none.
 
@@ -94,7 +96,9 @@ impl EventLog {
             return Ok(Appended { events: Vec::new(), head: *head });
         }
         let subject = aggregate.subject();
-        let sealed = seal(aggregate, head, events)?;
+        // The server may be configured below the protocol's limit; refuse what it would.
+        let limit = self.client.server_info().max_payload.min(MAX_MESSAGE_BYTES) - HEADER_ALLOWANCE;
+        let sealed = seal(aggregate, head, events, limit)?;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(20);
         for attempt in 1.. {
@@ -238,7 +242,12 @@ struct Sealed<P> {
 }
 
 /// Builds the envelopes (versions and hash links continuing from `head`) and their bytes.
-fn seal<P: EventPayload>(aggregate: &AggregateRef, head: &Head, events: Vec<NewEvent<P>>) -> Result<Vec<Sealed<P>>> {
+fn seal<P: EventPayload>(
+    aggregate: &AggregateRef,
+    head: &Head,
+    events: Vec<NewEvent<P>>,
+    limit: usize,
+) -> Result<Vec<Sealed<P>>> {
     let mut prev_hash = head.hash;
     let mut version = head.version;
     events
@@ -257,7 +266,7 @@ fn seal<P: EventPayload>(aggregate: &AggregateRef, head: &Head, events: Vec<NewE
                 payload: event.payload,
             };
             let bytes = envelope.encode()?;
-            check_size("event", bytes.len(), MAX_MESSAGE_BYTES - HEADER_ALLOWANCE)?;
+            check_size("event", bytes.len(), limit)?;
             let hash = EventHash::of(&bytes);
             prev_hash = Some(hash);
             Ok(Sealed { envelope, bytes: bytes.into(), hash })
@@ -315,9 +324,6 @@ fn classify(error: PublishError) -> PublishFailure {
             file: crate::EVENTS_STREAM.into(),
             reason: "the event stream does not exist: apply the stream definitions first (osp dev does)".into(),
         }),
-        (PublishErrorKind::MaxPayloadExceeded, _) => {
-            PublishFailure::Fatal(Error::Unavailable { operation: "append", reason: text })
-        }
         _ => PublishFailure::Fatal(Error::Nats { operation: "append", source: Box::new(error) }),
     }
 }

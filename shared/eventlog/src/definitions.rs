@@ -112,13 +112,27 @@ fn parse_stream(file: &str, text: &str) -> Result<stream::Config> {
     if config.name.is_empty() {
         return Err(definition_error(file, "the stream has no name".into()));
     }
-    if config.name == EVENTS_STREAM && !(config.deny_delete && config.deny_purge && !config.allow_rollup) {
-        return Err(definition_error(
-            file,
-            "the event log must deny delete and purge and allow no rollup: it is append-only".into(),
-        ));
+    if config.name == EVENTS_STREAM {
+        guard_event_log(file, &config)?;
     }
     Ok(config)
+}
+
+/// The event log may have size limits (a full log then refuses writes), but nothing in
+/// its definition may ever remove history: no delete, purge, rollup or expiry, and
+/// discard-new so a limit that is reached rejects new events instead of dropping old ones.
+fn guard_event_log(file: &str, config: &stream::Config) -> Result<()> {
+    let refuse = |why: &str| Err(definition_error(file, format!("the event log is append-only: {why}")));
+    if !(config.deny_delete && config.deny_purge) || config.allow_rollup {
+        return refuse("it must deny delete and purge and allow no rollup");
+    }
+    if !config.max_age.is_zero() {
+        return refuse("max_age would expire history; it must be 0");
+    }
+    if config.discard != stream::DiscardPolicy::New {
+        return refuse("discard must be \"new\" so a reached limit refuses writes instead of dropping events");
+    }
+    Ok(())
 }
 
 fn parse_consumer(file: &str, text: &str) -> Result<ConsumerDefinition> {
@@ -166,10 +180,19 @@ mod tests {
     }
 
     #[test]
-    fn an_event_log_that_allows_purge_is_refused() {
-        let text = include_str!("../../../streams/events.json").replace("\"deny_purge\": true", "\"deny_purge\": false");
-        let err = parse_stream("events.json", &text).unwrap_err();
-        assert!(err.to_string().contains("append-only"), "{err}");
+    fn an_event_log_definition_that_could_lose_history_is_refused() {
+        let original = include_str!("../../../streams/events.json");
+        for (from, to, why) in [
+            ("\"deny_purge\": true", "\"deny_purge\": false", "deny delete and purge"),
+            ("\"deny_delete\": true", "\"deny_delete\": false", "deny delete and purge"),
+            ("\"allow_rollup_hdrs\": false", "\"allow_rollup_hdrs\": true", "no rollup"),
+            ("\"max_age\": 0", "\"max_age\": 121000000000", "max_age"),
+            ("\"discard\": \"new\"", "\"discard\": \"old\"", "discard must be"),
+        ] {
+            assert!(original.contains(from), "{from}");
+            let err = parse_stream("events.json", &original.replace(from, to)).unwrap_err().to_string();
+            assert!(err.contains("append-only") && err.contains(why), "{err}");
+        }
     }
 
     #[test]

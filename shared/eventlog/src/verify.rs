@@ -78,7 +78,7 @@ impl fmt::Display for Problem {
 pub struct VerifyReport {
     /// Messages checked.
     pub events: u64,
-    /// Distinct aggregates seen.
+    /// Distinct subjects seen (aggregates, and any stray subject under the prefix).
     pub aggregates: usize,
     /// Highest stream sequence covered.
     pub up_to: u64,

@@ -44,7 +44,7 @@ impl Encoding {
                 Ok(Encoding::MessagePack)
             }
             JSON => Ok(Encoding::Json),
-            _ => Err(Error::UnsupportedContentType(value.to_owned())),
+            _ => Err(Error::UnsupportedContentType { content_type: value.to_owned() }),
         }
     }
 
@@ -67,9 +67,9 @@ impl Encoding {
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, Error> {
         match self {
             Encoding::MessagePack => {
-                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode(e.to_string()))
+                rmp_serde::to_vec_named(value).map_err(|e| Error::Encode { reason: e.to_string() })
             }
-            Encoding::Json => serde_json::to_vec(value).map_err(|e| Error::Encode(e.to_string())),
+            Encoding::Json => serde_json::to_vec(value).map_err(|e| Error::Encode { reason: e.to_string() }),
         }
     }
 

@@ -65,9 +65,10 @@ impl<P: EventPayload> Envelope<P> {
     }
 }
 
-/// A UUID v7 that is a pure function of what caused the event: the same command, decided
+/// A UUID v7 that is a pure function of `(cause, index, at)`: the same command, decided
 /// again after a crash, yields the same event ids, which the stream then deduplicates.
-/// `at` supplies the time part so ids still sort by time.
+/// `at` supplies the time part so ids still sort by time; pass a time that is part of
+/// the command (when it was received), never the time of deciding.
 pub fn derived_event_id(cause: &str, index: u32, at: Timestamp) -> Uuid {
     let mut hasher = blake3::Hasher::new();
     hasher.update(cause.as_bytes());
@@ -223,8 +224,8 @@ impl<'de, P: EventPayload> Visitor<'de> for EnvelopeVisitor<P> {
         let mut causation_id = None;
         let mut prev_hash = None;
         let mut payload = None;
-        // A payload seen before its type (a hand-written message) is kept as a value
-        // and decoded once the type is known.
+        // A payload seen before its type and schema (a hand-written message) is kept
+        // as a value and decoded once both are known.
         let mut early_payload: Option<rmpv::Value> = None;
 
         while let Some(field) = map.next_key::<Field>()? {
@@ -240,15 +241,11 @@ impl<'de, P: EventPayload> Visitor<'de> for EnvelopeVisitor<P> {
                 Field::CorrelationId => correlation_id = map.next_value()?,
                 Field::CausationId => causation_id = map.next_value()?,
                 Field::PrevHash => prev_hash = map.next_value()?,
-                Field::Payload => match &event_type {
-                    Some(ty) => {
-                        payload = Some(map.next_value_seed(PayloadIn {
-                            event_type: ty,
-                            schema: schema.unwrap_or(1),
-                            marker: PhantomData,
-                        })?)
+                Field::Payload => match (&event_type, schema) {
+                    (Some(ty), Some(schema)) => {
+                        payload = Some(map.next_value_seed(PayloadIn { event_type: ty, schema, marker: PhantomData })?)
                     }
-                    None => early_payload = Some(map.next_value()?),
+                    _ => early_payload = Some(map.next_value()?),
                 },
                 Field::Unknown => {
                     map.next_value::<IgnoredAny>()?;
@@ -260,7 +257,8 @@ impl<'de, P: EventPayload> Visitor<'de> for EnvelopeVisitor<P> {
         let schema = schema.unwrap_or(1);
         let payload = match (payload, early_payload) {
             (Some(payload), _) => payload,
-            (None, Some(value)) => P::deserialize_payload(&event_type, schema, value).map_err(de::Error::custom)?,
+            (None, Some(value)) => P::deserialize_payload(&event_type, schema, value)
+                .map_err(|e| de::Error::custom(format!("payload: {e}")))?,
             (None, None) => return Err(de::Error::missing_field("payload")),
         };
         Ok(Envelope {

@@ -48,8 +48,11 @@ pub enum Error {
         limit: usize,
     },
     /// The `Content-Type` header names an encoding we do not speak.
-    #[error("unsupported content type {0:?}: use application/msgpack (the default) or application/json")]
-    UnsupportedContentType(String),
+    #[error("unsupported content type {content_type:?}: use application/msgpack (the default) or application/json")]
+    UnsupportedContentType {
+        /// The header's value.
+        content_type: String,
+    },
     /// An event type this reader does not know (a newer writer, or the wrong filter).
     #[error("unknown event type {event_type:?} (schema {schema})")]
     UnknownEventType {
@@ -59,8 +62,11 @@ pub enum Error {
         schema: u16,
     },
     /// A value could not be encoded; this is our bug, not the caller's.
-    #[error("cannot encode {0}")]
-    Encode(String),
+    #[error("cannot encode: {reason}")]
+    Encode {
+        /// The encoder's explanation.
+        reason: String,
+    },
 }
 
 fn path_suffix(path: &str) -> String {
@@ -68,5 +74,30 @@ fn path_suffix(path: &str) -> String {
         String::new()
     } else {
         format!(" at {path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Encoding;
+
+    #[test]
+    fn every_variant_travels_in_both_encodings() {
+        let all = [
+            Error::InvalidToken { field: "run id".into(), value: "a.b".into(), reason: "r".into() },
+            Error::InvalidSubject { subject: "s".into(), reason: "r".into() },
+            Error::Malformed { encoding: "json".into(), path: "a.b".into(), reason: "r".into() },
+            Error::TooLarge { what: "payload".into(), size: 2, limit: 1 },
+            Error::UnsupportedContentType { content_type: "text/xml".into() },
+            Error::UnknownEventType { event_type: "x.y".into(), schema: 2 },
+            Error::Encode { reason: "r".into() },
+        ];
+        for error in all {
+            for encoding in [Encoding::MessagePack, Encoding::Json] {
+                let bytes = encoding.encode(&error).unwrap();
+                assert_eq!(encoding.decode::<Error>(&bytes).unwrap(), error);
+            }
+        }
     }
 }

@@ -37,7 +37,8 @@ impl Timestamp {
         Timestamp((at.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 
-    /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-24T16:23:05.123Z`.
+    /// RFC 3339 in UTC, with the milliseconds when there are any: `2026-11-24T16:23:05.123Z`,
+    /// `2026-11-24T16:23:05Z`.
     pub fn to_rfc3339(self) -> String {
         self.to_offset_date_time().format(&Rfc3339).unwrap_or_else(|_| self.0.to_string())
     }

@@ -144,7 +144,7 @@ fn a_hand_written_json_event_with_payload_first_and_extra_fields_decodes() {
 #[test]
 fn bad_events_are_errors_that_say_why() {
     let decode = |json: &str| Encoding::Json.decode::<Envelope<RunEvent>>(json.as_bytes()).unwrap_err().to_string();
-    let base = r#""id":"0192f1c2-7e3a-7b40-9c1d-1234567890ab","aggregate_kind":"run","aggregate_id":"r","version":1,"occurred_at":5,"actor":"a""#;
+    let base = r#""id":"0192f1c2-7e3a-7b40-9c1d-1234567890ab","schema":1,"aggregate_kind":"run","aggregate_id":"r","version":1,"occurred_at":5,"actor":"a""#;
 
     let missing = decode(&format!(r#"{{{base},"type":"run.progressed"}}"#));
     assert!(missing.contains("missing field `payload`"), "{missing}");
@@ -152,7 +152,7 @@ fn bad_events_are_errors_that_say_why() {
     let unknown = decode(&format!(r#"{{{base},"type":"run.exploded","payload":{{}}}}"#));
     assert!(unknown.contains("unknown event type \"run.exploded\""), "{unknown}");
 
-    let newer = decode(&format!(r#"{{{base},"type":"run.progressed","schema":9,"payload":{{}}}}"#));
+    let newer = decode(&format!(r#"{{{},"type":"run.progressed","schema":9,"payload":{{}}}}"#, base.replace(r#""schema":1,"#, "")));
     assert!(newer.contains("schema 9"), "{newer}");
 
     let wrong = decode(&format!(
@@ -181,4 +181,15 @@ fn untyped_payload_reads_as_json() {
     let bytes = envelope(progressed()).encode().unwrap();
     let any = Envelope::<AnyPayload>::decode(&bytes).unwrap();
     assert_eq!(any.payload.to_json(), serde_json::json!({"current": 2, "total": 5, "message": "halfway"}));
+}
+
+#[test]
+fn a_schema_written_after_the_payload_is_still_honoured() {
+    let json = r#"{"id":"0192f1c2-7e3a-7b40-9c1d-1234567890ab","type":"run.progressed",
+        "aggregate_kind":"run","aggregate_id":"r","version":1,"occurred_at":5,"actor":"a",
+        "payload":{"current":1,"total":null,"message":""},"schema":5}"#;
+    let err = Encoding::Json.decode::<Envelope<RunEvent>>(json.as_bytes()).unwrap_err();
+    assert!(err.to_string().contains("schema 5"), "a newer schema is refused wherever it is written: {err}");
+    let any: Envelope<AnyPayload> = Encoding::Json.decode(json.as_bytes()).unwrap();
+    assert_eq!(any.payload.schema, 5);
 }
