@@ -54,12 +54,23 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("  osp events tail          # watch the log");
     println!("Ctrl-C to stop.");
 
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    stop_requested().await?;
     if let Some(server) = server.as_mut() {
         server.stop().await.context("stopping nats-server")?;
     }
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C, or SIGTERM (what `kill` and service managers send), so the
+/// server we started is always stopped with us.
+async fn stop_requested() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
+    }
 }
 
 /// Finds (or installs) the pinned nats-server and starts it with data under `.osp/`.
