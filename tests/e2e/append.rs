@@ -141,3 +141,24 @@ async fn an_oversized_event_is_refused_before_it_reaches_the_server() {
     assert!(err.to_string().contains("over the limit"), "{err}");
     assert_eq!(h.log.last_sequence().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn a_burst_of_concurrent_multi_event_appends_all_land() {
+    // The server holds at most 50 atomic batches in flight per stream; a burst above
+    // that must be absorbed (retried), not surface as a failure.
+    let h = Harness::start().await;
+    let appends = futures::future::join_all((0..300).map(|i| {
+        let log = h.log.clone();
+        async move {
+            let events = vec![
+                new_event(CounterEvent::Added(osp_tests::Added { by: 1 }), &format!("burst-{i}"), 0),
+                new_event(CounterEvent::Added(osp_tests::Added { by: 2 }), &format!("burst-{i}"), 1),
+            ];
+            log.append(&counter(&format!("burst{i}")), &Head::EMPTY, events).await
+        }
+    }))
+    .await;
+    let failures: Vec<String> = appends.iter().filter_map(|r| r.as_ref().err().map(|e| e.to_string())).collect();
+    assert!(failures.is_empty(), "{} of 300 failed, e.g. {:?}", failures.len(), failures.first());
+    assert_eq!(h.log.last_sequence().await.unwrap(), 600);
+}

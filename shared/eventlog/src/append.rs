@@ -140,6 +140,11 @@ impl EventLog {
         sealed: &[Sealed<P>],
         attempt: u32,
     ) -> Result<u64, PublishFailure> {
+        // A batch holds a permit from its first message to its commit's ack.
+        let _permit = match sealed.len() {
+            1 => None,
+            _ => Some(self.batch_permits.acquire().await.map_err(|e| PublishFailure::Transient(e.to_string()))?),
+        };
         let ack = if let [single] = sealed {
             let publish = PublishMessage::build()
                 .payload(single.bytes.clone())

@@ -40,7 +40,14 @@ pub struct EventLog {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     events: stream::Stream,
+    /// Bounds this process's atomic batches in flight (see [`MAX_BATCHES_IN_FLIGHT`]).
+    batch_permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Atomic batches one process keeps in flight. The server holds at most 50 per stream
+/// (across all clients) and drops batches beyond that, which a burst of retries only
+/// makes worse; queueing here keeps a few instances together under the server's cap.
+pub const MAX_BATCHES_IN_FLIGHT: usize = 16;
 
 impl EventLog {
     /// Opens the event log on `client`. The streams must exist: apply [`Definitions`]
@@ -57,7 +64,8 @@ impl EventLog {
         // Only now, after a round trip, is the server's version known for certain
         // (a client that retries its initial connect returns before connecting).
         check_server_version(&client.server_info().version)?;
-        Ok(EventLog { client, jetstream, events })
+        let batch_permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_BATCHES_IN_FLIGHT));
+        Ok(EventLog { client, jetstream, events, batch_permits })
     }
 
     /// What every process does at start-up: confirm the server is new enough (before
