@@ -65,8 +65,8 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
 /// Waits for Ctrl-C, or SIGTERM (what `kill` and service managers send), so the
 /// server we started is always stopped with us.
 async fn stop_requested() -> anyhow::Result<()> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C"),
         _ = terminate.recv() => Ok(()),

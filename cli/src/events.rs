@@ -100,9 +100,8 @@ fn parse_since(text: &str, now: OffsetDateTime) -> anyhow::Result<Timestamp> {
     }
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let amount: i64 = number
-        .parse()
-        .with_context(|| format!("--since {text:?}: expected an RFC 3339 time or an age like 15m"))?;
+    let amount: i64 =
+        number.parse().with_context(|| format!("--since {text:?}: expected an RFC 3339 time or an age like 15m"))?;
     let seconds = match unit {
         "s" => amount,
         "m" => amount * 60,

@@ -9,11 +9,7 @@ use osp_tests::{added, counter, CounterEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn osp(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_osp"))
-        .args(args)
-        .env("OSP_NATS_URL", url)
-        .output()
-        .expect("run osp")
+    Command::new(env!("CARGO_BIN_EXE_osp")).args(args).env("OSP_NATS_URL", url).output().expect("run osp")
 }
 
 #[tokio::test]
@@ -63,11 +59,8 @@ async fn osp_dev_then_replay_verify_and_ctrl_c() {
 
     let replay = osp(&url, &["events", "replay", "--json"]);
     assert!(replay.status.success(), "{}", String::from_utf8_lossy(&replay.stderr));
-    let events: Vec<serde_json::Value> = String::from_utf8(replay.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let events: Vec<serde_json::Value> =
+        String::from_utf8(replay.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     assert_eq!(events.len(), 3);
     assert_eq!(events[2]["type"], "counter.added");
     assert_eq!(events[2]["version"], 3);

@@ -97,7 +97,8 @@ async fn a_retried_append_with_the_same_ids_is_a_no_op() {
 async fn a_batch_is_atomic_contiguous_and_chained() {
     let h = Harness::start().await;
     let agg = counter("batch");
-    let events: Vec<_> = (0..5).map(|i| new_event(CounterEvent::Added(osp_tests::Added { by: i }), "cmd", i as u32)).collect();
+    let events: Vec<_> =
+        (0..5).map(|i| new_event(CounterEvent::Added(osp_tests::Added { by: i }), "cmd", i as u32)).collect();
     let appended = h.log.append(&agg, &Head::EMPTY, events).await.unwrap();
     let seqs: Vec<u64> = appended.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [1, 2, 3, 4, 5]);

@@ -8,12 +8,8 @@ use osp_eventlog::{Deliveries, Delivery, WorkConfig, WorkConsumer, INBOX_STREAM}
 use osp_tests::Harness;
 
 async fn inbox_consumer(h: &Harness, max_deliver: i64, ack_wait: Duration) -> WorkConsumer {
-    let config = WorkConfig {
-        durable: "test-service".into(),
-        filter: "osp.v1.in.test.>".into(),
-        ack_wait,
-        max_deliver,
-    };
+    let config =
+        WorkConfig { durable: "test-service".into(), filter: "osp.v1.in.test.>".into(), ack_wait, max_deliver };
     WorkConsumer::ensure(h.log.jetstream(), INBOX_STREAM, &config).await.unwrap()
 }
 

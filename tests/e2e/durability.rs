@@ -10,7 +10,11 @@ use osp_tests::{added, counter, CounterEvent, Harness};
 
 /// Appends to `aggregates` counters round-robin until `stop`; returns the event ids the
 /// server acknowledged, per aggregate, in order.
-async fn write_until(log: EventLog, aggregates: usize, stop: tokio::sync::watch::Receiver<bool>) -> BTreeMap<String, Vec<uuid::Uuid>> {
+async fn write_until(
+    log: EventLog,
+    aggregates: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> BTreeMap<String, Vec<uuid::Uuid>> {
     let mut heads = vec![Head::EMPTY; aggregates];
     let mut acked: BTreeMap<String, Vec<uuid::Uuid>> = BTreeMap::new();
     let mut i = 0u64;

@@ -41,7 +41,10 @@ async fn a_timer_fires_once_not_before_its_time_and_can_be_replaced_or_cancelled
     let (id, payload, arrived) = next_fired(&mut fired, Duration::from_secs(10)).await.expect("the timer fires");
     assert_eq!((id.as_str(), payload.as_slice()), ("t-replaced", &b"second"[..]));
     assert!(arrived >= at, "fired at {arrived}, due at {at}");
-    assert!(next_fired(&mut fired, Duration::from_secs(3)).await.is_none(), "replaced and cancelled timers stay silent");
+    assert!(
+        next_fired(&mut fired, Duration::from_secs(3)).await.is_none(),
+        "replaced and cancelled timers stay silent"
+    );
 }
 
 #[tokio::test]

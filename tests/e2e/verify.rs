@@ -88,12 +88,7 @@ async fn a_malformed_message_on_the_log_is_reported_with_its_sequence_never_a_pa
     let h = Harness::start().await;
     let agg = counter("m");
     let head = h.log.append(&agg, &Head::EMPTY, vec![added(1, "ok")]).await.unwrap().head;
-    let garbage = [
-        b"\xc1\xc1\xc1".to_vec(),
-        b"{\"json\": true}".to_vec(),
-        rmp_like_map_without_payload(),
-        Vec::new(),
-    ];
+    let garbage = [b"\xc1\xc1\xc1".to_vec(), b"{\"json\": true}".to_vec(), rmp_like_map_without_payload(), Vec::new()];
     let mut bad_seqs = Vec::new();
     for bytes in garbage {
         bad_seqs.push(publish_raw(&h, agg.subject(), bytes).await);

@@ -72,7 +72,10 @@ fn tick(cause: &str) -> NewEvent<BenchEvent> {
         actor: "service:bench".into(),
         correlation_id: Some("bench-run".into()),
         causation_id: Some(cause.to_owned()),
-        payload: BenchEvent::Ticked(Ticked { amount: 1, note: "a small payload of a typical size for a task event".into() }),
+        payload: BenchEvent::Ticked(Ticked {
+            amount: 1,
+            note: "a small payload of a typical size for a task event".into(),
+        }),
     }
 }
 
@@ -229,7 +232,13 @@ fn sample_event_bytes() -> anyhow::Result<usize> {
 
 /// Raw JetStream: `count` messages to new subjects with the same headers as an append,
 /// `window` acknowledgements outstanding.
-async fn raw_publish(log: &EventLog, kind: &str, count: usize, window: usize, bytes: usize) -> anyhow::Result<Duration> {
+async fn raw_publish(
+    log: &EventLog,
+    kind: &str,
+    count: usize,
+    window: usize,
+    bytes: usize,
+) -> anyhow::Result<Duration> {
     let js = log.jetstream();
     let payload = bytes::Bytes::from(vec![b'x'; bytes]);
     let mut in_flight = FuturesUnordered::new();
@@ -255,9 +264,7 @@ async fn raw_publish(log: &EventLog, kind: &str, count: usize, window: usize, by
 async fn append_many(log: &EventLog, kind: &str, count: usize, window: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut appends = futures::stream::iter(0..count)
-        .map(|i| async move {
-            log.append(&aggregate(kind, i), &Head::EMPTY, vec![tick(&format!("{kind}-{i}"))]).await
-        })
+        .map(|i| async move { log.append(&aggregate(kind, i), &Head::EMPTY, vec![tick(&format!("{kind}-{i}"))]).await })
         .buffer_unordered(window);
     while let Some(result) = appends.next().await {
         result.context("append")?;

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use osp_protocol::{check_size, AggregateRef, Envelope, EventHash, EventPayload, Timestamp, MAX_MESSAGE_BYTES};
 use uuid::Uuid;
@@ -111,11 +111,9 @@ impl EventLog {
                             tracing::debug!(seq = stored.seq, "append had succeeded before its ack was lost");
                             self.stored_batch(&subject, stored.seq, sealed.len()).await
                         }
-                        stored => Err(Error::Conflict {
-                            subject,
-                            expected: head.seq,
-                            actual: stored.map_or(0, |s| s.seq),
-                        }),
+                        stored => {
+                            Err(Error::Conflict { subject, expected: head.seq, actual: stored.map_or(0, |s| s.seq) })
+                        }
                     };
                 }
                 Err(PublishFailure::Transient(reason)) if started.elapsed() < RETRY_FOR => {
@@ -214,18 +212,22 @@ impl EventLog {
     async fn stored_batch<P: EventPayload>(&self, subject: &str, last_seq: u64, len: usize) -> Result<Appended<P>> {
         let mut events = Vec::with_capacity(len);
         for seq in last_seq + 1 - len as u64..=last_seq {
-            let message = self.events.get_raw_message(seq).await.map_err(|e| Error::Nats {
-                operation: "read back an appended event",
-                source: Box::new(e),
-            })?;
+            let message = self
+                .events
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| Error::Nats { operation: "read back an appended event", source: Box::new(e) })?;
             let stored = StoredMessage {
                 seq,
                 subject: message.subject.to_string(),
                 stored_at: Timestamp::from_offset_date_time(message.time),
                 payload: message.payload,
             };
-            let event = Recorded::<P>::from_stored(&stored)
-                .map_err(|error| Error::Malformed { seq, subject: subject.to_owned(), error })?;
+            let event = Recorded::<P>::from_stored(&stored).map_err(|error| Error::Malformed {
+                seq,
+                subject: subject.to_owned(),
+                error,
+            })?;
             events.push(event);
         }
         let head = Head::after(events.last().expect("an append has events"));

@@ -32,7 +32,9 @@ pub enum Error {
     #[error(transparent)]
     Protocol(#[from] osp_protocol::Error),
     /// The connected nats-server lacks features the event store needs.
-    #[error("nats-server {found} is too old: OSP needs {required} or newer (message schedules and atomic batch publish)")]
+    #[error(
+        "nats-server {found} is too old: OSP needs {required} or newer (message schedules and atomic batch publish)"
+    )]
     ServerTooOld {
         /// The server's version.
         found: String,

@@ -61,12 +61,7 @@ impl<P: EventPayload> FromStored for Recorded<P> {
                 reason: format!("the event says it belongs to {}", envelope.aggregate),
             });
         }
-        Ok(Recorded {
-            seq: message.seq,
-            stored_at: message.stored_at,
-            hash: EventHash::of(&message.payload),
-            envelope,
-        })
+        Ok(Recorded { seq: message.seq, stored_at: message.stored_at, hash: EventHash::of(&message.payload), envelope })
     }
 }
 
@@ -213,10 +208,11 @@ impl EventLog {
 
     /// The sequence of the last message stored in the log (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64> {
-        let info = self.events.get_info().await.map_err(|e| Error::Nats {
-            operation: "read the event stream's state",
-            source: Box::new(e),
-        })?;
+        let info = self
+            .events
+            .get_info()
+            .await
+            .map_err(|e| Error::Nats { operation: "read the event stream's state", source: Box::new(e) })?;
         Ok(info.state.last_sequence)
     }
 
@@ -262,7 +258,15 @@ mod tests {
     fn subject_check_matches_only_the_aggregates_own_subject() {
         let agg = AggregateRef::new("run", "r1").unwrap();
         assert!(is_subject_of(&agg, "osp.v1.evt.run.r1"));
-        for other in ["osp.v1.evt.run.r2", "osp.v1.evt.run.r1x", "osp.v1.evt.runs.r1", "osp.v1.evt.run", "x.v1.evt.run.r1", "osp.v1.evt.run.r1.x", "osp.v1.evtXrunXr1"] {
+        for other in [
+            "osp.v1.evt.run.r2",
+            "osp.v1.evt.run.r1x",
+            "osp.v1.evt.runs.r1",
+            "osp.v1.evt.run",
+            "x.v1.evt.run.r1",
+            "osp.v1.evt.run.r1.x",
+            "osp.v1.evtXrunXr1",
+        ] {
             assert!(!is_subject_of(&agg, other), "{other}");
         }
     }

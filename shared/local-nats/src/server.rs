@@ -86,16 +86,12 @@ impl NatsServer {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let log_file = opts
-            .log_file
-            .unwrap_or_else(|| store_dir.join(LOG_FILE_NAME));
+        let log_file = opts.log_file.unwrap_or_else(|| store_dir.join(LOG_FILE_NAME));
         let port = match opts.port {
             Some(port) => port,
             None => pick_port()?,
         };
-        let launch = Launch::Flags {
-            server_name: opts.server_name,
-        };
+        let launch = Launch::Flags { server_name: opts.server_name };
         let mut server = Self::new(binary, launch, port, store_dir, log_file, temp_dir);
 
         let mut attempts = 1;
@@ -103,10 +99,7 @@ impl NatsServer {
             server.spawn()?;
             match server.wait_ready().await {
                 Err(e) if opts.port.is_none() && attempts < PORT_ATTEMPTS && e.is_port_in_use() => {
-                    tracing::debug!(
-                        port = server.port,
-                        "port taken before nats-server bound it; retrying"
-                    );
+                    tracing::debug!(port = server.port, "port taken before nats-server bound it; retrying");
                     attempts += 1;
                     server.port = pick_port()?;
                 }
@@ -170,10 +163,7 @@ impl NatsServer {
         let deadline = Instant::now() + STOP_TIMEOUT;
         while self.is_running() {
             if Instant::now() >= deadline {
-                tracing::warn!(
-                    pid,
-                    "nats-server ignored SIGTERM for {STOP_TIMEOUT:?}; killing it"
-                );
+                tracing::warn!(pid, "nats-server ignored SIGTERM for {STOP_TIMEOUT:?}; killing it");
                 self.kill();
                 break;
             }
@@ -231,23 +221,13 @@ impl NatsServer {
             .create(true)
             .append(true)
             .open(&self.log_file)
-            .map_err(Error::io(format!(
-                "opening log {}",
-                self.log_file.display()
-            )))?;
+            .map_err(Error::io(format!("opening log {}", self.log_file.display())))?;
         self.log_offset = log.metadata().map_or(0, |m| m.len());
 
         let mut command = Command::new(&self.binary);
         match &self.launch {
             Launch::Flags { server_name } => {
-                command.args([
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-js",
-                    "-sd",
-                ]);
+                command.args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"]);
                 command.arg(&self.store_dir);
                 if let Some(name) = server_name {
                     command.arg("-n").arg(name);
@@ -281,11 +261,7 @@ impl NatsServer {
         let started = Instant::now();
         loop {
             if let Some(status) = self.reap() {
-                return Err(Error::Exited {
-                    status,
-                    log: self.log_file.clone(),
-                    log_tail: self.log_tail(),
-                });
+                return Err(Error::Exited { status, log: self.log_file.clone(), log_tail: self.log_tail() });
             }
             let bound = self.pid().and_then(|pid| self.ports_file(pid)).is_some();
             let last_error = if !bound {
@@ -322,11 +298,7 @@ impl NatsServer {
             .ok()?
             .flatten()
             .map(|entry| entry.path())
-            .find(|path| {
-                path.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.ends_with(&suffix))
-            })
+            .find(|path| path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with(&suffix)))
     }
 
     /// The last lines the current process wrote to the log, for error messages.
@@ -334,9 +306,7 @@ impl NatsServer {
         let mut bytes = Vec::new();
         if let Ok(mut file) = File::open(&self.log_file) {
             // Best effort: a missing or unreadable log just gives an empty tail.
-            let _ = file
-                .seek(SeekFrom::Start(self.log_offset))
-                .and_then(|_| file.read_to_end(&mut bytes));
+            let _ = file.seek(SeekFrom::Start(self.log_offset)).and_then(|_| file.read_to_end(&mut bytes));
         }
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().collect();
@@ -353,13 +323,8 @@ impl Drop for NatsServer {
 
 /// One readiness probe: connect, then ask JetStream for account info.
 async fn probe(url: &str) -> Result<(), String> {
-    let client = async_nats::connect(url)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    async_nats::jetstream::new(client)
-        .query_account()
-        .await
-        .map_err(|e| format!("JetStream account info: {e}"))?;
+    let client = async_nats::connect(url).await.map_err(|e| format!("connect: {e}"))?;
+    async_nats::jetstream::new(client).query_account().await.map_err(|e| format!("JetStream account info: {e}"))?;
     Ok(())
 }
 
@@ -369,8 +334,5 @@ fn pick_port() -> Result<u16, Error> {
 
 /// A temp dir for a server's store (and its log and config).
 pub(crate) fn temp_dir(prefix: &str) -> Result<TempDir, Error> {
-    tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir()
-        .map_err(Error::io("creating a temp store dir"))
+    tempfile::Builder::new().prefix(prefix).tempdir().map_err(Error::io("creating a temp store dir"))
 }

@@ -29,15 +29,11 @@ impl FromStr for Version {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self, Error> {
-        let bad = || Error::BadVersion {
-            text: text.to_owned(),
-        };
+        let bad = || Error::BadVersion { text: text.to_owned() };
         let token = text.split_whitespace().last().ok_or_else(bad)?;
         let token = token.strip_prefix('v').unwrap_or(token);
         let core = token.split(['-', '+']).next().unwrap_or(token);
-        let mut parts = core
-            .split('.')
-            .map(|part| part.parse::<u32>().map_err(|_| bad()));
+        let mut parts = core.split('.').map(|part| part.parse::<u32>().map_err(|_| bad()));
         let version = Version {
             major: parts.next().ok_or_else(bad)??,
             minor: parts.next().ok_or_else(bad)??,
@@ -56,13 +52,7 @@ mod tests {
 
     #[test]
     fn parses_the_forms_nats_server_prints() {
-        let v = |major, minor, patch| {
-            Some(Version {
-                major,
-                minor,
-                patch,
-            })
-        };
+        let v = |major, minor, patch| Some(Version { major, minor, patch });
         let table = [
             ("2.15.1", v(2, 15, 1)),
             ("v2.15.1", v(2, 15, 1)),

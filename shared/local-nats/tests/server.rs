@@ -8,19 +8,14 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use osp_local_nats::{
-    find, find_in, install, Binary, Cluster, Error, NatsServer, Rejected, ServerOptions, Source,
-    MIN_VERSION, PINNED_VERSION,
+    find, find_in, install, Binary, Cluster, Error, NatsServer, Rejected, ServerOptions, Source, MIN_VERSION,
+    PINNED_VERSION,
 };
 
 type TestResult = Result<(), async_nats::Error>;
 
 fn stream_config(name: &str, subject: &str, replicas: usize) -> stream::Config {
-    stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        num_replicas: replicas,
-        ..Default::default()
-    }
+    stream::Config { name: name.into(), subjects: vec![subject.into()], num_replicas: replicas, ..Default::default() }
 }
 
 /// The payload of message `seq` in `stream`, read through the server at `url`.
@@ -37,8 +32,7 @@ async fn data_survives_kill_and_restart_on_the_same_url() -> TestResult {
     assert_eq!(url, format!("nats://127.0.0.1:{}", server.port()));
 
     let js = jetstream::new(async_nats::connect(&url).await?);
-    js.create_stream(stream_config("ORDERS", "orders.>", 1))
-        .await?;
+    js.create_stream(stream_config("ORDERS", "orders.>", 1)).await?;
     js.publish("orders.1", "first order".into()).await?.await?;
 
     server.kill();
@@ -67,10 +61,7 @@ async fn stop_leaves_no_process_and_drop_removes_the_temp_store() -> TestResult 
     let mut server = NatsServer::start().await?;
     let pid = server.pid().expect("running server has a pid");
     let store_dir = server.store_dir().to_path_buf();
-    assert!(
-        store_dir.join("jetstream").is_dir(),
-        "JetStream store created in {store_dir:?}"
-    );
+    assert!(store_dir.join("jetstream").is_dir(), "JetStream store created in {store_dir:?}");
 
     server.stop().await?;
     assert!(!server.is_running());
@@ -81,10 +72,7 @@ async fn stop_leaves_no_process_and_drop_removes_the_temp_store() -> TestResult 
     server.stop().await?; // stopping twice is harmless
 
     drop(server);
-    assert!(
-        !store_dir.exists(),
-        "temp store dir {store_dir:?} removed on drop"
-    );
+    assert!(!store_dir.exists(), "temp store dir {store_dir:?} removed on drop");
     Ok(())
 }
 
@@ -106,15 +94,9 @@ async fn explicit_options_are_used_and_the_store_dir_is_kept() -> TestResult {
     assert_eq!(server.store_dir(), store_dir);
     drop(server);
 
-    assert!(
-        store_dir.join("jetstream").is_dir(),
-        "caller-owned store dir kept"
-    );
+    assert!(store_dir.join("jetstream").is_dir(), "caller-owned store dir kept");
     let log = std::fs::read_to_string(&log_file)?;
-    assert!(
-        log.contains("Server is ready"),
-        "log written to the requested file:\n{log}"
-    );
+    assert!(log.contains("Server is ready"), "log written to the requested file:\n{log}");
     Ok(())
 }
 
@@ -125,36 +107,21 @@ async fn cluster_replicates_and_keeps_quorum_with_one_node_down() -> TestResult 
     assert_eq!(urls.len(), 3);
 
     let js = jetstream::new(async_nats::connect(&urls[0]).await?);
-    let mut events = js
-        .create_stream(stream_config("EVENTS", "events.>", 3))
-        .await?;
+    let mut events = js.create_stream(stream_config("EVENTS", "events.>", 3)).await?;
     js.publish("events.1", "replicated".into()).await?.await?;
     assert_eq!(read_message(&urls[1], "EVENTS", 1).await?, "replicated");
 
     // Kill a follower of the stream (not node 0, which our client is connected to), so
     // the publish below tests quorum rather than leader election timing.
-    let leader = events
-        .info()
-        .await?
-        .cluster
-        .clone()
-        .and_then(|c| c.leader)
-        .expect("stream has a leader");
-    let victim = (1..3)
-        .find(|i| format!("n{}", i + 1) != leader)
-        .expect("two non-zero nodes, one leader");
+    let leader = events.info().await?.cluster.clone().and_then(|c| c.leader).expect("stream has a leader");
+    let victim = (1..3).find(|i| format!("n{}", i + 1) != leader).expect("two non-zero nodes, one leader");
     cluster.node(victim).kill();
     assert!(!cluster.node(victim).is_running());
 
-    js.publish("events.2", "with one node down".into())
-        .await?
-        .await?;
+    js.publish("events.2", "with one node down".into()).await?.await?;
 
     cluster.node(victim).restart().await?;
-    assert_eq!(
-        read_message(&urls[victim], "EVENTS", 2).await?,
-        "with one node down"
-    );
+    assert_eq!(read_message(&urls[victim], "EVENTS", 2).await?, "with one node down");
     Ok(())
 }
 
@@ -174,23 +141,14 @@ fn find_reports_a_missing_env_binary_by_variable_name() {
     let err = find_in(Some(missing), None, None).unwrap_err();
     assert!(matches!(err, Error::EnvMissing { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains("OSP_NATS_SERVER=/nonexistent/nats-server"),
-        "{message}"
-    );
+    assert!(message.contains("OSP_NATS_SERVER=/nonexistent/nats-server"), "{message}");
 }
 
 #[test]
 fn find_accepts_any_env_binary_at_least_min_version() {
     let pinned = find().unwrap();
     let found = find_in(Some(pinned.path.clone().into()), None, None).unwrap();
-    assert_eq!(
-        found,
-        Binary {
-            source: Source::Env,
-            ..pinned
-        }
-    );
+    assert_eq!(found, Binary { source: Source::Env, ..pinned });
 }
 
 #[test]
@@ -202,10 +160,7 @@ fn find_rejects_an_env_binary_older_than_min_version() {
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let err = find_in(Some(old.clone().into()), None, None).unwrap_err();
-    let expected = format!(
-        "OSP_NATS_SERVER is set but unusable: {} is v2.9.10, older than 2.12.0",
-        old.display()
-    );
+    let expected = format!("OSP_NATS_SERVER is set but unusable: {} is v2.9.10, older than 2.12.0", old.display());
     assert_eq!(err.to_string(), expected);
 }
 
@@ -219,14 +174,8 @@ fn not_found_says_what_to_run_and_why_each_candidate_failed() {
     };
     let message = err.to_string();
     assert!(message.contains("scripts/install-nats-server"), "{message}");
-    assert!(
-        message.contains("OSP_NATS_SERVER=/path/to/nats-server"),
-        "{message}"
-    );
-    assert!(
-        message.contains("\n  - PATH: /usr/sbin/nats-server is v2.9.10, older than 2.12.0"),
-        "{message}"
-    );
+    assert!(message.contains("OSP_NATS_SERVER=/path/to/nats-server"), "{message}");
+    assert!(message.contains("\n  - PATH: /usr/sbin/nats-server is v2.9.10, older than 2.12.0"), "{message}");
     assert_eq!(MIN_VERSION.to_string(), "2.12.0");
 }
 
@@ -249,16 +198,10 @@ fn install_puts_the_pinned_server_in_the_project() {
 async fn startup_failure_quotes_the_server_log() -> TestResult {
     // An explicit port is never swapped for another, so a taken one is a startup error.
     let first = NatsServer::start().await?;
-    let opts = ServerOptions {
-        port: Some(first.port()),
-        ..Default::default()
-    };
+    let opts = ServerOptions { port: Some(first.port()), ..Default::default() };
     let started = Instant::now();
     let err = NatsServer::start_with(&find()?, opts).await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "failed fast, not by timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "failed fast, not by timeout");
     assert!(matches!(err, Error::Exited { .. }), "{err:?}");
     assert!(err.to_string().contains("address already in use"), "{err}");
     Ok(())

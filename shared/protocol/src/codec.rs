@@ -40,9 +40,7 @@ impl Encoding {
         };
         let media = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
-            "" | MSGPACK | "application/x-msgpack" | "application/vnd.msgpack" => {
-                Ok(Encoding::MessagePack)
-            }
+            "" | MSGPACK | "application/x-msgpack" | "application/vnd.msgpack" => Ok(Encoding::MessagePack),
             JSON => Ok(Encoding::Json),
             _ => Err(Error::UnsupportedContentType { content_type: value.to_owned() }),
         }
@@ -90,11 +88,8 @@ impl Encoding {
 
     /// Decodes again with field-path tracking and turns the failure into an error.
     fn explain_failure<T: DeserializeOwned>(self, bytes: &[u8]) -> Error {
-        let malformed = |path: String, reason: String| Error::Malformed {
-            encoding: self.name().to_owned(),
-            path,
-            reason,
-        };
+        let malformed =
+            |path: String, reason: String| Error::Malformed { encoding: self.name().to_owned(), path, reason };
         let tracked: Result<T, Error> = match self {
             Encoding::MessagePack => {
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
@@ -142,10 +137,7 @@ mod tests {
     #[test]
     fn content_type_selects_encoding() {
         assert_eq!(Encoding::from_content_type(None).unwrap(), Encoding::MessagePack);
-        assert_eq!(
-            Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(),
-            Encoding::Json
-        );
+        assert_eq!(Encoding::from_content_type(Some("application/json; charset=utf-8")).unwrap(), Encoding::Json);
         assert_eq!(Encoding::from_content_type(Some("Application/JSON")).unwrap(), Encoding::Json);
         let err = Encoding::from_content_type(Some("text/xml")).unwrap_err();
         assert!(err.to_string().contains("text/xml"), "{err}");
@@ -153,14 +145,10 @@ mod tests {
 
     #[test]
     fn decode_errors_name_the_field() {
-        let err = Encoding::Json
-            .decode::<Options>(br#"{"retry":{"attempts":"three"}}"#)
-            .unwrap_err();
+        let err = Encoding::Json.decode::<Options>(br#"{"retry":{"attempts":"three"}}"#).unwrap_err();
         assert!(err.to_string().contains("at retry.attempts"), "{err}");
 
-        let bytes = Encoding::MessagePack
-            .encode(&serde_json::json!({"retry": {"attempts": -1}}))
-            .unwrap();
+        let bytes = Encoding::MessagePack.encode(&serde_json::json!({"retry": {"attempts": -1}})).unwrap();
         let err = Encoding::MessagePack.decode::<Options>(&bytes).unwrap_err();
         assert!(err.to_string().contains("msgpack"), "{err}");
         assert!(err.to_string().contains("retry.attempts"), "{err}");

@@ -243,7 +243,8 @@ impl<'de, P: EventPayload> Visitor<'de> for EnvelopeVisitor<P> {
                 Field::PrevHash => prev_hash = map.next_value()?,
                 Field::Payload => match (&event_type, schema) {
                     (Some(ty), Some(schema)) => {
-                        payload = Some(map.next_value_seed(PayloadIn { event_type: ty, schema, marker: PhantomData })?)
+                        payload =
+                            Some(map.next_value_seed(PayloadIn { event_type: ty, schema, marker: PhantomData })?)
                     }
                     _ => early_payload = Some(map.next_value()?),
                 },

@@ -62,9 +62,7 @@ impl<'de> Deserialize<'de> for EventHash {
                 f.write_str("32 bytes or 64 hex digits")
             }
             fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<EventHash, E> {
-                <[u8; 32]>::try_from(v)
-                    .map(EventHash)
-                    .map_err(|_| E::invalid_length(v.len(), &self))
+                <[u8; 32]>::try_from(v).map(EventHash).map_err(|_| E::invalid_length(v.len(), &self))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<EventHash, E> {
                 let mut out = [0u8; 32];

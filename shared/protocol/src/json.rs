@@ -22,12 +22,9 @@ pub fn from_msgpack_value(value: &Value) -> Json {
         Value::String(s) => Json::String(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         Value::Binary(b) => Json::String(hex::encode(b)),
         Value::Array(items) => Json::Array(items.iter().map(from_msgpack_value).collect()),
-        Value::Map(entries) => Json::Object(
-            entries
-                .iter()
-                .map(|(k, v)| (map_key(k), from_msgpack_value(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        Value::Map(entries) => {
+            Json::Object(entries.iter().map(|(k, v)| (map_key(k), from_msgpack_value(v))).collect::<Map<_, _>>())
+        }
         Value::Ext(kind, data) => serde_json::json!({ "$ext": kind, "hex": hex::encode(data) }),
     }
 }

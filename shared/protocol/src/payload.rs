@@ -134,10 +134,6 @@ impl EventPayload for AnyPayload {
         schema: u16,
         deserializer: D,
     ) -> Result<Self, D::Error> {
-        Ok(AnyPayload {
-            event_type: event_type.to_owned(),
-            schema,
-            body: rmpv::Value::deserialize(deserializer)?,
-        })
+        Ok(AnyPayload { event_type: event_type.to_owned(), schema, body: rmpv::Value::deserialize(deserializer)? })
     }
 }

@@ -65,10 +65,9 @@ impl<'de> Deserialize<'de> for Token {
         let value = String::deserialize(d)?;
         match token_problem(&value) {
             None => Ok(Token(value)),
-            Some(reason) => Err(serde::de::Error::custom(format!(
-                "invalid subject token {:?}: {reason}",
-                truncated(&value)
-            ))),
+            Some(reason) => {
+                Err(serde::de::Error::custom(format!("invalid subject token {:?}: {reason}", truncated(&value))))
+            }
         }
     }
 }
@@ -111,10 +110,7 @@ pub struct AggregateRef {
 impl AggregateRef {
     /// Validates both parts.
     pub fn new(kind: &str, id: &str) -> Result<AggregateRef, Error> {
-        Ok(AggregateRef {
-            kind: Token::new("aggregate kind", kind)?,
-            id: Token::new("aggregate id", id)?,
-        })
+        Ok(AggregateRef { kind: Token::new("aggregate kind", kind)?, id: Token::new("aggregate id", id)? })
     }
 
     /// The aggregate's own subject on the event log: `osp.v1.evt.<kind>.<id>`.
@@ -124,13 +120,9 @@ impl AggregateRef {
 
     /// Parses an event-log subject back into the aggregate it names.
     pub fn from_subject(subject: &str) -> Result<AggregateRef, Error> {
-        let rest = subject
-            .strip_prefix(EVENT_PREFIX)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .ok_or_else(|| Error::InvalidSubject {
-                subject: truncated(subject),
-                reason: format!("not under {EVENT_PREFIX}"),
-            })?;
+        let rest = subject.strip_prefix(EVENT_PREFIX).and_then(|rest| rest.strip_prefix('.')).ok_or_else(|| {
+            Error::InvalidSubject { subject: truncated(subject), reason: format!("not under {EVENT_PREFIX}") }
+        })?;
         let (kind, id) = rest.split_once('.').ok_or_else(|| Error::InvalidSubject {
             subject: truncated(subject),
             reason: "expected <kind>.<id> after the prefix".into(),

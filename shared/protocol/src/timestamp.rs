@@ -28,8 +28,7 @@ impl Timestamp {
 
     /// As a `time` value (saturating at the representable range).
     pub fn to_offset_date_time(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// From a `time` value, truncated to the millisecond.

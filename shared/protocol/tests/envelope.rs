@@ -54,13 +54,9 @@ fn id_token() -> impl Strategy<Value = String> {
 
 fn any_event() -> impl Strategy<Value = RunEvent> {
     prop_oneof![
-        (".*", prop::collection::vec(any::<u8>(), 0..64), any::<u32>(), prop::collection::vec(".*", 0..4))
-            .prop_map(|(capability, input, attempts, tags)| RunEvent::Submitted(Submitted {
-                capability,
-                input,
-                attempts,
-                tags
-            })),
+        (".*", prop::collection::vec(any::<u8>(), 0..64), any::<u32>(), prop::collection::vec(".*", 0..4)).prop_map(
+            |(capability, input, attempts, tags)| RunEvent::Submitted(Submitted { capability, input, attempts, tags })
+        ),
         (any::<u64>(), any::<Option<u64>>(), ".*")
             .prop_map(|(current, total, message)| RunEvent::Progressed(Progressed { current, total, message })),
     ]
@@ -116,8 +112,18 @@ fn field_names_and_order_are_the_documented_ones() {
     assert_eq!(
         keys,
         [
-            "id", "type", "schema", "aggregate_kind", "aggregate_id", "version", "occurred_at", "actor",
-            "correlation_id", "causation_id", "prev_hash", "payload"
+            "id",
+            "type",
+            "schema",
+            "aggregate_kind",
+            "aggregate_id",
+            "version",
+            "occurred_at",
+            "actor",
+            "correlation_id",
+            "causation_id",
+            "prev_hash",
+            "payload"
         ]
     );
 }
@@ -134,10 +140,7 @@ fn a_hand_written_json_event_with_payload_first_and_extra_fields_decodes() {
     }"#;
     let env: Envelope<RunEvent> = Encoding::Json.decode(json.as_bytes()).unwrap();
     assert_eq!(env.aggregate.subject(), "osp.v1.evt.run.r-9");
-    assert_eq!(
-        env.payload,
-        RunEvent::Progressed(Progressed { current: 1, total: None, message: "m".into() })
-    );
+    assert_eq!(env.payload, RunEvent::Progressed(Progressed { current: 1, total: None, message: "m".into() }));
     assert_eq!(env.prev_hash, None);
 }
 
@@ -152,12 +155,14 @@ fn bad_events_are_errors_that_say_why() {
     let unknown = decode(&format!(r#"{{{base},"type":"run.exploded","payload":{{}}}}"#));
     assert!(unknown.contains("unknown event type \"run.exploded\""), "{unknown}");
 
-    let newer = decode(&format!(r#"{{{},"type":"run.progressed","schema":9,"payload":{{}}}}"#, base.replace(r#""schema":1,"#, "")));
+    let newer = decode(&format!(
+        r#"{{{},"type":"run.progressed","schema":9,"payload":{{}}}}"#,
+        base.replace(r#""schema":1,"#, "")
+    ));
     assert!(newer.contains("schema 9"), "{newer}");
 
-    let wrong = decode(&format!(
-        r#"{{{base},"type":"run.progressed","payload":{{"current":"x","total":null,"message":""}}}}"#
-    ));
+    let wrong =
+        decode(&format!(r#"{{{base},"type":"run.progressed","payload":{{"current":"x","total":null,"message":""}}}}"#));
     assert!(wrong.contains("payload.current"), "{wrong}");
 
     let injected = decode(
