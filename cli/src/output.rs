@@ -92,9 +92,11 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 /// A progress bar on stderr for a replay of `total` messages; hidden when stderr is not
-/// a terminal or the replay is short.
+/// a terminal (indicatif's rule), when the output itself goes to the terminal (the lines
+/// are the progress, and a bar would tear them), or when the replay is short.
 pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
-    if total < 10_000 {
+    use std::io::IsTerminal;
+    if total < 10_000 || std::io::stdout().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);

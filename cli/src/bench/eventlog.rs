@@ -88,8 +88,7 @@ pub async fn run(args: EventlogArgs) -> anyhow::Result<ExitCode> {
     if args.events == 0 || args.window == 0 || args.samples == 0 {
         bail!("--events, --window and --samples must be at least 1");
     }
-    let project = std::env::current_dir()?;
-    let binary = osp_local_nats::find_or_install(&project)?;
+    let binary = crate::dev::nats_server_binary()?;
     let server = NatsServer::start_with(&binary, ServerOptions::default()).await?;
     let client = crate::connect::client(&server.url()).await?;
     let log = EventLog::start(client.clone(), &Definitions::builtin()).await?;

@@ -97,17 +97,21 @@ impl EventLog {
         }
         let subject = aggregate.subject();
         // The server may be configured below the protocol's limit; refuse what it would.
-        let limit = self.client.server_info().max_payload.min(MAX_MESSAGE_BYTES) - HEADER_ALLOWANCE;
+        let limit = self.client.server_info().max_payload.min(MAX_MESSAGE_BYTES).saturating_sub(HEADER_ALLOWANCE);
         let sealed = seal(aggregate, head, events, limit)?;
         let started = Instant::now();
         let mut backoff = Duration::from_millis(20);
-        for attempt in 1.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             match self.publish_sealed(&subject, head, &sealed, attempt).await {
                 Ok(last_seq) => return Ok(recorded(sealed, last_seq)),
                 Err(PublishFailure::Refused) => {
                     let last_id = sealed.last().map(|s| s.envelope.id.to_string());
                     return match self.stored_last(&subject).await? {
-                        Some(stored) if stored.msg_id == last_id => {
+                        // The batch occupies the sequences up to the stored one; a message
+                        // that merely carries our id (a forgery) may leave too few of them.
+                        Some(stored) if stored.msg_id == last_id && stored.seq >= sealed.len() as u64 => {
                             tracing::debug!(seq = stored.seq, "append had succeeded before its ack was lost");
                             self.stored_batch(&subject, stored.seq, sealed.len()).await
                         }
@@ -127,7 +131,6 @@ impl EventLog {
                 Err(PublishFailure::Fatal(error)) => return Err(error),
             }
         }
-        unreachable!("the retry loop only ends by returning")
     }
 
     /// Publishes one event, or an atomic batch; returns the stream sequence of the last.

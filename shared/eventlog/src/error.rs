@@ -58,7 +58,8 @@ pub enum Error {
         reason: String,
     },
     /// Any other error from NATS.
-    #[error("{operation}: {source}")]
+    /// The client's error is the `source()`, not repeated in the message.
+    #[error("{operation}")]
     Nats {
         /// What we were doing.
         operation: &'static str,

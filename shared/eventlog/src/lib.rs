@@ -85,11 +85,6 @@ impl EventLog {
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
     }
-
-    /// The NATS connection.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
 }
 
 /// Refuses servers older than [`MIN_SERVER_VERSION`].

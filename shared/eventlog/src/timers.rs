@@ -48,7 +48,7 @@ impl Timers {
         let when = whole_seconds
             .to_offset_date_time()
             .format(&Rfc3339)
-            .map_err(|e| Error::Nats { operation: "format the timer's time", source: Box::new(e) })?;
+            .map_err(|e| Error::Protocol(osp_protocol::Error::Encode { reason: format!("timer time {at}: {e}") }))?;
         let mut headers = HeaderMap::new();
         headers.insert(header::NATS_SCHEDULE, format!("@at {when}").as_str());
         headers.insert(header::NATS_SCHEDULE_TARGET, subject::timer_fired(&self.owner, id).as_str());
@@ -90,6 +90,6 @@ impl Timers {
 }
 
 /// The timer id of a fired timer's subject (its last token).
-pub fn fired_timer_id(fired_subject: &str) -> Option<&str> {
-    fired_subject.rsplit('.').next()
+pub fn fired_timer_id(fired_subject: &str) -> &str {
+    fired_subject.rsplit('.').next().unwrap_or(fired_subject)
 }

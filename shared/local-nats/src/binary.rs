@@ -151,11 +151,15 @@ pub fn install(project_dir: &Path) -> Result<Binary, Error> {
     Binary::probe(&binary, Source::ProjectLocal).map_err(install_error)
 }
 
-/// [`find`], and if nothing usable exists, [`install`] into `project_dir`. Other errors
-/// (a bad `$OSP_NATS_SERVER`) are returned, not papered over by installing.
-pub fn find_or_install(project_dir: &Path) -> Result<Binary, Error> {
+/// [`find`], and if nothing usable exists, [`install`] into `project_dir`, calling
+/// `before_install` first (installing takes seconds: a command-line tool says so).
+/// Other errors (a bad `$OSP_NATS_SERVER`) are returned, not papered over by installing.
+pub fn find_or_install(project_dir: &Path, before_install: impl FnOnce()) -> Result<Binary, Error> {
     match find() {
-        Err(Error::NotFound { .. }) => install(project_dir),
+        Err(Error::NotFound { .. }) => {
+            before_install();
+            install(project_dir)
+        }
         found => found,
     }
 }

@@ -56,7 +56,7 @@ pub enum Error {
     },
 
     /// An OS-level failure (spawning, signalling, temp dirs, config files).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being attempted.
         what: String,

