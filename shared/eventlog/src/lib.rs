@@ -10,21 +10,40 @@
 //!   then live follow of any filter, with a caught-up mark;
 //! - [`WorkConsumer`]: shared durable consumers (inbox, work queues) with explicit acks;
 //! - [`Timers`]: durable timers kept by the server;
-//! - [`ChainVerifier`] and [`EventLog::verify`]: proof the history was not altered.
+//! - [`ChainVerifier`] and [`EventLog::verify`]: proof the history was not altered;
+//! - the service shell: [`Aggregate`] (pure `decide` / `evolve`), [`Projection`] (a view
+//!   folded from the log, with read-your-writes), [`Executor`] (decide, append, retry on
+//!   conflict), [`Inbox`] (commands in, rejections recorded, replies out) and
+//!   [`serve_queries`] (micro-service endpoints over the view). A service plugs in its
+//!   aggregate and view; everything else is here, once.
 
+mod aggregate;
 mod append;
 mod definitions;
 mod error;
+mod executor;
+mod inbound;
+mod inbox;
+mod projection;
+mod queries;
 mod read;
+mod rejection;
+pub mod testing;
 mod timers;
 mod verify;
 mod work;
 
 use async_nats::jetstream::{self, stream};
 
+pub use aggregate::{Aggregate, Folded, REMEMBERED_CAUSES};
 pub use append::{Appended, Head, NewEvent};
 pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STREAM, TIMERS_STREAM, WORK_STREAM};
 pub use error::{Error, Result};
+pub use executor::{CommandMeta, Executed, Executor, Holds, Refusal};
+pub use inbound::Inbound;
+pub use inbox::{CommandHandler, Inbox};
+pub use projection::{Projection, View};
+pub use queries::{serve_queries, Query, MIN_SEQ_WAIT};
 pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
 pub use timers::{fired_timer_id, Timers};
 pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport};
@@ -84,6 +103,11 @@ impl EventLog {
     /// The JetStream context this log uses (for consumers and timers).
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.jetstream
+    }
+
+    /// The NATS connection this log uses (for replies and subscriptions).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 }
 

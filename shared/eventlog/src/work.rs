@@ -131,6 +131,11 @@ impl Delivery {
         &self.message.payload
     }
 
+    /// Its bytes, shared (no copy).
+    pub fn payload_bytes(&self) -> bytes::Bytes {
+        self.message.payload.clone()
+    }
+
     /// Its headers, if any.
     pub fn headers(&self) -> Option<&HeaderMap> {
         self.message.headers.as_ref()
@@ -154,6 +159,14 @@ impl Delivery {
     /// Its sequence in the stream it came from.
     pub fn stream_sequence(&self) -> u64 {
         self.message.info().map(|info| info.stream_sequence).unwrap_or(0)
+    }
+
+    /// When the stream stored it (by the server's clock): the same on every redelivery.
+    pub fn stored_at(&self) -> osp_protocol::Timestamp {
+        self.message
+            .info()
+            .map(|info| osp_protocol::Timestamp::from_offset_date_time(info.published))
+            .unwrap_or_else(|_| osp_protocol::Timestamp::now())
     }
 
     /// True when the server will not deliver it again if this delivery is not acked.

@@ -61,12 +61,95 @@ pub enum Error {
         /// Its `schema` version.
         schema: u16,
     },
+    /// A field has a value the command cannot accept (beyond its type: a range, a
+    /// required shape, a name rule).
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// Dotted path of the field (`resource.capabilities[1]`).
+        field: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The command or query names something that does not exist.
+    #[error("{field} {value:?} not found: {reason}")]
+    NotFound {
+        /// Which input named it (`name`, `registry`, ...).
+        field: String,
+        /// The value that names nothing.
+        value: String,
+        /// Where it was looked for.
+        reason: String,
+    },
+    /// A message arrived on a command subject the service does not know.
+    #[error("unknown command {command:?} for the {service} service: use one of {}", .known.join(", "))]
+    UnknownCommand {
+        /// The service the subject addresses.
+        service: String,
+        /// The command token of the subject.
+        command: String,
+        /// The commands the service knows.
+        known: Vec<String>,
+    },
+    /// A query asked to see the log up to a sequence this instance has not applied in
+    /// time (read-your-writes); asking again, or another instance, will do.
+    #[error("this instance has applied the log up to seq {applied}, not yet to {wanted}; try again")]
+    Lagging {
+        /// The sequence the query asked for.
+        wanted: u64,
+        /// The sequence this instance has applied.
+        applied: u64,
+    },
+    /// The service could not complete the request for a reason of its own (the log was
+    /// unreachable, say); the request may be sent again.
+    #[error("unavailable: {reason}")]
+    Unavailable {
+        /// What went wrong.
+        reason: String,
+    },
     /// A value could not be encoded; this is our bug, not the caller's.
     #[error("cannot encode: {reason}")]
     Encode {
         /// The encoder's explanation.
         reason: String,
     },
+}
+
+impl Error {
+    /// The variant's tag on the wire (`invalid_token`, `not_found`, ...): what a client
+    /// in any language switches on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidToken { .. } => "invalid_token",
+            Error::InvalidSubject { .. } => "invalid_subject",
+            Error::Malformed { .. } => "malformed",
+            Error::TooLarge { .. } => "too_large",
+            Error::UnsupportedContentType { .. } => "unsupported_content_type",
+            Error::UnknownEventType { .. } => "unknown_event_type",
+            Error::Invalid { .. } => "invalid",
+            Error::NotFound { .. } => "not_found",
+            Error::UnknownCommand { .. } => "unknown_command",
+            Error::Lagging { .. } => "lagging",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Encode { .. } => "encode",
+        }
+    }
+
+    /// The field at fault, when the error names one (for `Malformed`, its decode path).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidToken { field, .. } | Error::Invalid { field, .. } | Error::NotFound { field, .. } => {
+                Some(field)
+            }
+            Error::Malformed { path, .. } if !path.is_empty() && path != "." => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether sending the same request again may succeed: the fault was ours or
+    /// timing's, not the request's.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Lagging { .. } | Error::Unavailable { .. })
+    }
 }
 
 fn path_suffix(path: &str) -> String {
@@ -91,9 +174,16 @@ mod tests {
             Error::TooLarge { what: "payload".into(), size: 2, limit: 1 },
             Error::UnsupportedContentType { content_type: "text/xml".into() },
             Error::UnknownEventType { event_type: "x.y".into(), schema: 2 },
+            Error::Invalid { field: "resource.capabilities[1]".into(), reason: "r".into() },
+            Error::NotFound { field: "name".into(), value: "bob".into(), reason: "r".into() },
+            Error::UnknownCommand { service: "registry".into(), command: "x".into(), known: vec!["register".into()] },
+            Error::Lagging { wanted: 9, applied: 3 },
+            Error::Unavailable { reason: "r".into() },
             Error::Encode { reason: "r".into() },
         ];
         for error in all {
+            let tagged = serde_json::to_value(&error).unwrap();
+            assert_eq!(tagged["error"], error.code(), "{error}");
             for encoding in [Encoding::MessagePack, Encoding::Json] {
                 let bytes = encoding.encode(&error).unwrap();
                 assert_eq!(encoding.decode::<Error>(&bytes).unwrap(), error);

@@ -10,8 +10,12 @@ mod codec;
 mod envelope;
 mod error;
 mod hash;
+pub mod headers;
 pub mod json;
 mod payload;
+pub mod registry;
+mod rejection;
+mod reply;
 pub mod subject;
 mod timestamp;
 
@@ -20,6 +24,8 @@ pub use envelope::{derived_event_id, Envelope};
 pub use error::Error;
 pub use hash::EventHash;
 pub use payload::{AnyPayload, EventPayload};
+pub use rejection::{RejectionEvent, RejectionRecorded, REJECTION_KIND};
+pub use reply::Reply;
 pub use subject::{AggregateRef, Token};
 pub use timestamp::Timestamp;
 

@@ -147,6 +147,12 @@ pub const INBOX_PREFIX: &str = "osp.v1.in";
 pub const WORK_PREFIX: &str = "osp.v1.work";
 /// Prefix of timer subjects (schedules and fired timers).
 pub const TIMER_PREFIX: &str = "osp.v1.timer";
+/// Prefix of query subjects: core NATS request/reply, answered by any instance.
+pub const QUERY_PREFIX: &str = "osp.v1.q";
+/// Prefix of agents' heartbeats: core NATS, never stored.
+pub const HEARTBEAT_PREFIX: &str = "osp.v1.hb";
+/// Every agent's heartbeat: what a registry instance subscribes to.
+pub const ALL_HEARTBEATS: &str = "osp.v1.hb.*";
 
 /// Every event of one aggregate kind: `osp.v1.evt.<kind>.*`.
 pub fn events_of_kind(kind: &Token) -> String {
@@ -161,6 +167,32 @@ pub fn inbox(service: &Token, command: &Token) -> String {
 /// Every command to `service`: the filter of its shared inbox consumer.
 pub fn inbox_of(service: &Token) -> String {
     format!("{INBOX_PREFIX}.{service}.>")
+}
+
+/// The command token of an inbox subject of `service` (`register` in
+/// `osp.v1.in.registry.register`), or `None` when the subject is not one of its commands.
+pub fn inbox_command<'a>(service: &Token, subject: &'a str) -> Option<&'a str> {
+    subject
+        .strip_prefix(INBOX_PREFIX)?
+        .strip_prefix('.')?
+        .strip_prefix(service.as_str())?
+        .strip_prefix('.')
+        .filter(|command| !command.is_empty())
+}
+
+/// The query endpoints of `service` live under `osp.v1.q.<service>`.
+pub fn query_group(service: &Token) -> String {
+    format!("{QUERY_PREFIX}.{service}")
+}
+
+/// One query of `service`: `osp.v1.q.<service>.<query>`.
+pub fn query(service: &Token, query: &Token) -> String {
+    format!("{QUERY_PREFIX}.{service}.{query}")
+}
+
+/// Where the agent named `agent` sends its heartbeats: `osp.v1.hb.<agent>`.
+pub fn heartbeat(agent: &Token) -> String {
+    format!("{HEARTBEAT_PREFIX}.{agent}")
 }
 
 /// Tasks for agents with `capability`: `osp.v1.work.<capability>`.
@@ -248,5 +280,20 @@ mod tests {
         assert_eq!(timer_schedule(&t("scheduler"), &t("x")), "osp.v1.timer.set.scheduler.x");
         assert_eq!(timer_fired(&t("scheduler"), &t("x")), "osp.v1.timer.fired.scheduler.x");
         assert_eq!(timers_fired_of(&t("scheduler")), "osp.v1.timer.fired.scheduler.*");
+        assert_eq!(query(&t("registry"), &t("find")), "osp.v1.q.registry.find");
+        assert_eq!(query_group(&t("registry")), "osp.v1.q.registry");
+        assert_eq!(heartbeat(&t("agent-1")), "osp.v1.hb.agent-1");
+    }
+
+    #[test]
+    fn inbox_command_is_the_token_after_the_service() {
+        let registry = Token::new("service", "registry").unwrap();
+        assert_eq!(inbox_command(&registry, "osp.v1.in.registry.register"), Some("register"));
+        assert_eq!(inbox_command(&registry, "osp.v1.in.registry.a.b"), Some("a.b"));
+        for other in
+            ["osp.v1.in.registry", "osp.v1.in.registry.", "osp.v1.in.registryx.register", "osp.v1.in.scheduler.x"]
+        {
+            assert_eq!(inbox_command(&registry, other), None, "{other}");
+        }
     }
 }

@@ -1,0 +1,123 @@
+//! The OSP registry service: named registries of entries (agents, skills, tools, MCP
+//! servers, ...), discovery by partial match on their resources, and agent liveness.
+//!
+//! Everything it knows is folded from the event log (`osp.v1.evt.entry.*`): any number of
+//! instances may run, each with the whole state, and any may be killed at any moment.
+//! Commands arrive on `osp.v1.in.registry.{register,unregister}`, queries on
+//! `osp.v1.q.registry.{get,list,find,live,digest}`, heartbeats on `osp.v1.hb.<agent>`.
+//! The wire formats are in `osp_protocol::registry` and `docs/protocol.md`.
+//!
+//! - [`entry`]: the aggregate, pure `decide` / `evolve`;
+//! - [`view`] and [`criteria`]: the read model and `find`'s matching;
+//! - `liveness`: heartbeats in, online / offline transitions out;
+//! - `queries`: the query endpoints.
+
+pub mod criteria;
+pub mod entry;
+mod liveness;
+mod queries;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use osp_eventlog::{serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbox, Projection};
+use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
+use osp_protocol::registry::{Command, ENTRY_KIND, OFFLINE_AFTER, SERVICE};
+use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::entry::{Entry, EntryCommand};
+use crate::view::RegistryView;
+
+/// How a registry instance runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Silence after which an agent is marked offline.
+    pub offline_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { offline_after: OFFLINE_AFTER }
+    }
+}
+
+/// A running registry instance.
+pub struct Registry {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Registry {
+    /// Starts an instance on `client`: applies the stream definitions, replays the log
+    /// into its view, then serves commands, queries and heartbeats until
+    /// [`Registry::shutdown`].
+    pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Registry> {
+        let shutdown = CancellationToken::new();
+        let log = EventLog::start(client.clone(), &Definitions::builtin()).await?;
+        let service = Token::new("service", SERVICE).expect("valid token");
+        let filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
+        let projection = Projection::<RegistryView>::start(&log, &filter, shutdown.clone()).await?;
+        let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
+        let mut tasks =
+            vec![Inbox::new(service.clone(), log, Commands, executor.clone()).serve(shutdown.clone()).await?];
+        tasks.push(
+            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection, queries::all(), shutdown.clone())
+                .await?,
+        );
+        tasks.extend(liveness::start(&client, executor, config.offline_after, shutdown.clone()).await?);
+        tracing::info!(offline_after = ?config.offline_after, "registry started");
+        Ok(Registry { shutdown, tasks })
+    }
+
+    /// Stops taking work, finishes what is in hand, and returns.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// How the inbox reads registry commands and what it answers.
+struct Commands;
+
+/// What an accepted command answers, by command.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Register(RegisterOutcome),
+    Unregister(UnregisterOutcome),
+}
+
+impl CommandHandler for Commands {
+    type Aggregate = Entry;
+    type View = RegistryView;
+    type Outcome = Outcome;
+
+    fn parse(
+        &self,
+        command: &str,
+        encoding: Encoding,
+        payload: &[u8],
+    ) -> Result<(AggregateRef, EntryCommand), ProtocolError> {
+        let command = Command::parse(command, encoding, payload)?;
+        Ok((command.key().aggregate(), command.into()))
+    }
+
+    fn outcome(&self, executed: &Executed<Entry>) -> Outcome {
+        let state = &executed.state.state;
+        match &state.doc {
+            Some(doc) => Outcome::Register(RegisterOutcome {
+                registry: doc.registry.to_string(),
+                name: doc.name.to_string(),
+                revision: state.revision,
+                created: state.revision == 1,
+            }),
+            None => Outcome::Unregister(UnregisterOutcome { existed: true }),
+        }
+    }
+}

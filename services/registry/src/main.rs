@@ -1,0 +1,46 @@
+//! `osp-registry`: one registry instance. Run as many as the load needs; they share the
+//! work through NATS.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use osp_registry::{Config, Registry};
+
+/// The OSP registry service: named registries, agent discovery and liveness.
+#[derive(Parser)]
+#[command(name = "osp-registry", version, about)]
+struct Args {
+    /// NATS server to use.
+    #[arg(long, env = "OSP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// Silence after which an agent is marked offline (e.g. 15s, 1m).
+    #[arg(long, env = "OSP_REGISTRY_OFFLINE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
+    offline_after: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("OSP_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let client = async_nats::ConnectOptions::new()
+        .name("osp-registry")
+        .retry_on_initial_connect()
+        .connect(&args.nats_url)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let registry = Registry::start(client, Config { offline_after: args.offline_after })
+        .await
+        .with_context(|| format!("starting the registry on {}", args.nats_url))?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
+    registry.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! The registry's query endpoints (`osp.v1.q.registry.*`): thin readers of the view.
+
+use osp_eventlog::Query;
+use osp_protocol::registry::queries::{DigestQuery, FindQuery, GetQuery, ListQuery, PageRequest};
+use osp_protocol::registry::{Document, EntryKey, RegistryName};
+use osp_protocol::Error;
+
+use crate::criteria;
+use crate::view::{PageSpec, RegistryView};
+
+/// Every query the registry answers.
+pub fn all() -> Vec<Query<RegistryView>> {
+    vec![
+        Query::new("get", |view: &RegistryView, q: GetQuery| {
+            let key = EntryKey::new(&q.registry, &q.name)?;
+            view.get(&key).ok_or_else(|| Error::NotFound {
+                field: "name".into(),
+                value: q.name.clone(),
+                reason: format!("registry {:?} has no entry by that name", q.registry),
+            })
+        }),
+        Query::new("list", |view: &RegistryView, q: ListQuery| {
+            let registry = RegistryName::new("registry", q.registry)?;
+            Ok(view.list(&registry, &PageSpec::new(q.after, q.limit)?))
+        }),
+        Query::new("find", |view: &RegistryView, q: FindQuery| {
+            let registry = RegistryName::new("registry", q.registry)?;
+            let criteria = q.criteria.unwrap_or_else(|| Document::Map(Vec::new()));
+            criteria::check(&criteria)?;
+            Ok(view.find(&registry, &criteria, q.live, &PageSpec::new(q.after, q.limit)?))
+        }),
+        Query::new("live", |view: &RegistryView, q: PageRequest| Ok(view.live(&PageSpec::new(q.after, q.limit)?))),
+        Query::new("digest", |view: &RegistryView, _: DigestQuery| Ok(view.digest())),
+    ]
+}

@@ -1,0 +1,57 @@
+//! What every registry test starts from: a fresh nats-server, registry instances on
+//! connections of their own, and clients.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::time::Duration;
+
+use osp_client::Client;
+use osp_local_nats::NatsServer;
+use osp_protocol::registry::document::from_json;
+use osp_protocol::registry::EntryDoc;
+use osp_registry::{Config, Registry};
+
+/// A server of its own, on a free port with a temp store.
+pub async fn server() -> NatsServer {
+    NatsServer::start().await.expect("start nats-server")
+}
+
+/// A registry instance with its own connection.
+pub async fn registry(url: &str, offline_after: Duration) -> Registry {
+    Registry::start(osp_tests::connect(url).await, Config { offline_after }).await.expect("start the registry")
+}
+
+/// A client with its own connection.
+pub async fn client(url: &str) -> Client {
+    Client::new(osp_tests::connect(url).await).with_actor("user:test")
+}
+
+/// An agent entry with these capabilities.
+pub fn agent(name: &str, capabilities: &[&str]) -> EntryDoc {
+    EntryDoc::new(
+        "agents",
+        name,
+        format!("agent {name}"),
+        from_json(&serde_json::json!({ "capabilities": capabilities, "max_concurrency": 2 })),
+        None,
+    )
+    .expect("a valid agent entry")
+}
+
+/// An entry of a registry without liveness.
+pub fn tool(name: &str, resource: serde_json::Value) -> EntryDoc {
+    EntryDoc::new("tools", name, String::new(), from_json(&resource), None).expect("a valid tool entry")
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

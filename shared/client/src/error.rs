@@ -1,0 +1,71 @@
+//! What can go wrong calling OSP.
+
+use std::time::Duration;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The service refused the command or query; the error names the field and reason.
+    #[error("{error}")]
+    Rejected {
+        /// The log sequence of the rejection's record (commands only).
+        seq: Option<u64>,
+        /// What to fix.
+        error: osp_protocol::Error,
+    },
+    /// The input cannot even be sent (an invalid name, say).
+    #[error(transparent)]
+    Invalid(#[from] osp_protocol::Error),
+    /// No answer in time. For a command, `stored` says whether the inbox had stored it:
+    /// a stored command is still processed when an instance gets to it.
+    #[error("no answer from the {service} service within {waited:?}{}", if *.stored { " (the command is stored and will still be processed; is an instance running?)" } else { "" })]
+    Timeout {
+        /// Which service.
+        service: String,
+        /// How long we waited.
+        waited: Duration,
+        /// True when the command was stored in the inbox.
+        stored: bool,
+    },
+    /// Nobody serves that query: no instance of the service is running.
+    #[error("no instance of the {service} service is running (nobody answers {subject})")]
+    NoResponders {
+        /// Which service.
+        service: String,
+        /// The query subject.
+        subject: String,
+    },
+    /// The answer could not be read.
+    #[error("cannot read the {service} service's answer: {error}")]
+    Answer {
+        /// Which service.
+        service: String,
+        /// Why.
+        error: osp_protocol::Error,
+    },
+    /// A NATS-level failure.
+    #[error("{operation}: {source}")]
+    Nats {
+        /// What we were doing.
+        operation: &'static str,
+        /// The client's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// The protocol error, when the service refused.
+    pub fn rejection(&self) -> Option<&osp_protocol::Error> {
+        match self {
+            Error::Rejected { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn nats(operation: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+        Error::Nats { operation, source: Box::new(source) }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

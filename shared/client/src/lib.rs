@@ -1,0 +1,16 @@
+//! The Rust client of OSP, for agents and for whoever submits work.
+//!
+//! The wire protocol (`docs/protocol.md`) is the real API and any NATS client can speak
+//! it; this crate is that protocol with types: [`Client`] sends commands and waits for
+//! their outcome, asks queries with read-your-writes, and [`Agent`] keeps an agent
+//! registered and alive.
+
+mod agent;
+mod client;
+mod error;
+mod registry;
+
+pub use agent::{Agent, AgentBuilder};
+pub use client::{Answer, Client, DEFAULT_TIMEOUT};
+pub use error::{Error, Result};
+pub use registry::Registry;

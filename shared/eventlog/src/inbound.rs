@@ -1,0 +1,136 @@
+//! A command as it arrived in a service's inbox: its bytes and what its headers say.
+
+use bytes::Bytes;
+use osp_protocol::{headers, subject, Encoding, Error, Timestamp, Token};
+
+use crate::Delivery;
+
+/// Longest accepted command id (`Nats-Msg-Id`) and actor (`Osp-Actor`).
+pub const MAX_HEADER_VALUE: usize = 128;
+
+/// An inbox message, read.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    /// The subject it was sent to.
+    pub subject: String,
+    /// The command token after `osp.v1.in.<service>.` (may be anything; the service
+    /// checks it).
+    pub command: String,
+    /// Its id: `Nats-Msg-Id` when the sender set one, else derived from its place in
+    /// the inbox (`inbox:<seq>@<millis>`), the same on every redelivery.
+    pub id: String,
+    /// When the inbox stored it.
+    pub received_at: Timestamp,
+    /// `Osp-Actor`, or `anonymous`.
+    pub actor: String,
+    /// `Osp-Reply-To`, if given.
+    pub reply_to: Option<String>,
+    /// `Content-Type`, if given.
+    pub content_type: Option<String>,
+    /// `traceparent`, if given.
+    pub traceparent: Option<String>,
+    /// Its payload.
+    pub payload: Bytes,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Which delivery this is, from 1.
+    pub attempt: i64,
+    /// True when it will not be delivered again.
+    pub last_attempt: bool,
+}
+
+impl Inbound {
+    /// Reads the headers of `delivery`, addressed to `service`.
+    pub fn read(service: &Token, delivery: &Delivery) -> Inbound {
+        let header = |name: &str| delivery.header(name).map(str::to_owned);
+        let received_at = delivery.stored_at();
+        let id = header(headers::COMMAND_ID)
+            .unwrap_or_else(|| format!("inbox:{}@{}", delivery.stream_sequence(), received_at.millis()));
+        Inbound {
+            subject: delivery.subject().to_owned(),
+            command: subject::inbox_command(service, delivery.subject()).unwrap_or_default().to_owned(),
+            id,
+            received_at,
+            actor: header(headers::ACTOR).unwrap_or_else(|| headers::ANONYMOUS.to_owned()),
+            reply_to: header(headers::REPLY_TO),
+            content_type: header(osp_protocol::CONTENT_TYPE),
+            traceparent: header(headers::TRACEPARENT),
+            payload: delivery.payload_bytes(),
+            size: delivery.payload().len(),
+            attempt: delivery.attempt(),
+            last_attempt: delivery.is_last_attempt(),
+        }
+    }
+
+    /// The encoding of its payload (and of the reply).
+    pub fn encoding(&self) -> Result<Encoding, Error> {
+        Encoding::from_content_type(self.content_type.as_deref())
+    }
+
+    /// The encoding to answer in: the command's own, or MessagePack when it named one
+    /// we do not speak.
+    pub fn reply_encoding(&self) -> Encoding {
+        self.encoding().unwrap_or_default()
+    }
+
+    /// Checks the headers: encoding, id, actor and reply subject.
+    pub fn check_headers(&self) -> Result<Encoding, Error> {
+        let encoding = self.encoding()?;
+        check_value(headers::COMMAND_ID, &self.id)?;
+        check_value(headers::ACTOR, &self.actor)?;
+        if let Some(reply_to) = &self.reply_to {
+            check_reply_subject(reply_to)?;
+        }
+        Ok(encoding)
+    }
+}
+
+fn check_value(name: &str, value: &str) -> Result<(), Error> {
+    let field = format!("{name} header");
+    if value.is_empty() || value.len() > MAX_HEADER_VALUE {
+        return Err(Error::Invalid { field, reason: format!("must be 1 to {MAX_HEADER_VALUE} bytes") });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::Invalid { field, reason: "must not contain control characters".into() });
+    }
+    Ok(())
+}
+
+/// A reply goes to one concrete subject: tokens that are valid, no wildcards.
+fn check_reply_subject(reply_to: &str) -> Result<(), Error> {
+    let field = format!("{} header", headers::REPLY_TO);
+    if reply_to.is_empty() || reply_to.len() > 256 {
+        return Err(Error::Invalid { field, reason: "must be a subject of 1 to 256 bytes".into() });
+    }
+    for part in reply_to.split('.') {
+        Token::new(&field, part).map_err(|e| match e {
+            Error::InvalidToken { reason, .. } => Error::Invalid {
+                field: field.clone(),
+                reason: format!("{reply_to:?} is not a subject to publish to: {reason}"),
+            },
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_subjects_must_be_concrete() {
+        assert!(check_reply_subject("_INBOX.abc.def").is_ok());
+        for bad in ["", "a..b", "a.*", "a.>", "a b", ".a", "a."] {
+            let err = check_reply_subject(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid Osp-Reply-To header"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn header_values_are_bounded() {
+        assert!(check_value("Osp-Actor", "agent:a1").is_ok());
+        assert!(check_value("Osp-Actor", &"x".repeat(129)).unwrap_err().to_string().contains("1 to 128 bytes"));
+        assert!(check_value("Nats-Msg-Id", "a\u{7}b").unwrap_err().to_string().contains("control"));
+    }
+}

@@ -1,0 +1,206 @@
+//! A service's inbox: commands from any client, decided and answered.
+//!
+//! Every instance of a service binds to one durable consumer on
+//! `osp.v1.in.<service>.>`; the server hands each command to one of them. For each:
+//!
+//! 1. read its headers and payload, and parse it ([`CommandHandler::parse`]);
+//! 2. decide and append ([`Executor::execute`]);
+//! 3. if it was refused, record the refusal on the log;
+//! 4. answer the sender on `Osp-Reply-To`, if given, in the command's encoding;
+//! 5. acknowledge it — only now, with its outcome durable on the log.
+//!
+//! If the log cannot be reached the command is not acknowledged and comes back later;
+//! on its last delivery it is recorded as refused (`unavailable`) instead, so nothing
+//! a client sends disappears without a trace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Reply, Token};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    Aggregate, CommandMeta, Delivery, Error, EventLog, Executed, Executor, Holds, Inbound, Refusal, WorkConfig,
+    WorkConsumer, INBOX_STREAM,
+};
+
+/// What a service plugs into the inbox: how to read its commands and what to answer.
+pub trait CommandHandler: Send + Sync + 'static {
+    /// The aggregate its commands address.
+    type Aggregate: Aggregate;
+    /// The view it decides from.
+    type View: Holds<Self::Aggregate>;
+    /// What an accepted command answers.
+    type Outcome: Serialize + Send + Sync;
+
+    /// Reads command `command` (the inbox subject's last token) from `payload`: the
+    /// aggregate it addresses and the command, or what is wrong with it.
+    fn parse(
+        &self,
+        command: &str,
+        encoding: Encoding,
+        payload: &[u8],
+    ) -> Result<(AggregateRef, <Self::Aggregate as Aggregate>::Command), ProtocolError>;
+
+    /// The answer to an accepted command.
+    fn outcome(&self, executed: &Executed<Self::Aggregate>) -> Self::Outcome;
+}
+
+/// Commands one instance works on at once (across aggregates; one at a time per
+/// aggregate).
+const IN_FLIGHT: usize = 64;
+/// An instance has this long to answer a command before it goes to another.
+const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Deliveries of one command before it is recorded as refused.
+const MAX_DELIVER: i64 = 10;
+
+/// A service's inbox, served until shutdown.
+pub struct Inbox<H: CommandHandler> {
+    service: Token,
+    log: EventLog,
+    handler: Arc<H>,
+    executor: Arc<Executor<H::Aggregate, H::View>>,
+}
+
+impl<H: CommandHandler> Inbox<H> {
+    /// The inbox of `service`, deciding with `executor`.
+    pub fn new(service: Token, log: EventLog, handler: H, executor: Arc<Executor<H::Aggregate, H::View>>) -> Inbox<H> {
+        Inbox { service, log, handler: Arc::new(handler), executor }
+    }
+
+    /// The durable consumer every instance of `service` shares.
+    pub fn consumer_config(service: &Token) -> WorkConfig {
+        WorkConfig {
+            durable: format!("inbox-{service}"),
+            filter: subject::inbox_of(service),
+            ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
+        }
+    }
+
+    /// Binds to the shared consumer and serves commands until `shutdown`; then finishes
+    /// the commands in hand and hands back the ones not started.
+    pub async fn serve(self, shutdown: CancellationToken) -> crate::Result<JoinHandle<()>> {
+        let consumer =
+            WorkConsumer::ensure(self.log.jetstream(), INBOX_STREAM, &Self::consumer_config(&self.service)).await?;
+        let mut deliveries = consumer.deliveries().await?;
+        let inbox = Arc::new(self);
+        Ok(tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    next = deliveries.next() => next,
+                };
+                let delivery = match next {
+                    Some(Ok(delivery)) => delivery,
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "inbox: pulling commands failed; going on");
+                        continue;
+                    }
+                    None => break,
+                };
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    inbox.handle(delivery).await;
+                    drop(slot);
+                });
+            }
+            // Let the commands in hand finish, then give back what was pulled but not
+            // started, so another instance takes it now rather than after the ack wait.
+            let _all = slots.acquire_many(IN_FLIGHT as u32).await;
+            while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await
+            {
+                let _ = delivery.retry_after(Duration::ZERO).await;
+            }
+        }))
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let inbound = Inbound::read(&self.service, &delivery);
+        let span = tracing::info_span!("command", service = %self.service, id = %inbound.id, subject = %inbound.subject,
+            traceparent = inbound.traceparent.as_deref().unwrap_or(""));
+        let _entered = span.enter();
+        let answer = match self.answer(&inbound).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                // Ours, not the sender's: leave it unacknowledged for a later delivery.
+                let delay = Duration::from_secs(inbound.attempt.clamp(1, 10) as u64);
+                tracing::warn!(%error, attempt = inbound.attempt, ?delay, "command not processed; it will be delivered again");
+                if let Err(error) = delivery.retry_after(delay).await {
+                    tracing::warn!(%error, "could not ask for redelivery; the ack wait will bring it back");
+                }
+                return;
+            }
+        };
+        if let Some(reply_to) = &inbound.reply_to {
+            self.reply(&inbound, reply_to, &answer).await;
+        }
+        if let Err(error) = delivery.ack().await {
+            // Its outcome is on the log; a redelivery will find it there.
+            tracing::warn!(%error, "could not acknowledge a command");
+        }
+    }
+
+    /// Decides the command; an `Err` means "not now" (the log is unreachable).
+    async fn answer(&self, inbound: &Inbound) -> Result<Reply<H::Outcome>, Error> {
+        if inbound.attempt > 1 {
+            if let Some((seq, error)) = self.log.recorded_rejection(&self.service, inbound).await? {
+                return Ok(Reply::Err { seq: Some(seq), error });
+            }
+        }
+        let refusal = match self.decide(inbound).await {
+            Ok(executed) => {
+                tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");
+                return Ok(Reply::Ok { seq: executed.seq, result: self.handler.outcome(&executed) });
+            }
+            Err((refusal, target)) => match refusal {
+                Refusal::Rejected(error) => (error, target),
+                Refusal::Failed(error) if inbound.last_attempt => (
+                    ProtocolError::Unavailable { reason: format!("{error} (after {} deliveries)", inbound.attempt) },
+                    target,
+                ),
+                Refusal::Failed(error) => return Err(error),
+            },
+        };
+        let (error, target) = refusal;
+        let seq = self.log.record_rejection(&self.service, inbound, &error, target.as_ref()).await?;
+        tracing::info!(seq, %error, "command rejected");
+        Ok(Reply::Err { seq: Some(seq), error })
+    }
+
+    async fn decide(&self, inbound: &Inbound) -> Result<Executed<H::Aggregate>, (Refusal, Option<AggregateRef>)> {
+        let encoding = inbound.check_headers().map_err(|e| (Refusal::Rejected(e), None))?;
+        let (aggregate, command) = self
+            .handler
+            .parse(&inbound.command, encoding, &inbound.payload)
+            .map_err(|e| (Refusal::Rejected(e), None))?;
+        let meta = CommandMeta {
+            id: inbound.id.clone(),
+            received_at: inbound.received_at,
+            actor: inbound.actor.clone(),
+            correlation_id: None,
+        };
+        self.executor.execute(&aggregate, &command, &meta).await.map_err(|refusal| (refusal, Some(aggregate)))
+    }
+
+    async fn reply(&self, inbound: &Inbound, reply_to: &str, answer: &Reply<H::Outcome>) {
+        let encoding = inbound.reply_encoding();
+        let bytes = match encoding.encode(answer) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "cannot encode a reply");
+                return;
+            }
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(osp_protocol::CONTENT_TYPE, encoding.content_type());
+        if let Err(error) = self.log.client().publish_with_headers(reply_to.to_owned(), headers, bytes.into()).await {
+            tracing::warn!(%error, reply_to, "could not send the reply");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! In-memory projections: a service's read model, folded from the log and kept live.
+//!
+//! A [`Projection`] replays every event matching its filter, then follows new ones, on
+//! one ordered consumer ([`crate::Follow`]). It can be dropped and rebuilt at any time:
+//! it is a fold of the log, never a source of truth.
+//!
+//! Read-your-writes: every reply of a service carries a log sequence; a query that
+//! sends it back (`Osp-Min-Seq`) is answered only once this instance has applied every
+//! matching event up to it ([`Projection::wait_for`]), whichever instance wrote them.
+
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
+use osp_protocol::EventPayload;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{EventLog, LogItem, Recorded, Result, Start};
+
+/// A read model that events are applied to, in log order.
+pub trait View: Default + Send + Sync + 'static {
+    /// The events it reads.
+    type Event: EventPayload + Send + Sync + 'static;
+    /// Applies the next event. Must not fail: a fact that cannot be applied is a bug in
+    /// the view, not in the log.
+    fn apply(&mut self, event: &Recorded<Self::Event>);
+}
+
+/// A view kept up to date from the log by a background task.
+pub struct Projection<V> {
+    view: Arc<RwLock<V>>,
+    applied: watch::Receiver<u64>,
+    events: stream::Stream,
+    filter: String,
+}
+
+impl<V> Clone for Projection<V> {
+    fn clone(&self) -> Self {
+        Projection {
+            view: self.view.clone(),
+            applied: self.applied.clone(),
+            events: self.events.clone(),
+            filter: self.filter.clone(),
+        }
+    }
+}
+
+/// How long a follower waits before reopening after the subscription failed.
+const REOPEN_AFTER: Duration = Duration::from_millis(250);
+
+impl<V: View> Projection<V> {
+    /// Replays `filter` into a new view and returns once it has caught up with the log;
+    /// a background task then keeps it live until `shutdown`.
+    pub async fn start(log: &EventLog, filter: &str, shutdown: CancellationToken) -> Result<Projection<V>> {
+        let view = Arc::new(RwLock::new(V::default()));
+        let (applied_tx, applied) = watch::channel(0);
+        let mut follow = log.follow::<Recorded<V::Event>>(filter, Start::All).await?;
+        let mut caught_up = false;
+        // Replay in the foreground: the service answers nothing before it has the state.
+        while !caught_up {
+            match follow.next().await {
+                Some(Ok(item)) => caught_up = apply_item(&view, &applied_tx, item, filter),
+                Some(Err(error)) => return Err(error),
+                None => break,
+            }
+        }
+        tracing::info!(filter, applied = *applied_tx.borrow(), "projection caught up");
+        let projection =
+            Projection { view: view.clone(), applied, events: log.events.clone(), filter: filter.to_owned() };
+        tokio::spawn(keep_live(log.clone(), filter.to_owned(), view, applied_tx, follow, shutdown));
+        Ok(projection)
+    }
+
+    /// The view, for reading. Hold it briefly and never across an `.await`: the
+    /// follower waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, V> {
+        self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every matching event up to this stream sequence has been applied.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Returns once every matching event up to `seq` is applied, or fails with
+    /// `Lagging` after `within`. A sequence beyond the log's end, or one of an event
+    /// this view does not read, is answered from the log's own index, not waited for.
+    pub async fn wait_for(&self, seq: u64, within: Duration) -> Result<(), osp_protocol::Error> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut applied = self.applied.clone();
+        loop {
+            let now = *applied.borrow_and_update();
+            if now >= seq {
+                return Ok(());
+            }
+            // The next matching event after what is applied: if there is none up to
+            // `seq`, this view already holds everything `seq` stands for.
+            let next = match self.events.get_first_raw_message_by_subject(&self.filter, now + 1).await {
+                Ok(message) if message.sequence <= seq => message.sequence,
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
+                Err(e) => {
+                    return Err(osp_protocol::Error::Unavailable { reason: format!("reading the log's index: {e}") })
+                }
+            };
+            let reached = matches!(
+                tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= next)).await,
+                Ok(Ok(_))
+            );
+            if !reached {
+                return Err(osp_protocol::Error::Lagging { wanted: seq, applied: self.applied() });
+            }
+        }
+    }
+}
+
+/// Applies one step of the follow; true once caught up.
+fn apply_item<V: View>(
+    view: &RwLock<V>,
+    applied: &watch::Sender<u64>,
+    item: LogItem<Recorded<V::Event>>,
+    filter: &str,
+) -> bool {
+    match item {
+        LogItem::Event(event) => {
+            let seq = event.seq;
+            view.write().unwrap_or_else(|poisoned| poisoned.into_inner()).apply(&event);
+            applied.send_if_modified(|applied| advance(applied, seq));
+            false
+        }
+        LogItem::Malformed(bad) => {
+            // Skipped loudly: `osp log verify` names it; stopping here would stop the service.
+            tracing::error!(seq = bad.seq, subject = %bad.subject, error = %bad.error, filter, "unreadable event skipped");
+            applied.send_if_modified(|applied| advance(applied, bad.seq));
+            false
+        }
+        LogItem::CaughtUp(seq) => {
+            applied.send_if_modified(|applied| advance(applied, seq));
+            true
+        }
+    }
+}
+
+fn advance(applied: &mut u64, seq: u64) -> bool {
+    let moved = seq > *applied;
+    *applied = (*applied).max(seq);
+    moved
+}
+
+/// Follows the log until shutdown, reopening from the last applied sequence if the
+/// subscription ever ends or fails.
+async fn keep_live<V: View>(
+    log: EventLog,
+    filter: String,
+    view: Arc<RwLock<V>>,
+    applied: watch::Sender<u64>,
+    mut follow: crate::Follow<Recorded<V::Event>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let item = tokio::select! {
+            () = shutdown.cancelled() => return,
+            item = follow.next() => item,
+        };
+        match item {
+            Some(Ok(item)) => {
+                apply_item(&view, &applied, item, &filter);
+                continue;
+            }
+            Some(Err(error)) => tracing::warn!(%error, %filter, "following the log failed; reopening"),
+            None => tracing::warn!(%filter, "the log subscription ended; reopening"),
+        }
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(REOPEN_AFTER) => {}
+            }
+            let from = *applied.borrow() + 1;
+            match log.follow(&filter, Start::Sequence(from)).await {
+                Ok(reopened) => {
+                    follow = reopened;
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, %filter, "cannot reopen the log subscription yet"),
+            }
+        }
+    }
+}

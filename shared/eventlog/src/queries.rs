@@ -1,0 +1,188 @@
+//! A service's queries: NATS micro-service endpoints over its projection.
+//!
+//! Each query is a core NATS request to `osp.v1.q.<service>.<query>`, answered by any
+//! instance (queue group `q`) from its in-memory view, in the request's encoding, as an
+//! `osp_protocol::Reply`. The service also answers the standard `$SRV.PING|INFO|STATS`
+//! discovery, so `nats micro list` shows it. An `Osp-Min-Seq` header makes the
+//! instance wait (a few seconds at most) until it has applied the log that far.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::service::{Request, ServiceExt};
+use futures::StreamExt;
+use osp_protocol::{headers, subject, Encoding, Error as ProtocolError, Reply, Token, CONTENT_TYPE};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Error, Projection, Result, View};
+
+/// How long a query waits for its `Osp-Min-Seq` before answering `lagging`.
+pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
+
+type Answer<V> = dyn Fn(&V, u64, Encoding, &[u8]) -> (Vec<u8>, Option<ProtocolError>) + Send + Sync;
+
+/// One query endpoint over view `V`.
+pub struct Query<V> {
+    name: &'static str,
+    answer: Arc<Answer<V>>,
+}
+
+impl<V: View> Query<V> {
+    /// The endpoint `name`: decodes a `Q` (an empty body reads as `{}`), answers with
+    /// `run(view, q)`.
+    pub fn new<Q, R, F>(name: &'static str, run: F) -> Query<V>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(&V, Q) -> Result<R, ProtocolError> + Send + Sync + 'static,
+    {
+        let answer = move |view: &V, seq: u64, encoding: Encoding, payload: &[u8]| {
+            let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, query));
+            match result {
+                Ok(result) => encode_reply(encoding, &Reply::Ok { seq, result }, None),
+                Err(error) => encode_reply::<R>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error)),
+            }
+        };
+        Query { name, answer: Arc::new(answer) }
+    }
+}
+
+fn decode_query<Q: DeserializeOwned>(encoding: Encoding, payload: &[u8]) -> Result<Q, ProtocolError> {
+    match (payload.is_empty(), encoding) {
+        (true, Encoding::MessagePack) => encoding.decode(&[0x80]),
+        (true, Encoding::Json) => encoding.decode(b"{}"),
+        (false, _) => encoding.decode(payload),
+    }
+}
+
+fn encode_reply<R: Serialize>(
+    encoding: Encoding,
+    reply: &Reply<R>,
+    error: Option<ProtocolError>,
+) -> (Vec<u8>, Option<ProtocolError>) {
+    match encoding.encode(reply) {
+        Ok(bytes) => (bytes, error),
+        Err(failure) => {
+            let reply = Reply::<()>::Err { seq: None, error: failure.clone() };
+            (encoding.encode(&reply).unwrap_or_default(), Some(failure))
+        }
+    }
+}
+
+/// Starts the micro service `osp-<service>` with `queries` under `osp.v1.q.<service>`;
+/// it answers until `shutdown`.
+pub async fn serve_queries<V: View>(
+    client: &async_nats::Client,
+    service: &Token,
+    version: &str,
+    projection: Projection<V>,
+    queries: Vec<Query<V>>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let nats_error = |e: async_nats::Error| Error::Nats { operation: "start the query endpoints", source: e };
+    let micro = client
+        .service_builder()
+        .description(format!("OSP {service} queries"))
+        .start(format!("osp-{service}"), version)
+        .await
+        .map_err(nats_error)?;
+    let group = micro.group(subject::query_group(service));
+    let mut tasks = Vec::new();
+    for query in queries {
+        let mut endpoint = group.endpoint(query.name).await.map_err(nats_error)?;
+        let projection = projection.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    request = endpoint.next() => match request { Some(request) => request, None => break },
+                };
+                answer(&projection, &query, request).await;
+            }
+        }));
+    }
+    Ok(tokio::spawn(async move {
+        futures::future::join_all(tasks).await;
+        if let Err(error) = micro.stop().await {
+            tracing::debug!(%error, "stopping the query endpoints");
+        }
+    }))
+}
+
+async fn answer<V: View>(projection: &Projection<V>, query: &Query<V>, request: Request) {
+    let header = |name: &str| request.message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    let encoding = match Encoding::from_content_type(header(CONTENT_TYPE).as_deref()) {
+        Ok(encoding) => encoding,
+        Err(error) => return respond(request, Encoding::MessagePack, failure(Encoding::MessagePack, error)).await,
+    };
+    let min_seq = match header(headers::MIN_SEQ).map(|v| v.trim().parse::<u64>()) {
+        None => 0,
+        Some(Ok(seq)) => seq,
+        Some(Err(_)) => {
+            let error = ProtocolError::Invalid {
+                field: format!("{} header", headers::MIN_SEQ),
+                reason: "must be a log sequence (a whole number) from an earlier reply".into(),
+            };
+            return respond(request, encoding, failure(encoding, error)).await;
+        }
+    };
+    if projection.applied() >= min_seq {
+        let reply = run(projection, query, encoding, &request.message.payload);
+        return respond(request, encoding, reply).await;
+    }
+    // Waiting must not hold up the queries behind this one.
+    let (projection, answer) = (projection.clone(), query.answer.clone());
+    tokio::spawn(async move {
+        let reply = match projection.wait_for(min_seq, MIN_SEQ_WAIT).await {
+            Ok(()) => {
+                let seq = projection.applied();
+                answer(&projection.read(), seq, encoding, &request.message.payload)
+            }
+            Err(error) => failure(encoding, error),
+        };
+        respond(request, encoding, reply).await
+    });
+}
+
+fn run<V: View>(
+    projection: &Projection<V>,
+    query: &Query<V>,
+    encoding: Encoding,
+    payload: &[u8],
+) -> (Vec<u8>, Option<ProtocolError>) {
+    // The sequence is read before the view, so the view holds at least what it says.
+    let seq = projection.applied();
+    (query.answer)(&projection.read(), seq, encoding, payload)
+}
+
+fn failure(encoding: Encoding, error: ProtocolError) -> (Vec<u8>, Option<ProtocolError>) {
+    encode_reply::<()>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error))
+}
+
+async fn respond(request: Request, encoding: Encoding, (body, error): (Vec<u8>, Option<ProtocolError>)) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(CONTENT_TYPE, encoding.content_type());
+    if let Some(error) = &error {
+        // The standard micro-service error headers, so NATS tooling counts the error.
+        let text: String = error.to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        headers.insert(headers::SERVICE_ERROR, text.as_str());
+        headers.insert(headers::SERVICE_ERROR_CODE, status_of(error).to_string().as_str());
+    }
+    if let Err(failure) = request.respond_with_headers(Ok(body.into()), headers).await {
+        tracing::debug!(%failure, "could not answer a query (the asker may have gone)");
+    }
+}
+
+/// An HTTP-like status for the micro-service error header.
+fn status_of(error: &ProtocolError) -> u16 {
+    match error {
+        ProtocolError::NotFound { .. } => 404,
+        ProtocolError::Lagging { .. } | ProtocolError::Unavailable { .. } => 503,
+        ProtocolError::Encode { .. } => 500,
+        _ => 400,
+    }
+}
