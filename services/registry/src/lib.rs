@@ -21,7 +21,10 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbox, Projection};
+use osp_eventlog::{
+    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbox, InboxCounts, Projection,
+    DEFAULT_ACK_WAIT,
+};
 use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
 use osp_protocol::registry::{Command, ENTRY_KIND, OFFLINE_AFTER, SERVICE};
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
@@ -37,11 +40,14 @@ use crate::view::RegistryView;
 pub struct Config {
     /// Silence after which an agent is marked offline.
     pub offline_after: Duration,
+    /// How long an instance has to answer a command before another instance gets it
+    /// (how soon a crashed instance's commands are taken up again).
+    pub ack_wait: Duration,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { offline_after: OFFLINE_AFTER }
+        Config { offline_after: OFFLINE_AFTER, ack_wait: DEFAULT_ACK_WAIT }
     }
 }
 
@@ -49,6 +55,7 @@ impl Default for Config {
 pub struct Registry {
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    counts: Arc<InboxCounts>,
 }
 
 impl Registry {
@@ -62,15 +69,21 @@ impl Registry {
         let filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
         let projection = Projection::<RegistryView>::start(&log, &filter, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
-        let mut tasks =
-            vec![Inbox::new(service.clone(), log, Commands, executor.clone()).serve(shutdown.clone()).await?];
+        let inbox = Inbox::new(service.clone(), log, Commands, executor.clone()).with_ack_wait(config.ack_wait);
+        let counts = inbox.counts();
+        let mut tasks = vec![inbox.serve(shutdown.clone()).await?];
         tasks.push(
             serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection, queries::all(), shutdown.clone())
                 .await?,
         );
         tasks.extend(liveness::start(&client, executor, config.offline_after, shutdown.clone()).await?);
         tracing::info!(offline_after = ?config.offline_after, "registry started");
-        Ok(Registry { shutdown, tasks })
+        Ok(Registry { shutdown, tasks, counts })
+    }
+
+    /// What this instance's inbox has done.
+    pub fn commands(&self) -> &InboxCounts {
+        &self.counts
     }
 
     /// Stops taking work, finishes what is in hand, and returns.

@@ -17,6 +17,10 @@ struct Args {
     /// Silence after which an agent is marked offline (e.g. 15s, 1m).
     #[arg(long, env = "OSP_REGISTRY_OFFLINE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
     offline_after: Duration,
+    /// How long an instance has to answer a command before another gets it (how soon the
+    /// commands of a crashed instance are taken up again).
+    #[arg(long, env = "OSP_REGISTRY_ACK_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
+    ack_wait: Duration,
 }
 
 #[tokio::main]
@@ -32,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .connect(&args.nats_url)
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
-    let registry = Registry::start(client, Config { offline_after: args.offline_after })
+    let registry = Registry::start(client, Config { offline_after: args.offline_after, ack_wait: args.ack_wait })
         .await
         .with_context(|| format!("starting the registry on {}", args.nats_url))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -256,3 +256,204 @@ fn size_of(view: &EntryView) -> usize {
         + encoded_len(&view.resource)
         + view.metadata.as_ref().map_or(0, encoded_len)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use osp_eventlog::Aggregate;
+    use osp_protocol::registry::document::from_json;
+    use osp_protocol::registry::{EntryDoc, Unregister, WentOffline};
+    use osp_protocol::{Envelope, EventHash, Timestamp};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+    use crate::entry::EntryCommand;
+
+    /// One step of a random history: a command on one of a few entries.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Register { agents: bool, name: u8, capabilities: Vec<u8>, region: u8 },
+        Unregister { agents: bool, name: u8 },
+        Offline { name: u8 },
+        Online { name: u8 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (any::<bool>(), 0u8..6, prop::collection::vec(0u8..4, 0..3), 0u8..2)
+                .prop_map(|(agents, name, capabilities, region)| Step::Register { agents, name, capabilities, region }),
+            1 => (any::<bool>(), 0u8..6).prop_map(|(agents, name)| Step::Unregister { agents, name }),
+            1 => (0u8..6).prop_map(|name| Step::Offline { name }),
+            1 => (0u8..6).prop_map(|name| Step::Online { name }),
+        ]
+    }
+
+    fn registry_of(agents: bool) -> &'static str {
+        if agents {
+            "agents"
+        } else {
+            "tools"
+        }
+    }
+
+    fn command(step: &Step) -> (EntryKey, EntryCommand) {
+        let key = |agents: bool, name: u8| EntryKey::new(registry_of(agents), &format!("n{name}")).unwrap();
+        match step {
+            Step::Register { agents, name, capabilities, region } => {
+                let resource = json!({
+                    "capabilities": capabilities.iter().map(|c| format!("c{c}")).collect::<Vec<_>>(),
+                    "endpoint": {"region": format!("r{region}")},
+                });
+                let k = key(*agents, *name);
+                let doc =
+                    EntryDoc::new(k.registry.as_str(), k.name.as_str(), String::new(), from_json(&resource), None);
+                (k, EntryCommand::Register(doc.unwrap()))
+            }
+            Step::Unregister { agents, name } => {
+                let k = key(*agents, *name);
+                (
+                    k.clone(),
+                    EntryCommand::Unregister(Unregister::new(k.registry.as_str(), k.name.as_str(), None).unwrap()),
+                )
+            }
+            Step::Offline { name } => {
+                (key(true, *name), EntryCommand::MarkOffline(WentOffline { silent_for_ms: 2, timeout_ms: 1 }))
+            }
+            Step::Online { name } => (key(true, *name), EntryCommand::MarkOnline),
+        }
+    }
+
+    /// Runs the steps through `decide`, storing what it decides as a log would.
+    fn log_of(steps: &[Step]) -> Vec<Recorded<EntryEvent>> {
+        decided(steps).0
+    }
+
+    /// The log, and each entry's state as the deciding side evolved it step by step.
+    fn decided(steps: &[Step]) -> (Vec<Recorded<EntryEvent>>, BTreeMap<EntryKey, (Entry, u64)>) {
+        let mut states: BTreeMap<EntryKey, (Entry, u64)> = BTreeMap::new();
+        let mut log = Vec::new();
+        for step in steps {
+            let (key, command) = command(step);
+            let (state, version) = states.entry(key.clone()).or_default();
+            let Ok(events) = state.decide(&command, Timestamp(0)) else { continue };
+            for payload in events {
+                *version += 1;
+                let seq = log.len() as u64 + 1;
+                let envelope = Envelope {
+                    id: uuid::Uuid::nil(),
+                    aggregate: key.aggregate(),
+                    version: *version,
+                    occurred_at: Timestamp(seq as i64),
+                    actor: "test".into(),
+                    correlation_id: None,
+                    causation_id: Some(format!("cmd-{seq}")),
+                    prev_hash: None,
+                    payload,
+                };
+                state.evolve(&envelope);
+                log.push(Recorded { seq, stored_at: Timestamp(seq as i64), hash: EventHash([0; 32]), envelope });
+            }
+        }
+        (log, states)
+    }
+
+    fn view_of_log(log: &[Recorded<EntryEvent>]) -> RegistryView {
+        let mut view = RegistryView::default();
+        log.iter().for_each(|event| view.apply(event));
+        view
+    }
+
+    fn all(spec_limit: u32) -> PageSpec {
+        PageSpec::new(None, Some(spec_limit)).unwrap()
+    }
+
+    proptest! {
+        /// Whatever the history, `find` through the index returns exactly the entries
+        /// a scan of every registered entry would, in name order.
+        #[test]
+        fn the_index_never_hides_or_invents_a_match(
+            steps in prop::collection::vec(step(), 0..60),
+            wanted in prop::collection::vec(0u8..4, 0..3),
+            region in prop::option::of(0u8..2),
+            live_only in any::<bool>(),
+        ) {
+            let view = view_of_log(&log_of(&steps));
+            let mut criteria = json!({"capabilities": wanted.iter().map(|c| format!("c{c}")).collect::<Vec<_>>()});
+            if let Some(region) = region {
+                criteria["endpoint.region"] = json!(format!("r{region}"));
+            }
+            let criteria = from_json(&criteria);
+            for registry in ["agents", "tools"] {
+                let registry = RegistryName::new("registry", registry).unwrap();
+                let found: Vec<_> = view.find(&registry, &criteria, live_only, &all(MAX_LIMIT)).entries;
+                let scanned: Vec<_> = view
+                    .list(&registry, &all(MAX_LIMIT))
+                    .entries
+                    .into_iter()
+                    .filter(|e| criteria::matches(&e.resource, &criteria))
+                    .filter(|e| !live_only || e.status == osp_protocol::registry::Status::Online)
+                    .collect();
+                prop_assert_eq!(found, scanned);
+            }
+        }
+
+        /// Every entry shown is registered; agents are online or offline, other entries
+        /// just registered; revisions start at 1; and two views of one log are identical.
+        #[test]
+        fn views_keep_their_invariants_and_replays_agree(steps in prop::collection::vec(step(), 0..60)) {
+            let (log, decided) = decided(&steps);
+            let view = view_of_log(&log);
+            // Replaying the log reaches the state the deciding side reached.
+            for (key, (state, _)) in &decided {
+                let replayed = view.entry(&key.aggregate()).cloned().unwrap_or_default();
+                prop_assert_eq!(&replayed, state);
+                prop_assert_eq!(state.revision >= 1, state.is_registered());
+                prop_assert!(!state.online || state.is_registered());
+            }
+            for registry in ["agents", "tools"] {
+                let registry = RegistryName::new("registry", registry).unwrap();
+                for entry in view.list(&registry, &all(MAX_LIMIT)).entries {
+                    prop_assert!(entry.revision >= 1);
+                    let agent = registry.is_agents();
+                    prop_assert_eq!(entry.status == osp_protocol::registry::Status::Registered, !agent);
+                }
+            }
+            // The index holds exactly the keys of the registered resources: nothing stale.
+            for (registry, postings) in &view.index {
+                for ((path, scalar), names) in postings {
+                    for name in names {
+                        let key = EntryKey { registry: registry.clone(), name: name.clone() };
+                        let entry = view.entry(&key.aggregate()).and_then(|e| e.doc.clone());
+                        let keys = entry.map(|doc| criteria::index_keys(&doc.resource)).unwrap_or_default();
+                        prop_assert!(keys.contains(&(path.clone(), scalar.clone())), "stale {} {}", path, key);
+                    }
+                }
+            }
+            for (name, aggregate, _, _) in view.online_agents() {
+                prop_assert!(view.entry(&aggregate).is_some_and(|e| e.is_registered() && e.online), "{}", name);
+            }
+            prop_assert_eq!(view.digest(), view_of_log(&log).digest());
+        }
+
+        /// Pages, followed cursor to cursor, give the whole list once.
+        #[test]
+        fn pages_cover_the_list_once(steps in prop::collection::vec(step(), 0..60), limit in 1u32..4) {
+            let view = view_of_log(&log_of(&steps));
+            let tools = RegistryName::new("registry", "tools").unwrap();
+            let whole = view.list(&tools, &all(MAX_LIMIT)).entries;
+            let mut paged = Vec::new();
+            let mut after = None;
+            loop {
+                let page = view.list(&tools, &PageSpec::new(after.clone(), Some(limit)).unwrap());
+                paged.extend(page.entries);
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            prop_assert_eq!(paged, whole);
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Commands and queries, the way every OSP client sends them.
 //!
 //! A **command** is published to the service's inbox stream with an id
-//! (`Nats-Msg-Id`), who sends it (`Osp-Actor`) and where to answer (`Osp-Reply-To`, a
+//! (`Osp-Command-Id`), who sends it (`Osp-Actor`) and where to answer (`Osp-Reply-To`, a
 //! fresh inbox). JetStream confirms it is stored; the service answers once its outcome
 //! is on the log. A **query** is a core NATS request to `osp.v1.q.<service>.<query>`.
 //!
@@ -105,8 +105,9 @@ impl Client {
         self.command_with_id(service, command, body, &Uuid::now_v7().to_string()).await
     }
 
-    /// Sends `command` with the id `id`: sending the same id again (after a timeout, say)
-    /// applies the command at most once.
+    /// Sends `command` with the id `id` (`Osp-Command-Id`): sending the same id again
+    /// (after a timeout, say) applies the command at most once, and is answered with the
+    /// first outcome.
     pub async fn command_with_id<C: Serialize, R: DeserializeOwned>(
         &self,
         service: &str,
@@ -119,9 +120,11 @@ impl Client {
         let reply_to = self.nats.new_inbox();
         let mut replies =
             self.nats.subscribe(reply_to.clone()).await.map_err(|e| Error::nats("subscribe to the reply inbox", e))?;
+        // No `Nats-Msg-Id`: JetStream would drop a resend, which then gets no answer. The
+        // service recognises a resend by its command id instead.
         let publish = PublishMessage::build()
             .payload(payload.into())
-            .message_id(id)
+            .header(headers::COMMAND_ID, id)
             .header(headers::ACTOR, self.actor.as_str())
             .header(headers::REPLY_TO, reply_to.as_str());
         let stored = async {

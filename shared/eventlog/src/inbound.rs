@@ -5,7 +5,7 @@ use osp_protocol::{headers, subject, Encoding, Error, Timestamp, Token};
 
 use crate::Delivery;
 
-/// Longest accepted command id (`Nats-Msg-Id`) and actor (`Osp-Actor`).
+/// Longest accepted command id and actor (`Osp-Actor`).
 pub const MAX_HEADER_VALUE: usize = 128;
 
 /// An inbox message, read.
@@ -16,9 +16,11 @@ pub struct Inbound {
     /// The command token after `osp.v1.in.<service>.` (may be anything; the service
     /// checks it).
     pub command: String,
-    /// Its id: `Nats-Msg-Id` when the sender set one, else derived from its place in
-    /// the inbox (`inbox:<seq>@<millis>`), the same on every redelivery.
+    /// Its id: `Osp-Command-Id`, else `Nats-Msg-Id`, else derived from its place in the
+    /// inbox (`inbox:<seq>@<millis>`), the same on every redelivery.
     pub id: String,
+    /// The header the id came from, for error messages.
+    id_header: &'static str,
     /// When the inbox stored it.
     pub received_at: Timestamp,
     /// `Osp-Actor`, or `anonymous`.
@@ -44,12 +46,18 @@ impl Inbound {
     pub fn read(service: &Token, delivery: &Delivery) -> Inbound {
         let header = |name: &str| delivery.header(name).map(str::to_owned);
         let received_at = delivery.stored_at();
-        let id = header(headers::COMMAND_ID)
-            .unwrap_or_else(|| format!("inbox:{}@{}", delivery.stream_sequence(), received_at.millis()));
+        let (id, id_header) = match (header(headers::COMMAND_ID), header(headers::MSG_ID)) {
+            (Some(id), _) => (id, headers::COMMAND_ID),
+            (None, Some(id)) => (id, headers::MSG_ID),
+            (None, None) => {
+                (format!("inbox:{}@{}", delivery.stream_sequence(), received_at.millis()), headers::COMMAND_ID)
+            }
+        };
         Inbound {
             subject: delivery.subject().to_owned(),
             command: subject::inbox_command(service, delivery.subject()).unwrap_or_default().to_owned(),
             id,
+            id_header,
             received_at,
             actor: header(headers::ACTOR).unwrap_or_else(|| headers::ANONYMOUS.to_owned()),
             reply_to: header(headers::REPLY_TO),
@@ -76,7 +84,7 @@ impl Inbound {
     /// Checks the headers: encoding, id, actor and reply subject.
     pub fn check_headers(&self) -> Result<Encoding, Error> {
         let encoding = self.encoding()?;
-        check_value(headers::COMMAND_ID, &self.id)?;
+        check_value(self.id_header, &self.id)?;
         check_value(headers::ACTOR, &self.actor)?;
         if let Some(reply_to) = &self.reply_to {
             check_reply_subject(reply_to)?;

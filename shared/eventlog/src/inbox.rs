@@ -13,6 +13,7 @@
 //! on its last delivery it is recorded as refused (`unavailable`) instead, so nothing
 //! a client sends disappears without a trace.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,8 +53,9 @@ pub trait CommandHandler: Send + Sync + 'static {
 /// Commands one instance works on at once (across aggregates; one at a time per
 /// aggregate).
 const IN_FLIGHT: usize = 64;
-/// An instance has this long to answer a command before it goes to another.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// By default an instance has this long to answer a command before it goes to another:
+/// how soon the commands a crashed instance held are taken up again.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(10);
 /// Deliveries of one command before it is recorded as refused.
 const MAX_DELIVER: i64 = 10;
 
@@ -63,20 +65,53 @@ pub struct Inbox<H: CommandHandler> {
     log: EventLog,
     handler: Arc<H>,
     executor: Arc<Executor<H::Aggregate, H::View>>,
+    ack_wait: Duration,
+    counts: Arc<InboxCounts>,
+}
+
+/// What one instance's inbox has done, for operators and tests.
+#[derive(Debug, Default)]
+pub struct InboxCounts {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl InboxCounts {
+    /// Commands accepted by this instance.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Commands this instance refused (and recorded as refused).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
 }
 
 impl<H: CommandHandler> Inbox<H> {
     /// The inbox of `service`, deciding with `executor`.
     pub fn new(service: Token, log: EventLog, handler: H, executor: Arc<Executor<H::Aggregate, H::View>>) -> Inbox<H> {
-        Inbox { service, log, handler: Arc::new(handler), executor }
+        Inbox { service, log, handler: Arc::new(handler), executor, ack_wait: DEFAULT_ACK_WAIT, counts: Arc::default() }
+    }
+
+    /// How long an instance has to answer a command before another gets it. The shared
+    /// consumer takes the value of the instance that started last.
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Inbox<H> {
+        self.ack_wait = ack_wait;
+        self
+    }
+
+    /// This instance's counts, live.
+    pub fn counts(&self) -> Arc<InboxCounts> {
+        self.counts.clone()
     }
 
     /// The durable consumer every instance of `service` shares.
-    pub fn consumer_config(service: &Token) -> WorkConfig {
+    pub fn consumer_config(service: &Token, ack_wait: Duration) -> WorkConfig {
         WorkConfig {
             durable: format!("inbox-{service}"),
             filter: subject::inbox_of(service),
-            ack_wait: ACK_WAIT,
+            ack_wait,
             max_deliver: MAX_DELIVER,
         }
     }
@@ -84,8 +119,12 @@ impl<H: CommandHandler> Inbox<H> {
     /// Binds to the shared consumer and serves commands until `shutdown`; then finishes
     /// the commands in hand and hands back the ones not started.
     pub async fn serve(self, shutdown: CancellationToken) -> crate::Result<JoinHandle<()>> {
-        let consumer =
-            WorkConsumer::ensure(self.log.jetstream(), INBOX_STREAM, &Self::consumer_config(&self.service)).await?;
+        let consumer = WorkConsumer::ensure(
+            self.log.jetstream(),
+            INBOX_STREAM,
+            &Self::consumer_config(&self.service, self.ack_wait),
+        )
+        .await?;
         let mut deliveries = consumer.deliveries().await?;
         let inbox = Arc::new(self);
         Ok(tokio::spawn(async move {
@@ -155,6 +194,7 @@ impl<H: CommandHandler> Inbox<H> {
         }
         let refusal = match self.decide(inbound).await {
             Ok(executed) => {
+                self.counts.accepted.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");
                 return Ok(Reply::Ok { seq: executed.seq, result: self.handler.outcome(&executed) });
             }
@@ -169,6 +209,7 @@ impl<H: CommandHandler> Inbox<H> {
         };
         let (error, target) = refusal;
         let seq = self.log.record_rejection(&self.service, inbound, &error, target.as_ref()).await?;
+        self.counts.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq, %error, "command rejected");
         Ok(Reply::Err { seq: Some(seq), error })
     }

@@ -41,7 +41,7 @@ pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STRE
 pub use error::{Error, Result};
 pub use executor::{CommandMeta, Executed, Executor, Holds, Refusal};
 pub use inbound::Inbound;
-pub use inbox::{CommandHandler, Inbox};
+pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use projection::{Projection, View};
 pub use queries::{serve_queries, Query, MIN_SEQ_WAIT};
 pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};

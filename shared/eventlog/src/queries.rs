@@ -92,7 +92,8 @@ pub async fn serve_queries<V: View>(
     let group = micro.group(subject::query_group(service));
     let mut tasks = Vec::new();
     for query in queries {
-        let mut endpoint = group.endpoint(query.name).await.map_err(nats_error)?;
+        // Named by the query alone, so `nats micro stats` reads `find`, not the subject.
+        let mut endpoint = group.endpoint_builder().name(query.name).add(query.name).await.map_err(nats_error)?;
         let projection = projection.clone();
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {

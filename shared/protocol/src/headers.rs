@@ -21,9 +21,16 @@ pub const REPLY_TO: &str = "Osp-Reply-To";
 /// has been applied — read-your-writes across instances.
 pub const MIN_SEQ: &str = "Osp-Min-Seq";
 
-/// The command's identity: the JetStream dedupe header, reused as the idempotency key.
-/// A command sent again with the same id is applied at most once.
-pub const COMMAND_ID: &str = "Nats-Msg-Id";
+/// The command's identity, its idempotency key: a command sent again with the same id
+/// is applied at most once, and every sending of it is answered (with the first
+/// outcome). Absent, [`MSG_ID`] serves as the id.
+pub const COMMAND_ID: &str = "Osp-Command-Id";
+
+/// JetStream's dedupe header. Used as the command id when [`COMMAND_ID`] is absent; but
+/// JetStream drops a message whose `Nats-Msg-Id` it stored in the last two minutes, so
+/// a resend with the same one is never delivered and never answered. To resend and get
+/// an answer, keep the `Osp-Command-Id` and change (or omit) the `Nats-Msg-Id`.
+pub const MSG_ID: &str = "Nats-Msg-Id";
 
 /// W3C trace context, carried from a command to what it causes.
 pub const TRACEPARENT: &str = "traceparent";

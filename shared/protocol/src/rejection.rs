@@ -24,7 +24,7 @@ pub struct RejectionRecorded {
     pub service: String,
     /// The subject it arrived on.
     pub subject: String,
-    /// Its id (`Nats-Msg-Id`, or one derived from its place in the inbox).
+    /// Its id (`Osp-Command-Id`, else `Nats-Msg-Id`, else derived from its place in the inbox).
     pub command_id: String,
     /// Its `Content-Type` header, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

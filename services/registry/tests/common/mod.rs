@@ -18,7 +18,8 @@ pub async fn server() -> NatsServer {
 
 /// A registry instance with its own connection.
 pub async fn registry(url: &str, offline_after: Duration) -> Registry {
-    Registry::start(osp_tests::connect(url).await, Config { offline_after }).await.expect("start the registry")
+    let config = Config { offline_after, ..Config::default() };
+    Registry::start(osp_tests::connect(url).await, config).await.expect("start the registry")
 }
 
 /// A client with its own connection.
