@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{anyhow, Context};
 use osp_eventlog::EventLog;
 
 /// Connects to `url` and opens the event log (the streams must exist: `osp dev` or any
@@ -23,4 +23,31 @@ pub async fn client(url: &str) -> anyhow::Result<async_nats::Client> {
         .with_context(|| {
             format!("cannot connect to NATS at {url}: start one with `osp dev`, or point OSP_NATS_URL / --nats-url at yours")
         })
+}
+
+/// An OSP client on `url` acting as the person at the keyboard (`user:$USER`, else
+/// `user:cli`), so the log says who registered or removed what.
+pub async fn osp_client(url: &str) -> anyhow::Result<osp_client::Client> {
+    let user = std::env::var("USER").ok().filter(|user| !user.is_empty());
+    let actor = format!("user:{}", user.as_deref().unwrap_or("cli"));
+    Ok(osp_client::Client::new(client(url).await?).with_actor(actor))
+}
+
+/// `error` from a call to a service, with what to do when the service is not there: no
+/// instance answered, or the server lacks the OSP streams. Either way the usual cause is
+/// that nothing of OSP was started against this server.
+pub fn service_error(error: osp_client::Error) -> anyhow::Error {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    let hint = match &error {
+        osp_client::Error::NoResponders { service, .. } | osp_client::Error::Timeout { service, stored: true, .. } => {
+            format!("start `osp dev`, or run `osp-{service}` against this NATS server")
+        }
+        osp_client::Error::Nats { source, .. }
+            if source.downcast_ref::<PublishError>().is_some_and(|e| e.kind() == PublishErrorKind::StreamNotFound) =>
+        {
+            "this NATS server has no OSP streams: start `osp dev`, or an OSP service, against it".to_owned()
+        }
+        _ => return error.into(),
+    };
+    anyhow!("{error}; {hint}")
 }

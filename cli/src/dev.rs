@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -23,6 +24,9 @@ pub struct DevArgs {
     /// Apply the stream definitions in this folder instead of the built-in ones.
     #[arg(long)]
     streams: Option<PathBuf>,
+    /// Silence after which the registry marks an agent offline (e.g. 30s, 2m) [default: 15s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    offline_after: Option<Duration>,
 }
 
 /// Runs `osp dev` until Ctrl-C. With `external_url`, uses that server instead of
@@ -39,7 +43,15 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     };
     let client = connect::client(&url).await?;
     let version = client.server_info().version;
-    EventLog::start(client, &definitions).await.with_context(|| format!("preparing the OSP streams on {url}"))?;
+    EventLog::start(client.clone(), &definitions)
+        .await
+        .with_context(|| format!("preparing the OSP streams on {url}"))?;
+    let defaults = osp_registry::Config::default();
+    let config =
+        osp_registry::Config { offline_after: args.offline_after.unwrap_or(defaults.offline_after), ..defaults };
+    let registry = osp_registry::Registry::start(client, config)
+        .await
+        .with_context(|| format!("starting the registry on {url}"))?;
     let streams: Vec<&str> = definitions.streams.iter().map(|(_, c)| c.name.as_str()).collect();
 
     println!("OSP is up on {url}");
@@ -48,13 +60,17 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
         None => println!("  nats-server {version} (existing)"),
     }
     println!("  streams: {}", streams.join(", "));
-    println!("  services: none yet (registry, scheduler, context and quality join here as they are built)");
+    println!("  services: registry");
     println!();
     println!("  export OSP_NATS_URL={url}");
-    println!("  osp events tail          # watch the log");
+    println!("  osp events tail                    # watch the log");
+    println!("  osp agents --live                  # the agents online now");
+    println!("  osp agents --capability summarize  # the agents that can summarize");
+    println!("  osp registry list tools            # a registry's entries");
     println!("Ctrl-C to stop.");
 
     stop_requested().await?;
+    registry.shutdown().await;
     if let Some(server) = server.as_mut() {
         server.stop().await.context("stopping nats-server")?;
     }

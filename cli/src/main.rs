@@ -3,11 +3,15 @@
 //! It speaks to the system only through NATS, like any other client: point it at a
 //! server with `--nats-url` or `OSP_NATS_URL`, or let `osp dev` start one.
 
+mod agents;
 mod bench;
 mod connect;
 mod dev;
+mod entries;
 mod events;
+mod json_args;
 mod output;
+mod registry;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +42,11 @@ enum Command {
     /// Check the event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Registries of agents, tools, skills, MCP servers: list, get, find, register,
+    /// unregister.
+    Registry(registry::RegistryArgs),
+    /// The agents, what they can do and whether they are online.
+    Agents(agents::AgentsArgs),
     /// Measure throughput and latency next to raw JetStream, on a server of its own.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -63,6 +72,8 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
             Command::Events(command) => events::run(command, &url()).await,
             Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
+            Command::Registry(args) => registry::run(args, &url()).await,
+            Command::Agents(args) => agents::run(args, &url()).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

@@ -1,34 +1,24 @@
 //! The `osp` binary as a user runs it: `osp dev` in an empty folder, then the log
 //! commands against it, then Ctrl-C.
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::Duration;
 
+use common::{osp, Dev};
 use osp_eventlog::Head;
 use osp_tests::{added, counter, CounterEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-fn osp(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_osp")).args(args).env("OSP_NATS_URL", url).output().expect("run osp")
-}
-
 #[tokio::test]
 async fn osp_dev_then_replay_verify_and_ctrl_c() {
     let folder = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp"))
-        .args(["dev", "--port", &port.to_string()])
-        .env_remove("OSP_NATS_URL")
-        .current_dir(folder.path())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let url = first.strip_prefix("OSP is up on ").expect("the first line gives the URL").to_owned();
+    let dev = Dev::start(folder.path(), &[]).await;
+    let url = dev.url.clone();
     assert!(url.starts_with("nats://127.0.0.1:"), "{url}");
     assert!(folder.path().join(".osp/data").is_dir(), "data lives under .osp/ in the working dir");
+    assert!(dev.banner.iter().any(|line| line.starts_with("  streams: OSP_EVENTS")), "{:?}", dev.banner);
 
     // A tail, started before anything happens.
     let mut tail = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp"))
@@ -90,9 +80,7 @@ async fn osp_dev_then_replay_verify_and_ctrl_c() {
     let _ = log.load::<CounterEvent>(&counter("cli")).await; // still readable, no panic
 
     // Ctrl-C stops the server and exits cleanly.
-    Command::new("kill").args(["-INT", &dev.id().unwrap().to_string()]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(15), dev.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "{status:?}");
+    dev.stop().await;
     assert!(osp(&url, &["events", "replay"]).stderr.starts_with(b"error: cannot connect to NATS"));
 }
 

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     Aggregate, CommandMeta, Delivery, Error, EventLog, Executed, Executor, Holds, Inbound, Refusal, WorkConfig,
@@ -163,7 +164,10 @@ impl<H: CommandHandler> Inbox<H> {
         let inbound = Inbound::read(&self.service, &delivery);
         let span = tracing::info_span!("command", service = %self.service, id = %inbound.id, subject = %inbound.subject,
             traceparent = inbound.traceparent.as_deref().unwrap_or(""));
-        let _entered = span.enter();
+        self.handle_in_span(delivery, inbound).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound) {
         let answer = match self.answer(&inbound).await {
             Ok(answer) => answer,
             Err(error) => {
