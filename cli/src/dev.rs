@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use osp_eventlog::{Definitions, EventLog};
+use osp_eventlog::Definitions;
 use osp_local_nats::{NatsServer, ServerOptions};
 
 use crate::connect;
@@ -41,18 +41,16 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
         Some(dir) => Definitions::from_dir(dir)?,
         None => Definitions::builtin(),
     };
+    let streams: Vec<String> = definitions.streams.iter().map(|(_, c)| c.name.clone()).collect();
     let client = connect::client(&url).await?;
     let version = client.server_info().version;
-    EventLog::start(client.clone(), &definitions)
-        .await
-        .with_context(|| format!("preparing the OSP streams on {url}"))?;
     let defaults = osp_registry::Config::default();
-    let config =
-        osp_registry::Config { offline_after: args.offline_after.unwrap_or(defaults.offline_after), ..defaults };
+    let offline_after = args.offline_after.unwrap_or(defaults.offline_after);
+    let config = osp_registry::Config { offline_after, definitions, ..defaults };
+    // The registry applies the stream definitions (and checks the server's version) first.
     let registry = osp_registry::Registry::start(client, config)
         .await
-        .with_context(|| format!("starting the registry on {url}"))?;
-    let streams: Vec<&str> = definitions.streams.iter().map(|(_, c)| c.name.as_str()).collect();
+        .with_context(|| format!("preparing the OSP streams and the registry on {url}"))?;
 
     println!("OSP is up on {url}");
     match &server {

@@ -43,11 +43,14 @@ pub struct Config {
     /// How long an instance has to answer a command before another instance gets it
     /// (how soon a crashed instance's commands are taken up again).
     pub ack_wait: Duration,
+    /// The streams and consumers to apply at start-up (a deployment's own replicas and
+    /// limits, or the built-in ones).
+    pub definitions: Definitions,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { offline_after: OFFLINE_AFTER, ack_wait: DEFAULT_ACK_WAIT }
+        Config { offline_after: OFFLINE_AFTER, ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin() }
     }
 }
 
@@ -64,7 +67,7 @@ impl Registry {
     /// [`Registry::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Registry> {
         let shutdown = CancellationToken::new();
-        let log = EventLog::start(client.clone(), &Definitions::builtin()).await?;
+        let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
         let filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
         let projection = Projection::<RegistryView>::start(&log, &filter, shutdown.clone()).await?;

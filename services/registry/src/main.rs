@@ -1,19 +1,25 @@
 //! `osp-registry`: one registry instance. Run as many as the load needs; they share the
 //! work through NATS.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use osp_eventlog::Definitions;
 use osp_registry::{Config, Registry};
 
 /// The OSP registry service: named registries, agent discovery and liveness.
 #[derive(Parser)]
 #[command(name = "osp-registry", version, about)]
 struct Args {
-    /// NATS server to use.
+    /// NATS server(s) to use; several, comma-separated, for a cluster.
     #[arg(long, env = "OSP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// Apply the stream definitions in this folder (replicas, limits) instead of the
+    /// built-in ones.
+    #[arg(long, env = "OSP_STREAMS")]
+    streams: Option<PathBuf>,
     /// Silence after which an agent is marked offline (e.g. 15s, 1m).
     #[arg(long, env = "OSP_REGISTRY_OFFLINE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
     offline_after: Duration,
@@ -30,15 +36,24 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    let servers = args
+        .nats_url
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>().with_context(|| format!("invalid NATS URL {url:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let definitions = match &args.streams {
+        Some(dir) => Definitions::from_dir(dir)?,
+        None => Definitions::builtin(),
+    };
     let client = async_nats::ConnectOptions::new()
         .name("osp-registry")
         .retry_on_initial_connect()
-        .connect(&args.nats_url)
+        .connect(servers)
         .await
         .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
-    let registry = Registry::start(client, Config { offline_after: args.offline_after, ack_wait: args.ack_wait })
-        .await
-        .with_context(|| format!("starting the registry on {}", args.nats_url))?;
+    let config = Config { offline_after: args.offline_after, ack_wait: args.ack_wait, definitions };
+    let registry =
+        Registry::start(client, config).await.with_context(|| format!("starting the registry on {}", args.nats_url))?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result?,

@@ -27,6 +27,12 @@ pub fn all() -> Vec<Query<RegistryView>> {
             let registry = RegistryName::new("registry", q.registry)?;
             let criteria = q.criteria.unwrap_or_else(|| Document::Map(Vec::new()));
             criteria::check(&criteria)?;
+            if q.live && !registry.is_agents() {
+                return Err(Error::Invalid {
+                    field: "live".into(),
+                    reason: format!("only agents have liveness; the {registry:?} registry has none"),
+                });
+            }
             Ok(view.find(&registry, &criteria, q.live, &PageSpec::new(q.after, q.limit)?))
         }),
         Query::new("live", |view: &RegistryView, q: PageRequest| Ok(view.live(&PageSpec::new(q.after, q.limit)?))),

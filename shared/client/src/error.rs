@@ -43,8 +43,8 @@ pub enum Error {
         /// Why.
         error: osp_protocol::Error,
     },
-    /// A NATS-level failure.
-    #[error("{operation}: {source}")]
+    /// A NATS-level failure (the client's error is the `source()`, not repeated here).
+    #[error("{operation}")]
     Nats {
         /// What we were doing.
         operation: &'static str,

@@ -85,6 +85,20 @@ impl AgentCard {
     }
 }
 
+impl AgentCard {
+    /// `resource` with the card's defaults written in (`max_concurrency: 1` when absent),
+    /// so the stored card says what the runtime will act on and `find` can match it.
+    pub fn with_defaults(mut resource: Document) -> Document {
+        if let Document::Map(entries) = &mut resource {
+            if !entries.iter().any(|(key, value)| key.as_str() == Some("max_concurrency") && !value.is_nil()) {
+                entries.retain(|(key, _)| key.as_str() != Some("max_concurrency"));
+                entries.push((Document::from("max_concurrency"), Document::from(1)));
+            }
+        }
+        resource
+    }
+}
+
 fn describe(value: &Document) -> String {
     match value {
         Document::Integer(n) => n.to_string(),
@@ -109,6 +123,14 @@ mod tests {
         assert_eq!((c.max_concurrency, c.version), (1, None));
         let c = card(json!({"capabilities": [], "max_concurrency": 8, "version": "1.2.0"})).unwrap();
         assert_eq!((c.max_concurrency, c.version.as_deref()), (8, Some("1.2.0")));
+    }
+
+    #[test]
+    fn defaults_are_written_into_the_stored_card() {
+        let stored = AgentCard::with_defaults(from_json(&json!({"capabilities": ["a"], "max_concurrency": null})));
+        assert_eq!(crate::json::from_msgpack_value(&stored), json!({"capabilities": ["a"], "max_concurrency": 1}));
+        let given = from_json(&json!({"capabilities": ["a"], "max_concurrency": 8}));
+        assert_eq!(AgentCard::with_defaults(given.clone()), given);
     }
 
     #[test]

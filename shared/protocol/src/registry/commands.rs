@@ -111,7 +111,7 @@ impl Command {
 
 impl EntryDoc {
     /// A checked entry: names valid, sizes within limits, resource and metadata maps, and
-    /// for the `agents` registry a valid agent card.
+    /// for the `agents` registry a valid agent card, with its defaults written in.
     pub fn new(
         registry: &str,
         name: &str,
@@ -131,9 +131,13 @@ impl EntryDoc {
                 Some(metadata)
             }
         };
-        if key.registry.is_agents() {
-            AgentCard::from_resource(&resource)?;
-        }
+        let resource = match key.registry.is_agents() {
+            true => {
+                AgentCard::from_resource(&resource)?;
+                AgentCard::with_defaults(resource)
+            }
+            false => resource,
+        };
         Ok(EntryDoc { registry: key.registry, name: key.name, description, resource, metadata })
     }
 }
