@@ -20,6 +20,9 @@ struct Args {
     /// built-in ones.
     #[arg(long, env = "OSP_STREAMS")]
     streams: Option<PathBuf>,
+    /// Keep every stream on this many servers (3 in a 3-node cluster).
+    #[arg(long, env = "OSP_REPLICAS")]
+    replicas: Option<usize>,
     /// Silence after which an agent is marked offline (e.g. 15s, 1m).
     #[arg(long, env = "OSP_REGISTRY_OFFLINE_AFTER", default_value = "15s", value_parser = humantime::parse_duration)]
     offline_after: Duration,
@@ -41,10 +44,13 @@ async fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|url| url.trim().parse::<async_nats::ServerAddr>().with_context(|| format!("invalid NATS URL {url:?}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let definitions = match &args.streams {
+    let mut definitions = match &args.streams {
         Some(dir) => Definitions::from_dir(dir)?,
         None => Definitions::builtin(),
     };
+    if let Some(replicas) = args.replicas {
+        definitions = definitions.with_replicas(replicas);
+    }
     let client = async_nats::ConnectOptions::new()
         .name("osp-registry")
         .retry_on_initial_connect()

@@ -143,8 +143,32 @@ impl Client {
     }
 
     /// Asks `query` of `service`, answered once the instance has applied the log at
-    /// least as far as this client has seen.
+    /// least as far as this client has seen. An instance that is behind (`lagging`) or
+    /// cannot answer now (`unavailable`) is asked again (or another is: the queue group
+    /// picks one) until the client's timeout.
     pub async fn query<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        service: &str,
+        query: &str,
+        body: &Q,
+    ) -> Result<Answer<R>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.query_once(service, query, body).await {
+                Err(Error::Rejected { error, .. })
+                    if error.is_transient() && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(%error, "asking again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn query_once<Q: Serialize, R: DeserializeOwned>(
         &self,
         service: &str,
         query: &str,

@@ -79,6 +79,15 @@ impl Definitions {
         Ok(definitions)
     }
 
+    /// The same definitions with every stream kept on `replicas` servers: what a cluster
+    /// deployment sets (3 for the compose cluster) without copies of the files.
+    pub fn with_replicas(mut self, replicas: usize) -> Definitions {
+        for (_, config) in &mut self.streams {
+            config.num_replicas = replicas;
+        }
+        self
+    }
+
     /// Creates or updates every stream, then every consumer.
     pub async fn apply(&self, js: &jetstream::Context) -> Result<()> {
         for (file, config) in &self.streams {
@@ -193,6 +202,13 @@ mod tests {
             let err = parse_stream("events.json", &original.replace(from, to)).unwrap_err().to_string();
             assert!(err.contains("append-only") && err.contains(why), "{err}");
         }
+    }
+
+    #[test]
+    fn replicas_are_set_on_every_stream() {
+        let definitions = Definitions::builtin().with_replicas(3);
+        assert!(definitions.streams.iter().all(|(_, config)| config.num_replicas == 3));
+        assert!(definitions.streams[0].1.deny_delete, "nothing else changes");
     }
 
     #[test]

@@ -149,7 +149,7 @@ fn advance(applied: &mut u64, seq: u64) -> bool {
 }
 
 /// Follows the log until shutdown, reopening from the last applied sequence if the
-/// subscription ever ends or fails.
+/// subscription ever ends or fails, or stalls (see [`Stall`]).
 async fn keep_live<V: View>(
     log: EventLog,
     filter: String,
@@ -158,10 +158,21 @@ async fn keep_live<V: View>(
     mut follow: crate::Follow<Recorded<V::Event>>,
     shutdown: CancellationToken,
 ) {
+    let mut checks = tokio::time::interval(STALL_CHECK);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stall = Stall::default();
     loop {
         let item = tokio::select! {
             () = shutdown.cancelled() => return,
             item = follow.next() => item,
+            _ = checks.tick() => {
+                let at = *applied.borrow();
+                if !stall.check(&log, &filter, at).await {
+                    continue;
+                }
+                tracing::warn!(%filter, applied = at, "the log has events this view has not received; reopening");
+                None
+            }
         };
         match item {
             Some(Ok(item)) => {
@@ -169,7 +180,7 @@ async fn keep_live<V: View>(
                 continue;
             }
             Some(Err(error)) => tracing::warn!(%error, %filter, "following the log failed; reopening"),
-            None => tracing::warn!(%filter, "the log subscription ended; reopening"),
+            None => tracing::debug!(%filter, "reopening the log subscription"),
         }
         loop {
             tokio::select! {
@@ -180,10 +191,50 @@ async fn keep_live<V: View>(
             match log.follow(&filter, Start::Sequence(from)).await {
                 Ok(reopened) => {
                     follow = reopened;
+                    stall = Stall::default();
                     break;
                 }
                 Err(error) => tracing::warn!(%error, %filter, "cannot reopen the log subscription yet"),
             }
         }
+    }
+}
+
+/// How often a follower that applied nothing checks the log for events it missed.
+const STALL_CHECK: Duration = Duration::from_secs(3);
+
+/// Stall detection. An ordered consumer whose server died is recreated by the client,
+/// but seen in a cluster losing a node, the new one could sit idle (heartbeats, no
+/// messages) while the log held newer matching events, leaving the view stale for half
+/// a minute. So a follower that applied nothing since the last check asks the log for
+/// the next matching event; if the same one is still missing at the next check, the
+/// follower is reopened from the last applied sequence. Costs one point read per check,
+/// only while idle.
+#[derive(Default)]
+struct Stall {
+    /// The applied sequence at the last check.
+    applied: u64,
+    /// A matching event past it that the log held at the last check.
+    missing: Option<u64>,
+}
+
+impl Stall {
+    /// True when the follower should be reopened.
+    async fn check(&mut self, log: &EventLog, filter: &str, applied: u64) -> bool {
+        if applied != self.applied {
+            *self = Stall { applied, missing: None };
+            return false;
+        }
+        let next = match log.events.get_first_raw_message_by_subject(filter, applied + 1).await {
+            Ok(message) => Some(message.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
+            Err(error) => {
+                tracing::debug!(%error, filter, "cannot check the log for missed events now");
+                return false;
+            }
+        };
+        let stalled = next.is_some() && next == self.missing;
+        self.missing = next;
+        stalled
     }
 }

@@ -172,6 +172,12 @@ impl<T: FromStored> Follow<T> {
     }
 }
 
+/// Longest pull request of a follower. The client's idle heartbeat is half of it, and two
+/// missed heartbeats make it recreate the consumer elsewhere: a follower whose consumer
+/// lived on a server that died resumes within about this long (the client's defaults,
+/// 30 s and 15 s, would leave a service's view stale for half a minute).
+const FOLLOW_EXPIRES: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What [`EventLog::load`] returns: an aggregate's history and head.
 #[derive(Clone, Debug)]
 pub struct Loaded<P> {
@@ -224,6 +230,7 @@ impl EventLog {
             .create_consumer(pull::OrderedConfig {
                 filter_subject: filter.to_owned(),
                 deliver_policy: start.deliver_policy(),
+                max_expires: FOLLOW_EXPIRES,
                 ..Default::default()
             })
             .await
