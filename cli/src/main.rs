@@ -34,7 +34,7 @@ const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole system locally: a nats-server (installed if needed) with the OSP
-    /// streams, until Ctrl-C.
+    /// streams and the services (today: the registry), until Ctrl-C.
     Dev(dev::DevArgs),
     /// Read the event log.
     #[command(subcommand)]
