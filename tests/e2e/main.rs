@@ -1,8 +1,10 @@
-//! End-to-end tests of the event store against a real nats-server, one per test.
+//! End-to-end tests of the event store and the service shell against a real
+//! nats-server, one per test.
 
 mod append;
 mod consumers;
 mod durability;
+mod executor;
 mod guards;
 mod replay;
 mod timers;

@@ -38,8 +38,10 @@ impl Scalar {
     }
 }
 
+/// A float that is a whole number in `i128`'s range, as that number (exactly: such a
+/// float converts without rounding).
 fn whole(f: f64) -> Option<Scalar> {
-    (f.fract() == 0.0 && f.abs() < 1e18).then_some(Scalar::Int(f as i128))
+    (f.is_finite() && f.fract() == 0.0 && f.abs() < 1e38).then_some(Scalar::Int(f as i128))
 }
 
 /// Checks that `criteria` is something `find` can use: a map with string keys.
@@ -85,10 +87,17 @@ fn lookup<'a>(document: &'a Document, key: &str) -> Option<&'a Document> {
     lookup(osp_protocol::registry::document::get(document, first)?, rest)
 }
 
+/// Numbers are equal by value, exactly: whole numbers compare as integers (so `1`
+/// equals `1.0`, and 2^53 + 1 does not equal 2^53), other floats as floats. This is the
+/// same equality the index keys by ([`Scalar::of`]).
 fn equal(have: &Document, want: &Document) -> bool {
-    match (have.as_f64(), want.as_f64()) {
-        (Some(a), Some(b)) if is_number(have) && is_number(want) => a == b,
-        _ => have == want,
+    if !(is_number(have) && is_number(want)) {
+        return have == want;
+    }
+    match (Scalar::of(have), Scalar::of(want)) {
+        (Some(a), Some(b)) => a == b,
+        (None, None) => have.as_f64() == want.as_f64(),
+        _ => false,
     }
 }
 
@@ -183,6 +192,17 @@ mod tests {
         assert_eq!(err, "invalid criteria: must be a map of resource fields to match, found an array");
         let int_key = Document::Map(vec![(Document::from(1), Document::from(2))]);
         assert!(check(&int_key).unwrap_err().to_string().contains("keys must be strings"));
+    }
+
+    #[test]
+    fn numbers_match_exactly_the_way_the_index_keys_them() {
+        let big = 10_000_000_000_000_000_000u64;
+        assert!(matches(&from_json(&json!({"n": 1e19})), &from_json(&json!({"n": big}))));
+        assert!(requirements(&from_json(&json!({"n": big}))) == index_keys(&from_json(&json!({"n": 1e19}))));
+        let (two_53, next) = (9_007_199_254_740_992u64, 9_007_199_254_740_993u64);
+        assert!(!matches(&from_json(&json!({"n": two_53})), &from_json(&json!({"n": next}))));
+        assert!(matches(&from_json(&json!({"n": 2.5})), &from_json(&json!({"n": 2.5}))));
+        assert!(!matches(&from_json(&json!({"n": 2.5})), &from_json(&json!({"n": 2}))));
     }
 
     #[test]

@@ -33,8 +33,14 @@ pub enum EntryCommand {
     Register(EntryDoc),
     /// Remove it.
     Unregister(Unregister),
-    /// An agent's heartbeats stopped.
-    MarkOffline(WentOffline),
+    /// An agent's heartbeats stopped, judged on the state where it counts as alive
+    /// `since` then: if it has come back (or re-registered) since, nothing happens.
+    MarkOffline {
+        /// The agent's `online_since` the judgement was made on.
+        since: Timestamp,
+        /// What is recorded.
+        offline: WentOffline,
+    },
     /// An offline agent's heartbeats came back.
     MarkOnline,
 }
@@ -123,12 +129,15 @@ impl Aggregate for Entry {
                     reason: format!("registry {:?} has no entry by that name", unregister.registry.as_str()),
                 })
             }
-            EntryCommand::MarkOffline(offline) if self.is_agent() && self.online => {
+            EntryCommand::MarkOffline { since, offline }
+                if self.is_agent() && self.online && self.online_since == *since =>
+            {
                 vec![EntryEvent::WentOffline(offline.clone())]
             }
             EntryCommand::MarkOnline if self.is_agent() && !self.online => vec![EntryEvent::CameOnline(CameOnline {})],
-            // Liveness of anything else, or a transition already made: nothing to do.
-            EntryCommand::MarkOffline(_) | EntryCommand::MarkOnline => vec![],
+            // Liveness of anything else, a transition already made, or a judgement the
+            // state has moved past: nothing to do.
+            EntryCommand::MarkOffline { .. } | EntryCommand::MarkOnline => vec![],
         })
     }
 }
@@ -152,8 +161,13 @@ mod tests {
         EntryCommand::Unregister(Unregister::new("agents", "a1", Some("bye".into())).unwrap())
     }
 
+    /// Offline, judged on an agent registered by the first test event.
     fn offline() -> EntryCommand {
-        EntryCommand::MarkOffline(WentOffline { silent_for_ms: 16_000, timeout_ms: 15_000 })
+        offline_since(osp_eventlog::testing::envelope((), 1).occurred_at)
+    }
+
+    fn offline_since(since: Timestamp) -> EntryCommand {
+        EntryCommand::MarkOffline { since, offline: WentOffline { silent_for_ms: 16_000, timeout_ms: 15_000 } }
     }
 
     fn went_offline() -> EntryEvent {
@@ -194,6 +208,18 @@ mod tests {
         given::<Entry>([registered("agents")]).when(&EntryCommand::MarkOnline).then(vec![]);
         let state = given::<Entry>([registered("agents"), went_offline()]).state().clone();
         assert_eq!(state.status(), Status::Offline);
+    }
+
+    #[test]
+    fn an_offline_judgement_the_state_has_moved_past_changes_nothing() {
+        // Judged silent as registered at the first event; it re-registered since.
+        let updated = EntryEvent::Updated(doc("agents", "a1", &["summarize"]));
+        given::<Entry>([registered("agents"), updated]).when(&offline()).then(vec![]);
+        // Judged on the re-registration itself: now it may go.
+        let since = osp_eventlog::testing::envelope((), 2).occurred_at;
+        given::<Entry>([registered("agents"), EntryEvent::Updated(doc("agents", "a1", &[]))])
+            .when(&offline_since(since))
+            .then(vec![went_offline()]);
     }
 
     #[test]

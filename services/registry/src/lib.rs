@@ -66,6 +66,8 @@ impl Registry {
     /// into its view, then serves commands, queries and heartbeats until
     /// [`Registry::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Registry> {
+        anyhow::ensure!(!config.offline_after.is_zero(), "the offline timeout must be more than zero");
+        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
@@ -80,6 +82,8 @@ impl Registry {
                 .await?,
         );
         tasks.extend(liveness::start(&client, executor, config.offline_after, shutdown.clone()).await?);
+        // The subscriptions are sent; once the server has them, a query finds responders.
+        client.flush().await?;
         tracing::info!(offline_after = ?config.offline_after, "registry started");
         Ok(Registry { shutdown, tasks, counts })
     }
@@ -107,6 +111,10 @@ struct Commands;
 enum Outcome {
     Register(RegisterOutcome),
     Unregister(UnregisterOutcome),
+    /// The liveness decisions never come through the inbox; for completeness.
+    Liveness {
+        online: bool,
+    },
 }
 
 impl CommandHandler for Commands {
@@ -124,16 +132,17 @@ impl CommandHandler for Commands {
         Ok((command.key().aggregate(), command.into()))
     }
 
-    fn outcome(&self, executed: &Executed<Entry>) -> Outcome {
+    fn outcome(&self, command: &EntryCommand, executed: &Executed<Entry>) -> Outcome {
         let state = &executed.state.state;
-        match &state.doc {
-            Some(doc) => Outcome::Register(RegisterOutcome {
+        match command {
+            EntryCommand::Register(doc) => Outcome::Register(RegisterOutcome {
                 registry: doc.registry.to_string(),
                 name: doc.name.to_string(),
                 revision: state.revision,
                 created: state.revision == 1,
             }),
-            None => Outcome::Unregister(UnregisterOutcome { existed: true }),
+            EntryCommand::Unregister(_) => Outcome::Unregister(UnregisterOutcome { existed: true }),
+            EntryCommand::MarkOffline { .. } | EntryCommand::MarkOnline => Outcome::Liveness { online: state.online },
         }
     }
 }

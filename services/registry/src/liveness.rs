@@ -3,14 +3,19 @@
 //! Agents publish heartbeats on `osp.v1.hb.<name>` with core NATS; nothing of a beat is
 //! stored. Every registry instance hears every beat and keeps, in memory only, when it
 //! last heard each agent. The log records only the transitions:
-//! - an online agent that no instance has heard for the timeout goes `entry.offline`;
+//! - an online agent that this instance has not heard for the timeout goes `entry.offline`;
 //! - an offline agent that beats again comes `entry.online`.
 //!
 //! Both are ordinary decisions of the entry aggregate, so when every instance notices at
 //! once exactly one transition is appended (optimistic concurrency), named after the
-//! version it was decided on (`offline@7`) so a repeat is recognised. A restarted
-//! instance has heard nothing yet: it counts every agent as heard at its own start, so it
-//! never marks an agent offline before a whole timeout of silence.
+//! version it was decided on (`offline@7`) so a repeat is recognised. An offline decision
+//! carries the `online_since` it was judged on: if the agent re-registered or came back
+//! in between, it changes nothing. A restarted instance has heard nothing yet: it counts
+//! every agent as heard at its own start, so it never marks an agent offline before a
+//! whole timeout of silence.
+//!
+//! Heard times are monotonic (`Instant`), so a wall-clock step cannot make every agent
+//! look silent at once; only `online_since`, a time on the log, is wall-clock.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,6 +26,7 @@ use osp_eventlog::{CommandMeta, Executor, Holds};
 use osp_protocol::registry::{EntryKey, EntryName, RegistryName, WentOffline, AGENTS};
 use osp_protocol::{subject, AggregateRef, Timestamp};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::entry::{Entry, EntryCommand};
@@ -31,9 +37,15 @@ type Registry = Executor<Entry, RegistryView>;
 /// When each agent was last heard, by this instance.
 #[derive(Default)]
 struct Heard {
-    at: Mutex<HashMap<EntryName, Timestamp>>,
+    at: Mutex<HashMap<EntryName, Instant>>,
     /// Agents whose return online is being recorded, so a burst of beats records it once.
     returning: Mutex<HashSet<EntryName>>,
+}
+
+impl Heard {
+    fn last(&self, name: &EntryName) -> Option<Instant> {
+        self.at.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+    }
 }
 
 /// Starts listening to heartbeats and sweeping for silent agents.
@@ -74,7 +86,7 @@ async fn listen(
                 _ => continue,
             }
         };
-        heard.at.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Timestamp::now());
+        heard.at.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone(), Instant::now());
         if let Some(version) = version_if_offline {
             if heard.returning.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone()) {
                 let (executor, heard) = (executor.clone(), heard.clone());
@@ -88,8 +100,7 @@ async fn listen(
 }
 
 async fn sweep(executor: Arc<Registry>, heard: Arc<Heard>, offline_after: Duration, shutdown: CancellationToken) {
-    let started = Timestamp::now();
-    let timeout_ms = offline_after.as_millis() as i64;
+    let started = Instant::now();
     let mut ticks =
         tokio::time::interval((offline_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(1)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -98,25 +109,34 @@ async fn sweep(executor: Arc<Registry>, heard: Arc<Heard>, offline_after: Durati
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let now = Timestamp::now();
         let online = executor.projection().read().online_agents();
-        let silent: Vec<_> = {
-            let heard = heard.at.lock().unwrap_or_else(|p| p.into_inner());
-            online
-                .into_iter()
-                .filter_map(|(name, aggregate, online_since, version)| {
-                    let last =
-                        [heard.get(&name).copied(), Some(online_since), Some(started)].into_iter().flatten().max()?;
-                    let silent_for = now.millis() - last.millis();
-                    (silent_for > timeout_ms).then_some((aggregate, silent_for, version))
-                })
-                .collect()
-        };
-        for (aggregate, silent_for, version) in silent {
-            let offline = WentOffline { silent_for_ms: silent_for as u64, timeout_ms: timeout_ms as u64 };
-            decide(&executor, &aggregate, EntryCommand::MarkOffline(offline), format!("offline@{version}")).await;
+        // Forget the agents that are gone (unregistered, or offline: a beat adds them back).
+        let names: HashSet<&EntryName> = online.iter().map(|(name, ..)| name).collect();
+        heard.at.lock().unwrap_or_else(|p| p.into_inner()).retain(|name, _| names.contains(name));
+        for (name, aggregate, online_since, version) in online {
+            // Checked one agent at a time, right before deciding: a beat heard while the
+            // sweep decided on others counts.
+            let Some(silent_for) = silence(heard.last(&name).unwrap_or(started), online_since) else { continue };
+            if silent_for <= offline_after {
+                continue;
+            }
+            let offline = WentOffline {
+                silent_for_ms: silent_for.as_millis() as u64,
+                timeout_ms: offline_after.as_millis() as u64,
+            };
+            let command = EntryCommand::MarkOffline { since: online_since, offline };
+            decide(&executor, &aggregate, command, format!("offline@{version}")).await;
         }
     }
+}
+
+/// How long an agent has been silent: since this instance last heard it (or started), and
+/// since it last registered or came back (a time on the log), whichever is shorter.
+/// `None` when the log's time is ahead of this machine's clock (it just came online).
+fn silence(last_heard: Instant, online_since: Timestamp) -> Option<Duration> {
+    let heard = last_heard.elapsed();
+    let since_online = u64::try_from(Timestamp::now().millis() - online_since.millis()).ok()?;
+    Some(heard.min(Duration::from_millis(since_online)))
 }
 
 /// Takes a liveness decision like any command: the log decides who wins.
@@ -127,7 +147,8 @@ async fn decide(executor: &Registry, aggregate: &AggregateRef, command: EntryCom
         actor: format!("service:{}", osp_protocol::registry::SERVICE),
         correlation_id: None,
     };
-    match executor.execute(aggregate, &command, &meta).await {
+    let place = executor.queue(aggregate).await;
+    match executor.execute(place, aggregate, &command, &meta).await {
         Ok(executed) if executed.appended > 0 => {
             tracing::info!(%aggregate, seq = executed.seq, transition = %meta.id, "agent liveness changed")
         }

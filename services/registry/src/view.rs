@@ -248,13 +248,15 @@ fn view_of(folded: &Folded<Entry>) -> EntryView {
     }
 }
 
-/// About how many bytes an entry takes in a reply (MessagePack; JSON is within 2x for
-/// text, which the page budget leaves room for).
+/// At most how many bytes an entry takes in a reply, in either encoding. JSON can be up
+/// to six times the MessagePack size (`false` is 1 byte in MessagePack, `false,` 6 in
+/// JSON; a control character 1 against `\u0001`), and a page must fit one message.
 fn size_of(view: &EntryView) -> usize {
-    128 + view.name.len()
+    let msgpack = view.name.len()
         + view.description.len()
         + encoded_len(&view.resource)
-        + view.metadata.as_ref().map_or(0, encoded_len)
+        + view.metadata.as_ref().map_or(0, encoded_len);
+    256 + 6 * msgpack
 }
 
 #[cfg(test)]
@@ -319,7 +321,8 @@ mod tests {
                 )
             }
             Step::Offline { name } => {
-                (key(true, *name), EntryCommand::MarkOffline(WentOffline { silent_for_ms: 2, timeout_ms: 1 }))
+                let offline = WentOffline { silent_for_ms: 2, timeout_ms: 1 };
+                (key(true, *name), EntryCommand::MarkOffline { since: Timestamp::default(), offline })
             }
             Step::Online { name } => (key(true, *name), EntryCommand::MarkOnline),
         }
@@ -330,13 +333,20 @@ mod tests {
         decided(steps).0
     }
 
+    /// Each entry's state and version as the deciding side evolved them.
+    type States = BTreeMap<EntryKey, (Entry, u64)>;
+
     /// The log, and each entry's state as the deciding side evolved it step by step.
-    fn decided(steps: &[Step]) -> (Vec<Recorded<EntryEvent>>, BTreeMap<EntryKey, (Entry, u64)>) {
+    fn decided(steps: &[Step]) -> (Vec<Recorded<EntryEvent>>, States) {
         let mut states: BTreeMap<EntryKey, (Entry, u64)> = BTreeMap::new();
         let mut log = Vec::new();
         for step in steps {
-            let (key, command) = command(step);
+            let (key, mut command) = command(step);
             let (state, version) = states.entry(key.clone()).or_default();
+            // The sweep judges on the state it sees: here, the current one.
+            if let EntryCommand::MarkOffline { since, .. } = &mut command {
+                *since = state.online_since;
+            }
             let Ok(events) = state.decide(&command, Timestamp(0)) else { continue };
             for payload in events {
                 *version += 1;

@@ -52,6 +52,10 @@ fn json_bytes(value: Value) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap()
 }
 
+/// (id, command, content type, payload, error code, field, words in the message)
+type Case =
+    (&'static str, &'static str, Option<&'static str>, Vec<u8>, &'static str, Option<&'static str>, &'static str);
+
 #[tokio::test]
 async fn every_bad_command_is_answered_and_recorded_and_the_service_goes_on() {
     let server = server().await;
@@ -60,7 +64,7 @@ async fn every_bad_command_is_answered_and_recorded_and_the_service_goes_on() {
     let json = Some("application/json");
     let big = "x".repeat(70 * 1024);
     #[rustfmt::skip]
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, &str, Option<&str>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // (id, command, content type, payload, error code, field, words in the message)
         ("garbage", "register", None, vec![0xc1, 0xff, 0x00], "malformed", None, "malformed msgpack message"),
         ("bad-json", "register", json, b"{\"registry\": ".to_vec(), "malformed", None, "malformed json message"),

@@ -76,3 +76,39 @@ async fn pages_follow_the_cursor_to_the_end() {
     assert_eq!(registry.find_all("tools", from_json(&json!({"even": true})), false).await.unwrap().len(), 13);
     instance.shutdown().await;
 }
+
+#[tokio::test]
+async fn pages_fit_one_message_in_json_too() {
+    let server = server().await;
+    let instance = registry(&server.url(), Duration::from_secs(15)).await;
+    let client = client(&server.url()).await;
+    // `false` is 1 byte in MessagePack and 6 in JSON: 8 such resources, each under the
+    // 64 KiB limit, are over 2 MiB of JSON.
+    let falses = vec![false; 60_000];
+    for i in 0..8 {
+        client.registry().register(&tool(&format!("wide-{i}"), json!({ "flags": falses }))).await.unwrap();
+    }
+    let nats = osp_tests::connect(&server.url()).await;
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Content-Type", "application/json");
+        headers.insert("Osp-Min-Seq", client.seen().to_string().as_str());
+        let body = json!({"registry": "tools", "after": after, "limit": 1000});
+        let reply =
+            nats.request_with_headers("osp.v1.q.registry.list", headers, body.to_string().into()).await.unwrap();
+        assert!(reply.payload.len() < 1024 * 1024);
+        let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["ok"], true, "{:.300}", reply.to_string());
+        let entries = reply["result"]["entries"].as_array().unwrap();
+        assert!(!entries.is_empty());
+        names.extend(entries.iter().map(|e| e["name"].as_str().unwrap().to_owned()));
+        match reply["result"]["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(names, (0..8).map(|i| format!("wide-{i}")).collect::<Vec<_>>());
+    instance.shutdown().await;
+}

@@ -26,6 +26,9 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::{Answer, Client, Result};
 
+/// The shortest heartbeat interval (a zero one would stop the timer, not speed it up).
+const MIN_HEARTBEAT: Duration = Duration::from_millis(10);
+
 /// How an agent describes itself; see [`Agent::builder`].
 #[derive(Clone, Debug)]
 pub struct AgentBuilder {
@@ -118,8 +121,9 @@ impl AgentBuilder {
     }
 
     /// How often it heartbeats (default 5 s; keep it well under the registry's timeout).
+    /// At least every 10 ms is taken as every 10 ms.
     pub fn heartbeat_interval(mut self, every: Duration) -> Self {
-        self.heartbeat = every;
+        self.heartbeat = every.max(MIN_HEARTBEAT);
         self
     }
 

@@ -155,7 +155,8 @@ impl Client {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(50);
         loop {
-            match self.query_once(service, query, body).await {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.query_once(service, query, body, remaining).await {
                 Err(Error::Rejected { error, .. })
                     if error.is_transient() && tokio::time::Instant::now() + pause < deadline =>
                 {
@@ -173,13 +174,14 @@ impl Client {
         service: &str,
         query: &str,
         body: &Q,
+        within: Duration,
     ) -> Result<Answer<R>> {
         let subject = subject::query(&Token::new("service", service)?, &Token::new("query", query)?);
         let mut request_headers = async_nats::HeaderMap::new();
         request_headers.insert(headers::MIN_SEQ, self.seen().to_string().as_str());
         let payload = Encoding::MessagePack.encode(body)?;
         let request = self.nats.request_with_headers(subject.clone(), request_headers, payload.into());
-        let reply = match tokio::time::timeout(self.timeout, request).await {
+        let reply = match tokio::time::timeout(within, request).await {
             Err(_) => return Err(Error::Timeout { service: service.to_owned(), waited: self.timeout, stored: false }),
             Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
                 return Err(Error::NoResponders { service: service.to_owned(), subject })

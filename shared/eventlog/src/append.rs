@@ -196,6 +196,12 @@ impl EventLog {
         self.jetstream.send_publish(subject.to_owned(), publish).await
     }
 
+    /// The stream sequence of the last event stored on `subject` (0 when none), asked of
+    /// the stream leader.
+    pub(crate) async fn last_of(&self, subject: &str) -> Result<u64> {
+        Ok(self.stored_last(subject).await?.map_or(0, |stored| stored.seq))
+    }
+
     /// The sequence and message id of the aggregate's last stored event, asked of the
     /// stream leader (a direct get may be answered by a lagging replica).
     async fn stored_last(&self, subject: &str) -> Result<Option<StoredHead>> {

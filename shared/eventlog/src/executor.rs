@@ -11,7 +11,10 @@
 //! window is recognised as applied instead of applied twice.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use osp_protocol::{derived_event_id, AggregateRef, Timestamp};
@@ -42,7 +45,8 @@ pub struct CommandMeta {
 /// What a command came to.
 #[derive(Clone, Debug)]
 pub struct Executed<A> {
-    /// The aggregate's state afterwards.
+    /// The aggregate's state just after the command: after its events, or, for a
+    /// command applied before, as it was right after that first time.
     pub state: Folded<A>,
     /// The sequence of the command's last event (or of the aggregate's head when it
     /// changed nothing): the caller's read-your-writes token.
@@ -70,14 +74,20 @@ const SETTLE_WITHIN: Duration = Duration::from_secs(2);
 pub struct Executor<A, V> {
     log: EventLog,
     projection: Projection<V>,
-    locks: AggregateLocks,
+    locks: Arc<AggregateLocks>,
     marker: std::marker::PhantomData<fn() -> A>,
+}
+
+/// A place in an aggregate's queue: commands on one aggregate are decided one at a
+/// time, in the order their places were taken ([`Executor::queue`]).
+pub struct Place {
+    turn: Pin<Box<dyn Future<Output = Turn> + Send>>,
 }
 
 impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
     /// An executor over `projection`, appending to `log`.
     pub fn new(log: EventLog, projection: Projection<V>) -> Executor<A, V> {
-        Executor { log, projection, locks: AggregateLocks::default(), marker: std::marker::PhantomData }
+        Executor { log, projection, locks: Arc::default(), marker: std::marker::PhantomData }
     }
 
     /// The projection it decides from.
@@ -85,26 +95,50 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
         &self.projection
     }
 
-    /// Decides `command` on `aggregate` and appends the outcome. Commands on one
-    /// aggregate are taken one at a time in this instance (in the order they arrive);
-    /// across instances, optimistic concurrency keeps them consistent.
+    /// Takes the next place in `aggregate`'s queue, now: call it in the order commands
+    /// arrive, then [`execute`](Self::execute) them in any order or concurrently, and
+    /// each is decided in its turn.
+    pub async fn queue(&self, aggregate: &AggregateRef) -> Place {
+        let mut turn: Pin<Box<dyn Future<Output = Turn> + Send>> = Box::pin(self.locks.clone().lock(aggregate.clone()));
+        // Polled once, the request for the lock is in the (FIFO) queue from this moment.
+        if let Poll::Ready(turn) = futures::poll!(turn.as_mut()) {
+            return Place { turn: Box::pin(std::future::ready(turn)) };
+        }
+        Place { turn }
+    }
+
+    /// Decides `command` on `aggregate` in its turn and appends the outcome. Across
+    /// instances, optimistic concurrency keeps decisions consistent.
     #[tracing::instrument(skip_all, fields(%aggregate, command_id = %meta.id))]
     pub async fn execute(
         &self,
+        place: Place,
         aggregate: &AggregateRef,
         command: &A::Command,
         meta: &CommandMeta,
     ) -> Result<Executed<A>, Refusal> {
-        let _turn = self.locks.lock(aggregate).await;
+        let _turn = place.turn.await;
         let mut folded = self.projection.read().folded(aggregate).cloned().unwrap_or_default();
+        let mut fresh = false;
         let cause = format!("{aggregate}/{}", meta.id);
         for _ in 0..MAX_CONFLICTS {
             if let Some(seq) = folded.applied(&meta.id) {
                 tracing::debug!(seq, "command applied before; not again");
-                return Ok(Executed { state: folded, seq, appended: 0 });
+                let state = self.state_at(aggregate, folded, seq).await?;
+                return Ok(Executed { state, seq, appended: 0 });
             }
             let now = Timestamp::now();
-            let events = A::decide(&folded.state, command, now).map_err(Refusal::Rejected)?;
+            let decided = A::decide(&folded.state, command, now);
+            // Only an append checks the state its decision rests on. A refusal or a
+            // no-op appends nothing, so before one is final the state is checked against
+            // the log: the projection may not have applied the latest events yet.
+            let appends_nothing = decided.as_ref().map_or(true, Vec::is_empty);
+            if appends_nothing && !fresh && !self.is_head(aggregate, &folded).await? {
+                folded = self.load(aggregate).await?;
+                fresh = true;
+                continue;
+            }
+            let events = decided.map_err(Refusal::Rejected)?;
             if events.is_empty() {
                 let seq = folded.head.seq;
                 return Ok(Executed { state: folded, seq, appended: 0 });
@@ -134,8 +168,8 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
                 }
                 Err(error) if error.is_conflict() => {
                     tracing::debug!(%error, "another writer decided first; deciding again on the log's state");
-                    let loaded = self.log.load::<A::Event>(aggregate).await.map_err(Refusal::Failed)?;
-                    folded = Folded::from_events(&loaded.events);
+                    folded = self.load(aggregate).await?;
+                    fresh = true;
                 }
                 Err(Error::Protocol(error)) => return Err(Refusal::Rejected(error)),
                 Err(error) => return Err(Refusal::Failed(error)),
@@ -146,6 +180,27 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
             reason: format!("{aggregate} changed under {MAX_CONFLICTS} decisions in a row"),
         }))
     }
+
+    /// True when `folded` ends where the log's history of `aggregate` ends (asked of the
+    /// stream leader).
+    async fn is_head(&self, aggregate: &AggregateRef, folded: &Folded<A>) -> Result<bool, Refusal> {
+        let last = self.log.last_of(&aggregate.subject()).await.map_err(Refusal::Failed)?;
+        Ok(last == folded.head.seq)
+    }
+
+    async fn load(&self, aggregate: &AggregateRef) -> Result<Folded<A>, Refusal> {
+        let loaded = self.log.load::<A::Event>(aggregate).await.map_err(Refusal::Failed)?;
+        Ok(Folded::from_events(&loaded.events))
+    }
+
+    /// The state right after the event at `seq`: what a command applied before answers.
+    async fn state_at(&self, aggregate: &AggregateRef, folded: Folded<A>, seq: u64) -> Result<Folded<A>, Refusal> {
+        if folded.head.seq == seq {
+            return Ok(folded);
+        }
+        let loaded = self.log.load::<A::Event>(aggregate).await.map_err(Refusal::Failed)?;
+        Ok(Folded::from_events(loaded.events.iter().take_while(|event| event.seq <= seq)))
+    }
 }
 
 /// One turn at a time per aggregate, in this process. Entries are removed when nobody
@@ -155,16 +210,18 @@ struct AggregateLocks {
     locks: Mutex<HashMap<AggregateRef, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-struct Turn<'a> {
-    locks: &'a AggregateLocks,
+/// An aggregate's turn, held until dropped.
+struct Turn {
+    locks: Arc<AggregateLocks>,
     aggregate: AggregateRef,
     _held: OwnedMutexGuard<()>,
 }
 
 impl AggregateLocks {
-    async fn lock(&self, aggregate: &AggregateRef) -> Turn<'_> {
+    async fn lock(self: Arc<Self>, aggregate: AggregateRef) -> Turn {
         let lock = self.map().entry(aggregate.clone()).or_default().clone();
-        Turn { locks: self, aggregate: aggregate.clone(), _held: lock.lock_owned().await }
+        let held = lock.lock_owned().await;
+        Turn { locks: self, aggregate, _held: held }
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<AggregateRef, Arc<tokio::sync::Mutex<()>>>> {
@@ -172,7 +229,7 @@ impl AggregateLocks {
     }
 }
 
-impl Drop for Turn<'_> {
+impl Drop for Turn {
     fn drop(&mut self) {
         let mut map = self.locks.map();
         // Two references: the map's and the one this turn holds. More means a waiter.

@@ -21,11 +21,12 @@ use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Repl
 use serde::Serialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    Aggregate, CommandMeta, Delivery, Error, EventLog, Executed, Executor, Holds, Inbound, Refusal, WorkConfig,
+    Aggregate, CommandMeta, Delivery, Error, EventLog, Executed, Executor, Holds, Inbound, Place, Refusal, WorkConfig,
     WorkConsumer, INBOX_STREAM,
 };
 
@@ -47,13 +48,41 @@ pub trait CommandHandler: Send + Sync + 'static {
         payload: &[u8],
     ) -> Result<(AggregateRef, <Self::Aggregate as Aggregate>::Command), ProtocolError>;
 
-    /// The answer to an accepted command.
-    fn outcome(&self, executed: &Executed<Self::Aggregate>) -> Self::Outcome;
+    /// The answer to an accepted `command`, from the state just after it (for a command
+    /// applied before, the state after that first time).
+    fn outcome(
+        &self,
+        command: &<Self::Aggregate as Aggregate>::Command,
+        executed: &Executed<Self::Aggregate>,
+    ) -> Self::Outcome;
 }
 
 /// Commands one instance works on at once (across aggregates; one at a time per
 /// aggregate).
 const IN_FLIGHT: usize = 64;
+/// At shutdown, commands pulled but not started are handed back for this long at most.
+const HAND_BACK_FOR: Duration = Duration::from_secs(1);
+/// A handed-back command is delivered again after this delay: long enough that the
+/// stopping instance, still pulling while it hands back, does not get it again.
+const HAND_BACK_DELAY: Duration = Duration::from_secs(2);
+
+/// A command read and in line for its aggregate.
+struct Parsed<H: CommandHandler> {
+    aggregate: AggregateRef,
+    command: <H::Aggregate as Aggregate>::Command,
+    place: Place,
+}
+
+/// Hands back what was pulled but not started, so another instance takes it soon rather
+/// than after the ack wait; bounded, since new commands keep arriving meanwhile.
+async fn hand_back(deliveries: &mut crate::Deliveries) {
+    let until = Instant::now() + HAND_BACK_FOR;
+    while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(until, deliveries.next()).await {
+        if let Err(error) = delivery.retry_after(HAND_BACK_DELAY).await {
+            tracing::debug!(%error, "could not hand a command back; the ack wait will");
+        }
+    }
+}
 /// By default an instance has this long to answer a command before it goes to another:
 /// how soon the commands a crashed instance held are taken up again.
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(10);
@@ -144,32 +173,60 @@ impl<H: CommandHandler> Inbox<H> {
                     None => break,
                 };
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                // Read and queued here, in arrival order: commands on one aggregate are
+                // then decided in the order they arrived, however the tasks run.
+                let inbound = Inbound::read(&inbox.service, &delivery);
+                let parsed = inbox.parse(&inbound).await;
                 let inbox = inbox.clone();
                 tokio::spawn(async move {
-                    inbox.handle(delivery).await;
+                    inbox.handle(delivery, inbound, parsed).await;
                     drop(slot);
                 });
             }
-            // Let the commands in hand finish, then give back what was pulled but not
-            // started, so another instance takes it now rather than after the ack wait.
             let _all = slots.acquire_many(IN_FLIGHT as u32).await;
-            while let Ok(Some(Ok(delivery))) = tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await
-            {
-                let _ = delivery.retry_after(Duration::ZERO).await;
-            }
+            hand_back(&mut deliveries).await;
         }))
     }
 
-    async fn handle(&self, delivery: Delivery) {
-        let inbound = Inbound::read(&self.service, &delivery);
-        let span = tracing::info_span!("command", service = %self.service, id = %inbound.id, subject = %inbound.subject,
-            traceparent = inbound.traceparent.as_deref().unwrap_or(""));
-        self.handle_in_span(delivery, inbound).instrument(span).await
+    /// Checks the headers and reads the command; takes its aggregate's place in line.
+    async fn parse(&self, inbound: &Inbound) -> Result<Parsed<H>, ProtocolError> {
+        let encoding = inbound.check_headers()?;
+        let (aggregate, command) = self.handler.parse(&inbound.command, encoding, &inbound.payload)?;
+        let place = self.executor.queue(&aggregate).await;
+        Ok(Parsed { aggregate, command, place })
     }
 
-    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound) {
-        let answer = match self.answer(&inbound).await {
+    async fn handle(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Parsed<H>, ProtocolError>) {
+        let span = tracing::info_span!("command", service = %self.service, id = %inbound.id, subject = %inbound.subject,
+            traceparent = inbound.traceparent.as_deref().unwrap_or(""));
+        self.handle_in_span(delivery, inbound, parsed).instrument(span).await
+    }
+
+    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Parsed<H>, ProtocolError>) {
+        let answer = {
+            let work = self.answer(&inbound, parsed);
+            tokio::pin!(work);
+            // Still working (waiting for its turn, or for the log): keep the message
+            // from going to another instance meanwhile.
+            let mut progress = tokio::time::interval_at(Instant::now() + self.ack_wait / 3, self.ack_wait / 3);
+            loop {
+                tokio::select! {
+                    answer = &mut work => break answer,
+                    _ = progress.tick() => {
+                        if let Err(error) = delivery.in_progress().await {
+                            tracing::debug!(%error, "could not report progress on a command");
+                        }
+                    }
+                }
+            }
+        };
+        let answer = match answer {
             Ok(answer) => answer,
+            Err(error) if inbound.last_attempt => {
+                // Not even the refusal could be recorded: still tell the sender.
+                tracing::error!(%error, attempt = inbound.attempt, "command dropped after its last delivery: the log cannot be reached");
+                Reply::Err { seq: None, error: ProtocolError::Unavailable { reason: error.to_string() } }
+            }
             Err(error) => {
                 // Ours, not the sender's: leave it unacknowledged for a later delivery.
                 let delay = Duration::from_secs(inbound.attempt.clamp(1, 10) as u64);
@@ -190,47 +247,45 @@ impl<H: CommandHandler> Inbox<H> {
     }
 
     /// Decides the command; an `Err` means "not now" (the log is unreachable).
-    async fn answer(&self, inbound: &Inbound) -> Result<Reply<H::Outcome>, Error> {
+    async fn answer(
+        &self,
+        inbound: &Inbound,
+        parsed: Result<Parsed<H>, ProtocolError>,
+    ) -> Result<Reply<H::Outcome>, Error> {
         if inbound.attempt > 1 {
             if let Some((seq, error)) = self.log.recorded_rejection(&self.service, inbound).await? {
                 return Ok(Reply::Err { seq: Some(seq), error });
             }
         }
-        let refusal = match self.decide(inbound).await {
-            Ok(executed) => {
-                self.counts.accepted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");
-                return Ok(Reply::Ok { seq: executed.seq, result: self.handler.outcome(&executed) });
+        let (error, target) = match parsed {
+            Err(error) => (error, None),
+            Ok(Parsed { aggregate, command, place }) => {
+                let meta = CommandMeta {
+                    id: inbound.id.clone(),
+                    received_at: inbound.received_at,
+                    actor: inbound.actor.clone(),
+                    correlation_id: None,
+                };
+                match self.executor.execute(place, &aggregate, &command, &meta).await {
+                    Ok(executed) => {
+                        self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");
+                        let result = self.handler.outcome(&command, &executed);
+                        return Ok(Reply::Ok { seq: executed.seq, result });
+                    }
+                    Err(Refusal::Rejected(error)) => (error, Some(aggregate)),
+                    Err(Refusal::Failed(error)) if inbound.last_attempt => {
+                        let reason = format!("{error} (after {} deliveries)", inbound.attempt);
+                        (ProtocolError::Unavailable { reason }, Some(aggregate))
+                    }
+                    Err(Refusal::Failed(error)) => return Err(error),
+                }
             }
-            Err((refusal, target)) => match refusal {
-                Refusal::Rejected(error) => (error, target),
-                Refusal::Failed(error) if inbound.last_attempt => (
-                    ProtocolError::Unavailable { reason: format!("{error} (after {} deliveries)", inbound.attempt) },
-                    target,
-                ),
-                Refusal::Failed(error) => return Err(error),
-            },
         };
-        let (error, target) = refusal;
         let seq = self.log.record_rejection(&self.service, inbound, &error, target.as_ref()).await?;
         self.counts.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq, %error, "command rejected");
         Ok(Reply::Err { seq: Some(seq), error })
-    }
-
-    async fn decide(&self, inbound: &Inbound) -> Result<Executed<H::Aggregate>, (Refusal, Option<AggregateRef>)> {
-        let encoding = inbound.check_headers().map_err(|e| (Refusal::Rejected(e), None))?;
-        let (aggregate, command) = self
-            .handler
-            .parse(&inbound.command, encoding, &inbound.payload)
-            .map_err(|e| (Refusal::Rejected(e), None))?;
-        let meta = CommandMeta {
-            id: inbound.id.clone(),
-            received_at: inbound.received_at,
-            actor: inbound.actor.clone(),
-            correlation_id: None,
-        };
-        self.executor.execute(&aggregate, &command, &meta).await.map_err(|refusal| (refusal, Some(aggregate)))
     }
 
     async fn reply(&self, inbound: &Inbound, reply_to: &str, answer: &Reply<H::Outcome>) {

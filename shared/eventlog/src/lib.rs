@@ -39,7 +39,7 @@ pub use aggregate::{Aggregate, Folded, REMEMBERED_CAUSES};
 pub use append::{Appended, Head, NewEvent};
 pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STREAM, TIMERS_STREAM, WORK_STREAM};
 pub use error::{Error, Result};
-pub use executor::{CommandMeta, Executed, Executor, Holds, Refusal};
+pub use executor::{CommandMeta, Executed, Executor, Holds, Place, Refusal};
 pub use inbound::Inbound;
 pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use projection::{Projection, View};

@@ -62,7 +62,13 @@ impl<V: View> Projection<V> {
             match follow.next().await {
                 Some(Ok(item)) => caught_up = apply_item(&view, &applied_tx, item, filter),
                 Some(Err(error)) => return Err(error),
-                None => break,
+                // Serving from part of the log would answer wrongly: fail the start.
+                None => {
+                    return Err(crate::Error::Unavailable {
+                        operation: "replay the log",
+                        reason: format!("the subscription to {filter} ended before it caught up"),
+                    })
+                }
             }
         }
         tracing::info!(filter, applied = *applied_tx.borrow(), "projection caught up");

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use async_nats::service::{Request, ServiceExt};
 use futures::StreamExt;
-use osp_protocol::{headers, subject, Encoding, Error as ProtocolError, Reply, Token, CONTENT_TYPE};
+use osp_protocol::{headers, subject, Encoding, Error as ProtocolError, Reply, Token, CONTENT_TYPE, MAX_MESSAGE_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,9 @@ use crate::{Error, Projection, Result, View};
 
 /// How long a query waits for its `Osp-Min-Seq` before answering `lagging`.
 pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
+/// Queries one instance lets wait for their `Osp-Min-Seq` at once; beyond that they are
+/// answered `lagging` at once (the client asks again, maybe of another instance).
+const MAX_WAITING: usize = 1024;
 
 type Answer<V> = dyn Fn(&V, u64, Encoding, &[u8]) -> (Vec<u8>, Option<ProtocolError>) + Send + Sync;
 
@@ -90,19 +94,23 @@ pub async fn serve_queries<V: View>(
         .await
         .map_err(nats_error)?;
     let group = micro.group(subject::query_group(service));
+    let serving = Arc::new(Serving {
+        projection,
+        waiters: Arc::new(Semaphore::new(MAX_WAITING)),
+        reply_limit: client.server_info().max_payload.min(MAX_MESSAGE_BYTES).saturating_sub(REPLY_HEADROOM),
+    });
     let mut tasks = Vec::new();
     for query in queries {
         // Named by the query alone, so `nats micro stats` reads `find`, not the subject.
         let mut endpoint = group.endpoint_builder().name(query.name).add(query.name).await.map_err(nats_error)?;
-        let projection = projection.clone();
-        let shutdown = shutdown.clone();
+        let (serving, shutdown) = (serving.clone(), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             loop {
                 let request = tokio::select! {
                     () = shutdown.cancelled() => break,
                     request = endpoint.next() => match request { Some(request) => request, None => break },
                 };
-                answer(&projection, &query, request).await;
+                serving.answer(&query, request).await;
             }
         }));
     }
@@ -114,68 +122,95 @@ pub async fn serve_queries<V: View>(
     }))
 }
 
-async fn answer<V: View>(projection: &Projection<V>, query: &Query<V>, request: Request) {
-    let header = |name: &str| request.message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-    let encoding = match Encoding::from_content_type(header(CONTENT_TYPE).as_deref()) {
-        Ok(encoding) => encoding,
-        Err(error) => return respond(request, Encoding::MessagePack, failure(Encoding::MessagePack, error)).await,
-    };
-    let min_seq = match header(headers::MIN_SEQ).map(|v| v.trim().parse::<u64>()) {
-        None => 0,
-        Some(Ok(seq)) => seq,
-        Some(Err(_)) => {
-            let error = ProtocolError::Invalid {
-                field: format!("{} header", headers::MIN_SEQ),
-                reason: "must be a log sequence (a whole number) from an earlier reply".into(),
-            };
-            return respond(request, encoding, failure(encoding, error)).await;
-        }
-    };
-    if projection.applied() >= min_seq {
-        let reply = run(projection, query, encoding, &request.message.payload);
-        return respond(request, encoding, reply).await;
-    }
-    // Waiting must not hold up the queries behind this one.
-    let (projection, answer) = (projection.clone(), query.answer.clone());
-    tokio::spawn(async move {
-        let reply = match projection.wait_for(min_seq, MIN_SEQ_WAIT).await {
-            Ok(()) => {
-                let seq = projection.applied();
-                answer(&projection.read(), seq, encoding, &request.message.payload)
-            }
-            Err(error) => failure(encoding, error),
-        };
-        respond(request, encoding, reply).await
-    });
+/// Room kept in a reply message for its headers.
+const REPLY_HEADROOM: usize = 4 * 1024;
+
+/// What every endpoint of a service answers from.
+struct Serving<V> {
+    projection: Projection<V>,
+    /// Places for queries waiting for their `Osp-Min-Seq`.
+    waiters: Arc<Semaphore>,
+    /// Largest reply body the server accepts.
+    reply_limit: usize,
 }
 
-fn run<V: View>(
-    projection: &Projection<V>,
-    query: &Query<V>,
-    encoding: Encoding,
-    payload: &[u8],
-) -> (Vec<u8>, Option<ProtocolError>) {
-    // The sequence is read before the view, so the view holds at least what it says.
-    let seq = projection.applied();
-    (query.answer)(&projection.read(), seq, encoding, payload)
+impl<V: View> Serving<V> {
+    async fn answer(self: &Arc<Self>, query: &Query<V>, request: Request) {
+        let header =
+            |name: &str| request.message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let encoding = match Encoding::from_content_type(header(CONTENT_TYPE).as_deref()) {
+            Ok(encoding) => encoding,
+            Err(error) => {
+                return self.respond(request, Encoding::MessagePack, failure(Encoding::MessagePack, error)).await
+            }
+        };
+        let min_seq = match header(headers::MIN_SEQ).map(|v| v.trim().parse::<u64>()) {
+            None => 0,
+            Some(Ok(seq)) => seq,
+            Some(Err(_)) => {
+                let error = ProtocolError::Invalid {
+                    field: format!("{} header", headers::MIN_SEQ),
+                    reason: "must be a log sequence (a whole number) from an earlier reply".into(),
+                };
+                return self.respond(request, encoding, failure(encoding, error)).await;
+            }
+        };
+        if self.projection.applied() >= min_seq {
+            let reply = self.run(query, encoding, &request.message.payload);
+            return self.respond(request, encoding, reply).await;
+        }
+        // Waiting must not hold up the queries behind this one, nor pile up without bound.
+        let Ok(waiting) = self.waiters.clone().try_acquire_owned() else {
+            let error = ProtocolError::Lagging { wanted: min_seq, applied: self.projection.applied() };
+            return self.respond(request, encoding, failure(encoding, error)).await;
+        };
+        let (serving, answer) = (self.clone(), query.answer.clone());
+        tokio::spawn(async move {
+            let _waiting = waiting;
+            let reply = match serving.projection.wait_for(min_seq, MIN_SEQ_WAIT).await {
+                Ok(()) => {
+                    let seq = serving.projection.applied();
+                    answer(&serving.projection.read(), seq, encoding, &request.message.payload)
+                }
+                Err(error) => failure(encoding, error),
+            };
+            serving.respond(request, encoding, reply).await
+        });
+    }
+
+    fn run(&self, query: &Query<V>, encoding: Encoding, payload: &[u8]) -> (Vec<u8>, Option<ProtocolError>) {
+        // The sequence is read before the view, so the view holds at least what it says.
+        let seq = self.projection.applied();
+        (query.answer)(&self.projection.read(), seq, encoding, payload)
+    }
+
+    async fn respond(&self, request: Request, encoding: Encoding, (body, error): (Vec<u8>, Option<ProtocolError>)) {
+        // A reply the server would refuse is answered with why, not dropped.
+        let (body, error) = match body.len() > self.reply_limit {
+            true => {
+                let error = ProtocolError::TooLarge { what: "reply".into(), size: body.len(), limit: self.reply_limit };
+                tracing::warn!(%error, "a query's answer does not fit in one message");
+                failure(encoding, error)
+            }
+            false => (body, error),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(CONTENT_TYPE, encoding.content_type());
+        if let Some(error) = &error {
+            // The standard micro-service error headers, so a NATS client sees the error
+            // without reading the body (`nats micro stats` does not count these).
+            let text: String = error.to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            headers.insert(headers::SERVICE_ERROR, text.as_str());
+            headers.insert(headers::SERVICE_ERROR_CODE, status_of(error).to_string().as_str());
+        }
+        if let Err(failure) = request.respond_with_headers(Ok(body.into()), headers).await {
+            tracing::warn!(%failure, "could not answer a query");
+        }
+    }
 }
 
 fn failure(encoding: Encoding, error: ProtocolError) -> (Vec<u8>, Option<ProtocolError>) {
     encode_reply::<()>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error))
-}
-
-async fn respond(request: Request, encoding: Encoding, (body, error): (Vec<u8>, Option<ProtocolError>)) {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(CONTENT_TYPE, encoding.content_type());
-    if let Some(error) = &error {
-        // The standard micro-service error headers, so NATS tooling counts the error.
-        let text: String = error.to_string().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-        headers.insert(headers::SERVICE_ERROR, text.as_str());
-        headers.insert(headers::SERVICE_ERROR_CODE, status_of(error).to_string().as_str());
-    }
-    if let Err(failure) = request.respond_with_headers(Ok(body.into()), headers).await {
-        tracing::debug!(%failure, "could not answer a query (the asker may have gone)");
-    }
 }
 
 /// An HTTP-like status for the micro-service error header.
@@ -184,6 +219,7 @@ fn status_of(error: &ProtocolError) -> u16 {
         ProtocolError::NotFound { .. } => 404,
         ProtocolError::Lagging { .. } | ProtocolError::Unavailable { .. } => 503,
         ProtocolError::Encode { .. } => 500,
+        ProtocolError::TooLarge { .. } => 413,
         _ => 400,
     }
 }

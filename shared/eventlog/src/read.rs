@@ -225,6 +225,12 @@ impl EventLog {
     /// `with_high_water`: when nothing matches yet, ask the stream how far it goes so
     /// the caught-up mark is meaningful to read-your-writes; a load does not need it.
     async fn open_follow<T: FromStored>(&self, filter: &str, start: Start, with_high_water: bool) -> Result<Follow<T>> {
+        // Read before the consumer exists: an event stored in between is then delivered
+        // by the consumer, never counted as caught up before it arrives.
+        let high_water = match with_high_water {
+            true => self.last_sequence().await?,
+            false => 0,
+        };
         let consumer = self
             .events
             .create_consumer(pull::OrderedConfig {
@@ -236,12 +242,7 @@ impl EventLog {
             .await
             .map_err(|e| Error::Nats { operation: "create a replay consumer", source: Box::new(e) })?;
         let pending = consumer.cached_info().num_pending;
-        let nothing_pending = pending == 0;
-        let caught_up_at_start = match (nothing_pending, with_high_water) {
-            (false, _) => None,
-            (true, true) => Some(self.last_sequence().await?),
-            (true, false) => Some(0),
-        };
+        let caught_up_at_start = (pending == 0).then_some(high_water);
         let messages = consumer
             .messages()
             .await

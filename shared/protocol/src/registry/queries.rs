@@ -10,8 +10,8 @@
 //! | `digest` | `{}` | [`Digest`]: a hash of the whole state, to compare instances |
 //!
 //! Pages hold at most `limit` entries (default [`DEFAULT_LIMIT`], at most
-//! [`MAX_LIMIT`]) and stop early rather than exceed [`PAGE_BYTES`]; `next`, when
-//! present, is the `after` of the following page.
+//! [`MAX_LIMIT`]) and stop early rather than risk passing [`PAGE_BYTES`] in either
+//! encoding; `next`, when present, is the `after` of the following page.
 //!
 //! **Criteria** match the resource partially: every key of the criteria must be in
 //! the resource and match there; a scalar matches an equal scalar (integers and floats
@@ -30,8 +30,9 @@ use crate::Timestamp;
 pub const DEFAULT_LIMIT: u32 = 100;
 /// Most entries per page.
 pub const MAX_LIMIT: u32 = 1000;
-/// A page stops growing past this many encoded bytes, well under the 1 MiB message limit.
-pub const PAGE_BYTES: usize = 384 * 1024;
+/// A page stops growing before its reply could pass this many bytes in either encoding,
+/// under the 1 MiB message limit.
+pub const PAGE_BYTES: usize = 768 * 1024;
 
 /// The query names (endpoints) of the registry.
 pub const QUERIES: &[&str] = &["get", "list", "find", "live", "digest"];
