@@ -18,12 +18,12 @@ use clap::Args;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use osp_eventlog::{Definitions, EventLog, Head, LogItem, NewEvent, Recorded, Start, EVENTS_STREAM};
-use osp_local_nats::{NatsServer, ServerOptions};
 use osp_protocol::{derived_event_id, AggregateRef, Envelope, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::stats::{percentiles, rate, Percentiles};
+use super::stats::{percentiles, rate, round2, Percentiles};
+use super::Table;
 
 /// Options of `osp bench eventlog`.
 #[derive(Args)]
@@ -88,8 +88,7 @@ pub async fn run(args: EventlogArgs) -> anyhow::Result<ExitCode> {
     if args.events == 0 || args.window == 0 || args.samples == 0 {
         bail!("--events, --window and --samples must be at least 1");
     }
-    let binary = crate::dev::nats_server_binary()?;
-    let server = NatsServer::start_with(&binary, ServerOptions::default()).await?;
+    let (binary, server) = super::start_server().await?;
     let client = crate::connect::client(&server.url()).await?;
     let log = EventLog::start(client.clone(), &Definitions::builtin()).await?;
     let event_bytes = sample_event_bytes()?;
@@ -157,7 +156,6 @@ impl Figures {
     }
 
     fn report(&self, args: &EventlogArgs, event_bytes: usize, server_version: &str) -> serde_json::Value {
-        let round = |x: f64| (x * 100.0).round() / 100.0;
         json!({
             "benchmark": "eventlog",
             "server_version": server_version,
@@ -165,50 +163,35 @@ impl Figures {
             "window": args.window,
             "latency_samples": args.samples,
             "event_bytes": event_bytes,
-            "raw_publish_per_s": round(self.raw_publish_per_s),
-            "append_per_s": round(self.append_per_s),
-            "append_ratio": round(self.append_ratio()),
-            "raw_read_per_s": round(self.raw_read_per_s),
-            "replay_per_s": round(self.replay_per_s),
-            "replay_ratio": round(self.replay_ratio()),
-            "raw_latency_p50_us": round(self.raw_latency.p50),
-            "raw_latency_p99_us": round(self.raw_latency.p99),
-            "append_latency_p50_us": round(self.append_latency.p50),
-            "append_latency_p99_us": round(self.append_latency.p99),
-            "latency_p99_ratio": round(self.latency_p99_ratio()),
+            "raw_publish_per_s": round2(self.raw_publish_per_s),
+            "append_per_s": round2(self.append_per_s),
+            "append_ratio": round2(self.append_ratio()),
+            "raw_read_per_s": round2(self.raw_read_per_s),
+            "replay_per_s": round2(self.replay_per_s),
+            "replay_ratio": round2(self.replay_ratio()),
+            "raw_latency_p50_us": round2(self.raw_latency.p50),
+            "raw_latency_p99_us": round2(self.raw_latency.p99),
+            "append_latency_p50_us": round2(self.append_latency.p50),
+            "append_latency_p99_us": round2(self.append_latency.p99),
+            "latency_p99_ratio": round2(self.latency_p99_ratio()),
             "targets": { "append_ratio": ">= 0.7", "replay_ratio": ">= 0.7", "latency_p99_ratio": "<= 1.5" },
             "meets_targets": self.meets_targets(),
         })
     }
 
     fn print_table(&self) {
-        println!("{:<22} {:>14} {:>14} {:>8}  target", "", "raw JetStream", "osp eventlog", "ratio");
-        println!(
-            "{:<22} {:>12.0}/s {:>12.0}/s {:>8.2}  >= 0.7",
-            "append throughput",
-            self.raw_publish_per_s,
-            self.append_per_s,
-            self.append_ratio()
-        );
-        println!(
-            "{:<22} {:>12.0}/s {:>12.0}/s {:>8.2}  >= 0.7",
-            "replay throughput",
-            self.raw_read_per_s,
-            self.replay_per_s,
-            self.replay_ratio()
-        );
-        println!(
-            "{:<22} {:>11.0} us {:>11.0} us {:>8}",
-            "append latency p50", self.raw_latency.p50, self.append_latency.p50, ""
-        );
-        println!(
-            "{:<22} {:>11.0} us {:>11.0} us {:>8.2}  <= 1.5",
+        let mut table = Table::new("raw JetStream", "osp eventlog");
+        table.rate("append throughput", self.raw_publish_per_s, self.append_per_s, Some(self.append_ratio()), ">= 0.7");
+        table.rate("replay throughput", self.raw_read_per_s, self.replay_per_s, Some(self.replay_ratio()), ">= 0.7");
+        table.micros("append latency p50", self.raw_latency.p50, self.append_latency.p50, None, "");
+        table.micros(
             "append latency p99",
             self.raw_latency.p99,
             self.append_latency.p99,
-            self.latency_p99_ratio()
+            Some(self.latency_p99_ratio()),
+            "<= 1.5",
         );
-        println!("targets {}", if self.meets_targets() { "met" } else { "NOT met" });
+        table.print(self.meets_targets());
     }
 }
 

@@ -24,6 +24,11 @@ pub fn percentiles(samples: &mut [Duration]) -> Percentiles {
     Percentiles { p50: at(0.50), p99: at(0.99) }
 }
 
+/// `x` to two decimals, for JSON reports.
+pub fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
 /// Items per second.
 pub fn rate(items: usize, elapsed: Duration) -> f64 {
     items as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
@@ -39,5 +44,6 @@ mod tests {
         assert_eq!(percentiles(&mut samples), Percentiles { p50: 50.0, p99: 99.0 });
         assert_eq!(percentiles(&mut []), Percentiles { p50: 0.0, p99: 0.0 });
         assert_eq!(rate(500, Duration::from_millis(250)), 2000.0);
+        assert_eq!(round2(1.23456), 1.23);
     }
 }
