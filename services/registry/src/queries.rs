@@ -19,11 +19,11 @@ pub fn all() -> Vec<Query<RegistryView>> {
                 reason: format!("registry {:?} has no entry by that name", q.registry),
             })
         }),
-        Query::new("list", |view: &RegistryView, q: ListQuery| {
+        Query::encoded("list", |view: &RegistryView, q: ListQuery, encoding| {
             let registry = RegistryName::new("registry", q.registry)?;
-            Ok(view.list(&registry, &PageSpec::new(q.after, q.limit)?))
+            Ok(view.list(&registry, &PageSpec::new(q.after, q.limit)?).answer(encoding))
         }),
-        Query::new("find", |view: &RegistryView, q: FindQuery| {
+        Query::encoded("find", |view: &RegistryView, q: FindQuery, encoding| {
             let registry = RegistryName::new("registry", q.registry)?;
             let criteria = q.criteria.unwrap_or_else(|| Document::Map(Vec::new()));
             criteria::check(&criteria)?;
@@ -33,9 +33,11 @@ pub fn all() -> Vec<Query<RegistryView>> {
                     reason: format!("only agents have liveness; the {registry:?} registry has none"),
                 });
             }
-            Ok(view.find(&registry, &criteria, q.live, &PageSpec::new(q.after, q.limit)?))
+            Ok(view.find(&registry, &criteria, q.live, &PageSpec::new(q.after, q.limit)?).answer(encoding))
         }),
-        Query::new("live", |view: &RegistryView, q: PageRequest| Ok(view.live(&PageSpec::new(q.after, q.limit)?))),
+        Query::encoded("live", |view: &RegistryView, q: PageRequest, encoding| {
+            Ok(view.live(&PageSpec::new(q.after, q.limit)?).answer(encoding))
+        }),
         Query::new("digest", |view: &RegistryView, _: DigestQuery| Ok(view.digest())),
     ]
 }

@@ -1,14 +1,14 @@
 //! The registry's read model: every entry folded from the log, in name order per
-//! registry, with an inverted index of resource fields for `find`.
+//! registry, with an inverted index of resource fields for `find`, and each entry kept
+//! encoded as a query shows it, so a page in MessagePack is its entries' bytes, joined.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, Recorded, View};
-use osp_protocol::registry::document::encoded_len;
+use osp_eventlog::{Folded, Holds, QueryResult, Recorded, View};
 use osp_protocol::registry::queries::{Digest, EntryView, Page, DEFAULT_LIMIT, MAX_LIMIT, PAGE_BYTES};
 use osp_protocol::registry::{Document, EntryEvent, EntryKey, EntryName, RegistryName};
-use osp_protocol::{AggregateRef, Error};
+use osp_protocol::{AggregateRef, Encoding, Error};
 
 use crate::criteria::{self, Scalar};
 use crate::entry::Entry;
@@ -19,11 +19,18 @@ pub struct RegistryView {
     /// Every entry aggregate seen, registered or not (its head is needed to append).
     entries: HashMap<AggregateRef, Folded<Entry>>,
     /// Registered entries, by registry and name.
-    registries: BTreeMap<RegistryName, BTreeMap<EntryName, AggregateRef>>,
+    registries: BTreeMap<RegistryName, BTreeMap<EntryName, Listed>>,
     /// `(path, scalar)` of each registered resource → the entries that have it.
     index: HashMap<RegistryName, HashMap<(String, Scalar), BTreeSet<EntryName>>>,
     /// The sequence of the last event applied.
     last_seq: u64,
+}
+
+/// A registered entry as listed: where its state is, and how a query shows it, encoded.
+struct Listed {
+    aggregate: AggregateRef,
+    /// The entry's [`EntryView`] in MessagePack, encoded when its last event was applied.
+    shown: Vec<u8>,
 }
 
 impl View for RegistryView {
@@ -44,16 +51,17 @@ impl View for RegistryView {
             }
         }
         folded.apply(event);
-        if !content_changes {
-            return;
-        }
         let names = self.registries.entry(key.registry.clone()).or_default();
         match &folded.state.doc {
             Some(doc) => {
-                names.insert(key.name.clone(), aggregate.clone());
-                let postings = self.index.entry(key.registry.clone()).or_default();
-                for index_key in criteria::index_keys(&doc.resource) {
-                    postings.entry(index_key).or_default().insert(key.name.clone());
+                // Every event changes what the entry shows (its status, its sequence).
+                let shown = Encoding::MessagePack.encode(&view_of(folded)).expect("an entry view encodes");
+                names.insert(key.name.clone(), Listed { aggregate: aggregate.clone(), shown });
+                if content_changes {
+                    let postings = self.index.entry(key.registry.clone()).or_default();
+                    for index_key in criteria::index_keys(&doc.resource) {
+                        postings.entry(index_key).or_default().insert(key.name.clone());
+                    }
                 }
             }
             None => {
@@ -108,6 +116,44 @@ impl PageSpec {
     }
 }
 
+/// The entries chosen for a page, before they are shown in an encoding.
+pub struct Selection<'a> {
+    chosen: Vec<(&'a Listed, &'a Folded<Entry>)>,
+    next: Option<&'a EntryName>,
+}
+
+impl Selection<'_> {
+    /// The page as values.
+    pub fn page(&self) -> Page {
+        let entries = self.chosen.iter().map(|(_, folded)| view_of(folded)).collect();
+        Page { entries, next: self.next.map(ToString::to_string) }
+    }
+
+    /// The page as a query answers it: MessagePack from the entries' stored bytes (the
+    /// same bytes serde would write for [`Page`]), JSON through the values.
+    pub fn answer(&self, encoding: Encoding) -> QueryResult<Page> {
+        match encoding {
+            Encoding::Json => QueryResult::Value(self.page()),
+            Encoding::MessagePack => {
+                let size = self.chosen.iter().map(|(listed, _)| listed.shown.len()).sum::<usize>();
+                let mut out = Vec::with_capacity(size + 64);
+                // Writing to a Vec cannot fail.
+                let _ = rmp::encode::write_map_len(&mut out, if self.next.is_some() { 2 } else { 1 });
+                let _ = rmp::encode::write_str(&mut out, "entries");
+                let _ = rmp::encode::write_array_len(&mut out, self.chosen.len() as u32);
+                for (listed, _) in &self.chosen {
+                    out.extend_from_slice(&listed.shown);
+                }
+                if let Some(next) = self.next {
+                    let _ = rmp::encode::write_str(&mut out, "next");
+                    let _ = rmp::encode::write_str(&mut out, next.as_str());
+                }
+                QueryResult::Encoded(out)
+            }
+        }
+    }
+}
+
 impl RegistryView {
     /// The entry `key`, if registered.
     pub fn get(&self, key: &EntryKey) -> Option<EntryView> {
@@ -115,49 +161,59 @@ impl RegistryView {
         folded.state.doc.as_ref().map(|_| view_of(folded))
     }
 
-    /// A page of `registry`'s entries that pass `keep`, in name order. Candidates come
-    /// from `candidates` when the index narrowed them, else from the whole registry.
-    fn page<'a>(
+    /// The entries of `registry` that pass `keep`, in name order, for one page.
+    /// Candidates come from `candidates` when the index narrowed them, else from the
+    /// whole registry.
+    fn select<'a>(
         &'a self,
         registry: &RegistryName,
         candidates: Option<&'a BTreeSet<EntryName>>,
         spec: &PageSpec,
         keep: impl Fn(&Folded<Entry>) -> bool,
-    ) -> Page {
-        let Some(names) = self.registries.get(registry) else { return Page::default() };
+    ) -> Selection<'a> {
+        let mut selection = Selection { chosen: Vec::with_capacity(spec.limit.min(128)), next: None };
+        let Some(names) = self.registries.get(registry) else { return selection };
         let from = spec.after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
-        let ordered: Box<dyn Iterator<Item = &EntryName>> = match candidates {
-            Some(set) => Box::new(set.range((from, Bound::Unbounded))),
-            None => Box::new(names.range((from, Bound::Unbounded)).map(|(name, _)| name)),
+        let ordered: Box<dyn Iterator<Item = (&EntryName, &Listed)>> = match candidates {
+            Some(set) => Box::new(set.range((from, Bound::Unbounded)).filter_map(|name| names.get_key_value(name))),
+            None => Box::new(names.range((from, Bound::Unbounded))),
         };
-        let mut page = Page::default();
-        let mut bytes = 0;
-        for name in ordered {
-            let Some(folded) = names.get(name).and_then(|aggregate| self.entries.get(aggregate)) else { continue };
+        let (mut bytes, mut more) = (0, false);
+        for (name, listed) in ordered {
+            let Some(folded) = self.entries.get(&listed.aggregate) else { continue };
             if !keep(folded) {
                 continue;
             }
-            let view = view_of(folded);
-            let size = size_of(&view);
-            let full = page.entries.len() == spec.limit || (!page.entries.is_empty() && bytes + size > PAGE_BYTES);
-            if full {
-                page.next = page.entries.last().map(|last| last.name.clone());
+            let size = size_of(listed);
+            if selection.chosen.len() == spec.limit || (!selection.chosen.is_empty() && bytes + size > PAGE_BYTES) {
+                more = true;
                 break;
             }
             bytes += size;
-            page.entries.push(view);
+            selection.chosen.push((listed, folded));
+            selection.next = Some(name);
         }
-        page
+        // `next` names the last entry shown, and only when another one follows.
+        if !more {
+            selection.next = None;
+        }
+        selection
     }
 
     /// A page of `registry`'s entries by name.
-    pub fn list(&self, registry: &RegistryName, spec: &PageSpec) -> Page {
-        self.page(registry, None, spec, |_| true)
+    pub fn list(&self, registry: &RegistryName, spec: &PageSpec) -> Selection<'_> {
+        self.select(registry, None, spec, |_| true)
     }
 
     /// A page of `registry`'s entries whose resource matches `criteria` (and that are
     /// online, with `live_only`).
-    pub fn find(&self, registry: &RegistryName, criteria: &Document, live_only: bool, spec: &PageSpec) -> Page {
+    pub fn find(
+        &self,
+        registry: &RegistryName,
+        criteria: &Document,
+        live_only: bool,
+        spec: &PageSpec,
+    ) -> Selection<'_> {
         let postings = self.index.get(registry);
         let mut smallest: Option<&BTreeSet<EntryName>> = None;
         for required in criteria::requirements(criteria) {
@@ -165,19 +221,19 @@ impl RegistryView {
                 Some(names) if smallest.is_none_or(|best| names.len() < best.len()) => smallest = Some(names),
                 Some(_) => {}
                 // Something every match must have, nobody has.
-                None => return Page::default(),
+                None => return Selection { chosen: Vec::new(), next: None },
             }
         }
-        self.page(registry, smallest, spec, |folded| {
+        self.select(registry, smallest, spec, |folded| {
             let live = !live_only || (folded.state.is_agent() && folded.state.online);
             live && folded.state.doc.as_ref().is_some_and(|doc| criteria::matches(&doc.resource, criteria))
         })
     }
 
     /// The agents online now.
-    pub fn live(&self, spec: &PageSpec) -> Page {
+    pub fn live(&self, spec: &PageSpec) -> Selection<'_> {
         let agents = RegistryName::new("registry", osp_protocol::registry::AGENTS).expect("valid name");
-        self.page(&agents, None, spec, |folded| folded.state.online)
+        self.select(&agents, None, spec, |folded| folded.state.online)
     }
 
     /// Agents this view holds as online: name, aggregate, the time it counts as alive
@@ -187,10 +243,10 @@ impl RegistryView {
         let Some(names) = self.registries.get(&agents) else { return Vec::new() };
         names
             .iter()
-            .filter_map(|(name, aggregate)| {
-                let folded = self.entries.get(aggregate)?;
+            .filter_map(|(name, listed)| {
+                let folded = self.entries.get(&listed.aggregate)?;
                 let state = &folded.state;
-                state.online.then(|| (name.clone(), aggregate.clone(), state.online_since, folded.head.version))
+                state.online.then(|| (name.clone(), listed.aggregate.clone(), state.online_since, folded.head.version))
             })
             .collect()
     }
@@ -251,12 +307,8 @@ fn view_of(folded: &Folded<Entry>) -> EntryView {
 /// At most how many bytes an entry takes in a reply, in either encoding. JSON can be up
 /// to six times the MessagePack size (`false` is 1 byte in MessagePack, `false,` 6 in
 /// JSON; a control character 1 against `\u0001`), and a page must fit one message.
-fn size_of(view: &EntryView) -> usize {
-    let msgpack = view.name.len()
-        + view.description.len()
-        + encoded_len(&view.resource)
-        + view.metadata.as_ref().map_or(0, encoded_len);
-    256 + 6 * msgpack
+fn size_of(listed: &Listed) -> usize {
+    6 * listed.shown.len()
 }
 
 #[cfg(test)]
@@ -375,6 +427,14 @@ mod tests {
         view
     }
 
+    /// The MessagePack answer of a selection, read back.
+    fn decoded(selection: &Selection<'_>) -> Page {
+        match selection.answer(Encoding::MessagePack) {
+            QueryResult::Encoded(bytes) => Encoding::MessagePack.decode(&bytes).unwrap(),
+            QueryResult::Value(_) => panic!("MessagePack pages are answered from stored bytes"),
+        }
+    }
+
     fn all(spec_limit: u32) -> PageSpec {
         PageSpec::new(None, Some(spec_limit)).unwrap()
     }
@@ -397,9 +457,12 @@ mod tests {
             let criteria = from_json(&criteria);
             for registry in ["agents", "tools"] {
                 let registry = RegistryName::new("registry", registry).unwrap();
-                let found: Vec<_> = view.find(&registry, &criteria, live_only, &all(MAX_LIMIT)).entries;
+                let found = view.find(&registry, &criteria, live_only, &all(MAX_LIMIT));
+                prop_assert_eq!(decoded(&found), found.page(), "stored bytes read as the values");
+                let found: Vec<_> = found.page().entries;
                 let scanned: Vec<_> = view
                     .list(&registry, &all(MAX_LIMIT))
+                    .page()
                     .entries
                     .into_iter()
                     .filter(|e| criteria::matches(&e.resource, &criteria))
@@ -424,7 +487,7 @@ mod tests {
             }
             for registry in ["agents", "tools"] {
                 let registry = RegistryName::new("registry", registry).unwrap();
-                for entry in view.list(&registry, &all(MAX_LIMIT)).entries {
+                for entry in view.list(&registry, &all(MAX_LIMIT)).page().entries {
                     prop_assert!(entry.revision >= 1);
                     let agent = registry.is_agents();
                     prop_assert_eq!(entry.status == osp_protocol::registry::Status::Registered, !agent);
@@ -452,11 +515,13 @@ mod tests {
         fn pages_cover_the_list_once(steps in prop::collection::vec(step(), 0..60), limit in 1u32..4) {
             let view = view_of_log(&log_of(&steps));
             let tools = RegistryName::new("registry", "tools").unwrap();
-            let whole = view.list(&tools, &all(MAX_LIMIT)).entries;
+            let whole = view.list(&tools, &all(MAX_LIMIT)).page().entries;
             let mut paged = Vec::new();
             let mut after = None;
             loop {
-                let page = view.list(&tools, &PageSpec::new(after.clone(), Some(limit)).unwrap());
+                let selection = view.list(&tools, &PageSpec::new(after.clone(), Some(limit)).unwrap());
+                prop_assert_eq!(decoded(&selection), selection.page());
+                let page = selection.page();
                 paged.extend(page.entries);
                 match page.next {
                     Some(next) => after = Some(next),

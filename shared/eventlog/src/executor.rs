@@ -161,7 +161,7 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
                         folded.apply(event);
                     }
                     let seq = appended.head.seq;
-                    if self.projection.wait_for(seq, SETTLE_WITHIN).await.is_err() {
+                    if self.projection.wait_applied(seq, SETTLE_WITHIN).await.is_err() {
                         tracing::warn!(seq, "the projection has not applied this instance's own append yet");
                     }
                     return Ok(Executed { state: folded, seq, appended: appended.events.len() });

@@ -89,6 +89,17 @@ impl<V: View> Projection<V> {
         *self.applied.borrow()
     }
 
+    /// Returns once the view has applied the event at `seq`, an event it reads (the
+    /// executor's own append): no need to ask the log whether one is coming.
+    pub async fn wait_applied(&self, seq: u64, within: Duration) -> Result<(), osp_protocol::Error> {
+        let mut applied = self.applied.clone();
+        let reached = matches!(tokio::time::timeout(within, applied.wait_for(|at| *at >= seq)).await, Ok(Ok(_)));
+        match reached {
+            true => Ok(()),
+            false => Err(osp_protocol::Error::Lagging { wanted: seq, applied: self.applied() }),
+        }
+    }
+
     /// Returns once every matching event up to `seq` is applied, or fails with
     /// `Lagging` after `within`. A sequence beyond the log's end, or one of an event
     /// this view does not read, is answered from the log's own index, not waited for.

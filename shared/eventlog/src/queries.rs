@@ -34,6 +34,15 @@ pub struct Query<V> {
     answer: Arc<Answer<V>>,
 }
 
+/// What a query answers: a value to encode, or bytes already encoded in the request's
+/// encoding (a service that keeps its answers encoded sends them as they are).
+pub enum QueryResult<R> {
+    /// Encoded here, in the request's encoding.
+    Value(R),
+    /// Already in the request's encoding.
+    Encoded(Vec<u8>),
+}
+
 impl<V: View> Query<V> {
     /// The endpoint `name`: decodes a `Q` (an empty body reads as `{}`), answers with
     /// `run(view, q)`.
@@ -43,10 +52,22 @@ impl<V: View> Query<V> {
         R: Serialize,
         F: Fn(&V, Q) -> Result<R, ProtocolError> + Send + Sync + 'static,
     {
+        Query::encoded(name, move |view, query, _| run(view, query).map(QueryResult::Value))
+    }
+
+    /// The endpoint `name`, whose `run` sees the request's encoding and may answer with
+    /// bytes already in it.
+    pub fn encoded<Q, R, F>(name: &'static str, run: F) -> Query<V>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(&V, Q, Encoding) -> Result<QueryResult<R>, ProtocolError> + Send + Sync + 'static,
+    {
         let answer = move |view: &V, seq: u64, encoding: Encoding, payload: &[u8]| {
-            let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, query));
+            let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, query, encoding));
             match result {
-                Ok(result) => encode_reply(encoding, &Reply::Ok { seq, result }, None),
+                Ok(QueryResult::Value(result)) => encode_reply(encoding, &Reply::Ok { seq, result }, None),
+                Ok(QueryResult::Encoded(result)) => (osp_protocol::encode_ok_with(encoding, seq, &result), None),
                 Err(error) => encode_reply::<R>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error)),
             }
         };
@@ -103,14 +124,16 @@ pub async fn serve_queries<V: View>(
     for query in queries {
         // Named by the query alone, so `nats micro stats` reads `find`, not the subject.
         let mut endpoint = group.endpoint_builder().name(query.name).add(query.name).await.map_err(nats_error)?;
-        let (serving, shutdown) = (serving.clone(), shutdown.clone());
+        let (serving, shutdown, query) = (serving.clone(), shutdown.clone(), Arc::new(query));
         tasks.push(tokio::spawn(async move {
             loop {
                 let request = tokio::select! {
                     () = shutdown.cancelled() => break,
                     request = endpoint.next() => match request { Some(request) => request, None => break },
                 };
-                serving.answer(&query, request).await;
+                // Each on its own task: one endpoint is not held to one core.
+                let (serving, query) = (serving.clone(), query.clone());
+                tokio::spawn(async move { serving.answer(&query, request).await });
             }
         }));
     }

@@ -25,7 +25,7 @@ pub use error::Error;
 pub use hash::EventHash;
 pub use payload::{AnyPayload, EventPayload};
 pub use rejection::{RejectionEvent, RejectionRecorded, REJECTION_KIND};
-pub use reply::Reply;
+pub use reply::{encode_ok_with, Reply};
 pub use subject::{AggregateRef, Token};
 pub use timestamp::Timestamp;
 

@@ -18,7 +18,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Encoding, Error};
 
 /// A service's answer: a result, or an error that says what to fix.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +37,30 @@ pub enum Reply<T> {
         /// What went wrong.
         error: Error,
     },
+}
+
+/// The bytes of `{"ok": true, "seq": seq, "result": <result>}` around a `result` that is
+/// already encoded in `encoding`: what a service sends when it keeps its answers encoded
+/// (a page of entries it encoded once), so nothing is decoded and encoded again per query.
+pub fn encode_ok_with(encoding: Encoding, seq: u64, result: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(result.len() + 32);
+    match encoding {
+        Encoding::MessagePack => {
+            // Writing to a Vec cannot fail.
+            let _ = rmp::encode::write_map_len(&mut out, 3);
+            let _ = rmp::encode::write_str(&mut out, "ok");
+            let _ = rmp::encode::write_bool(&mut out, true);
+            let _ = rmp::encode::write_str(&mut out, "seq");
+            let _ = rmp::encode::write_uint(&mut out, seq);
+            let _ = rmp::encode::write_str(&mut out, "result");
+        }
+        Encoding::Json => out.extend_from_slice(format!("{{\"ok\":true,\"seq\":{seq},\"result\":").as_bytes()),
+    }
+    out.extend_from_slice(result);
+    if encoding == Encoding::Json {
+        out.push(b'}');
+    }
+    out
 }
 
 impl<T> Reply<T> {
@@ -109,7 +133,6 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Reply<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Encoding;
 
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     struct Done {
@@ -131,6 +154,19 @@ mod tests {
                 let bytes = encoding.encode(&reply).unwrap();
                 assert_eq!(encoding.decode::<Reply<Done>>(&bytes).unwrap(), reply);
             }
+        }
+    }
+
+    #[test]
+    fn a_reply_around_an_encoded_result_reads_as_any_reply() {
+        for encoding in [Encoding::MessagePack, Encoding::Json] {
+            let result = encoding.encode(&Done { revision: 7 }).unwrap();
+            let bytes = encode_ok_with(encoding, 42, &result);
+            assert_eq!(
+                encoding.decode::<Reply<Done>>(&bytes).unwrap(),
+                Reply::Ok { seq: 42, result: Done { revision: 7 } }
+            );
+            assert_eq!(bytes, encoding.encode(&Reply::Ok { seq: 42, result: Done { revision: 7 } }).unwrap());
         }
     }
 
