@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{client, registry, server, tool};
+use common::{client, registry, server, system, tool};
 use futures::StreamExt;
 use osp_eventlog::{EventLog, LogItem, Recorded, Start};
 use osp_protocol::{Encoding, Error, RejectionEvent};
@@ -126,9 +126,7 @@ async fn every_bad_command_is_answered_and_recorded_and_the_service_goes_on() {
 
 #[tokio::test]
 async fn a_command_sent_twice_with_one_id_is_applied_once() {
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (_server, instance, client) = system().await;
     let entry = tool("once", json!({"v": 1}));
     let first = client.command_with_id::<_, Value>("registry", "register", &entry, "same-id").await.unwrap();
     // A second inbox message with the same command id: the aggregate remembers it.

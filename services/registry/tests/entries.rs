@@ -2,18 +2,14 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{agent, client, registry, server, tool};
+use common::{agent, system, tool};
 use osp_protocol::registry::document::from_json;
 use osp_protocol::registry::queries::{FindQuery, PageRequest, Status};
 use serde_json::json;
 
 #[tokio::test]
 async fn register_get_list_find_update_unregister() {
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (_server, instance, client) = system().await;
     let registry = client.registry();
 
     let added = registry.register(&agent("a1", &["summarize", "translate"])).await.unwrap();
@@ -52,9 +48,7 @@ async fn register_get_list_find_update_unregister() {
 
 #[tokio::test]
 async fn pages_follow_the_cursor_to_the_end() {
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (_server, instance, client) = system().await;
     let registry = client.registry();
     for i in 0..25 {
         registry.register(&tool(&format!("t{i:02}"), json!({"n": i, "even": i % 2 == 0}))).await.unwrap();
@@ -79,9 +73,7 @@ async fn pages_follow_the_cursor_to_the_end() {
 
 #[tokio::test]
 async fn pages_fit_one_message_in_json_too() {
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (server, instance, client) = system().await;
     // `false` is 1 byte in MessagePack and 6 in JSON: 8 such resources, each under the
     // 64 KiB limit, are over 2 MiB of JSON.
     let falses = vec![false; 60_000];

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{client, registry, server, tool};
+use common::{client, registry, server, system, tool};
 use osp_eventlog::{EventLog, Head, NewEvent};
 use osp_protocol::registry::queries::RegisterOutcome;
 use osp_protocol::registry::{EntryEvent, EntryKey};
@@ -82,9 +82,7 @@ async fn one_instance_decides_an_aggregates_commands_in_arrival_order() {
 
 #[tokio::test]
 async fn a_resent_command_is_answered_with_its_first_outcome_and_applied_once() {
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (server, instance, client) = system().await;
     let entry = tool("x", json!({"v": 1}));
     let first = client.command_with_id::<_, RegisterOutcome>("registry", "register", &entry, "reg-1").await.unwrap();
     assert_eq!((first.result.revision, first.result.created), (1, true));

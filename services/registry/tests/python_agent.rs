@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{client, eventually, registry, server};
+use common::{eventually, system};
 use futures::StreamExt;
 use osp_eventlog::EventLog;
 use osp_protocol::registry::document::from_json;
@@ -164,9 +164,7 @@ fn resource_json(view: &EntryView) -> serde_json::Value {
 #[tokio::test]
 async fn the_python_agent_registers_heartbeats_and_unregisters_on_sigterm() {
     const NAME: &str = "py-agent-1";
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (server, instance, client) = system().await;
     let registry = client.registry();
     // Listen for its beats before it starts, so none is missed.
     let mut beats = osp_tests::connect(&server.url()).await.subscribe(format!("osp.v1.hb.{NAME}")).await.unwrap();
@@ -256,9 +254,7 @@ async fn the_python_agent_registers_heartbeats_and_unregisters_on_sigterm() {
 
 #[tokio::test]
 async fn a_refused_registration_exits_2_with_the_registrys_message() {
-    let server = server().await;
-    let instance = registry(&server.url(), Duration::from_secs(15)).await;
-    let client = client(&server.url()).await;
+    let (server, instance, client) = system().await;
 
     let agent = PythonAgent::start(&server.url(), &["--name", "py-bad", "--capability", "not.a.token"]).await;
     let (status, stdout, stderr) = agent.exit().await;

@@ -16,6 +16,15 @@ pub async fn server() -> NatsServer {
     NatsServer::start().await.expect("start nats-server")
 }
 
+/// A server, a registry instance (agents offline after 15 s) and a client, each on a
+/// connection of its own: where most tests start.
+pub async fn system() -> (NatsServer, Registry, Client) {
+    let server = server().await;
+    let instance = registry(&server.url(), Duration::from_secs(15)).await;
+    let client = client(&server.url()).await;
+    (server, instance, client)
+}
+
 /// A registry instance with its own connection.
 pub async fn registry(url: &str, offline_after: Duration) -> Registry {
     let config = Config { offline_after, ..Config::default() };
