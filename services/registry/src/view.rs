@@ -55,8 +55,17 @@ impl View for RegistryView {
         match &folded.state.doc {
             Some(doc) => {
                 // Every event changes what the entry shows (its status, its sequence).
-                let shown = Encoding::MessagePack.encode(&view_of(folded)).expect("an entry view encodes");
-                names.insert(key.name.clone(), Listed { aggregate: aggregate.clone(), shown });
+                match Encoding::MessagePack.encode(&view_of(folded)) {
+                    Ok(shown) => {
+                        names.insert(key.name.clone(), Listed { aggregate: aggregate.clone(), shown });
+                    }
+                    // A value that decoded but will not encode again: the entry cannot be
+                    // shown, but the view goes on (stopping here would stop the service).
+                    Err(error) => {
+                        tracing::error!(seq = event.seq, %aggregate, %error, "an entry cannot be shown; not listed");
+                        names.remove(&key.name);
+                    }
+                }
                 if content_changes {
                     let postings = self.index.entry(key.registry.clone()).or_default();
                     for index_key in criteria::index_keys(&doc.resource) {
@@ -258,7 +267,7 @@ impl RegistryView {
 
     /// A fingerprint of everything this view holds, the same on every instance that
     /// has applied the same log: every aggregate's head and state, in a fixed order.
-    pub fn digest(&self) -> Digest {
+    pub fn digest(&self) -> Result<Digest, Error> {
         let mut aggregates: Vec<_> = self.entries.iter().collect();
         aggregates.sort_by(|a, b| a.0.cmp(b.0));
         let mut hasher = blake3::Hasher::new();
@@ -275,7 +284,7 @@ impl RegistryView {
                 state.revision,
                 (state.registered_at.millis(), state.updated_at.millis(), state.online_since.millis()),
             );
-            hasher.update(&rmp_serde::to_vec(&record).expect("state encodes"));
+            hasher.update(&rmp_serde::to_vec(&record).map_err(|e| Error::Encode { reason: e.to_string() })?);
         }
         let registries = self
             .registries
@@ -283,7 +292,7 @@ impl RegistryView {
             .filter(|(_, names)| !names.is_empty())
             .map(|(registry, names)| (registry.to_string(), names.len() as u64))
             .collect();
-        Digest { last_seq: self.last_seq, digest: hasher.finalize().to_hex().to_string(), registries }
+        Ok(Digest { last_seq: self.last_seq, digest: hasher.finalize().to_hex().to_string(), registries })
     }
 }
 
@@ -507,7 +516,7 @@ mod tests {
             for (name, aggregate, _, _) in view.online_agents() {
                 prop_assert!(view.entry(&aggregate).is_some_and(|e| e.is_registered() && e.online), "{}", name);
             }
-            prop_assert_eq!(view.digest(), view_of_log(&log).digest());
+            prop_assert_eq!(view.digest().unwrap(), view_of_log(&log).digest().unwrap());
         }
 
         /// Pages, followed cursor to cursor, give the whole list once.
