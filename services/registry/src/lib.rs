@@ -32,7 +32,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::entry::{Entry, EntryCommand};
+use crate::entry::Entry;
 use crate::view::RegistryView;
 
 /// How a registry instance runs.
@@ -111,15 +111,12 @@ struct Commands;
 enum Outcome {
     Register(RegisterOutcome),
     Unregister(UnregisterOutcome),
-    /// The liveness decisions never come through the inbox; for completeness.
-    Liveness {
-        online: bool,
-    },
 }
 
 impl CommandHandler for Commands {
     type Aggregate = Entry;
     type View = RegistryView;
+    type Command = Command;
     type Outcome = Outcome;
 
     fn parse(
@@ -127,22 +124,20 @@ impl CommandHandler for Commands {
         command: &str,
         encoding: Encoding,
         payload: &[u8],
-    ) -> Result<(AggregateRef, EntryCommand), ProtocolError> {
+    ) -> Result<(AggregateRef, Command), ProtocolError> {
         let command = Command::parse(command, encoding, payload)?;
-        Ok((command.key().aggregate(), command.into()))
+        Ok((command.key().aggregate(), command))
     }
 
-    fn outcome(&self, command: &EntryCommand, executed: &Executed<Entry>) -> Outcome {
-        let state = &executed.state.state;
+    fn outcome(&self, command: &Command, executed: &Executed<Entry>) -> Outcome {
         match command {
-            EntryCommand::Register(doc) => Outcome::Register(RegisterOutcome {
+            Command::Register(doc) => Outcome::Register(RegisterOutcome {
                 registry: doc.registry.to_string(),
                 name: doc.name.to_string(),
-                revision: state.revision,
-                created: state.revision == 1,
+                revision: executed.state.state.revision,
+                created: executed.state.state.revision == 1,
             }),
-            EntryCommand::Unregister(_) => Outcome::Unregister(UnregisterOutcome { existed: true }),
-            EntryCommand::MarkOffline { .. } | EntryCommand::MarkOnline => Outcome::Liveness { online: state.online },
+            Command::Unregister(_) => Outcome::Unregister(UnregisterOutcome { existed: true }),
         }
     }
 }

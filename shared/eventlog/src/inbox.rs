@@ -36,6 +36,9 @@ pub trait CommandHandler: Send + Sync + 'static {
     type Aggregate: Aggregate;
     /// The view it decides from.
     type View: Holds<Self::Aggregate>;
+    /// The commands clients send: what the aggregate decides on, less the decisions a
+    /// service takes by itself (a timeout, a liveness transition).
+    type Command: Clone + Into<<Self::Aggregate as Aggregate>::Command> + Send + Sync;
     /// What an accepted command answers.
     type Outcome: Serialize + Send + Sync;
 
@@ -46,15 +49,11 @@ pub trait CommandHandler: Send + Sync + 'static {
         command: &str,
         encoding: Encoding,
         payload: &[u8],
-    ) -> Result<(AggregateRef, <Self::Aggregate as Aggregate>::Command), ProtocolError>;
+    ) -> Result<(AggregateRef, Self::Command), ProtocolError>;
 
     /// The answer to an accepted `command`, from the state just after it (for a command
     /// applied before, the state after that first time).
-    fn outcome(
-        &self,
-        command: &<Self::Aggregate as Aggregate>::Command,
-        executed: &Executed<Self::Aggregate>,
-    ) -> Self::Outcome;
+    fn outcome(&self, command: &Self::Command, executed: &Executed<Self::Aggregate>) -> Self::Outcome;
 }
 
 /// Commands one instance works on at once (across aggregates; one at a time per
@@ -69,7 +68,7 @@ const HAND_BACK_DELAY: Duration = Duration::from_secs(2);
 /// A command read and in line for its aggregate.
 struct Parsed<H: CommandHandler> {
     aggregate: AggregateRef,
-    command: <H::Aggregate as Aggregate>::Command,
+    command: H::Command,
     place: Place,
 }
 
@@ -266,7 +265,8 @@ impl<H: CommandHandler> Inbox<H> {
                     actor: inbound.actor.clone(),
                     correlation_id: None,
                 };
-                match self.executor.execute(place, &aggregate, &command, &meta).await {
+                let decision = command.clone().into();
+                match self.executor.execute(place, &aggregate, &decision, &meta).await {
                     Ok(executed) => {
                         self.counts.accepted.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");
