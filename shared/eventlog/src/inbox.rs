@@ -207,7 +207,8 @@ impl<H: CommandHandler> Inbox<H> {
             tokio::pin!(work);
             // Still working (waiting for its turn, or for the log): keep the message
             // from going to another instance meanwhile.
-            let mut progress = tokio::time::interval_at(Instant::now() + self.ack_wait / 3, self.ack_wait / 3);
+            let every = (self.ack_wait / 3).max(Duration::from_millis(10));
+            let mut progress = tokio::time::interval_at(Instant::now() + every, every);
             loop {
                 tokio::select! {
                     answer = &mut work => break answer,
