@@ -11,7 +11,6 @@
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use osp_protocol::EventPayload;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +30,7 @@ pub trait View: Default + Send + Sync + 'static {
 pub struct Projection<V> {
     view: Arc<RwLock<V>>,
     applied: watch::Receiver<u64>,
-    events: stream::Stream,
+    log: EventLog,
     filter: String,
 }
 
@@ -40,7 +39,7 @@ impl<V> Clone for Projection<V> {
         Projection {
             view: self.view.clone(),
             applied: self.applied.clone(),
-            events: self.events.clone(),
+            log: self.log.clone(),
             filter: self.filter.clone(),
         }
     }
@@ -72,8 +71,7 @@ impl<V: View> Projection<V> {
             }
         }
         tracing::info!(filter, applied = *applied_tx.borrow(), "projection caught up");
-        let projection =
-            Projection { view: view.clone(), applied, events: log.events.clone(), filter: filter.to_owned() };
+        let projection = Projection { view: view.clone(), applied, log: log.clone(), filter: filter.to_owned() };
         tokio::spawn(keep_live(log.clone(), filter.to_owned(), view, applied_tx, follow, shutdown));
         Ok(projection)
     }
@@ -113,13 +111,12 @@ impl<V: View> Projection<V> {
             }
             // The next matching event after what is applied: if there is none up to
             // `seq`, this view already holds everything `seq` stands for.
-            let next = match self.events.get_first_raw_message_by_subject(&self.filter, now + 1).await {
-                Ok(message) if message.sequence <= seq => message.sequence,
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(()),
-                Err(e) => {
-                    return Err(osp_protocol::Error::Unavailable { reason: format!("reading the log's index: {e}") })
-                }
+            let lookup = self.log.next_matching(&self.filter, now + 1);
+            let next = match tokio::time::timeout_at(deadline, lookup).await {
+                Ok(Ok(Some(next))) if next <= seq => next,
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => return Err(osp_protocol::Error::Unavailable { reason: e.to_string() }),
+                Err(_) => return Err(osp_protocol::Error::Lagging { wanted: seq, applied: self.applied() }),
             };
             let reached = matches!(
                 tokio::time::timeout_at(deadline, applied.wait_for(|applied| *applied >= next)).await,
@@ -242,9 +239,8 @@ impl Stall {
             *self = Stall { applied, missing: None };
             return false;
         }
-        let next = match log.events.get_first_raw_message_by_subject(filter, applied + 1).await {
-            Ok(message) => Some(message.sequence),
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => None,
+        let next = match log.next_matching(filter, applied + 1).await {
+            Ok(next) => next,
             Err(error) => {
                 tracing::debug!(%error, filter, "cannot check the log for missed events now");
                 return false;

@@ -7,6 +7,7 @@
 //! stream and never panics.
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use bytes::Bytes;
 use futures::StreamExt;
 use osp_protocol::{AggregateRef, Envelope, EventHash, EventPayload, Timestamp};
@@ -210,6 +211,16 @@ impl EventLog {
         }
         let head = events.last().map_or(Head::EMPTY, Head::after);
         Ok(Loaded { events, head })
+    }
+
+    /// The stream sequence of the first event matching `filter` at or after `from`, if
+    /// any, from the stream's index (asked of the leader).
+    pub(crate) async fn next_matching(&self, filter: &str, from: u64) -> Result<Option<u64>> {
+        match self.events.get_first_raw_message_by_subject(filter, from).await {
+            Ok(message) => Ok(Some(message.sequence)),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(Error::Nats { operation: "read the log's index", source: Box::new(e) }),
+        }
     }
 
     /// The sequence of the last message stored in the log (0 when empty).
