@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use osp_eventlog::{
-    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbox, InboxCounts, Projection,
+    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
     DEFAULT_ACK_WAIT,
 };
 use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
@@ -119,13 +119,8 @@ impl CommandHandler for Commands {
     type Command = Command;
     type Outcome = Outcome;
 
-    fn parse(
-        &self,
-        command: &str,
-        encoding: Encoding,
-        payload: &[u8],
-    ) -> Result<(AggregateRef, Command), ProtocolError> {
-        let command = Command::parse(command, encoding, payload)?;
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Command), ProtocolError> {
+        let command = Command::parse(&inbound.command, encoding, &inbound.payload)?;
         Ok((command.key().aggregate(), command))
     }
 

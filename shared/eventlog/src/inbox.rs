@@ -42,14 +42,11 @@ pub trait CommandHandler: Send + Sync + 'static {
     /// What an accepted command answers.
     type Outcome: Serialize + Send + Sync;
 
-    /// Reads command `command` (the inbox subject's last token) from `payload`: the
-    /// aggregate it addresses and the command, or what is wrong with it.
-    fn parse(
-        &self,
-        command: &str,
-        encoding: Encoding,
-        payload: &[u8],
-    ) -> Result<(AggregateRef, Self::Command), ProtocolError>;
+    /// Reads the command `inbound.command` (the inbox subject's last token) from
+    /// `inbound.payload` in `encoding`: the aggregate it addresses and the command, or
+    /// what is wrong with it. The headers (id, actor) are there for commands whose
+    /// defaults come from them.
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Self::Command), ProtocolError>;
 
     /// The answer to an accepted `command`, from the state just after it (for a command
     /// applied before, the state after that first time).
@@ -190,7 +187,7 @@ impl<H: CommandHandler> Inbox<H> {
     /// Checks the headers and reads the command; takes its aggregate's place in line.
     async fn parse(&self, inbound: &Inbound) -> Result<Parsed<H>, ProtocolError> {
         let encoding = inbound.check_headers()?;
-        let (aggregate, command) = self.handler.parse(&inbound.command, encoding, &inbound.payload)?;
+        let (aggregate, command) = self.handler.parse(inbound, encoding)?;
         let place = self.executor.queue(&aggregate).await;
         Ok(Parsed { aggregate, command, place })
     }

@@ -90,6 +90,40 @@ pub enum Error {
         /// The commands the service knows.
         known: Vec<String>,
     },
+    /// The command is well formed but the state of what it addresses does not allow it
+    /// (approve a completed run, resume a running one).
+    #[error("cannot {command} {target}: it is {state}{}", reason_suffix(.reason))]
+    IllegalTransition {
+        /// The command (`approve`, `resume`, ...).
+        command: String,
+        /// What it addresses (`run r-1`).
+        target: String,
+        /// The state it is in (`completed`, `in-progress`, ...).
+        state: String,
+        /// More about why, when there is more to say.
+        reason: String,
+    },
+    /// The sender may not do this (an approver not on the run's list).
+    #[error("forbidden: {field} {value:?} {reason}")]
+    Forbidden {
+        /// What named the sender (`Osp-Actor header`).
+        field: String,
+        /// Who it was.
+        value: String,
+        /// Why it may not.
+        reason: String,
+    },
+    /// The id is taken by something different (a run id submitted again with another
+    /// capability or input).
+    #[error("{field} {value:?} conflicts: {reason}")]
+    Conflict {
+        /// Which input.
+        field: String,
+        /// Its value.
+        value: String,
+        /// What it conflicts with.
+        reason: String,
+    },
     /// A query asked to see the log up to a sequence this instance has not applied in
     /// time (read-your-writes); asking again, or another instance, will do.
     #[error("this instance has applied the log up to seq {applied}, not yet to {wanted}; try again")]
@@ -128,6 +162,9 @@ impl Error {
             Error::Invalid { .. } => "invalid",
             Error::NotFound { .. } => "not_found",
             Error::UnknownCommand { .. } => "unknown_command",
+            Error::IllegalTransition { .. } => "illegal_transition",
+            Error::Forbidden { .. } => "forbidden",
+            Error::Conflict { .. } => "conflict",
             Error::Lagging { .. } => "lagging",
             Error::Unavailable { .. } => "unavailable",
             Error::Encode { .. } => "encode",
@@ -137,9 +174,11 @@ impl Error {
     /// The field at fault, when the error names one (for `Malformed`, its decode path).
     pub fn field(&self) -> Option<&str> {
         match self {
-            Error::InvalidToken { field, .. } | Error::Invalid { field, .. } | Error::NotFound { field, .. } => {
-                Some(field)
-            }
+            Error::InvalidToken { field, .. }
+            | Error::Invalid { field, .. }
+            | Error::NotFound { field, .. }
+            | Error::Forbidden { field, .. }
+            | Error::Conflict { field, .. } => Some(field),
             Error::Malformed { path, .. } if !path.is_empty() && path != "." => Some(path),
             _ => None,
         }
@@ -149,6 +188,14 @@ impl Error {
     /// timing's, not the request's.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Lagging { .. } | Error::Unavailable { .. })
+    }
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!("; {reason}")
     }
 }
 
@@ -177,6 +224,14 @@ mod tests {
             Error::Invalid { field: "resource.capabilities[1]".into(), reason: "r".into() },
             Error::NotFound { field: "name".into(), value: "bob".into(), reason: "r".into() },
             Error::UnknownCommand { service: "registry".into(), command: "x".into(), known: vec!["register".into()] },
+            Error::IllegalTransition {
+                command: "approve".into(),
+                target: "run r-1".into(),
+                state: "completed".into(),
+                reason: String::new(),
+            },
+            Error::Forbidden { field: "Osp-Actor header".into(), value: "eve".into(), reason: "r".into() },
+            Error::Conflict { field: "run_id".into(), value: "r-1".into(), reason: "r".into() },
             Error::Lagging { wanted: 9, applied: 3 },
             Error::Unavailable { reason: "r".into() },
             Error::Encode { reason: "r".into() },

@@ -16,6 +16,7 @@ mod payload;
 pub mod registry;
 mod rejection;
 mod reply;
+pub mod scheduler;
 pub mod subject;
 mod timestamp;
 

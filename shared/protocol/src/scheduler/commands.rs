@@ -1,0 +1,589 @@
+//! Commands to the scheduler: `osp.v1.in.scheduler.<command>`, in MessagePack or JSON.
+//!
+//! From submitters: `submit`, `cancel`, `pause`, `resume`, `approve`, `reject`, `answer`.
+//! From agents, about the attempt they hold: `started`, `progress`, `log`, `ask`,
+//! `completed`, `failed`. Heartbeats are not commands: they go to
+//! `osp.v1.task.<run_id>.heartbeat` on core NATS and are never stored.
+//!
+//! Fields are snake_case (`run_id`); the camelCase spellings of the OSP TypeScript types
+//! (`runId`, `gracefulTimeoutMs`, `requestId`) are accepted too. Unknown fields are
+//! refused. Sizes are measured on the MessagePack encoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::document::{encoded_len, Document};
+use crate::scheduler::options::{RunOptions, DEFAULT_GRACEFUL_TIMEOUT_MS, MAX_MS};
+use crate::scheduler::{TaskError, SERVICE};
+use crate::{check_size, Encoding, Error, Token};
+
+/// Largest task input or output, encoded.
+pub const MAX_DATA_BYTES: usize = 256 * 1024;
+/// Largest question, answer or metadata, encoded.
+pub const MAX_SMALL_DATA_BYTES: usize = 64 * 1024;
+/// Longest log line.
+pub const MAX_LOG_BYTES: usize = 8 * 1024;
+/// Longest reason, progress message or error message.
+pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+
+/// The command tokens of the scheduler's inbox subjects.
+pub const COMMANDS: &[&str] = &[
+    "submit",
+    "cancel",
+    "pause",
+    "resume",
+    "approve",
+    "reject",
+    "answer",
+    "started",
+    "progress",
+    "log",
+    "ask",
+    "completed",
+    "failed",
+];
+
+/// Who sent a command, and its id: what some commands take their defaults from.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin<'a> {
+    /// The command's id (`Osp-Command-Id`): a submit without `run_id` gets an id
+    /// derived from it, the same on every redelivery.
+    pub command_id: &'a str,
+    /// `Osp-Actor`: the approver of an approval, the agent of a report.
+    pub actor: &'a str,
+}
+
+/// A command to the scheduler.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Create a run.
+    Submit(Submit),
+    /// End a run as cancelled.
+    Cancel(Cancel),
+    /// Stop dispatching new work.
+    Pause(Pause),
+    /// Dispatch again.
+    Resume(Token),
+    /// Approve (or reject) a run waiting for approval.
+    Decide(Decision),
+    /// Answer the agent's question.
+    Answer(Answer),
+    /// A report of the agent holding an attempt.
+    Report(Report),
+}
+
+/// Create a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Submit {
+    /// Its id.
+    pub run_id: Token,
+    /// Which agents execute it.
+    pub capability: Token,
+    /// The task's input.
+    pub input: Document,
+    /// How it runs.
+    pub options: RunOptions,
+    /// The submitter's own data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Document>,
+}
+
+/// End a run as cancelled.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cancel {
+    /// The run.
+    pub run_id: Token,
+    /// Why.
+    pub reason: String,
+    /// Tell the agent and wait for it to stop (up to `graceful_timeout_ms`), then force.
+    pub graceful: bool,
+    /// How long a graceful cancel waits.
+    pub graceful_timeout_ms: u64,
+}
+
+/// Stop dispatching new work.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Pause {
+    /// The run.
+    pub run_id: Token,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// An approver's decision.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    /// The run.
+    pub run_id: Token,
+    /// Who decides: the command's `Osp-Actor`.
+    pub approver: String,
+    /// Approve or reject.
+    pub approved: bool,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+/// The answer to an agent's question.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Answer {
+    /// The run.
+    pub run_id: Token,
+    /// The question answered; the open one when absent.
+    pub request_id: Option<String>,
+    /// The answer.
+    pub answer: Document,
+}
+
+/// A report about an attempt, from the agent holding it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    /// The run.
+    pub run_id: Token,
+    /// The attempt (from the task message).
+    pub attempt: u32,
+    /// The agent: the payload's `agent`, else the command's `Osp-Actor`.
+    pub agent: String,
+    /// What it reports.
+    pub kind: ReportKind,
+}
+
+/// What an agent reports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum ReportKind {
+    /// It took the task.
+    Started,
+    /// Progress.
+    Progress {
+        /// Done.
+        current: u64,
+        /// In all.
+        total: Option<u64>,
+        /// What it is doing.
+        message: Option<String>,
+    },
+    /// A log line.
+    Log {
+        /// `debug`, `info`, `warn` or `error`.
+        level: String,
+        /// The line.
+        message: String,
+    },
+    /// A question for a person.
+    Ask {
+        /// Its id.
+        request_id: String,
+        /// The question.
+        question: Document,
+    },
+    /// Success.
+    Completed {
+        /// The output.
+        output: Document,
+    },
+    /// Failure.
+    Failed {
+        /// What went wrong.
+        error: TaskError,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+    },
+}
+
+impl Command {
+    /// The run it addresses.
+    pub fn run_id(&self) -> &Token {
+        match self {
+            Command::Submit(c) => &c.run_id,
+            Command::Cancel(c) => &c.run_id,
+            Command::Pause(c) => &c.run_id,
+            Command::Resume(run_id) => run_id,
+            Command::Decide(c) => &c.run_id,
+            Command::Answer(c) => &c.run_id,
+            Command::Report(c) => &c.run_id,
+        }
+    }
+
+    /// The command's token on the inbox subject.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Submit(_) => "submit",
+            Command::Cancel(_) => "cancel",
+            Command::Pause(_) => "pause",
+            Command::Resume(_) => "resume",
+            Command::Decide(d) if d.approved => "approve",
+            Command::Decide(_) => "reject",
+            Command::Answer(_) => "answer",
+            Command::Report(r) => r.kind.name(),
+        }
+    }
+
+    /// Reads command `command` (the subject's last token), checking every rule; the
+    /// error names the field at fault.
+    pub fn parse(command: &str, encoding: Encoding, payload: &[u8], origin: Origin<'_>) -> Result<Command, Error> {
+        match command {
+            "submit" => parse_submit(encoding.decode(payload)?, origin).map(Command::Submit),
+            "cancel" => {
+                let wire: CancelWire = encoding.decode(payload)?;
+                let graceful_timeout_ms = wire.graceful_timeout_ms.unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_MS);
+                if graceful_timeout_ms == 0 || graceful_timeout_ms > MAX_MS {
+                    return Err(Error::Invalid {
+                        field: "graceful_timeout_ms".into(),
+                        reason: format!("must be 1 to {MAX_MS} ms"),
+                    });
+                }
+                Ok(Command::Cancel(Cancel {
+                    run_id: run_id(&wire.run_id)?,
+                    reason: text("reason", wire.reason.unwrap_or_else(|| "cancelled".into()))?,
+                    graceful: wire.graceful,
+                    graceful_timeout_ms,
+                }))
+            }
+            "pause" => {
+                let wire: RunWithReason = encoding.decode(payload)?;
+                Ok(Command::Pause(Pause {
+                    run_id: run_id(&wire.run_id)?,
+                    reason: optional_text("reason", wire.reason)?,
+                }))
+            }
+            "resume" => {
+                let wire: RunOnly = encoding.decode(payload)?;
+                Ok(Command::Resume(run_id(&wire.run_id)?))
+            }
+            "approve" | "reject" => {
+                let wire: RunWithReason = encoding.decode(payload)?;
+                Ok(Command::Decide(Decision {
+                    run_id: run_id(&wire.run_id)?,
+                    approver: origin.actor.to_owned(),
+                    approved: command == "approve",
+                    reason: optional_text("reason", wire.reason)?,
+                }))
+            }
+            "answer" => {
+                let wire: AnswerWire = encoding.decode(payload)?;
+                check_size("answer", encoded_len(&wire.answer), MAX_SMALL_DATA_BYTES)?;
+                Ok(Command::Answer(Answer {
+                    run_id: run_id(&wire.run_id)?,
+                    request_id: wire.request_id.map(|id| request_id(&id)).transpose()?,
+                    answer: wire.answer,
+                }))
+            }
+            "started" | "progress" | "log" | "ask" | "completed" | "failed" => {
+                let wire: ReportWire = encoding.decode(payload)?;
+                parse_report(command, wire, origin).map(Command::Report)
+            }
+            _ => Err(Error::UnknownCommand {
+                service: SERVICE.into(),
+                command: command.to_owned(),
+                known: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
+            }),
+        }
+    }
+}
+
+impl ReportKind {
+    /// The command token of the report.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ReportKind::Started => "started",
+            ReportKind::Progress { .. } => "progress",
+            ReportKind::Log { .. } => "log",
+            ReportKind::Ask { .. } => "ask",
+            ReportKind::Completed { .. } => "completed",
+            ReportKind::Failed { .. } => "failed",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitWire {
+    #[serde(default, alias = "runId")]
+    run_id: Option<String>,
+    capability: String,
+    #[serde(default = "nil")]
+    input: Document,
+    #[serde(default)]
+    options: RunOptions,
+    #[serde(default)]
+    metadata: Option<Document>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelWire {
+    #[serde(alias = "runId")]
+    run_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    graceful: bool,
+    #[serde(default, alias = "gracefulTimeoutMs")]
+    graceful_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunWithReason {
+    #[serde(alias = "runId")]
+    run_id: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunOnly {
+    #[serde(alias = "runId")]
+    run_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerWire {
+    #[serde(alias = "runId")]
+    run_id: String,
+    #[serde(default, alias = "requestId")]
+    request_id: Option<String>,
+    answer: Document,
+}
+
+/// Every report's fields; which are allowed depends on the report.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportWire {
+    #[serde(alias = "runId")]
+    run_id: String,
+    attempt: u32,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    current: Option<u64>,
+    #[serde(default)]
+    total: Option<u64>,
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    level: Option<String>,
+    #[serde(default, alias = "requestId")]
+    request_id: Option<String>,
+    #[serde(default)]
+    question: Option<Document>,
+    #[serde(default)]
+    output: Option<Document>,
+    #[serde(default)]
+    error: Option<ErrorWire>,
+    #[serde(default)]
+    retryable: Option<bool>,
+}
+
+/// An error as an agent reports it: a message, or `{kind?, message, details?}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorWire {
+    Message(String),
+    Full {
+        #[serde(default)]
+        kind: Option<String>,
+        message: String,
+        #[serde(default)]
+        details: Option<Document>,
+    },
+}
+
+fn parse_submit(wire: SubmitWire, origin: Origin<'_>) -> Result<Submit, Error> {
+    let run_id = match wire.run_id {
+        Some(id) => run_id(&id)?,
+        None => derived_run_id(origin.command_id),
+    };
+    let capability = Token::new("capability", wire.capability)?;
+    check_size("input", encoded_len(&wire.input), MAX_DATA_BYTES)?;
+    if let Some(metadata) = &wire.metadata {
+        check_size("metadata", encoded_len(metadata), MAX_SMALL_DATA_BYTES)?;
+    }
+    wire.options.check()?;
+    Ok(Submit { run_id, capability, input: wire.input, options: wire.options, metadata: wire.metadata })
+}
+
+fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<Report, Error> {
+    if wire.attempt == 0 {
+        return Err(Error::Invalid { field: "attempt".into(), reason: "attempts count from 1".into() });
+    }
+    let allowed: &[&str] = match command {
+        "started" => &[],
+        "progress" => &["current", "total", "message"],
+        "log" => &["level", "message"],
+        "ask" => &["request_id", "question"],
+        "completed" => &["output"],
+        _ => &["error", "retryable"],
+    };
+    let given = [
+        ("current", wire.current.is_some()),
+        ("total", wire.total.is_some()),
+        ("message", wire.message.is_some()),
+        ("level", wire.level.is_some()),
+        ("request_id", wire.request_id.is_some()),
+        ("question", wire.question.is_some()),
+        ("output", wire.output.is_some()),
+        ("error", wire.error.is_some()),
+        ("retryable", wire.retryable.is_some()),
+    ];
+    if let Some((field, _)) = given.iter().find(|(field, given)| *given && !allowed.contains(field)) {
+        return Err(Error::Invalid { field: (*field).into(), reason: format!("not a field of a {command} report") });
+    }
+    let kind = match command {
+        "started" => ReportKind::Started,
+        "progress" => ReportKind::Progress {
+            current: wire.current.ok_or_else(|| missing("current"))?,
+            total: wire.total,
+            message: optional_text("message", wire.message)?,
+        },
+        "log" => {
+            let level = wire.level.unwrap_or_else(|| "info".into());
+            if !["debug", "info", "warn", "error"].contains(&level.as_str()) {
+                return Err(Error::Invalid {
+                    field: "level".into(),
+                    reason: format!("{level:?} is not one of debug, info, warn, error"),
+                });
+            }
+            let message = wire.message.ok_or_else(|| missing("message"))?;
+            check_size("message", message.len(), MAX_LOG_BYTES)?;
+            ReportKind::Log { level, message }
+        }
+        "ask" => {
+            let question = wire.question.ok_or_else(|| missing("question"))?;
+            check_size("question", encoded_len(&question), MAX_SMALL_DATA_BYTES)?;
+            let request_id = match wire.request_id {
+                Some(id) => request_id(&id)?,
+                None => format!("q{}", wire.attempt),
+            };
+            ReportKind::Ask { request_id, question }
+        }
+        "completed" => {
+            let output = wire.output.unwrap_or(Document::Nil);
+            check_size("output", encoded_len(&output), MAX_DATA_BYTES)?;
+            ReportKind::Completed { output }
+        }
+        _ => {
+            let error = match wire.error.ok_or_else(|| missing("error"))? {
+                ErrorWire::Message(message) => TaskError { kind: "error".into(), message, details: None },
+                ErrorWire::Full { kind, message, details } => {
+                    TaskError { kind: kind.unwrap_or_else(|| "error".into()), message, details }
+                }
+            };
+            error.check()?;
+            ReportKind::Failed { error, retryable: wire.retryable.unwrap_or(true) }
+        }
+    };
+    let agent = wire.agent.unwrap_or_else(|| origin.actor.to_owned());
+    if agent.is_empty() || agent.len() > 128 {
+        return Err(Error::Invalid { field: "agent".into(), reason: "must be 1 to 128 bytes".into() });
+    }
+    Ok(Report { run_id: run_id(&wire.run_id)?, attempt: wire.attempt, agent, kind })
+}
+
+fn nil() -> Document {
+    Document::Nil
+}
+
+fn missing(field: &str) -> Error {
+    Error::Invalid { field: field.into(), reason: "is required".into() }
+}
+
+fn run_id(value: &str) -> Result<Token, Error> {
+    Token::new("run_id", value)
+}
+
+fn request_id(value: &str) -> Result<String, Error> {
+    Token::new("request_id", value).map(|token| token.as_str().to_owned())
+}
+
+fn text(field: &str, value: String) -> Result<String, Error> {
+    check_size(field, value.len(), MAX_TEXT_BYTES)?;
+    Ok(value)
+}
+
+fn optional_text(field: &str, value: Option<String>) -> Result<Option<String>, Error> {
+    value.map(|value| text(field, value)).transpose()
+}
+
+/// The run id a submit without one gets: derived from the command's id, so a redelivered
+/// submit names the same run.
+pub fn derived_run_id(command_id: &str) -> Token {
+    let hash = blake3::hash(command_id.as_bytes());
+    Token::new("run_id", format!("r-{}", &hash.to_hex()[..32])).expect("hex is a valid token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORIGIN: Origin<'static> = Origin { command_id: "c-1", actor: "ann" };
+
+    fn json(command: &str, text: &str) -> Result<Command, Error> {
+        Command::parse(command, Encoding::Json, text.as_bytes(), ORIGIN)
+    }
+
+    #[test]
+    fn submit_reads_the_spec_shape_and_derives_a_missing_run_id() {
+        let Command::Submit(submit) =
+            json("submit", r#"{"capability":"summarize","input":{"text":"hi"},"options":{"retry":{"attempts":2}}}"#)
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(submit.run_id, derived_run_id("c-1"));
+        assert_eq!(submit.options.max_attempts(), 2);
+        let Command::Submit(named) = json("submit", r#"{"runId":"r-7","capability":"x"}"#).unwrap() else { panic!() };
+        assert_eq!((named.run_id.as_str(), named.input.clone()), ("r-7", Document::Nil));
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        for (command, text, field) in [
+            ("submit", r#"{"run_id":"a.b","capability":"x"}"#, "run_id"),
+            ("submit", r#"{"run_id":"*","capability":"x"}"#, "run_id"),
+            ("submit", r#"{"capability":"a b"}"#, "capability"),
+            ("submit", r#"{"capability":"x","options":{"retry":{"attempts":0}}}"#, "options.retry.attempts"),
+            ("cancel", r#"{"run_id":"r","graceful_timeout_ms":0}"#, "graceful_timeout_ms"),
+            ("progress", r#"{"run_id":"r","attempt":1}"#, "current"),
+            ("progress", r#"{"run_id":"r","attempt":1,"current":1,"output":3}"#, "output"),
+            ("started", r#"{"run_id":"r","attempt":0}"#, "attempt"),
+            ("log", r#"{"run_id":"r","attempt":1,"message":"m","level":"loud"}"#, "level"),
+            ("failed", r#"{"run_id":"r","attempt":1}"#, "error"),
+            ("answer", r#"{"run_id":"r","request_id":"a.b","answer":1}"#, "request_id"),
+        ] {
+            let err = json(command, text).unwrap_err();
+            assert_eq!(err.field(), Some(field), "{command} {text}: {err}");
+        }
+        let err = json("submit", r#"{"capability":"x","input":{},"extra":1}"#).unwrap_err().to_string();
+        assert!(err.contains("extra"), "{err}");
+        let err = json("launch", "{}").unwrap_err().to_string();
+        assert!(err.contains("unknown command \"launch\"") && err.contains("submit"), "{err}");
+        let big = format!(r#"{{"capability":"x","input":"{}"}}"#, "x".repeat(MAX_DATA_BYTES));
+        assert_eq!(json("submit", &big).unwrap_err().code(), "too_large");
+    }
+
+    #[test]
+    fn approvals_and_reports_take_their_sender_from_the_actor() {
+        let Command::Decide(decision) = json("reject", r#"{"run_id":"r","reason":"no"}"#).unwrap() else { panic!() };
+        assert_eq!((decision.approver.as_str(), decision.approved), ("ann", false));
+        let Command::Report(report) = json("failed", r#"{"run_id":"r","attempt":2,"error":"boom"}"#).unwrap() else {
+            panic!()
+        };
+        assert_eq!(report.agent, "ann");
+        assert_eq!(
+            report.kind,
+            ReportKind::Failed {
+                error: TaskError { kind: "error".into(), message: "boom".into(), details: None },
+                retryable: true
+            }
+        );
+        let Command::Report(report) = json(
+            "failed",
+            r#"{"run_id":"r","attempt":2,"agent":"a1","error":{"kind":"quota","message":"m"},"retryable":false}"#,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!((report.agent.as_str(), report.kind.name()), ("a1", "failed"));
+    }
+}

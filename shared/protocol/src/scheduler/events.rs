@@ -1,0 +1,311 @@
+//! Events of runs: kind `run`, subject `osp.v1.evt.run.<run_id>`.
+//!
+//! Each attempt of a run's task has its own trail (`run.dispatched` → `run.started` →
+//! `run.progress` / `run.log` / `run.input_*` → `run.completed` or `run.attempt_failed`),
+//! every event naming its attempt; what happens to the run as a whole (approval, pause,
+//! cancel, timeouts, retries, its end) has events of its own. Who and when are in the
+//! envelope (`actor`, `occurred_at`); why is in the payload where there is a why.
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Document;
+use crate::scheduler::options::{OnTimeout, RunOptions};
+use crate::scheduler::TaskError;
+use crate::{Timestamp, Token};
+
+/// The run was created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// The capability whose agents execute its task.
+    pub capability: Token,
+    /// The task's input.
+    pub input: Document,
+    /// How it runs.
+    pub options: RunOptions,
+    /// The submitter's own data, kept with the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Document>,
+}
+
+/// The run waits for approval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequested {
+    /// What the approvers are asked.
+    pub message: String,
+    /// Who may decide; anyone when empty.
+    pub approvers: Vec<String>,
+    /// Approvals needed.
+    pub required: u32,
+    /// When the request expires, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// On expiry: approve (true) or cancel.
+    pub auto_approve_on_timeout: bool,
+}
+
+/// One approver decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecided {
+    /// Who.
+    pub approver: String,
+    /// Approve or reject.
+    pub approved: bool,
+    /// Why, if they said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Approval is complete: the task may be dispatched.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Approved {
+    /// The approvers whose approvals counted (empty when approved on expiry).
+    pub by: Vec<String>,
+    /// Approved because the request expired with auto-approve.
+    pub on_expiry: bool,
+}
+
+/// The approval request expired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalExpired {
+    /// Approvals received by then.
+    pub approvals: u32,
+    /// Whether the run was approved because of it (else it is cancelled).
+    pub auto_approved: bool,
+}
+
+/// An attempt's task was put on the capability's work queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Dispatched {
+    /// Which attempt, from 1.
+    pub attempt: u32,
+    /// Which dispatch of that attempt, from 1 (an attempt deferred by a pause is
+    /// dispatched again on resume).
+    pub dispatch: u32,
+    /// When the attempt times out, if the run has a timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+}
+
+/// An agent took a task of a paused run: it gave the task back, and the attempt will
+/// be dispatched again on resume.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Deferred {
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent that took it.
+    pub agent: String,
+}
+
+/// An agent started an attempt: from now it owns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Started {
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent.
+    pub agent: String,
+}
+
+/// Progress of an attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progressed {
+    /// The attempt.
+    pub attempt: u32,
+    /// Work done.
+    pub current: u64,
+    /// Work in all, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// What it is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A log line of an attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Logged {
+    /// The attempt.
+    pub attempt: u32,
+    /// `debug`, `info`, `warn` or `error`.
+    pub level: String,
+    /// The line.
+    pub message: String,
+}
+
+/// The agent asked a question; the run waits for an answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputRequested {
+    /// The attempt.
+    pub attempt: u32,
+    /// The question's id: the answer names it.
+    pub request_id: String,
+    /// The question.
+    pub question: Document,
+}
+
+/// The question was answered (the answer is sent on to the agent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputAnswered {
+    /// The question's id.
+    pub request_id: String,
+    /// The answer.
+    pub answer: Document,
+}
+
+/// The run's task succeeded: the run is completed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Completed {
+    /// The attempt that succeeded.
+    pub attempt: u32,
+    /// Its output.
+    pub output: Document,
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The agent reported the failure.
+    Agent,
+    /// The run's timeout fired (`onTimeout: fail`).
+    Timeout,
+    /// The agent stopped sending heartbeats.
+    Heartbeat,
+    /// The registry marked the agent offline.
+    AgentOffline,
+}
+
+impl FailureCause {
+    /// The error kind the runtime gives failures it detects itself.
+    pub fn kind(self) -> &'static str {
+        match self {
+            FailureCause::Agent => "error",
+            FailureCause::Timeout => "timeout",
+            FailureCause::Heartbeat => "heartbeat",
+            FailureCause::AgentOffline => "agent_offline",
+        }
+    }
+}
+
+/// An attempt failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptFailed {
+    /// The attempt.
+    pub attempt: u32,
+    /// What went wrong.
+    pub error: TaskError,
+    /// Whether it may be retried.
+    pub retryable: bool,
+    /// Who found out.
+    pub cause: FailureCause,
+}
+
+/// Another attempt will be dispatched after a delay.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetryScheduled {
+    /// The attempt to come.
+    pub attempt: u32,
+    /// The delay the backoff gave.
+    pub delay_ms: u64,
+    /// When it is due.
+    pub due_at: Timestamp,
+}
+
+/// An attempt's timeout fired.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimedOut {
+    /// The attempt.
+    pub attempt: u32,
+    /// What the run's options said to do.
+    pub action: OnTimeout,
+    /// The timeout, in ms.
+    pub after_ms: u64,
+}
+
+/// No new work is dispatched until resumed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Paused {
+    /// Why, if the sender said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Dispatching goes on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resumed {}
+
+/// A graceful cancel: the agent is told and has until `deadline` to stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelRequested {
+    /// Why.
+    pub reason: String,
+    /// When the cancel is forced.
+    pub deadline: Timestamp,
+}
+
+/// The run ended cancelled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cancelled {
+    /// Why.
+    pub reason: String,
+    /// True when an attempt was still running and was not given (or did not take) the
+    /// chance to stop by itself.
+    pub forced: bool,
+}
+
+/// The run ended failed: its last attempt failed and no retry is left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failed {
+    /// The last attempt's error.
+    pub error: TaskError,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+crate::event_payload! {
+    /// What can happen to a run.
+    #[derive(Clone, Debug, PartialEq)]
+    pub enum RunEvent {
+        /// Created.
+        Submitted(Submitted) = ("run.submitted", 1),
+        /// Waiting for approval.
+        ApprovalRequested(ApprovalRequested) = ("run.approval_requested", 1),
+        /// One approver decided.
+        ApprovalDecided(ApprovalDecided) = ("run.approval_decided", 1),
+        /// The request expired.
+        ApprovalExpired(ApprovalExpired) = ("run.approval_expired", 1),
+        /// Approved: dispatch follows.
+        Approved(Approved) = ("run.approved", 1),
+        /// A task on the work queue.
+        Dispatched(Dispatched) = ("run.dispatched", 1),
+        /// A task taken during a pause, given back.
+        Deferred(Deferred) = ("run.deferred", 1),
+        /// An agent owns the attempt.
+        Started(Started) = ("run.started", 1),
+        /// Progress.
+        Progressed(Progressed) = ("run.progress", 1),
+        /// A log line.
+        Logged(Logged) = ("run.log", 1),
+        /// A question for a person.
+        InputRequested(InputRequested) = ("run.input_requested", 1),
+        /// Its answer.
+        InputAnswered(InputAnswered) = ("run.input_answered", 1),
+        /// An attempt failed.
+        AttemptFailed(AttemptFailed) = ("run.attempt_failed", 1),
+        /// A retry is due later.
+        RetryScheduled(RetryScheduled) = ("run.retry_scheduled", 1),
+        /// A timeout fired.
+        TimedOut(TimedOut) = ("run.timed_out", 1),
+        /// Paused.
+        Paused(Paused) = ("run.paused", 1),
+        /// Resumed.
+        Resumed(Resumed) = ("run.resumed", 1),
+        /// The agent is asked to stop.
+        CancelRequested(CancelRequested) = ("run.cancel_requested", 1),
+        /// Ended: succeeded.
+        Completed(Completed) = ("run.completed", 1),
+        /// Ended: failed.
+        Failed(Failed) = ("run.failed", 1),
+        /// Ended: cancelled.
+        Cancelled(Cancelled) = ("run.cancelled", 1),
+    }
+}

@@ -1,0 +1,397 @@
+//! Queries of the scheduler: NATS micro-service endpoints `osp.v1.q.scheduler.<query>`,
+//! answered in the request's encoding with a [`crate::Reply`].
+//!
+//! | query | request | result |
+//! |---|---|---|
+//! | `get` | `{run_id}` | [`RunView`], or `not_found` |
+//! | `list` | `{status?, capability?, after?, limit?}` | [`RunPage`]: summaries by run id |
+//! | `digest` | `{}` | [`Digest`]: a hash of every run's state, to compare instances |
+//!
+//! To follow a run live, read its events from the log (`osp.v1.evt.run.<run_id>`,
+//! an ordered consumer from the start); `get` with `Osp-Min-Seq` gives the state at any
+//! event's sequence or later.
+
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Document;
+use crate::scheduler::{FailureCause, RunOptions, TaskError};
+use crate::Timestamp;
+
+/// The query names (endpoints) of the scheduler.
+pub const QUERIES: &[&str] = &["get", "list", "digest"];
+/// Runs per page when the query does not say.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// Most runs per page.
+pub const MAX_LIMIT: u32 = 1000;
+/// Log lines a [`RunView`] carries (the latest); the log holds them all.
+pub const VIEW_LOG_LINES: usize = 100;
+
+/// Where a run is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Created; waiting to be dispatched, on the work queue, or waiting for a retry.
+    Pending,
+    /// An agent is working on it.
+    InProgress,
+    /// Waiting for a person: approval or an answer.
+    Awaiting,
+    /// Ended: succeeded.
+    Completed,
+    /// Ended: failed.
+    Failed,
+    /// Ended: cancelled.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// True once the run has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled)
+    }
+
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::InProgress => "in-progress",
+            RunStatus::Awaiting => "awaiting",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RunStatus, String> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| format!("{s:?} is not a status: pending, in-progress, awaiting, completed, failed, cancelled"))
+    }
+}
+
+/// `get`: one run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    /// The run.
+    #[serde(alias = "runId")]
+    pub run_id: String,
+}
+
+/// `list`: runs by id, optionally of one status or capability.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only runs in this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    /// Only runs of this capability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Start after this run id (the previous page's `next`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// At most this many runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Progress of the attempt in hand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Done.
+    pub current: u64,
+    /// In all, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// What it is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// One attempt of the task.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// Dispatches of it (more than 1 when a pause deferred it).
+    pub dispatches: u32,
+    /// When it was (last) dispatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_at: Option<Timestamp>,
+    /// When it times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// The agent that holds (held) it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// When the agent started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// How it ended: `completed`, `failed`, `cancelled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// Its error, if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// Who found the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
+    /// Its timeout fired (with `onTimeout: continue` it went on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+}
+
+/// One approver's decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// Who.
+    pub approver: String,
+    /// Approve or reject.
+    pub approved: bool,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// An approval request and its decisions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    /// What is asked.
+    pub message: String,
+    /// Who may decide (anyone when empty).
+    pub approvers: Vec<String>,
+    /// Approvals needed.
+    pub required: u32,
+    /// When it expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    /// On expiry: approve or cancel.
+    pub auto_approve_on_timeout: bool,
+    /// The decisions so far.
+    pub decisions: Vec<DecisionView>,
+    /// `pending`, `approved`, `rejected` or `expired`.
+    pub state: String,
+}
+
+/// A question of the agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputView {
+    /// Its id.
+    pub request_id: String,
+    /// The attempt that asked.
+    pub attempt: u32,
+    /// The question.
+    pub question: Document,
+    /// The answer, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Document>,
+    /// Who answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+}
+
+/// One log line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// When.
+    pub at: Timestamp,
+    /// The attempt.
+    pub attempt: u32,
+    /// The level.
+    pub level: String,
+    /// The line.
+    pub message: String,
+}
+
+/// A run's whole state: what `get` answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunView {
+    /// Its id.
+    pub run_id: String,
+    /// The capability.
+    pub capability: String,
+    /// Where it is.
+    pub status: Option<RunStatus>,
+    /// No new work is dispatched.
+    pub paused: bool,
+    /// A graceful cancel is under way; the agent has until this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelling_until: Option<Timestamp>,
+    /// The task's input.
+    pub input: Document,
+    /// How it runs.
+    pub options: RunOptions,
+    /// The submitter's own data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Document>,
+    /// The attempts so far, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// The next attempt's due time, while a retry waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// Progress of the attempt in hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// The latest log lines (at most [`VIEW_LOG_LINES`]).
+    pub logs: Vec<LogLine>,
+    /// Log lines in all.
+    pub log_count: u64,
+    /// Its approval, if it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalView>,
+    /// The agent's questions.
+    pub inputs: Vec<InputView>,
+    /// The output, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Document>,
+    /// The error, once failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// Why it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    /// Who submitted it.
+    pub submitted_by: String,
+    /// When.
+    pub submitted_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// The sequence of its latest event.
+    pub seq: u64,
+}
+
+impl Default for RunView {
+    fn default() -> RunView {
+        RunView {
+            run_id: String::new(),
+            capability: String::new(),
+            status: None,
+            paused: false,
+            cancelling_until: None,
+            input: Document::Nil,
+            options: RunOptions::default(),
+            metadata: None,
+            attempts: Vec::new(),
+            retry_at: None,
+            progress: None,
+            logs: Vec::new(),
+            log_count: 0,
+            approval: None,
+            inputs: Vec::new(),
+            output: None,
+            error: None,
+            cancel_reason: None,
+            submitted_by: String::new(),
+            submitted_at: Timestamp::default(),
+            updated_at: Timestamp::default(),
+            ended_at: None,
+            seq: 0,
+        }
+    }
+}
+
+impl RunView {
+    /// The status, `pending` before the first event.
+    pub fn status(&self) -> RunStatus {
+        self.status.unwrap_or(RunStatus::Pending)
+    }
+
+    /// The attempt in hand (the latest), if any.
+    pub fn current_attempt(&self) -> Option<&AttemptView> {
+        self.attempts.last()
+    }
+
+    /// The open question, if the run waits for an answer.
+    pub fn open_input(&self) -> Option<&InputView> {
+        self.inputs.iter().rev().find(|input| input.answer.is_none())
+    }
+}
+
+/// A run in a list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Its id.
+    pub run_id: String,
+    /// The capability.
+    pub capability: String,
+    /// Where it is.
+    pub status: RunStatus,
+    /// Paused.
+    pub paused: bool,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Progress of the attempt in hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// When it was submitted.
+    pub submitted_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl From<&RunView> for RunSummary {
+    fn from(run: &RunView) -> RunSummary {
+        RunSummary {
+            run_id: run.run_id.clone(),
+            capability: run.capability.clone(),
+            status: run.status(),
+            paused: run.paused,
+            attempts: run.attempts.len() as u32,
+            progress: run.progress.clone(),
+            submitted_at: run.submitted_at,
+            updated_at: run.updated_at,
+        }
+    }
+}
+
+/// A page of runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunPage {
+    /// The runs, by id.
+    pub runs: Vec<RunSummary>,
+    /// The `after` of the next page, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// A hash of every run's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Digest {
+    /// Hex BLAKE3 of the runs' states, in id order.
+    pub digest: String,
+    /// Runs counted.
+    pub runs: u64,
+    /// The log sequence the state is at.
+    pub applied: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_use_the_spec_names() {
+        for status in [RunStatus::Pending, RunStatus::InProgress, RunStatus::Awaiting, RunStatus::Cancelled] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+            assert_eq!(status.as_str().parse::<RunStatus>().unwrap(), status);
+        }
+        assert!("running".parse::<RunStatus>().unwrap_err().contains("in-progress"));
+    }
+}
