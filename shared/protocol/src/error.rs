@@ -92,13 +92,11 @@ pub enum Error {
     },
     /// The command is well formed but the state of what it addresses does not allow it
     /// (approve a completed run, resume a running one).
-    #[error("cannot {command} {target}: it is {state}{}", reason_suffix(.reason))]
+    #[error("cannot {command}: it is {state}{}", reason_suffix(.reason))]
     IllegalTransition {
         /// The command (`approve`, `resume`, ...).
         command: String,
-        /// What it addresses (`run r-1`).
-        target: String,
-        /// The state it is in (`completed`, `in-progress`, ...).
+        /// The state what it addresses is in (`completed`, `in-progress`, ...).
         state: String,
         /// More about why, when there is more to say.
         reason: String,
@@ -226,7 +224,6 @@ mod tests {
             Error::UnknownCommand { service: "registry".into(), command: "x".into(), known: vec!["register".into()] },
             Error::IllegalTransition {
                 command: "approve".into(),
-                target: "run r-1".into(),
                 state: "completed".into(),
                 reason: String::new(),
             },
