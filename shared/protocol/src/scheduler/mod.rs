@@ -130,6 +130,21 @@ pub struct TaskMessage {
     pub heartbeat_subject: String,
 }
 
+/// What the reply to an accepted `submit`, `cancel`, `pause`, `resume`, `approve`,
+/// `reject` or `answer` says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunOutcome {
+    /// The run.
+    pub run_id: String,
+    /// Its status after the command.
+    pub status: queries::RunStatus,
+    /// Whether it is paused.
+    pub paused: bool,
+    /// For `submit`: false when the run existed already (the same submission sent
+    /// again), true when this command created it.
+    pub created: bool,
+}
+
 /// What the reply to an accepted `started` says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StartOutcome {
