@@ -91,7 +91,8 @@ impl Client {
         self.seen.load(Ordering::Relaxed)
     }
 
-    fn saw(&self, seq: u64) {
+    /// Raises the read-your-writes mark to `seq` (an event this client has seen).
+    pub(crate) fn saw(&self, seq: u64) {
         self.seen.fetch_max(seq, Ordering::Relaxed);
     }
 

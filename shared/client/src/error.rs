@@ -43,6 +43,33 @@ pub enum Error {
         /// Why.
         error: osp_protocol::Error,
     },
+    /// An event on the log could not be read (a newer schema, or a damaged message).
+    #[error("cannot read the event at seq {seq}: {error}")]
+    Event {
+        /// Its log sequence.
+        seq: u64,
+        /// Why.
+        error: osp_protocol::Error,
+    },
+    /// A run did not end within the time it was waited for (it goes on).
+    #[error("run {run_id} did not end within {waited:?}")]
+    NotEnded {
+        /// The run.
+        run_id: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The attempt a task belongs to is over for this agent (cancelled, or the run moved
+    /// on): whatever the handler was waiting for will not come.
+    #[error("attempt {attempt} of run {run_id} is over: {reason}")]
+    TaskEnded {
+        /// The run.
+        run_id: String,
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        reason: String,
+    },
     /// A NATS-level failure (the client's error is the `source()`, not repeated here).
     #[error("{operation}")]
     Nats {
@@ -59,6 +86,16 @@ impl Error {
         match self {
             Error::Rejected { error, .. } => Some(error),
             _ => None,
+        }
+    }
+
+    /// True when sending the same thing again may succeed: no answer in time, nobody
+    /// serving, a NATS failure, or a service that said to try again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Timeout { .. } | Error::NoResponders { .. } | Error::Nats { .. } => true,
+            Error::Rejected { error, .. } => error.is_transient(),
+            _ => false,
         }
     }
 

@@ -62,9 +62,14 @@ impl<A: Aggregate + PartialEq + std::fmt::Debug> Given<A> {
         &self.state
     }
 
-    /// Decides `command` on that state.
+    /// Decides `command` on that state, at [`TEST_TIME`].
     pub fn when(self, command: &A::Command) -> Then<A> {
-        let decided = self.state.decide(command, TEST_TIME);
+        self.when_at(command, TEST_TIME)
+    }
+
+    /// Decides `command` on that state at `now` (for decisions that depend on the time).
+    pub fn when_at(self, command: &A::Command, now: Timestamp) -> Then<A> {
+        let decided = self.state.decide(command, now);
         if let Ok(events) = &decided {
             let mut continued = self.state.clone();
             for (i, event) in events.iter().enumerate() {
@@ -94,6 +99,15 @@ where
         match self.decided {
             Ok(events) => assert_eq!(events, expected),
             Err(error) => panic!("expected {expected:?}, the command was refused: {error}"),
+        }
+    }
+
+    /// The decided events, for a test that looks at them itself; a refusal fails it.
+    #[track_caller]
+    pub fn events(self) -> Vec<A::Event> {
+        match self.decided {
+            Ok(events) => events,
+            Err(error) => panic!("the command was refused: {error}"),
         }
     }
 

@@ -222,11 +222,7 @@ mod tests {
             Error::Invalid { field: "resource.capabilities[1]".into(), reason: "r".into() },
             Error::NotFound { field: "name".into(), value: "bob".into(), reason: "r".into() },
             Error::UnknownCommand { service: "registry".into(), command: "x".into(), known: vec!["register".into()] },
-            Error::IllegalTransition {
-                command: "approve".into(),
-                state: "completed".into(),
-                reason: String::new(),
-            },
+            Error::IllegalTransition { command: "approve".into(), state: "completed".into(), reason: String::new() },
             Error::Forbidden { field: "Osp-Actor header".into(), value: "eve".into(), reason: "r".into() },
             Error::Conflict { field: "run_id".into(), value: "r-1".into(), reason: "r".into() },
             Error::Lagging { wanted: 9, applied: 3 },

@@ -1,0 +1,176 @@
+//! Commands, events and histories the decision tests are written in.
+
+use osp_eventlog::testing::{given, Given, TEST_TIME};
+use osp_protocol::registry::Document;
+use osp_protocol::scheduler::{
+    Approval, Backoff, Cancel, Cancelled, Command, Completed, Decision, Dispatched, OnTimeout, Pause, Paused, Report,
+    ReportKind, Retry, RunEvent, RunOptions, Started, Submit, Submitted, TaskError, Timeout,
+};
+use osp_protocol::{Timestamp, Token};
+
+use super::{RunCommand, TimerFired, TimerKind};
+use crate::run::Run;
+
+/// The time decisions are taken at.
+pub const NOW: Timestamp = TEST_TIME;
+
+pub fn given_run(history: impl IntoIterator<Item = RunEvent>) -> Given<Run> {
+    given::<Run>(history)
+}
+
+fn run_id() -> Token {
+    Token::new("run_id", "test").unwrap()
+}
+
+pub fn options() -> RunOptions {
+    RunOptions::default()
+}
+
+pub fn with_timeout(ms: u64, action: &str) -> RunOptions {
+    let on_timeout = match action {
+        "fail" => OnTimeout::Fail,
+        "cancel" => OnTimeout::Cancel,
+        _ => OnTimeout::Continue,
+    };
+    RunOptions { timeout: Some(Timeout { ms, on_timeout }), ..RunOptions::default() }
+}
+
+pub fn with_retry(attempts: u32, delay_ms: u64, backoff: Backoff, max_delay_ms: Option<u64>) -> RunOptions {
+    RunOptions {
+        retry: Some(Retry { attempts, delay_ms, backoff, max_delay_ms, retry_on: None }),
+        ..RunOptions::default()
+    }
+}
+
+pub fn with_approval(approvers: &[&str], required: u32, timeout_ms: Option<u64>, auto: bool) -> RunOptions {
+    RunOptions {
+        approval: Some(Approval {
+            message: "ship it?".into(),
+            approvers: (!approvers.is_empty()).then(|| approvers.iter().map(|a| (*a).to_owned()).collect()),
+            required_approvals: required,
+            timeout_ms,
+            auto_approve_on_timeout: auto,
+        }),
+        ..RunOptions::default()
+    }
+}
+
+/// The events a submit with `options` records.
+pub fn submit_history(options: RunOptions) -> Vec<RunEvent> {
+    given_run([]).when(&submit(options)).events()
+}
+
+pub fn submit(options: RunOptions) -> RunCommand {
+    RunCommand::Client(Command::Submit(Submit {
+        run_id: run_id(),
+        capability: Token::new("capability", "summarize").unwrap(),
+        input: "hi".into(),
+        options,
+        metadata: None,
+    }))
+}
+
+pub fn submitted(options: RunOptions) -> RunEvent {
+    RunEvent::Submitted(Submitted {
+        capability: Token::new("capability", "summarize").unwrap(),
+        input: "hi".into(),
+        options,
+        metadata: None,
+    })
+}
+
+pub fn dispatched(attempt: u32, dispatch: u32) -> RunEvent {
+    RunEvent::Dispatched(Dispatched { attempt, dispatch, deadline: None })
+}
+
+pub fn started(attempt: u32, agent: &str) -> RunEvent {
+    RunEvent::Started(Started { attempt, agent: agent.into() })
+}
+
+pub fn completed(attempt: u32) -> RunEvent {
+    RunEvent::Completed(Completed { attempt, output: Document::Nil })
+}
+
+pub fn cancelled(reason: &str, forced: bool) -> RunEvent {
+    RunEvent::Cancelled(Cancelled { reason: reason.into(), forced })
+}
+
+pub fn paused() -> RunEvent {
+    RunEvent::Paused(Paused { reason: None })
+}
+
+pub fn cancel(graceful: bool) -> RunCommand {
+    RunCommand::Client(Command::Cancel(Cancel {
+        run_id: run_id(),
+        reason: "stop".into(),
+        graceful,
+        graceful_timeout_ms: 5000,
+    }))
+}
+
+pub fn pause_cmd() -> RunCommand {
+    RunCommand::Client(Command::Pause(Pause { run_id: run_id(), reason: None }))
+}
+
+pub fn resume_cmd() -> RunCommand {
+    RunCommand::Client(Command::Resume(run_id()))
+}
+
+pub fn approve(approver: &str) -> RunCommand {
+    RunCommand::Client(Command::Decide(Decision {
+        run_id: run_id(),
+        approver: approver.into(),
+        approved: true,
+        reason: None,
+    }))
+}
+
+pub fn reject(approver: &str, reason: &str) -> RunCommand {
+    RunCommand::Client(Command::Decide(Decision {
+        run_id: run_id(),
+        approver: approver.into(),
+        approved: false,
+        reason: Some(reason.into()),
+    }))
+}
+
+pub fn answer_cmd(request_id: Option<&str>) -> RunCommand {
+    RunCommand::Client(Command::Answer(osp_protocol::scheduler::Answer {
+        run_id: run_id(),
+        request_id: request_id.map(str::to_owned),
+        answer: "yes".into(),
+    }))
+}
+
+fn report(attempt: u32, agent: &str, kind: ReportKind) -> RunCommand {
+    RunCommand::Client(Command::Report(Report { run_id: run_id(), attempt, agent: agent.into(), kind }))
+}
+
+pub fn started_report(attempt: u32, agent: &str) -> RunCommand {
+    report(attempt, agent, ReportKind::Started)
+}
+
+pub fn progress_report(attempt: u32, agent: &str) -> RunCommand {
+    report(attempt, agent, ReportKind::Progress { current: 1, total: Some(2), message: Some("half".into()) })
+}
+
+pub fn log_report(attempt: u32, agent: &str) -> RunCommand {
+    report(attempt, agent, ReportKind::Log { level: "info".into(), message: "working".into() })
+}
+
+pub fn ask_report(attempt: u32, agent: &str, request_id: &str) -> RunCommand {
+    report(attempt, agent, ReportKind::Ask { request_id: request_id.into(), question: "proceed?".into() })
+}
+
+pub fn completed_report(attempt: u32, agent: &str) -> RunCommand {
+    report(attempt, agent, ReportKind::Completed { output: Document::Nil })
+}
+
+pub fn failed_report(attempt: u32, agent: &str, kind: &str, retryable: bool) -> RunCommand {
+    let error = TaskError { kind: kind.into(), message: "boom".into(), details: None };
+    report(attempt, agent, ReportKind::Failed { error, retryable })
+}
+
+pub fn timer(kind: TimerKind, n: u32) -> RunCommand {
+    RunCommand::Timer(TimerFired { run_id: "test".into(), kind, n })
+}

@@ -1,0 +1,125 @@
+//! The run's decisions, one file per command family: what may happen in the run's
+//! current state, and what it causes. Pure functions of the state, the command and the
+//! time.
+//!
+//! - [`submit`]: create a run (idempotent by run id);
+//! - [`lifecycle`]: cancel, pause, resume;
+//! - [`approval`]: approve, reject, expiry;
+//! - [`reports`]: what the agent holding an attempt reports, and the answer to its question;
+//! - [`expiry`]: the runtime's own findings: timeouts, retry delays, lost heartbeats,
+//!   agents gone offline;
+//! - [`attempts`]: dispatching an attempt, and what follows a failed one.
+
+mod approval;
+mod attempts;
+mod expiry;
+mod lifecycle;
+mod reports;
+mod submit;
+
+use osp_protocol::scheduler::Command;
+use osp_protocol::{Error, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::run::{Phase, Run};
+use osp_protocol::scheduler::RunEvent;
+
+/// What may be asked of a run: a client's command, or a decision the scheduler takes
+/// itself.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunCommand {
+    /// From a submitter or an agent.
+    Client(Command),
+    /// A durable timer fired.
+    Timer(TimerFired),
+    /// The agent holding `attempt` sent no heartbeat for the run's heartbeat timeout.
+    HeartbeatLost {
+        /// The attempt.
+        attempt: u32,
+        /// The agent.
+        agent: String,
+        /// How long this instance heard nothing.
+        silent_ms: u64,
+    },
+    /// The registry marked the agent holding `attempt` offline.
+    AgentOffline {
+        /// The attempt.
+        attempt: u32,
+        /// The agent.
+        agent: String,
+    },
+}
+
+impl From<Command> for RunCommand {
+    fn from(command: Command) -> RunCommand {
+        RunCommand::Client(command)
+    }
+}
+
+/// Which of a run's timers fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Attempt `n`'s timeout.
+    Timeout,
+    /// Attempt `n`'s retry delay is over.
+    Retry,
+    /// The approval request expired.
+    Approval,
+    /// A graceful cancel's time is up.
+    Cancel,
+}
+
+/// A fired timer: its kind and the attempt (or generation) it was set for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerFired {
+    /// The run.
+    pub run_id: String,
+    /// Which timer.
+    pub kind: TimerKind,
+    /// The attempt it was set for (1 for approval).
+    pub n: u32,
+}
+
+/// Decides `command` on `run` at `now`.
+pub fn decide(run: &Run, command: &RunCommand, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
+    match command {
+        RunCommand::Client(Command::Submit(submit)) => submit::decide(run, submit, now),
+        RunCommand::Client(command) if !run.exists() => Err(Error::NotFound {
+            field: "run_id".into(),
+            value: command.run_id().to_string(),
+            reason: "no run has this id".into(),
+        }),
+        RunCommand::Client(Command::Cancel(cancel)) => lifecycle::cancel(run, cancel, now),
+        RunCommand::Client(Command::Pause(pause)) => lifecycle::pause(run, pause),
+        RunCommand::Client(Command::Resume(_)) => lifecycle::resume(run, now),
+        RunCommand::Client(Command::Decide(decision)) => approval::decide(run, decision, now),
+        RunCommand::Client(Command::Answer(answer)) => reports::answer(run, answer),
+        RunCommand::Client(Command::Report(report)) => reports::decide(run, report, now),
+        RunCommand::Timer(timer) => Ok(expiry::timer(run, timer, now)),
+        RunCommand::HeartbeatLost { attempt, agent, silent_ms } => {
+            Ok(expiry::agent_lost(run, *attempt, agent, expiry::Lost::Heartbeat { silent_ms: *silent_ms }, now))
+        }
+        RunCommand::AgentOffline { attempt, agent } => {
+            Ok(expiry::agent_lost(run, *attempt, agent, expiry::Lost::Offline, now))
+        }
+    }
+}
+
+/// The refusal of `command` in the run's current state.
+fn illegal(run: &Run, command: &str, reason: impl Into<String>) -> Error {
+    Error::IllegalTransition { command: command.to_owned(), state: state_name(run), reason: reason.into() }
+}
+
+/// The run's state in the words of an error message: `completed`, `in-progress (paused)`.
+fn state_name(run: &Run) -> String {
+    let status = run.view.status().as_str();
+    match (&run.phase, run.view.paused) {
+        (Phase::Ended, _) => status.to_owned(),
+        (_, true) => format!("{status} (paused)"),
+        _ => status.to_owned(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures;

@@ -1,0 +1,81 @@
+//! `submit`: create a run. Submitting the same run id again with the same content
+//! changes nothing (the reply is the run as it is); with other content it is refused.
+
+use osp_protocol::scheduler::{ApprovalRequested, RunEvent, Submit, Submitted};
+use osp_protocol::{Error, Timestamp};
+
+use super::attempts;
+use crate::run::Run;
+
+pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
+    if run.exists() {
+        let view = &run.view;
+        let same = view.capability == submit.capability.as_str()
+            && view.input == submit.input
+            && view.options == submit.options
+            && view.metadata == submit.metadata;
+        return match same {
+            true => Ok(vec![]),
+            false => Err(Error::Conflict {
+                field: "run_id".into(),
+                value: submit.run_id.to_string(),
+                reason: "a run with this id was submitted with other content; choose another id".into(),
+            }),
+        };
+    }
+    let mut events = vec![RunEvent::Submitted(Submitted {
+        capability: submit.capability.clone(),
+        input: submit.input.clone(),
+        options: submit.options.clone(),
+        metadata: submit.metadata.clone(),
+    })];
+    match &submit.options.approval {
+        Some(approval) => events.push(RunEvent::ApprovalRequested(ApprovalRequested {
+            message: approval.message.clone(),
+            approvers: approval.approvers.clone().unwrap_or_default(),
+            required: approval.required_approvals,
+            expires_at: approval.timeout_ms.map(|ms| now.plus_millis(ms)),
+            auto_approve_on_timeout: approval.auto_approve_on_timeout,
+        })),
+        None => events.push(attempts::dispatch(&submit.options, 1, 1, now)),
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use osp_protocol::scheduler::{Dispatched, RunEvent};
+
+    #[test]
+    fn a_submit_dispatches_the_first_attempt() {
+        given_run([]).when(&submit(options())).then(vec![submitted(options()), dispatched(1, 1)]);
+    }
+
+    #[test]
+    fn a_timeout_gives_the_attempt_a_deadline() {
+        let options = with_timeout(5000, "fail");
+        let events = given_run([]).when(&submit(options.clone())).events();
+        let RunEvent::Dispatched(Dispatched { deadline: Some(deadline), .. }) = &events[1] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(deadline.millis(), NOW.millis() + 5000);
+    }
+
+    #[test]
+    fn the_same_submission_again_changes_nothing_and_another_is_a_conflict() {
+        given_run([submitted(options()), dispatched(1, 1)]).when(&submit(options())).then(vec![]);
+        let error = given_run([submitted(options()), dispatched(1, 1)])
+            .when(&submit(with_timeout(10, "fail")))
+            .then_refused("conflicts");
+        assert_eq!(error.field(), Some("run_id"));
+    }
+
+    #[test]
+    fn approval_comes_before_dispatch() {
+        let options = with_approval(&["ann", "bob"], 2, Some(60_000), false);
+        let events = given_run([]).when(&submit(options)).events();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(&events[1], RunEvent::ApprovalRequested(r) if r.required == 2 && r.expires_at.is_some()));
+    }
+}

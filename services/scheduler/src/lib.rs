@@ -1,0 +1,4 @@
+//! The OSP scheduler service.
+
+pub mod commands;
+pub mod run;
