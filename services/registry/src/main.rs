@@ -44,24 +44,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let servers = args
-        .nats_url
-        .split(',')
-        .map(|url| url.trim().parse::<async_nats::ServerAddr>().with_context(|| format!("invalid NATS URL {url:?}")))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut definitions = match &args.streams {
-        Some(dir) => Definitions::from_dir(dir)?,
-        None => Definitions::builtin(),
-    };
-    if let Some(replicas) = args.replicas {
-        definitions = definitions.with_replicas(replicas);
-    }
-    let client = async_nats::ConnectOptions::new()
-        .name("osp-registry")
-        .retry_on_initial_connect()
-        .connect(servers)
-        .await
-        .with_context(|| format!("connecting to NATS at {}", args.nats_url))?;
+    let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
+    let client = osp_eventlog::connect("osp-registry", &args.nats_url).await?;
     let config = Config { offline_after: args.offline_after, ack_wait: args.ack_wait, definitions };
     let registry =
         Registry::start(client, config).await.with_context(|| format!("starting the registry on {}", args.nats_url))?;

@@ -1,4 +1,208 @@
-//! The OSP scheduler service.
+//! The OSP scheduler service: runs of one task, executed by the agents of a capability,
+//! with timeout, retry, cancel, approval, pause and input — every transition an event
+//! on the log, every timer durable.
+//!
+//! Everything it knows is folded from the event log (`osp.v1.evt.run.*`, and the
+//! registry's `osp.v1.evt.entry.*` for which agents exist): any number of instances may
+//! run, each with the whole state, and any may be killed at any moment. Commands arrive
+//! on `osp.v1.in.scheduler.<command>`, queries on `osp.v1.q.scheduler.{get,list,digest}`,
+//! task heartbeats on `osp.v1.task.<run_id>.heartbeat`. The wire formats are in
+//! `osp_protocol::scheduler` and `docs/protocol.md`.
+//!
+//! - [`run`]: the aggregate's state and `evolve`; [`commands`]: its decisions;
+//! - [`effects`]: what events ask of the world, as data;
+//! - [`view`] and [`agents`]: the read models;
+//! - `shell`, `consumers`, `liveness`, `queries`: the I/O around them.
 
+pub mod agents;
 pub mod commands;
+mod consumers;
+pub mod effects;
+mod liveness;
+mod queries;
 pub mod run;
+mod shell;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use osp_eventlog::{
+    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
+    Timers, DEFAULT_ACK_WAIT,
+};
+use osp_protocol::registry::ENTRY_KIND;
+use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::{
+    Command, Origin, ReportKind, ReportOutcome, RunOutcome, StartOutcome, RUN_KIND, SERVICE,
+};
+use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::agents::AgentsView;
+use crate::run::{Phase, Run};
+use crate::shell::Shell;
+use crate::view::SchedulerView;
+
+/// How a scheduler instance runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long an instance has to handle a command, an event's effects or a fired
+    /// timer before another instance gets it (how soon a crashed instance's work is
+    /// taken up again).
+    pub ack_wait: Duration,
+    /// The streams and consumers to apply at start-up.
+    pub definitions: Definitions,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin() }
+    }
+}
+
+/// A running scheduler instance.
+pub struct Scheduler {
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    counts: Arc<InboxCounts>,
+}
+
+impl Scheduler {
+    /// Starts an instance on `client`: applies the stream definitions, replays the log
+    /// into its views, then serves commands, queries, effects, timers and heartbeats
+    /// until [`Scheduler::shutdown`].
+    pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Scheduler> {
+        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
+        let shutdown = CancellationToken::new();
+        let log = EventLog::start(client.clone(), &config.definitions).await?;
+        let service = Token::new("service", SERVICE).expect("valid token");
+        let runs_filter = subject::events_of_kind(&Token::new("kind", RUN_KIND).expect("valid token"));
+        let runs = Projection::<SchedulerView>::start(&log, &runs_filter, shutdown.clone()).await?;
+        let entries_filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
+        let agents = Projection::<AgentsView>::start(&log, &entries_filter, shutdown.clone()).await?;
+        let executor = Arc::new(Executor::new(log.clone(), runs.clone()));
+        let timers = Timers::open(log.jetstream(), service.clone()).await?;
+        let shell = Arc::new(Shell {
+            log: log.clone(),
+            executor: executor.clone(),
+            runs: runs.clone(),
+            agents: agents.clone(),
+            timers,
+        });
+        let handler = Commands { log: log.clone(), runs: runs.clone(), agents };
+        let inbox = Inbox::new(service.clone(), log, handler, executor).with_ack_wait(config.ack_wait);
+        let counts = inbox.counts();
+        let mut tasks = vec![inbox.serve(shutdown.clone()).await?];
+        tasks.push(
+            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), runs, queries::all(), shutdown.clone()).await?,
+        );
+        tasks.extend(consumers::start(shell.clone(), config.ack_wait, shutdown.clone()).await?);
+        tasks.extend(liveness::start(&client, shell, shutdown.clone()).await?);
+        client.flush().await?;
+        tracing::info!("scheduler started");
+        Ok(Scheduler { shutdown, tasks, counts })
+    }
+
+    /// What this instance's inbox has done.
+    pub fn commands(&self) -> &InboxCounts {
+        &self.counts
+    }
+
+    /// Stops taking work, finishes what is in hand, and returns.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// How the inbox reads scheduler commands, admits them and what it answers.
+struct Commands {
+    log: EventLog,
+    runs: Projection<SchedulerView>,
+    agents: Projection<AgentsView>,
+}
+
+/// What an accepted command answers, by command.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    Run(RunOutcome),
+    Start(StartOutcome),
+    Report(ReportOutcome),
+}
+
+/// How long a submit for a capability nobody seems to offer waits for the registry's
+/// latest events to be applied before it is refused.
+const AGENTS_CATCH_UP: Duration = Duration::from_secs(2);
+
+impl CommandHandler for Commands {
+    type Aggregate = Run;
+    type View = SchedulerView;
+    type Command = Command;
+    type Outcome = Outcome;
+
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Command), ProtocolError> {
+        let origin = Origin { command_id: &inbound.id, actor: &inbound.actor };
+        let command = Command::parse(&inbound.command, encoding, &inbound.payload, origin)?;
+        let aggregate =
+            AggregateRef { kind: Token::new("kind", RUN_KIND).expect("valid"), id: command.run_id().clone() };
+        Ok((aggregate, command))
+    }
+
+    /// A new run's capability must be offered by a registered agent, unless the run asks
+    /// to wait for one.
+    async fn admit(&self, aggregate: &AggregateRef, command: &Command) -> Result<(), ProtocolError> {
+        let Command::Submit(submit) = command else { return Ok(()) };
+        let exists = self.runs.read().run(aggregate.id.as_str()).is_some_and(Run::exists);
+        if exists || submit.options.wait_for_agent || self.agents.read().offers(submit.capability.as_str()) {
+            return Ok(());
+        }
+        // The registration may be on the log and not applied here yet.
+        if let Ok(last) = self.log.last_sequence().await {
+            let _ = self.agents.wait_for(last, AGENTS_CATCH_UP).await;
+        }
+        let agents = self.agents.read();
+        if agents.offers(submit.capability.as_str()) {
+            return Ok(());
+        }
+        let known = agents.capabilities();
+        Err(ProtocolError::NotFound {
+            field: "capability".into(),
+            value: submit.capability.to_string(),
+            reason: format!(
+                "no registered agent offers it (offered: {}); set options.waitForAgent to queue the run until one does",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ),
+        })
+    }
+
+    fn outcome(&self, command: &Command, executed: &Executed<Run>) -> Outcome {
+        let run = &executed.state.state;
+        let status = run.view.status.unwrap_or(RunStatus::Pending);
+        match command {
+            Command::Report(report) if matches!(report.kind, ReportKind::Started) => {
+                let go = run.phase.held() == Some((report.attempt, report.agent.as_str()))
+                    && !matches!(run.phase, Phase::Cancelling { .. });
+                let reason = (!go).then(|| match run.view.paused {
+                    true => "the run is paused; it will be dispatched again on resume".to_owned(),
+                    false => format!("the run is {status}"),
+                });
+                Outcome::Start(StartOutcome { go, reason })
+            }
+            Command::Report(_) => {
+                Outcome::Report(ReportOutcome { status, cancelling: matches!(run.phase, Phase::Cancelling { .. }) })
+            }
+            _ => Outcome::Run(RunOutcome {
+                run_id: command.run_id().to_string(),
+                status,
+                paused: run.view.paused,
+                created: matches!(command, Command::Submit(_)) && executed.appended > 0,
+            }),
+        }
+    }
+}

@@ -88,6 +88,19 @@ impl Definitions {
         self
     }
 
+    /// What a service binary applies: the files in `dir` if given (a deployment's own
+    /// limits), else the built-in ones; with every stream on `replicas` servers if given.
+    pub fn for_deployment(dir: Option<&Path>, replicas: Option<usize>) -> Result<Definitions> {
+        let definitions = match dir {
+            Some(dir) => Definitions::from_dir(dir)?,
+            None => Definitions::builtin(),
+        };
+        Ok(match replicas {
+            Some(replicas) => definitions.with_replicas(replicas),
+            None => definitions,
+        })
+    }
+
     /// Creates or updates every stream, then every consumer.
     pub async fn apply(&self, js: &jetstream::Context) -> Result<()> {
         for (file, config) in &self.streams {

@@ -48,6 +48,18 @@ pub trait CommandHandler: Send + Sync + 'static {
     /// defaults come from them.
     fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Self::Command), ProtocolError>;
 
+    /// Checks what the command's aggregate alone cannot know (another service's facts,
+    /// read from the log: does any agent offer this capability?). Runs in the command's
+    /// turn, before it is decided; an error refuses it like a refusal of `decide`.
+    fn admit(
+        &self,
+        aggregate: &AggregateRef,
+        command: &Self::Command,
+    ) -> impl std::future::Future<Output = Result<(), ProtocolError>> + Send {
+        let _ = (aggregate, command);
+        async { Ok(()) }
+    }
+
     /// The answer to an accepted `command`, from the state just after it (for a command
     /// applied before, the state after that first time).
     fn outcome(&self, command: &Self::Command, executed: &Executed<Self::Aggregate>) -> Self::Outcome;
@@ -264,7 +276,12 @@ impl<H: CommandHandler> Inbox<H> {
                     correlation_id: None,
                 };
                 let decision = command.clone().into();
-                match self.executor.execute(place, &aggregate, &decision, &meta).await {
+                let admitted = self.handler.admit(&aggregate, &command).await;
+                let executed = match admitted {
+                    Ok(()) => self.executor.execute(place, &aggregate, &decision, &meta).await,
+                    Err(error) => Err(Refusal::Rejected(error)),
+                };
+                match executed {
                     Ok(executed) => {
                         self.counts.accepted.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");

@@ -111,6 +111,25 @@ impl EventLog {
     }
 }
 
+/// Connects a service process named `name` to the comma-separated server list `urls`
+/// (several for a cluster), retrying the first connection until a server answers.
+pub async fn connect(name: &str, urls: &str) -> Result<async_nats::Client> {
+    let invalid = |url: &str, e: &dyn std::fmt::Display| Error::Unavailable {
+        operation: "read the NATS URL",
+        reason: format!("invalid NATS URL {url:?}: {e}"),
+    };
+    let servers = urls
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>().map_err(|e| invalid(url, &e)))
+        .collect::<Result<Vec<_>>>()?;
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connect(servers)
+        .await
+        .map_err(|e| Error::Unavailable { operation: "connect to NATS", reason: format!("{urls}: {e}") })
+}
+
 /// Refuses servers older than [`MIN_SERVER_VERSION`].
 pub fn check_server_version(version: &str) -> Result<()> {
     let numbers: Vec<u32> = version

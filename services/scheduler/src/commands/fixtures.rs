@@ -61,7 +61,7 @@ pub fn submit_history(options: RunOptions) -> Vec<RunEvent> {
 }
 
 pub fn submit(options: RunOptions) -> RunCommand {
-    RunCommand::Client(Command::Submit(Submit {
+    RunCommand::from(Command::Submit(Submit {
         run_id: run_id(),
         capability: Token::new("capability", "summarize").unwrap(),
         input: "hi".into(),
@@ -100,7 +100,7 @@ pub fn paused() -> RunEvent {
 }
 
 pub fn cancel(graceful: bool) -> RunCommand {
-    RunCommand::Client(Command::Cancel(Cancel {
+    RunCommand::from(Command::Cancel(Cancel {
         run_id: run_id(),
         reason: "stop".into(),
         graceful,
@@ -109,15 +109,15 @@ pub fn cancel(graceful: bool) -> RunCommand {
 }
 
 pub fn pause_cmd() -> RunCommand {
-    RunCommand::Client(Command::Pause(Pause { run_id: run_id(), reason: None }))
+    RunCommand::from(Command::Pause(Pause { run_id: run_id(), reason: None }))
 }
 
 pub fn resume_cmd() -> RunCommand {
-    RunCommand::Client(Command::Resume(run_id()))
+    RunCommand::from(Command::Resume(run_id()))
 }
 
 pub fn approve(approver: &str) -> RunCommand {
-    RunCommand::Client(Command::Decide(Decision {
+    RunCommand::from(Command::Decide(Decision {
         run_id: run_id(),
         approver: approver.into(),
         approved: true,
@@ -126,7 +126,7 @@ pub fn approve(approver: &str) -> RunCommand {
 }
 
 pub fn reject(approver: &str, reason: &str) -> RunCommand {
-    RunCommand::Client(Command::Decide(Decision {
+    RunCommand::from(Command::Decide(Decision {
         run_id: run_id(),
         approver: approver.into(),
         approved: false,
@@ -135,7 +135,7 @@ pub fn reject(approver: &str, reason: &str) -> RunCommand {
 }
 
 pub fn answer_cmd(request_id: Option<&str>) -> RunCommand {
-    RunCommand::Client(Command::Answer(osp_protocol::scheduler::Answer {
+    RunCommand::from(Command::Answer(osp_protocol::scheduler::Answer {
         run_id: run_id(),
         request_id: request_id.map(str::to_owned),
         answer: "yes".into(),
@@ -143,7 +143,7 @@ pub fn answer_cmd(request_id: Option<&str>) -> RunCommand {
 }
 
 fn report(attempt: u32, agent: &str, kind: ReportKind) -> RunCommand {
-    RunCommand::Client(Command::Report(Report { run_id: run_id(), attempt, agent: agent.into(), kind }))
+    RunCommand::from(Command::Report(Report { run_id: run_id(), attempt, agent: agent.into(), kind }))
 }
 
 pub fn started_report(attempt: u32, agent: &str) -> RunCommand {

@@ -28,8 +28,8 @@ use osp_protocol::scheduler::RunEvent;
 /// itself.
 #[derive(Clone, Debug, PartialEq)]
 pub enum RunCommand {
-    /// From a submitter or an agent.
-    Client(Command),
+    /// From a submitter or an agent (boxed: it is much larger than the others).
+    Client(Box<Command>),
     /// A durable timer fired.
     Timer(TimerFired),
     /// The agent holding `attempt` sent no heartbeat for the run's heartbeat timeout.
@@ -52,7 +52,7 @@ pub enum RunCommand {
 
 impl From<Command> for RunCommand {
     fn from(command: Command) -> RunCommand {
-        RunCommand::Client(command)
+        RunCommand::Client(Box::new(command))
     }
 }
 
@@ -84,18 +84,7 @@ pub struct TimerFired {
 /// Decides `command` on `run` at `now`.
 pub fn decide(run: &Run, command: &RunCommand, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
     match command {
-        RunCommand::Client(Command::Submit(submit)) => submit::decide(run, submit, now),
-        RunCommand::Client(command) if !run.exists() => Err(Error::NotFound {
-            field: "run_id".into(),
-            value: command.run_id().to_string(),
-            reason: "no run has this id".into(),
-        }),
-        RunCommand::Client(Command::Cancel(cancel)) => lifecycle::cancel(run, cancel, now),
-        RunCommand::Client(Command::Pause(pause)) => lifecycle::pause(run, pause),
-        RunCommand::Client(Command::Resume(_)) => lifecycle::resume(run, now),
-        RunCommand::Client(Command::Decide(decision)) => approval::decide(run, decision, now),
-        RunCommand::Client(Command::Answer(answer)) => reports::answer(run, answer),
-        RunCommand::Client(Command::Report(report)) => reports::decide(run, report, now),
+        RunCommand::Client(command) => decide_client(run, command, now),
         RunCommand::Timer(timer) => Ok(expiry::timer(run, timer, now)),
         RunCommand::HeartbeatLost { attempt, agent, silent_ms } => {
             Ok(expiry::agent_lost(run, *attempt, agent, expiry::Lost::Heartbeat { silent_ms: *silent_ms }, now))
@@ -103,6 +92,23 @@ pub fn decide(run: &Run, command: &RunCommand, now: Timestamp) -> Result<Vec<Run
         RunCommand::AgentOffline { attempt, agent } => {
             Ok(expiry::agent_lost(run, *attempt, agent, expiry::Lost::Offline, now))
         }
+    }
+}
+
+fn decide_client(run: &Run, command: &Command, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
+    match command {
+        Command::Submit(submit) => submit::decide(run, submit, now),
+        command if !run.exists() => Err(Error::NotFound {
+            field: "run_id".into(),
+            value: command.run_id().to_string(),
+            reason: "no run has this id".into(),
+        }),
+        Command::Cancel(cancel) => lifecycle::cancel(run, cancel, now),
+        Command::Pause(pause) => lifecycle::pause(run, pause),
+        Command::Resume(_) => lifecycle::resume(run, now),
+        Command::Decide(decision) => approval::decide(run, decision, now),
+        Command::Answer(answer) => reports::answer(run, answer),
+        Command::Report(report) => reports::decide(run, report, now),
     }
 }
 

@@ -1,0 +1,161 @@
+//! Effects: what the log's run events ask of the world — put a task on the work queue,
+//! set a timer, signal the agent. Computed as data by [`effects_of`] (pure), performed
+//! by [`perform`].
+//!
+//! Effects are driven by the log, not by the command that caused the events: every
+//! instance shares the durable consumer `effects-scheduler` on `osp.v1.evt.run.*`, so
+//! each event's effects are performed by one instance, and again by another if that one
+//! dies before acknowledging. Each effect is idempotent (a task message has a
+//! deterministic `Nats-Msg-Id`, a timer's subject is its identity, a signal is a hint)
+//! and is judged against the run's state *now*: an event whose effect the run has moved
+//! past (a dispatch of an attempt already started, a timer of an ended run) does nothing.
+
+use osp_protocol::scheduler::{RunEvent, Signal};
+use osp_protocol::Timestamp;
+
+use crate::commands::TimerKind;
+use crate::run::{Phase, Run};
+
+/// One thing to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Publish the task of attempt `attempt` (its `dispatch`-th time) to the work queue.
+    PublishTask {
+        /// The attempt.
+        attempt: u32,
+        /// Which dispatch.
+        dispatch: u32,
+    },
+    /// Set a durable timer.
+    SetTimer {
+        /// Which.
+        kind: TimerKind,
+        /// For which attempt.
+        n: u32,
+        /// When.
+        at: Timestamp,
+    },
+    /// Tell the agent.
+    Signal(Signal),
+}
+
+/// The effects of `event` on a run now in state `run`.
+pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let current = run.attempt();
+    match event {
+        RunEvent::Dispatched(dispatched) => {
+            if run.phase == (Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch }) {
+                effects.push(Effect::PublishTask { attempt: dispatched.attempt, dispatch: dispatched.dispatch });
+            }
+            if let Some(at) = dispatched.deadline.filter(|_| current == dispatched.attempt && run.phase != Phase::Ended)
+            {
+                effects.push(Effect::SetTimer { kind: TimerKind::Timeout, n: dispatched.attempt, at });
+            }
+        }
+        RunEvent::RetryScheduled(retry) if retry.delay_ms > 0 => {
+            if matches!(run.phase, Phase::RetryWait { attempt, .. } if attempt == retry.attempt) {
+                effects.push(Effect::SetTimer { kind: TimerKind::Retry, n: retry.attempt, at: retry.due_at });
+            }
+        }
+        RunEvent::ApprovalRequested(request) => {
+            if let Some(at) = request.expires_at.filter(|_| run.phase == Phase::AwaitingApproval) {
+                effects.push(Effect::SetTimer { kind: TimerKind::Approval, n: 1, at });
+            }
+        }
+        RunEvent::CancelRequested(request) => {
+            if let Phase::Cancelling { attempt, .. } = &run.phase {
+                effects.push(Effect::SetTimer { kind: TimerKind::Cancel, n: *attempt, at: request.deadline });
+                effects.push(Effect::Signal(Signal::Cancel {
+                    attempt: *attempt,
+                    graceful: true,
+                    deadline: Some(request.deadline),
+                    reason: request.reason.clone(),
+                }));
+            }
+        }
+        RunEvent::Cancelled(cancelled) if cancelled.forced => {
+            if let Some(attempt) = run.view.attempts.last().filter(|a| a.agent.is_some()) {
+                effects.push(stop(attempt.attempt, &cancelled.reason));
+            }
+        }
+        RunEvent::AttemptFailed(failed) if failed.cause != osp_protocol::scheduler::FailureCause::Agent => {
+            // The runtime failed an attempt an agent may still be working on: tell it to stop.
+            effects.push(stop(failed.attempt, &failed.error.message));
+        }
+        RunEvent::InputAnswered(answered) => {
+            if let Some((attempt, _)) = run.phase.held() {
+                effects.push(Effect::Signal(Signal::Answer {
+                    attempt,
+                    request_id: answered.request_id.clone(),
+                    answer: osp_protocol::json::from_msgpack_value(&answered.answer),
+                }));
+            }
+        }
+        RunEvent::Paused(_) | RunEvent::Resumed(_) => {
+            if let Some((attempt, _)) = run.phase.held() {
+                let signal = match event {
+                    RunEvent::Paused(_) => Signal::Pause { attempt },
+                    _ => Signal::Resume { attempt },
+                };
+                effects.push(Effect::Signal(signal));
+            }
+        }
+        _ => {}
+    }
+    effects
+}
+
+fn stop(attempt: u32, reason: &str) -> Effect {
+    Effect::Signal(Signal::Cancel { attempt, graceful: false, deadline: None, reason: reason.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::fixtures::*;
+    use osp_eventlog::testing::fold;
+
+    fn effects(history: &[RunEvent]) -> Vec<Effect> {
+        let run: Run = fold(history);
+        effects_of(history.last().unwrap(), &run)
+    }
+
+    #[test]
+    fn a_dispatch_publishes_the_task_once_and_sets_its_timeout() {
+        let history = submit_history(with_timeout(1000, "fail"));
+        assert_eq!(
+            effects(&history),
+            vec![
+                Effect::PublishTask { attempt: 1, dispatch: 1 },
+                Effect::SetTimer { kind: TimerKind::Timeout, n: 1, at: NOW.plus_millis(1000) }
+            ]
+        );
+        // Redelivered after the agent started it: the task is not published again.
+        let mut started_already = history.clone();
+        started_already.push(started(1, "a1"));
+        let run: Run = fold(&started_already);
+        assert_eq!(
+            effects_of(&history[1], &run),
+            vec![Effect::SetTimer { kind: TimerKind::Timeout, n: 1, at: NOW.plus_millis(1000) }]
+        );
+        // After the run ended: nothing.
+        started_already.push(completed(1));
+        let run: Run = fold(&started_already);
+        assert_eq!(effects_of(&history[1], &run), vec![]);
+    }
+
+    #[test]
+    fn a_forced_cancel_tells_the_agent_to_stop() {
+        let mut history = submit_history(options());
+        history.push(started(1, "a1"));
+        history.push(cancelled("stop", true));
+        assert!(matches!(
+            effects(&history).as_slice(),
+            [Effect::Signal(Signal::Cancel { attempt: 1, graceful: false, .. })]
+        ));
+        let mut queued = submit_history(options());
+        queued.push(cancelled("stop", false));
+        assert_eq!(effects(&queued), vec![]);
+    }
+}
