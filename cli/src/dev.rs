@@ -37,20 +37,21 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
         None => Some(start_local_server(&args).await?),
     };
     let url = server.as_ref().map_or_else(|| external_url.unwrap_or_default().to_owned(), NatsServer::url);
-    let definitions = match &args.streams {
-        Some(dir) => Definitions::from_dir(dir)?,
-        None => Definitions::builtin(),
-    };
+    let definitions = Definitions::for_deployment(args.streams.as_deref(), None)?;
     let streams: Vec<String> = definitions.streams.iter().map(|(_, c)| c.name.clone()).collect();
     let client = connect::client(&url).await?;
     let version = client.server_info().version;
     let defaults = osp_registry::Config::default();
     let offline_after = args.offline_after.unwrap_or(defaults.offline_after);
-    let config = osp_registry::Config { offline_after, definitions, ..defaults };
+    let config = osp_registry::Config { offline_after, definitions: definitions.clone(), ..defaults };
     // The registry applies the stream definitions (and checks the server's version) first.
     let registry = osp_registry::Registry::start(client, config)
         .await
         .with_context(|| format!("preparing the OSP streams and the registry on {url}"))?;
+    let scheduler_config = osp_scheduler::Config { definitions, ..osp_scheduler::Config::default() };
+    let scheduler = osp_scheduler::Scheduler::start(connect::client(&url).await?, scheduler_config)
+        .await
+        .with_context(|| format!("starting the scheduler on {url}"))?;
 
     println!("OSP is up on {url}");
     match &server {
@@ -58,16 +59,19 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
         None => println!("  nats-server {version} (existing)"),
     }
     println!("  streams: {}", streams.join(", "));
-    println!("  services: registry");
+    println!("  services: registry, scheduler");
     println!();
     println!("  export OSP_NATS_URL={url}");
     println!("  osp events tail                    # watch the log");
     println!("  osp agents --live                  # the agents online now");
     println!("  osp agents --capability summarize  # the agents that can summarize");
     println!("  osp registry list tools            # a registry's entries");
+    println!("  osp run submit summarize --input '{{\"text\":\"hi\"}}' --watch   # run a task");
+    println!("  osp run list                       # the runs");
     println!("Ctrl-C to stop.");
 
     stop_requested().await?;
+    scheduler.shutdown().await;
     registry.shutdown().await;
     if let Some(server) = server.as_mut() {
         server.stop().await.context("stopping nats-server")?;
