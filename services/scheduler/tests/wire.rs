@@ -18,7 +18,11 @@ async fn a_run_from_submit_to_completed_over_plain_messages() {
     common::register_agent(&server.url(), "a1", &["summarize"]).await;
 
     let submitted: Answer<RunOutcome> = client
-        .command("scheduler", "submit", &json!({"run_id": "r-1", "capability": "summarize", "input": {"text": "hello world"}}))
+        .command(
+            "scheduler",
+            "submit",
+            &json!({"run_id": "r-1", "capability": "summarize", "input": {"text": "hello world"}}),
+        )
         .await
         .unwrap();
     assert_eq!((submitted.result.status, submitted.result.created), (RunStatus::Pending, true));

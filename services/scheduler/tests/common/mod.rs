@@ -64,3 +64,59 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Run options from their JSON form (as a submitter writes them).
+pub fn options(json: serde_json::Value) -> osp_protocol::scheduler::RunOptions {
+    serde_json::from_value(json).expect("valid run options")
+}
+
+/// A run of `capability` with `input` and `options`, named `run_id`.
+pub fn submission(
+    run_id: &str,
+    capability: &str,
+    input: serde_json::Value,
+    options_json: serde_json::Value,
+) -> osp_client::Submission {
+    osp_client::Submission::new(capability, input).run_id(run_id).options(options(options_json))
+}
+
+/// A server, a scheduler, a client, and agent `agent` registered for `capability`.
+pub async fn system_with_agent(agent: &str, capability: &str) -> (NatsServer, Scheduler, Client) {
+    let (server, scheduler, client) = system().await;
+    register_agent(&server.url(), agent, &[capability]).await;
+    (server, scheduler, client)
+}
+
+/// How long a test waits for a run to end.
+pub const RUN_WITHIN: Duration = Duration::from_secs(30);
+
+/// Starts a worker for `capability` named `agent` on its own connection.
+pub async fn worker<F, Fut>(
+    url: &str,
+    agent: &str,
+    capability: &str,
+    max_concurrency: u32,
+    handler: F,
+) -> osp_client::Worker
+where
+    F: Fn(osp_client::Task) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<serde_json::Value, osp_client::TaskFailure>> + Send + 'static,
+{
+    let client = client(url).await;
+    osp_client::Worker::builder(&client, agent)
+        .capability(capability)
+        .max_concurrency(max_concurrency)
+        .start(handler)
+        .await
+        .expect("start a worker")
+}
+
+/// The error code of a refused command.
+pub fn code<T: std::fmt::Debug>(result: osp_client::Result<T>) -> String {
+    match result {
+        Err(error) => {
+            error.rejection().map(|e| e.code().to_owned()).unwrap_or_else(|| format!("not a rejection: {error}"))
+        }
+        Ok(value) => format!("accepted: {value:?}"),
+    }
+}
