@@ -3,14 +3,21 @@
 //! The wire protocol (`docs/protocol.md`) is the real API and any NATS client can speak
 //! it; this crate is that protocol with types: [`Client`] sends commands and waits for
 //! their outcome, asks queries with read-your-writes, and [`Agent`] keeps an agent
-//! registered and alive.
+//! registered and alive. [`Scheduler`] submits runs and follows them; [`Worker`] takes an
+//! agent's tasks from the work queue, runs them and reports.
 
 mod agent;
 mod client;
 mod error;
 mod registry;
+mod scheduler;
+mod worker;
 
 pub use agent::{Agent, AgentBuilder};
 pub use client::{Answer, Client, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
 pub use registry::Registry;
+pub use scheduler::{is_final, RunUpdate, RunWatch, Scheduler, Submission};
+pub use worker::{
+    heartbeat_period, work_consumer_config, LogLevel, Task, TaskFailure, Worker, WorkerBuilder, WorkerStats,
+};

@@ -106,10 +106,14 @@ impl Submission {
         &self.input
     }
 
-    /// The `Osp-Command-Id` of this submission: derived from the run id, so a resend is
-    /// the same command.
+    /// The `Osp-Command-Id` of this submission: derived from the run id and a hash of
+    /// what is submitted, so a resend is the same command, and another submission under
+    /// the same run id is another command (which the scheduler refuses as a conflict).
     pub fn command_id(&self) -> String {
-        command_id(&format!("submit:{}", self.run_id))
+        let body =
+            serde_json::to_vec(&(&self.capability, &self.input, &self.options, &self.metadata)).unwrap_or_default();
+        let content = &blake3::hash(&body).to_hex()[..16];
+        command_id(&format!("submit:{}:{content}", self.run_id))
     }
 }
 
@@ -348,7 +352,10 @@ impl Scheduler {
                 };
                 let seq = match message.info() {
                     Ok(info) => info.stream_sequence,
-                    Err(e) => return Some((Err(Error::nats("read an event's metadata", e)), Some(messages))),
+                    Err(source) => {
+                        let error = Error::Nats { operation: "read an event's metadata", source };
+                        return Some((Err(error), Some(messages)));
+                    }
                 };
                 let update = read_update(seq, &message.payload);
                 if update.is_ok() {
@@ -396,18 +403,30 @@ mod tests {
         assert!(Token::new("run_id", submission.id()).is_ok());
         let again = submission.clone();
         assert_eq!(again.command_id(), submission.command_id());
-        assert_eq!(submission.command_id(), format!("submit:{}", submission.id()));
+        assert!(submission.command_id().starts_with(&format!("submit:{}:", submission.id())));
         let other = Submission::new("summarize", serde_json::json!({"text": "hi"}));
         assert_ne!(other.id(), submission.id());
 
         let named = Submission::new("summarize", serde_json::json!(null))
             .run_id("r-7")
             .options(RunOptions {
-                retry: Some(Retry { attempts: 3, delay_ms: 0, backoff: Default::default(), max_delay_ms: None, retry_on: None }),
+                retry: Some(Retry {
+                    attempts: 3,
+                    delay_ms: 0,
+                    backoff: Default::default(),
+                    max_delay_ms: None,
+                    retry_on: None,
+                }),
                 ..Default::default()
             })
             .metadata(serde_json::json!({"team": "docs"}));
-        assert_eq!((named.id(), named.command_id().as_str()), ("r-7", "submit:r-7"));
+        assert_eq!(named.id(), "r-7");
+        assert!(named.command_id().starts_with("submit:r-7:"));
+        assert_ne!(
+            named.command_id(),
+            named.clone().metadata(serde_json::json!({"team": "ops"})).command_id(),
+            "other content, another command"
+        );
     }
 
     #[test]
@@ -416,8 +435,8 @@ mod tests {
         let id = Submission::new("x", serde_json::Value::Null).run_id(run_id.clone()).command_id();
         assert!(id.len() <= MAX_COMMAND_ID, "{id}");
         assert!(id.starts_with("submit:h-"), "{id}");
-        assert_eq!(id, command_id(&format!("submit:{run_id}")));
-        assert_ne!(id, command_id(&format!("submit:{}x", "r".repeat(127))));
+        let other = Submission::new("x", serde_json::Value::Null).run_id(format!("{}x", "r".repeat(127)));
+        assert_ne!(id, other.command_id());
     }
 
     #[test]
