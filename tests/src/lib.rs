@@ -67,6 +67,63 @@ pub async fn connect(url: &str) -> async_nats::Client {
         .expect("connect to nats-server")
 }
 
+/// Sends raw bytes to `osp.v1.in.<service>.<command>` as any NATS client could (a
+/// JetStream publish with `Nats-Msg-Id` = `id` and `Osp-Reply-To`), and returns the
+/// reply as JSON, decoded from whatever encoding it came in.
+pub async fn send_raw_command(
+    nats: &async_nats::Client,
+    service: &str,
+    command: &str,
+    content_type: Option<&str>,
+    payload: Vec<u8>,
+    id: &str,
+) -> serde_json::Value {
+    use futures::StreamExt;
+    let inbox = nats.new_inbox();
+    let mut replies = nats.subscribe(inbox.clone()).await.expect("subscribe to the reply inbox");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id);
+    headers.insert("Osp-Reply-To", inbox.as_str());
+    if let Some(content_type) = content_type {
+        headers.insert("Content-Type", content_type);
+    }
+    let js = async_nats::jetstream::new(nats.clone());
+    js.publish_with_headers(format!("osp.v1.in.{service}.{command}"), headers, payload.into())
+        .await
+        .expect("publish the command")
+        .await
+        .expect("the inbox stores the command");
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next()).await.expect("a reply").expect("a reply");
+    let encoding = reply.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str().to_owned());
+    match osp_protocol::Encoding::from_content_type(encoding.as_deref()).expect("a known encoding") {
+        osp_protocol::Encoding::Json => serde_json::from_slice(&reply.payload).expect("a JSON reply"),
+        osp_protocol::Encoding::MessagePack => rmp_serde::from_slice(&reply.payload).expect("a MessagePack reply"),
+    }
+}
+
+/// The rejection records on the log, by command id, with the service that recorded them.
+pub async fn rejections(url: &str) -> std::collections::BTreeMap<String, (String, osp_protocol::Error)> {
+    use osp_eventlog::{LogItem, Recorded, Start};
+    let log = EventLog::open(connect(url).await).await.expect("open the event log");
+    let mut follow = log
+        .follow::<Recorded<osp_protocol::RejectionEvent>>("osp.v1.evt.rejection.*", Start::All)
+        .await
+        .expect("follow the rejections");
+    let mut recorded = std::collections::BTreeMap::new();
+    while let Some(item) = follow.next().await {
+        match item.expect("a readable log") {
+            LogItem::Event(event) => {
+                let osp_protocol::RejectionEvent::Recorded(record) = event.envelope.payload;
+                let first = recorded.insert(record.command_id, (record.service, record.error));
+                assert!(first.is_none(), "each refusal is recorded once");
+            }
+            LogItem::Malformed(bad) => panic!("unreadable rejection record: {bad:?}"),
+            LogItem::CaughtUp(_) => break,
+        }
+    }
+    recorded
+}
+
 /// The counter aggregate named `id`.
 pub fn counter(id: &str) -> AggregateRef {
     AggregateRef::new("counter", id).expect("valid id")

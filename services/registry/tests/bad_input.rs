@@ -4,17 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{client, registry, server, system, tool};
-use futures::StreamExt;
-use osp_eventlog::{EventLog, LogItem, Recorded, Start};
-use osp_protocol::{Encoding, Error, RejectionEvent};
 use serde_json::{json, Value};
 
-/// Sends raw bytes to a command subject, as any NATS client could, and returns the
-/// reply decoded from whatever encoding it came in.
 async fn send(
     nats: &async_nats::Client,
     command: &str,
@@ -22,26 +16,7 @@ async fn send(
     payload: Vec<u8>,
     id: &str,
 ) -> Value {
-    let inbox = nats.new_inbox();
-    let mut replies = nats.subscribe(inbox.clone()).await.unwrap();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id);
-    headers.insert("Osp-Reply-To", inbox.as_str());
-    if let Some(content_type) = content_type {
-        headers.insert("Content-Type", content_type);
-    }
-    let js = async_nats::jetstream::new(nats.clone());
-    js.publish_with_headers(format!("osp.v1.in.registry.{command}"), headers, payload.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next()).await.expect("a reply").unwrap();
-    let encoding = reply.headers.as_ref().and_then(|h| h.get("Content-Type")).map(|v| v.as_str().to_owned());
-    match Encoding::from_content_type(encoding.as_deref()).unwrap() {
-        Encoding::Json => serde_json::from_slice(&reply.payload).unwrap(),
-        Encoding::MessagePack => rmp_serde::from_slice(&reply.payload).unwrap(),
-    }
+    osp_tests::send_raw_command(nats, "registry", command, content_type, payload, id).await
 }
 
 fn msgpack(value: Value) -> Vec<u8> {
@@ -97,23 +72,10 @@ async fn every_bad_command_is_answered_and_recorded_and_the_service_goes_on() {
     }
 
     // Each refusal is on the log, once, with the error the sender was told.
-    let log = EventLog::open(osp_tests::connect(&server.url()).await).await.unwrap();
-    let mut follow = log.follow::<Recorded<RejectionEvent>>("osp.v1.evt.rejection.*", Start::All).await.unwrap();
-    let mut recorded: BTreeMap<String, Error> = BTreeMap::new();
-    while let Some(item) = follow.next().await {
-        match item.unwrap() {
-            LogItem::Event(event) => {
-                let RejectionEvent::Recorded(record) = event.envelope.payload;
-                assert_eq!(record.service, "registry");
-                assert!(recorded.insert(record.command_id, record.error).is_none(), "recorded once");
-            }
-            LogItem::Malformed(bad) => panic!("{bad:?}"),
-            LogItem::CaughtUp(_) => break,
-        }
-    }
+    let recorded = osp_tests::rejections(&server.url()).await;
     assert_eq!(recorded.len(), cases.len());
     for (id, _, _, _, code, _, _) in &cases {
-        assert_eq!(recorded[*id].code(), *code, "{id}");
+        assert_eq!((recorded[*id].0.as_str(), recorded[*id].1.code()), ("registry", *code), "{id}");
     }
 
     // Still serving.

@@ -181,6 +181,11 @@ impl CommandHandler for Commands {
         })
     }
 
+    /// A run is its own root until workflows nest runs.
+    fn correlation_id(&self, aggregate: &AggregateRef, _: &Command) -> Option<String> {
+        Some(aggregate.id.to_string())
+    }
+
     fn outcome(&self, command: &Command, executed: &Executed<Run>) -> Outcome {
         let run = &executed.state.state;
         let status = run.view.status.unwrap_or(RunStatus::Pending);

@@ -75,6 +75,8 @@ async fn sweep(shell: Arc<Shell>, heard: Heard, shutdown: CancellationToken) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Decisions under way, so a slow one is not started again at every tick.
     let deciding: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
+    // When this instance first saw each held attempt.
+    let mut seen: HashMap<String, (u32, Instant)> = HashMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -87,13 +89,18 @@ async fn sweep(shell: Arc<Shell>, heard: Heard, shutdown: CancellationToken) {
             let agents = shell.agents.read();
             let mut heard = lock(&heard);
             heard.retain(|run_id, _| view.holds(run_id));
+            seen.retain(|run_id, _| view.holds(run_id));
             for (run_id, held) in view.held() {
-                // Not heard about this attempt yet: count from now (a restart, a new attempt).
-                let last = heard.entry(run_id.clone()).or_insert((held.attempt, now));
-                if last.0 != held.attempt && last.0 != 0 {
-                    *last = (held.attempt, now);
+                // Counted from when this instance first saw the attempt held (a restart, a
+                // new attempt), or from the last beat about this attempt. A beat about
+                // another attempt (a leftover agent) does not keep this one alive.
+                let since = seen.entry(run_id.clone()).or_insert((held.attempt, now));
+                if since.0 != held.attempt {
+                    *since = (held.attempt, now);
                 }
-                let silent = now.duration_since(last.1);
+                let beat = heard.get(run_id).filter(|(attempt, _)| *attempt == held.attempt || *attempt == 0);
+                let last = beat.map_or(since.1, |(_, at)| (*at).max(since.1));
+                let silent = now.duration_since(last);
                 if agents.offline_since(&held.agent).is_some_and(|since| since > held.started_at) {
                     let command = RunCommand::AgentOffline { attempt: held.attempt, agent: held.agent.clone() };
                     lost.push((run_id.clone(), command, format!("agent-offline:{run_id}:{}", held.attempt)));

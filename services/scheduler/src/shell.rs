@@ -35,7 +35,7 @@ pub struct Shell {
 }
 
 /// The actor the scheduler's own decisions are recorded under.
-pub const ACTOR: &str = "scheduler";
+pub const ACTOR: &str = "service:scheduler";
 
 impl Shell {
     /// Decides one of the scheduler's own commands on run `run_id`. `command_id` names

@@ -60,6 +60,13 @@ pub trait CommandHandler: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// The correlation id of the events `command` causes (the root run it belongs to),
+    /// if it has one.
+    fn correlation_id(&self, aggregate: &AggregateRef, command: &Self::Command) -> Option<String> {
+        let _ = (aggregate, command);
+        None
+    }
+
     /// The answer to an accepted `command`, from the state just after it (for a command
     /// applied before, the state after that first time).
     fn outcome(&self, command: &Self::Command, executed: &Executed<Self::Aggregate>) -> Self::Outcome;
@@ -273,7 +280,7 @@ impl<H: CommandHandler> Inbox<H> {
                     id: inbound.id.clone(),
                     received_at: inbound.received_at,
                     actor: inbound.actor.clone(),
-                    correlation_id: None,
+                    correlation_id: self.handler.correlation_id(&aggregate, &command),
                 };
                 let decision = command.clone().into();
                 let admitted = self.handler.admit(&aggregate, &command).await;

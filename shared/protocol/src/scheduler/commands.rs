@@ -140,7 +140,8 @@ pub struct Report {
     pub run_id: Token,
     /// The attempt (from the task message).
     pub attempt: u32,
-    /// The agent: the payload's `agent`, else the command's `Osp-Actor`.
+    /// The agent: the payload's `agent`, else the command's `Osp-Actor` with any
+    /// `agent:` prefix left out.
     pub agent: String,
     /// What it reports.
     pub kind: ReportKind,
@@ -473,7 +474,9 @@ fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<R
             ReportKind::Failed { error, retryable: wire.retryable.unwrap_or(true) }
         }
     };
-    let agent = wire.agent.unwrap_or_else(|| origin.actor.to_owned());
+    // An agent's actor is `agent:<name>` by convention; the attempt is held by the name,
+    // as the registry knows it (so its offline events find the attempt).
+    let agent = wire.agent.unwrap_or_else(|| origin.actor.strip_prefix("agent:").unwrap_or(origin.actor).to_owned());
     if agent.is_empty() || agent.len() > 128 {
         return Err(Error::Invalid { field: "agent".into(), reason: "must be 1 to 128 bytes".into() });
     }

@@ -122,7 +122,8 @@ pub struct TaskMessage {
     /// When the attempt times out, if it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Timestamp>,
-    /// Send a heartbeat on [`heartbeat_subject`] at least this often, in ms.
+    /// The run's heartbeat timeout, in ms: an attempt whose agent sends no heartbeat on
+    /// [`heartbeat_subject`] for this long fails. Beat well within it.
     pub heartbeat_ms: u64,
     /// Where cancel, answer, pause and resume arrive.
     pub signal_subject: String,

@@ -16,8 +16,8 @@ pub const MAX_ATTEMPTS: u32 = 100;
 /// Shortest heartbeat timeout: agents beat every few seconds, and a shorter timeout
 /// would fail healthy attempts on a busy machine.
 pub const MIN_HEARTBEAT_TIMEOUT_MS: u64 = 500;
-/// Heartbeat timeout when the run does not set one: three missed beats of the client's
-/// five-second heartbeat.
+/// Heartbeat timeout when the run does not set one: several missed beats of the
+/// client's heartbeat (every 2 s, or a third of the timeout when that is shorter).
 pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 15_000;
 /// How long a graceful cancel waits for the agent by default.
 pub const DEFAULT_GRACEFUL_TIMEOUT_MS: u64 = 10_000;

@@ -1,0 +1,85 @@
+//! Bad input: unknown capability, malformed options, commands for unknown runs, subject
+//! injection, illegal transitions — each gets an error reply naming the field and a
+//! rejection record on the log; the service goes on.
+
+mod common;
+
+use common::{submission, system_with_agent};
+use osp_protocol::scheduler::queries::RunStatus;
+use serde_json::{json, Value};
+
+/// (id, command, payload, error code, field, words in the message)
+type Case = (&'static str, &'static str, Value, &'static str, Option<&'static str>, &'static str);
+
+#[tokio::test]
+async fn every_bad_command_is_answered_and_recorded_and_the_service_goes_on() {
+    let (server, scheduler, client) = system_with_agent("a1", "summarize").await;
+    client.scheduler().submit(&submission("done", "summarize", json!({}), json!({}))).await.unwrap();
+    client.scheduler().cancel("done", Some("made for this test"), None).await.unwrap();
+    let nats = osp_tests::connect(&server.url()).await;
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("unknown-capability", "submit", json!({"run_id": "r1", "capability": "teleport"}), "not_found", Some("capability"), "no registered agent offers it (offered: summarize); set options.waitForAgent"),
+        ("negative-ms", "submit", json!({"capability": "summarize", "options": {"timeout": {"ms": -5}}}), "malformed", Some("options.timeout.ms"), "invalid value: integer `-5`"),
+        ("zero-attempts", "submit", json!({"capability": "summarize", "options": {"retry": {"attempts": 0}}}), "invalid", Some("options.retry.attempts"), "must be 1 to 100"),
+        ("unknown-backoff", "submit", json!({"capability": "summarize", "options": {"retry": {"attempts": 2, "backoff": "fibonacci"}}}), "malformed", Some("options.retry.backoff"), "unknown variant `fibonacci`"),
+        ("typo-option", "submit", json!({"capability": "summarize", "options": {"retries": 2}}), "malformed", None, "unknown field `retries`"),
+        ("dot", "submit", json!({"run_id": "a.b", "capability": "summarize"}), "invalid_token", Some("run_id"), "must not contain '.'"),
+        ("star", "cancel", json!({"run_id": "*"}), "invalid_token", Some("run_id"), "wildcards"),
+        ("unknown-run", "cancel", json!({"run_id": "nobody"}), "not_found", Some("run_id"), "no run has this id"),
+        ("unknown-run-report", "completed", json!({"run_id": "nobody", "attempt": 1}), "not_found", Some("run_id"), "no run has this id"),
+        ("approve-ended", "approve", json!({"run_id": "done"}), "illegal_transition", None, "cannot approve: it is cancelled"),
+        ("resume-ended", "resume", json!({"run_id": "done"}), "illegal_transition", None, "cannot resume: it is cancelled"),
+        ("late-report", "progress", json!({"run_id": "done", "attempt": 1, "current": 1}), "illegal_transition", None, "it has ended"),
+        ("unknown-command", "launch", json!({}), "unknown_command", None, "use one of submit, cancel"),
+    ];
+    for (id, command, payload, code, field, words) in &cases {
+        let bytes = serde_json::to_vec(payload).unwrap();
+        let reply = osp_tests::send_raw_command(&nats, "scheduler", command, Some("application/json"), bytes, id).await;
+        assert_eq!(reply["ok"], false, "{id}: {reply}");
+        let error = &reply["error"];
+        assert_eq!(error["error"], *code, "{id}: {reply}");
+        if let Some(field) = field {
+            let named = error.get("field").or_else(|| error.get("path"));
+            assert_eq!(named.and_then(Value::as_str), Some(*field), "{id}: {reply}");
+        }
+        assert!(error["message"].as_str().unwrap().contains(words), "{id}: {reply}");
+        assert!(reply["seq"].as_u64().is_some(), "{id}: the reply names the rejection's record: {reply}");
+    }
+    let recorded = osp_tests::rejections(&server.url()).await;
+    for (id, _, _, code, _, _) in &cases {
+        let (service, error) = &recorded[*id];
+        assert_eq!((service.as_str(), error.code()), ("scheduler", *code), "{id}");
+    }
+
+    // Still serving; and a run for a capability nobody offers is accepted when it says it waits.
+    let waiting = client
+        .scheduler()
+        .submit(&submission("waits", "teleport", json!({}), json!({"waitForAgent": true})))
+        .await
+        .unwrap();
+    assert_eq!(waiting.result.status, RunStatus::Pending);
+    assert_eq!(scheduler.commands().rejected(), cases.len() as u64);
+    scheduler.shutdown().await;
+}
+
+#[tokio::test]
+async fn submitting_the_same_run_twice_is_idempotent_and_other_content_conflicts() {
+    let (_server, scheduler, client) = system_with_agent("a1", "summarize").await;
+    let runs = client.scheduler();
+    let first = runs.submit(&submission("r", "summarize", json!({"text": "x"}), json!({}))).await.unwrap();
+    assert!(first.result.created);
+    // The same submission, a new command id (another client sending it again).
+    let again = osp_client::Submission::new("summarize", json!({"text": "x"})).run_id("r");
+    let body = json!({"run_id": "r", "capability": "summarize", "input": {"text": "x"}});
+    let again_answer =
+        client.command::<_, osp_protocol::scheduler::RunOutcome>("scheduler", "submit", &body).await.unwrap();
+    assert!(!again_answer.result.created);
+    assert_eq!(again_answer.seq, first.seq, "nothing new on the log");
+    assert!(runs.submit(&again).await.is_ok());
+    let other = runs.submit(&submission("r", "summarize", json!({"text": "y"}), json!({}))).await;
+    assert_eq!(common::code(other), "conflict");
+    let run = runs.get("r").await.unwrap().unwrap();
+    assert_eq!(run.attempts.len(), 1, "dispatched once");
+    scheduler.shutdown().await;
+}
