@@ -129,3 +129,97 @@ fn state_name(run: &Run) -> String {
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+
+#[cfg(test)]
+mod properties {
+    use super::fixtures::*;
+    use super::*;
+    use osp_eventlog::testing::{envelope, fold};
+    use osp_eventlog::Aggregate;
+    use osp_protocol::scheduler::Backoff;
+    use proptest::prelude::*;
+
+    /// Any command a run can meet, from any sender, at any moment.
+    fn any_command() -> impl Strategy<Value = RunCommand> {
+        let agent = prop_oneof![Just("a1"), Just("a2")];
+        prop_oneof![
+            Just(cancel(true)),
+            Just(cancel(false)),
+            Just(pause_cmd()),
+            Just(resume_cmd()),
+            prop_oneof![Just("ann"), Just("bob"), Just("eve")].prop_map(approve),
+            Just(reject("ann", "no")),
+            Just(answer_cmd(None)),
+            (1u32..4, agent.clone()).prop_map(|(a, who)| started_report(a, who)),
+            (1u32..4, agent.clone()).prop_map(|(a, who)| progress_report(a, who)),
+            (1u32..4, agent.clone()).prop_map(|(a, who)| ask_report(a, who, "q")),
+            (1u32..4, agent.clone()).prop_map(|(a, who)| completed_report(a, who)),
+            (1u32..4, agent.clone(), any::<bool>()).prop_map(|(a, who, r)| failed_report(a, who, "error", r)),
+            (
+                prop_oneof![
+                    Just(TimerKind::Timeout),
+                    Just(TimerKind::Retry),
+                    Just(TimerKind::Approval),
+                    Just(TimerKind::Cancel)
+                ],
+                1u32..4
+            )
+                .prop_map(|(kind, n)| timer(kind, n)),
+            (1u32..4, agent.clone()).prop_map(|(attempt, who)| RunCommand::HeartbeatLost {
+                attempt,
+                agent: who.into(),
+                silent_ms: 1
+            }),
+            (1u32..4, agent).prop_map(|(attempt, who)| RunCommand::AgentOffline { attempt, agent: who.into() }),
+        ]
+    }
+
+    fn any_options() -> impl Strategy<Value = osp_protocol::scheduler::RunOptions> {
+        (any::<bool>(), any::<bool>(), 0u32..3).prop_map(|(approval, timeout, retries)| {
+            let mut options = with_retry(retries + 1, 0, Backoff::None, None);
+            if approval {
+                options.approval = with_approval(&["ann", "bob"], 1, Some(10), false).approval;
+            }
+            if timeout {
+                options.timeout = with_timeout(10, "fail").timeout;
+            }
+            options
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Whatever happens: the state is a fold of the events; a run ends at most once
+        /// and nothing happens to it after; no attempt is started twice; attempts never
+        /// exceed the retry policy; and nothing panics.
+        #[test]
+        fn invariants_hold_for_any_sequence(options in any_options(), commands in proptest::collection::vec(any_command(), 0..40)) {
+            let max_attempts = options.max_attempts();
+            let mut history = submit_history(options);
+            let mut state: Run = fold(&history);
+            // Times move on, so timers may come due.
+            for (step, command) in commands.iter().enumerate() {
+                let now = NOW.plus_millis(step as u64 * 20);
+                let ended = state.phase == crate::run::Phase::Ended;
+                if let Ok(events) = state.decide(command, now) {
+                    prop_assert!(!(ended && !events.is_empty()), "an ended run changed: {command:?} -> {events:?}");
+                    for event in events {
+                        history.push(event.clone());
+                        state.evolve(&envelope(event, history.len() as u64));
+                    }
+                }
+            }
+            prop_assert_eq!(&state, &fold::<Run>(&history));
+            let ends = history.iter().filter(|e| matches!(e, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_))).count();
+            prop_assert!(ends <= 1);
+            let mut started = std::collections::HashSet::new();
+            for event in &history {
+                if let RunEvent::Started(s) = event {
+                    prop_assert!(started.insert(s.attempt), "attempt {} started twice", s.attempt);
+                }
+            }
+            prop_assert!(state.attempt() <= max_attempts);
+        }
+    }
+}
