@@ -67,6 +67,8 @@ pub async fn connect(url: &str) -> async_nats::Client {
         .expect("connect to nats-server")
 }
 
+pub mod python;
+
 /// Sends raw bytes to `osp.v1.in.<service>.<command>` as any NATS client could (a
 /// JetStream publish with `Nats-Msg-Id` = `id` and `Osp-Reply-To`), and returns the
 /// reply as JSON, decoded from whatever encoding it came in.

@@ -37,6 +37,9 @@ pub enum Effect {
     },
     /// Tell the agent.
     Signal(Signal),
+    /// Remove timers that can no longer matter (the run ended), so they do not wait in
+    /// the timer stream until they fire for nothing.
+    ClearTimers(Vec<(TimerKind, u32)>),
 }
 
 /// The effects of `event` on a run now in state `run`.
@@ -103,7 +106,34 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
         }
         _ => {}
     }
+    if matches!(event, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_)) {
+        let pending = pending_timers(run);
+        if !pending.is_empty() {
+            effects.push(Effect::ClearTimers(pending));
+        }
+    }
     effects
+}
+
+/// The timers an ended run may still have set: the last attempt's timeout, the approval's
+/// expiry, a graceful cancel's deadline.
+fn pending_timers(run: &Run) -> Vec<(TimerKind, u32)> {
+    let mut timers = Vec::new();
+    if let Some(last) = run.view.attempts.last().filter(|a| a.deadline.is_some() && !a.timed_out) {
+        timers.push((TimerKind::Timeout, last.attempt));
+    }
+    if run
+        .view
+        .approval
+        .as_ref()
+        .is_some_and(|a| a.expires_at.is_some() && a.state != "expired" && a.state != "approved-on-expiry")
+    {
+        timers.push((TimerKind::Approval, 1));
+    }
+    if run.cancel_requested {
+        timers.push((TimerKind::Cancel, run.attempt()));
+    }
+    timers
 }
 
 fn stop(attempt: u32, reason: &str) -> Effect {
@@ -143,6 +173,18 @@ mod tests {
         started_already.push(completed(1));
         let run: Run = fold(&started_already);
         assert_eq!(effects_of(&history[1], &run), vec![]);
+    }
+
+    #[test]
+    fn an_ended_run_clears_its_timers() {
+        let mut history = submit_history(with_timeout(1000, "fail"));
+        history.push(started(1, "a1"));
+        history.push(completed(1));
+        assert_eq!(effects(&history), vec![Effect::ClearTimers(vec![(TimerKind::Timeout, 1)])]);
+        let mut no_timers = submit_history(options());
+        no_timers.push(started(1, "a1"));
+        no_timers.push(completed(1));
+        assert_eq!(effects(&no_timers), vec![]);
     }
 
     #[test]

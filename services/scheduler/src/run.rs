@@ -20,6 +20,8 @@ pub struct Run {
     pub view: RunView,
     /// Where its task is.
     pub phase: Phase,
+    /// A graceful cancel was asked for (so a cancel deadline timer was set).
+    pub cancel_requested: bool,
 }
 
 /// Where a run's task is.
@@ -260,6 +262,7 @@ impl Aggregate for Run {
                     self.phase = Phase::Cancelling { attempt, agent, reason: request.reason.clone() };
                 }
                 self.view.cancelling_until = Some(request.deadline);
+                self.cancel_requested = true;
             }
             RunEvent::Completed(completed) => {
                 let attempt = self.attempt_mut(completed.attempt);

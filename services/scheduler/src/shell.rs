@@ -68,6 +68,12 @@ impl Shell {
                 self.signal(run_id, &signal).await;
                 Ok(())
             }
+            Effect::ClearTimers(timers) => {
+                for (kind, n) in timers {
+                    self.timers.cancel(&timer_id(&TimerFired { run_id: run_id.to_string(), kind, n })).await?;
+                }
+                Ok(())
+            }
         }
     }
 
