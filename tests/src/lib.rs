@@ -103,6 +103,61 @@ pub async fn send_raw_command(
     }
 }
 
+/// Checks that `reply` (from [`send_raw_command`]) refuses the command with error `code`,
+/// naming `field` (when given) and saying `words`, and names the rejection's record.
+#[track_caller]
+pub fn assert_refused(id: &str, reply: &serde_json::Value, code: &str, field: Option<&str>, words: &str) {
+    assert_eq!(reply["ok"], false, "{id}: {reply}");
+    let error = &reply["error"];
+    assert_eq!(error["error"], code, "{id}: {reply}");
+    if let Some(field) = field {
+        let named = error.get("field").or_else(|| error.get("path"));
+        assert_eq!(named.and_then(serde_json::Value::as_str), Some(field), "{id}: {reply}");
+    }
+    assert!(error["message"].as_str().unwrap_or_default().contains(words), "{id}: {reply}");
+    assert!(reply["seq"].as_u64().is_some(), "{id}: the reply names the rejection's record: {reply}");
+}
+
+/// Polls `check` until it holds; fails the test naming `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts a service binary (`osp-registry`, `osp-scheduler`) against the server at
+/// `url`, as an operator runs it, with `args`; returns once its log says `started`.
+pub async fn spawn_service(binary: &str, url: &str, args: &[&str], started: &str) -> tokio::process::Child {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(binary)
+        .args(["--nats-url", url])
+        .args(args)
+        .env("OSP_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {binary}: {e}"));
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let up = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(started) {
+                return true;
+            }
+        }
+        false
+    });
+    assert!(up.await.unwrap_or(false), "{binary} did not log {started:?}");
+    // Keep draining its log so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    child
+}
+
 /// The rejection records on the log, by command id, with the service that recorded them.
 pub async fn rejections(url: &str) -> std::collections::BTreeMap<String, (String, osp_protocol::Error)> {
     use osp_eventlog::{LogItem, Recorded, Start};

@@ -60,15 +60,7 @@ async fn every_bad_command_is_answered_and_recorded_and_the_service_goes_on() {
     ];
     for (id, command, content_type, payload, code, field, words) in &cases {
         let reply = send(&nats, command, *content_type, payload.clone(), id).await;
-        assert_eq!(reply["ok"], false, "{id}: {reply}");
-        let error = &reply["error"];
-        assert_eq!(error["error"], *code, "{id}: {reply}");
-        if let Some(field) = field {
-            let named = error.get("field").or_else(|| error.get("path"));
-            assert_eq!(named.and_then(Value::as_str), Some(*field), "{id}: {reply}");
-        }
-        assert!(error["message"].as_str().unwrap().contains(words), "{id}: {reply}");
-        assert!(reply["seq"].as_u64().is_some(), "{id}: the reply names the rejection's record: {reply}");
+        osp_tests::assert_refused(id, &reply, code, *field, words);
     }
 
     // Each refusal is on the log, once, with the error the sender was told.

@@ -5,37 +5,16 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::{client, eventually, server};
 use osp_eventlog::{EventLog, LogItem, Recorded, Start};
 use osp_protocol::registry::EntryEvent;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// An `osp-registry` process, as an operator runs it; returns once it serves.
 async fn spawn_registry(url: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_osp-registry"))
-        .args(["--nats-url", url, "--ack-wait", "2s"])
-        .env("OSP_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start osp-registry");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("registry started") {
-                return true;
-            }
-        }
-        false
-    });
-    assert!(started.await.unwrap(), "osp-registry exited before it started");
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    osp_tests::spawn_service(env!("CARGO_BIN_EXE_osp-registry"), url, &["--ack-wait", "2s"], "registry started").await
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,32 +15,13 @@ use osp_eventlog::{EventLog, LogItem, Projection, Recorded, Start};
 use osp_protocol::scheduler::RunEvent;
 use osp_scheduler::view::SchedulerView;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const RUNS: usize = 1000;
 
 /// An `osp-scheduler` process, as an operator runs it; returns once it serves.
 async fn spawn_scheduler(url: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_osp-scheduler"))
-        .args(["--nats-url", url, "--ack-wait", "2s"])
-        .env("OSP_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start osp-scheduler");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let started = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("scheduler started") {
-                return true;
-            }
-        }
-        false
-    });
-    assert!(started.await.unwrap(), "osp-scheduler exited before it started");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    child
+    osp_tests::spawn_service(env!("CARGO_BIN_EXE_osp-scheduler"), url, &["--ack-wait", "2s"], "scheduler started").await
 }
 
 #[tokio::test]

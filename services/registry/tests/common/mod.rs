@@ -53,15 +53,5 @@ pub fn tool(name: &str, resource: serde_json::Value) -> EntryDoc {
     EntryDoc::new("tools", name, String::new(), from_json(&resource), None).expect("a valid tool entry")
 }
 
-/// Polls `check` until it holds or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+#[allow(unused_imports)] // some test binaries poll nothing
+pub use osp_tests::eventually;

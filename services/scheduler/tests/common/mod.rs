@@ -52,18 +52,8 @@ pub async fn register_agent(url: &str, name: &str, capabilities: &[&str]) {
     registry.shutdown().await;
 }
 
-/// Polls `check` until it holds or `within` passes.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+#[allow(unused_imports)] // some test binaries poll nothing
+pub use osp_tests::eventually;
 
 /// Run options from their JSON form (as a submitter writes them).
 pub fn options(json: serde_json::Value) -> osp_protocol::scheduler::RunOptions {
