@@ -23,13 +23,12 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    DEFAULT_ACK_WAIT,
+    Running, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
 use osp_protocol::registry::{Command, ENTRY_KIND, OFFLINE_AFTER, SERVICE};
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
 use serde::Serialize;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::entry::Entry;
@@ -56,9 +55,7 @@ impl Default for Config {
 
 /// A running registry instance.
 pub struct Registry {
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-    counts: Arc<InboxCounts>,
+    running: Running,
 }
 
 impl Registry {
@@ -85,20 +82,17 @@ impl Registry {
         // The subscriptions are sent; once the server has them, a query finds responders.
         client.flush().await?;
         tracing::info!(offline_after = ?config.offline_after, "registry started");
-        Ok(Registry { shutdown, tasks, counts })
+        Ok(Registry { running: Running::new(shutdown, tasks, counts) })
     }
 
     /// What this instance's inbox has done.
     pub fn commands(&self) -> &InboxCounts {
-        &self.counts
+        self.running.commands()
     }
 
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.running.shutdown().await
     }
 }
 

@@ -49,11 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config { offline_after: args.offline_after, ack_wait: args.ack_wait, definitions };
     let registry =
         Registry::start(client, config).await.with_context(|| format!("starting the registry on {}", args.nats_url))?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = terminate.recv() => {}
-    }
+    osp_eventlog::stop_requested().await?;
     tracing::info!("stopping");
     registry.shutdown().await;
     Ok(())

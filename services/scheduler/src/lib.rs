@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Timers, DEFAULT_ACK_WAIT,
+    Running, Timers, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::queries::RunStatus;
@@ -38,7 +38,6 @@ use osp_protocol::scheduler::{
 };
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
 use serde::Serialize;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentsView;
@@ -65,9 +64,7 @@ impl Default for Config {
 
 /// A running scheduler instance.
 pub struct Scheduler {
-    shutdown: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
-    counts: Arc<InboxCounts>,
+    running: Running,
 }
 
 impl Scheduler {
@@ -103,20 +100,17 @@ impl Scheduler {
         tasks.extend(liveness::start(&client, shell, shutdown.clone()).await?);
         client.flush().await?;
         tracing::info!("scheduler started");
-        Ok(Scheduler { shutdown, tasks, counts })
+        Ok(Scheduler { running: Running::new(shutdown, tasks, counts) })
     }
 
     /// What this instance's inbox has done.
     pub fn commands(&self) -> &InboxCounts {
-        &self.counts
+        self.running.commands()
     }
 
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
+        self.running.shutdown().await
     }
 }
 

@@ -47,11 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let scheduler = Scheduler::start(client, config)
         .await
         .with_context(|| format!("starting the scheduler on {}", args.nats_url))?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result?,
-        _ = terminate.recv() => {}
-    }
+    osp_eventlog::stop_requested().await?;
     tracing::info!("stopping");
     scheduler.shutdown().await;
     Ok(())
