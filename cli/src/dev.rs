@@ -70,7 +70,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("  osp run list                       # the runs");
     println!("Ctrl-C to stop.");
 
-    stop_requested().await?;
+    osp_eventlog::stop_requested().await.context("waiting for Ctrl-C or SIGTERM")?;
     scheduler.shutdown().await;
     registry.shutdown().await;
     if let Some(server) = server.as_mut() {
@@ -82,14 +82,6 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
 
 /// Waits for Ctrl-C, or SIGTERM (what `kill` and service managers send), so the
 /// server we started is always stopped with us.
-async fn stop_requested() -> anyhow::Result<()> {
-    let mut terminate =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("listening for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C"),
-        _ = terminate.recv() => Ok(()),
-    }
-}
 
 /// The nats-server to run locally: found, or else the pinned one installed into
 /// `.osp/tools` of the working directory, saying so first (it takes a few seconds).
