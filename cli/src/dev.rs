@@ -80,9 +80,6 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for Ctrl-C, or SIGTERM (what `kill` and service managers send), so the
-/// server we started is always stopped with us.
-
 /// The nats-server to run locally: found, or else the pinned one installed into
 /// `.osp/tools` of the working directory, saying so first (it takes a few seconds).
 pub fn nats_server_binary() -> anyhow::Result<osp_local_nats::Binary> {

@@ -12,6 +12,7 @@ mod events;
 mod json_args;
 mod output;
 mod registry;
+mod run;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,9 @@ enum Command {
     Registry(registry::RegistryArgs),
     /// The agents, what they can do and whether they are online.
     Agents(agents::AgentsArgs),
+    /// Runs of tasks on the scheduler: submit, get, list, watch, and cancel, pause,
+    /// resume, approve, reject, answer.
+    Run(run::RunArgs),
     /// Measure throughput and latency next to raw JetStream, on a server of its own.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -79,6 +83,7 @@ fn main() -> std::process::ExitCode {
             Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
             Command::Registry(args) => registry::run(args, &url()).await,
             Command::Agents(args) => agents::run(args, &url()).await,
+            Command::Run(args) => run::run(args, &url()).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

@@ -125,6 +125,8 @@ impl Run {
         self.view.ended_at = Some(at);
         self.view.cancelling_until = None;
         self.view.retry_at = None;
+        // Nothing is dispatched after the end: a pause no longer means anything.
+        self.view.paused = false;
         self.phase = Phase::Ended;
     }
 }

@@ -1,0 +1,315 @@
+//! The options of `osp run submit`: the `--options` document with the convenience flags
+//! set on top of it (a flag wins), checked before anything is sent.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use clap::{Args, ValueEnum};
+use osp_protocol::scheduler::{Approval, Backoff, OnTimeout, Retry, RunOptions, Timeout};
+use serde_json::Value;
+
+use crate::json_args;
+
+/// How the run is executed: every flag here sets one field of `--options`.
+#[derive(Args, Debug, Default)]
+pub struct OptionFlags {
+    /// Run options as one JSON object (camelCase keys, docs/protocol.md §17.2): inline,
+    /// `@FILE` or `-` for stdin. The flags below are set on top of it.
+    #[arg(long, value_name = "JSON|@FILE|-")]
+    options: Option<String>,
+    /// A deadline for each attempt, counted from its dispatch (e.g. 30s, 2m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Timeout")]
+    timeout: Option<Duration>,
+    /// What the timeout does: fail the attempt (then the retry policy decides), cancel the
+    /// run, or record it and go on.
+    #[arg(long, value_enum, value_name = "ACTION", help_heading = "Timeout")]
+    on_timeout: Option<TimeoutAction>,
+    /// An attempt whose agent sends no heartbeat for this long fails [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Timeout")]
+    heartbeat_timeout: Option<Duration>,
+    /// Attempts in all, the first included (1 = no retry), at most 100.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "Retry")]
+    retry: Option<u32>,
+    /// The base delay before a retry (e.g. 1s) [default: 0s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Retry")]
+    retry_delay: Option<Duration>,
+    /// How the delay grows: the same every time, n × delay, or 2^(n-1) × delay.
+    #[arg(long, value_enum, value_name = "BACKOFF", help_heading = "Retry")]
+    backoff: Option<BackoffKind>,
+    /// The longest delay, whatever the backoff says.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Retry")]
+    max_delay: Option<Duration>,
+    /// Retry only failures of these error kinds (e.g. timeout,heartbeat) [default: all].
+    #[arg(long, value_name = "KIND,...", value_delimiter = ',', help_heading = "Retry")]
+    retry_on: Vec<String>,
+    /// Wait for a person's approval before dispatching; MESSAGE is what they are asked.
+    #[arg(long, value_name = "MESSAGE", help_heading = "Approval")]
+    require_approval: Option<String>,
+    /// Who may approve or reject (their actor, e.g. user:ana) [default: anyone].
+    #[arg(long, value_name = "ACTOR,...", value_delimiter = ',', help_heading = "Approval")]
+    approvers: Vec<String>,
+    /// Approvals needed [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Approval")]
+    approvals: Option<u32>,
+    /// The approval request expires after this long (e.g. 1h); then the run is cancelled,
+    /// or approved with --auto-approve.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, help_heading = "Approval")]
+    approval_timeout: Option<Duration>,
+    /// Approve the run when the approval request expires, instead of cancelling it.
+    #[arg(long, help_heading = "Approval")]
+    auto_approve: bool,
+    /// Accept the run even when no registered agent offers the capability: it waits in
+    /// the work queue until one does.
+    #[arg(long)]
+    wait_for_agent: bool,
+}
+
+/// `--on-timeout`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TimeoutAction {
+    Fail,
+    Cancel,
+    Continue,
+}
+
+/// `--backoff`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackoffKind {
+    None,
+    Linear,
+    Exponential,
+}
+
+impl OptionFlags {
+    /// True when `--options` reads stdin.
+    pub fn reads_stdin(&self) -> bool {
+        self.options.as_deref() == Some("-")
+    }
+
+    /// The run options: `--options`, then every flag set on it, checked as the scheduler
+    /// will check them.
+    pub fn build(&self) -> anyhow::Result<RunOptions> {
+        let mut options = match self.options.as_deref().map(|arg| json_args::read("--options", arg)).transpose()? {
+            None => RunOptions::default(),
+            Some(value @ Value::Object(_)) => {
+                serde_json::from_value(value).map_err(|error| anyhow!("--options: {error}"))?
+            }
+            Some(_) => bail!("--options: must be a JSON object such as {{\"retry\": {{\"attempts\": 3}}}}"),
+        };
+        self.timeout_onto(&mut options)?;
+        self.retry_onto(&mut options)?;
+        self.approval_onto(&mut options)?;
+        options.wait_for_agent |= self.wait_for_agent;
+        options.check()?;
+        Ok(options)
+    }
+
+    fn timeout_onto(&self, options: &mut RunOptions) -> anyhow::Result<()> {
+        if let Some(timeout) = self.timeout {
+            let on_timeout = options.timeout.as_ref().map(|t| t.on_timeout).unwrap_or_default();
+            options.timeout = Some(Timeout { ms: millis(timeout), on_timeout });
+        }
+        if let Some(action) = self.on_timeout {
+            let Some(timeout) = options.timeout.as_mut() else {
+                bail!("--on-timeout needs a timeout: add --timeout DURATION");
+            };
+            timeout.on_timeout = match action {
+                TimeoutAction::Fail => OnTimeout::Fail,
+                TimeoutAction::Cancel => OnTimeout::Cancel,
+                TimeoutAction::Continue => OnTimeout::Continue,
+            };
+        }
+        if let Some(heartbeat) = self.heartbeat_timeout {
+            options.heartbeat_timeout_ms = Some(millis(heartbeat));
+        }
+        Ok(())
+    }
+
+    fn retry_onto(&self, options: &mut RunOptions) -> anyhow::Result<()> {
+        if let Some(attempts) = self.retry {
+            let retry = options.retry.get_or_insert(Retry {
+                attempts,
+                delay_ms: 0,
+                backoff: Backoff::None,
+                max_delay_ms: None,
+                retry_on: None,
+            });
+            retry.attempts = attempts;
+        }
+        let flags = [
+            ("--retry-delay", self.retry_delay.is_some()),
+            ("--backoff", self.backoff.is_some()),
+            ("--max-delay", self.max_delay.is_some()),
+            ("--retry-on", !self.retry_on.is_empty()),
+        ];
+        let Some(retry) = options.retry.as_mut() else {
+            if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
+                bail!("{flag} needs a retry policy: add --retry N (attempts in all, the first included)");
+            }
+            return Ok(());
+        };
+        if let Some(delay) = self.retry_delay {
+            retry.delay_ms = millis(delay);
+        }
+        if let Some(backoff) = self.backoff {
+            retry.backoff = match backoff {
+                BackoffKind::None => Backoff::None,
+                BackoffKind::Linear => Backoff::Linear,
+                BackoffKind::Exponential => Backoff::Exponential,
+            };
+        }
+        if let Some(max) = self.max_delay {
+            retry.max_delay_ms = Some(millis(max));
+        }
+        if !self.retry_on.is_empty() {
+            retry.retry_on = Some(self.retry_on.clone());
+        }
+        Ok(())
+    }
+
+    fn approval_onto(&self, options: &mut RunOptions) -> anyhow::Result<()> {
+        if let Some(message) = &self.require_approval {
+            let approval = options.approval.get_or_insert(Approval {
+                message: message.clone(),
+                approvers: None,
+                required_approvals: 1,
+                timeout_ms: None,
+                auto_approve_on_timeout: false,
+            });
+            approval.message = message.clone();
+        }
+        let flags = [
+            ("--approvers", !self.approvers.is_empty()),
+            ("--approvals", self.approvals.is_some()),
+            ("--approval-timeout", self.approval_timeout.is_some()),
+            ("--auto-approve", self.auto_approve),
+        ];
+        let Some(approval) = options.approval.as_mut() else {
+            if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
+                bail!("{flag} needs an approval: add --require-approval MESSAGE");
+            }
+            return Ok(());
+        };
+        if !self.approvers.is_empty() {
+            approval.approvers = Some(self.approvers.clone());
+        }
+        if let Some(required) = self.approvals {
+            approval.required_approvals = required;
+        }
+        if let Some(timeout) = self.approval_timeout {
+            approval.timeout_ms = Some(millis(timeout));
+        }
+        approval.auto_approve_on_timeout |= self.auto_approve;
+        Ok(())
+    }
+}
+
+/// Whole milliseconds (a duration under 1 ms is 0, which the check refuses where 0 is
+/// not allowed).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: OptionFlags,
+    }
+
+    fn build(args: &[&str]) -> anyhow::Result<Value> {
+        let cli = Cli::try_parse_from(std::iter::once("submit").chain(args.iter().copied()))?;
+        Ok(serde_json::to_value(cli.flags.build()?).unwrap())
+    }
+
+    #[test]
+    fn flags_build_the_options() {
+        assert_eq!(build(&[]).unwrap(), json!({}));
+        let got = build(&[
+            "--timeout",
+            "30s",
+            "--on-timeout",
+            "cancel",
+            "--heartbeat-timeout",
+            "2m",
+            "--retry",
+            "3",
+            "--retry-delay",
+            "1s",
+            "--backoff",
+            "exponential",
+            "--max-delay",
+            "10s",
+            "--retry-on",
+            "timeout,heartbeat",
+            "--require-approval",
+            "ship it?",
+            "--approvers",
+            "user:ann,user:bob",
+            "--approvals",
+            "2",
+            "--approval-timeout",
+            "1h",
+            "--auto-approve",
+            "--wait-for-agent",
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            json!({
+                "timeout": {"ms": 30_000, "onTimeout": "cancel"},
+                "heartbeatTimeoutMs": 120_000,
+                "retry": {"attempts": 3, "delayMs": 1000, "backoff": "exponential", "maxDelayMs": 10_000,
+                          "retryOn": ["timeout", "heartbeat"]},
+                "approval": {"message": "ship it?", "approvers": ["user:ann", "user:bob"], "requiredApprovals": 2,
+                             "timeoutMs": 3_600_000, "autoApproveOnTimeout": true},
+                "waitForAgent": true,
+            })
+        );
+    }
+
+    #[test]
+    fn flags_override_the_options_document() {
+        let options = r#"{"retry": {"attempts": 5, "delayMs": 200, "backoff": "linear"}, "timeout": {"ms": 100, "onTimeout": "continue"}}"#;
+        let got = build(&["--options", options, "--retry", "2", "--timeout", "1s"]).unwrap();
+        assert_eq!(
+            got,
+            json!({"timeout": {"ms": 1000, "onTimeout": "continue"},
+                   "retry": {"attempts": 2, "delayMs": 200, "backoff": "linear"}})
+        );
+        let got = build(&["--options", r#"{"approval": {"message": "ok?"}}"#, "--approvers", "ann"]).unwrap();
+        assert_eq!(
+            got["approval"],
+            json!({"message": "ok?", "approvers": ["ann"], "requiredApprovals": 1,
+                                           "autoApproveOnTimeout": false})
+        );
+    }
+
+    #[test]
+    fn bad_options_are_refused_with_the_flag_or_field() {
+        for (args, expected) in [
+            (&["--backoff", "fibonacci"][..], "invalid value 'fibonacci' for '--backoff <BACKOFF>'"),
+            (&["--retry", "0"][..], "invalid value '0' for '--retry <N>': 0 is not in 1..=100"),
+            (&["--timeout", "soon"][..], "invalid value 'soon' for '--timeout <DURATION>'"),
+            (&["--on-timeout", "cancel"][..], "--on-timeout needs a timeout: add --timeout DURATION"),
+            (&["--backoff", "linear"][..], "--backoff needs a retry policy: add --retry N"),
+            (&["--approvers", "ann"][..], "--approvers needs an approval: add --require-approval MESSAGE"),
+            (&["--timeout", "0s"][..], "invalid options.timeout.ms: must be more than 0 ms"),
+            (
+                &["--require-approval", "ok?", "--approvers", "ann", "--approvals", "2"][..],
+                "invalid options.approval.requiredApprovals: 2 approvals required but only 1 distinct approvers listed",
+            ),
+            (&["--options", r#"{"retries": 3}"#][..], "--options: unknown field `retries`"),
+            (&["--options", "[1]"][..], "--options: must be a JSON object"),
+            (&["--options", "{"][..], "--options: invalid JSON"),
+        ] {
+            let err = build(args).unwrap_err().to_string();
+            assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! `osp run watch`: a run's events as they happen, one line each, with a progress bar
+//! on a terminal; the exit status says how the run ended.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use osp_client::RunUpdate;
+use osp_protocol::scheduler::{OnTimeout, RunEvent};
+use osp_protocol::{EventPayload, Timestamp};
+use serde::Serialize;
+use serde_json::json;
+
+use super::show::{compact, document, progress, truncate, with_rfc3339_times};
+use crate::output::Lines;
+
+/// The run completed.
+pub const COMPLETED: u8 = 0;
+/// The run failed.
+pub const FAILED: u8 = 1;
+/// The run was cancelled.
+pub const CANCELLED: u8 = 3;
+/// The watch itself failed: no server, no scheduler, no such run, the stream broke.
+pub const WATCH_FAILED: u8 = 4;
+/// Ctrl-C: the run goes on.
+pub const INTERRUPTED: u8 = 130;
+
+/// Follows `run_id` until it ends: its history first, then live. Errors come back as
+/// `Err` for the caller to print and turn into [`WATCH_FAILED`].
+pub async fn follow(scheduler: &osp_client::Scheduler, run_id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let mut updates = scheduler.watch(run_id).await?;
+    let mut lines = Lines::new(json, true);
+    let mut bar = Bar::new(!json && std::io::stderr().is_terminal());
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let update = tokio::select! {
+            _ = &mut interrupted => {
+                bar.clear();
+                eprintln!("stopped watching; run {run_id} goes on (osp run watch {run_id})");
+                return Ok(ExitCode::from(INTERRUPTED));
+            }
+            update = updates.next() => update,
+        };
+        let update = match update {
+            None => {
+                bar.clear();
+                anyhow::bail!("the run's event stream ended before the run did");
+            }
+            Some(Err(error)) => {
+                bar.suspend(|| eprintln!("warning: {error}"));
+                continue;
+            }
+            Some(Ok(update)) => update,
+        };
+        bar.show(&update.event);
+        let line = if json { update_json(run_id, &update).to_string() } else { update_line(&update) };
+        bar.suspend(|| lines.line(&line))?;
+        let code = match &update.event {
+            RunEvent::Completed(_) => COMPLETED,
+            RunEvent::Failed(_) => FAILED,
+            RunEvent::Cancelled(_) => CANCELLED,
+            _ => continue,
+        };
+        bar.clear();
+        lines.flush()?;
+        return Ok(ExitCode::from(code));
+    }
+}
+
+/// A progress bar on stderr, driven by `run.progress` events, shown only on a terminal.
+struct Bar {
+    enabled: bool,
+    bar: Option<(u32, ProgressBar)>,
+}
+
+impl Bar {
+    fn new(enabled: bool) -> Bar {
+        Bar { enabled, bar: None }
+    }
+
+    /// Moves the bar on a progress event; a new attempt starts a new bar, the end of an
+    /// attempt removes it.
+    fn show(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::Progressed(p) if self.enabled => {
+                let new = self.bar.as_ref().is_none_or(|(attempt, _)| *attempt != p.attempt);
+                if new {
+                    self.clear();
+                    self.bar = Some((p.attempt, new_bar(p.total)));
+                }
+                let Some((_, bar)) = &self.bar else { return };
+                if let Some(total) = p.total {
+                    bar.set_length(total);
+                }
+                bar.set_position(p.current);
+                bar.set_message(p.message.clone().unwrap_or_default());
+                if new {
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                }
+            }
+            RunEvent::AttemptFailed(_) | RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_) => {
+                self.clear()
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs `f` with the bar out of the way.
+    fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some((_, bar)) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some((_, bar)) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn new_bar(total: Option<u64>) -> ProgressBar {
+    let (bar, template) = match total {
+        Some(total) => (ProgressBar::new(total), "{spinner} [{bar:30}] {pos}/{len} {msg}"),
+        None => (ProgressBar::new_spinner(), "{spinner} {pos} {msg}"),
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar
+}
+
+/// One event for people: `<time>  <type>  <gist>`.
+pub fn update_line(update: &RunUpdate) -> String {
+    format!("{}  {:<22} {}", fixed_width(update.occurred_at), update.event.event_type(), gist(update))
+}
+
+/// RFC 3339 in UTC with exactly three decimals, so the lines of a watch stay aligned.
+fn fixed_width(at: Timestamp) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    at.to_offset_date_time().format(FORMAT).unwrap_or_else(|_| at.to_rfc3339())
+}
+
+/// What an event says, in a few words.
+fn gist(update: &RunUpdate) -> String {
+    let by = &update.actor;
+    match &update.event {
+        RunEvent::Submitted(e) => format!("{} by {by}, input {}", e.capability, compact(&document(&e.input))),
+        RunEvent::ApprovalRequested(e) => {
+            let who = if e.approvers.is_empty() { "anyone".to_owned() } else { e.approvers.join(", ") };
+            let mut text = format!("{:?}: {} approval(s) from {who}", e.message, e.required);
+            if let Some(at) = e.expires_at {
+                let then = if e.auto_approve_on_timeout { "approved" } else { "cancelled" };
+                text.push_str(&format!("; expires {at}, then {then}"));
+            }
+            text
+        }
+        RunEvent::ApprovalDecided(e) => {
+            let decision = if e.approved { "approved" } else { "rejected" };
+            with_reason(format!("{decision} by {}", e.approver), e.reason.as_deref())
+        }
+        RunEvent::ApprovalExpired(e) => {
+            format!("after {} approval(s); {}", e.approvals, if e.auto_approved { "approved" } else { "cancelling" })
+        }
+        RunEvent::Approved(e) if e.on_expiry => "on expiry".to_owned(),
+        RunEvent::Approved(e) => format!("by {}", e.by.join(", ")),
+        RunEvent::Dispatched(e) => {
+            let mut text = format!("attempt {}", e.attempt);
+            if e.dispatch > 1 {
+                text.push_str(&format!(" (dispatch {})", e.dispatch));
+            }
+            if let Some(deadline) = e.deadline {
+                text.push_str(&format!(", deadline {deadline}"));
+            }
+            text
+        }
+        RunEvent::Deferred(e) => {
+            format!("attempt {}: agent {} took it while paused; dispatched again on resume", e.attempt, e.agent)
+        }
+        RunEvent::Started(e) => format!("attempt {} by agent {}", e.attempt, e.agent),
+        RunEvent::Progressed(e) => {
+            format!("attempt {}: {}", e.attempt, progress(e.current, e.total, e.message.as_deref()))
+        }
+        RunEvent::Logged(e) => format!("attempt {} {}: {}", e.attempt, e.level, truncate(&e.message, 200)),
+        RunEvent::InputRequested(e) => format!(
+            "attempt {} asks {}: {}  (osp run answer <run> 'JSON')",
+            e.attempt,
+            e.request_id,
+            compact(&document(&e.question))
+        ),
+        RunEvent::InputAnswered(e) => {
+            format!("{} answered by {by}: {}", e.request_id, compact(&document(&e.answer)))
+        }
+        RunEvent::AttemptFailed(e) => format!(
+            "attempt {} ({}{}): {}",
+            e.attempt,
+            // The wire name: agent, timeout, heartbeat, agent_offline.
+            serde_json::to_value(e.cause).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            if e.retryable { ", retryable" } else { "" },
+            truncate(&e.error.to_string(), 200)
+        ),
+        RunEvent::RetryScheduled(e) => format!(
+            "attempt {} in {} (at {})",
+            e.attempt,
+            humantime::format_duration(std::time::Duration::from_millis(e.delay_ms)),
+            e.due_at
+        ),
+        RunEvent::TimedOut(e) => format!(
+            "attempt {} after {}: {}",
+            e.attempt,
+            humantime::format_duration(std::time::Duration::from_millis(e.after_ms)),
+            match e.action {
+                OnTimeout::Fail => "failing it",
+                OnTimeout::Cancel => "cancelling the run",
+                OnTimeout::Continue => "going on",
+            }
+        ),
+        RunEvent::Paused(e) => with_reason(format!("by {by}"), e.reason.as_deref()),
+        RunEvent::Resumed(_) => format!("by {by}"),
+        RunEvent::CancelRequested(e) => {
+            format!("by {by}: {}; the agent has until {} to stop", e.reason, e.deadline)
+        }
+        RunEvent::Completed(e) => format!("attempt {}: {}", e.attempt, compact(&document(&e.output))),
+        RunEvent::Failed(e) => format!("after {} attempt(s): {}", e.attempts, truncate(&e.error.to_string(), 200)),
+        RunEvent::Cancelled(e) => format!("{}{}", e.reason, if e.forced { " (forced)" } else { "" }),
+    }
+}
+
+fn with_reason(text: String, reason: Option<&str>) -> String {
+    match reason {
+        Some(reason) => format!("{text}: {reason}"),
+        None => text,
+    }
+}
+
+/// One event for tools: `{run_id, seq, version, occurred_at, actor, type, payload}`, the
+/// payload as on the log, times in RFC 3339.
+pub fn update_json(run_id: &str, update: &RunUpdate) -> serde_json::Value {
+    struct Payload<'a>(&'a RunEvent);
+    impl Serialize for Payload<'_> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.0.serialize_payload(serializer)
+        }
+    }
+    // As the log holds it (MessagePack with named fields), then as `osp events` shows it.
+    let payload = osp_protocol::Encoding::MessagePack
+        .encode(&Payload(&update.event))
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|error| error.to_string()))
+        .map(|value| osp_protocol::json::from_msgpack_value(&value))
+        .unwrap_or_else(|error| json!({ "error": error }));
+    let mut value = json!({
+        "run_id": run_id,
+        "seq": update.seq,
+        "version": update.version,
+        "occurred_at": update.occurred_at.millis(),
+        "actor": update.actor,
+        "type": update.event.event_type(),
+        "payload": payload,
+    });
+    with_rfc3339_times(&mut value);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use osp_protocol::scheduler::{AttemptFailed, FailureCause, Progressed, TaskError};
+
+    fn update(event: RunEvent) -> RunUpdate {
+        RunUpdate { seq: 9, version: 3, occurred_at: Timestamp(1_000), actor: "agent:a1".into(), event }
+    }
+
+    #[test]
+    fn lines_give_the_gist() {
+        let progressed = update(RunEvent::Progressed(Progressed {
+            attempt: 1,
+            current: 2,
+            total: Some(4),
+            message: Some("x".into()),
+        }));
+        assert_eq!(update_line(&progressed), "1970-01-01T00:00:01.000Z  run.progress           attempt 1: 2/4 x");
+        let failed = update(RunEvent::AttemptFailed(AttemptFailed {
+            attempt: 2,
+            error: TaskError { kind: "timeout".into(), message: "too slow".into(), details: None },
+            retryable: true,
+            cause: FailureCause::Timeout,
+        }));
+        assert!(
+            update_line(&failed).ends_with("attempt 2 (timeout, retryable): timeout: too slow"),
+            "{}",
+            update_line(&failed)
+        );
+    }
+
+    #[test]
+    fn json_lines_carry_the_payload() {
+        let progressed =
+            update(RunEvent::Progressed(Progressed { attempt: 1, current: 2, total: None, message: None }));
+        assert_eq!(
+            update_json("r-1", &progressed),
+            json!({"run_id": "r-1", "seq": 9, "version": 3, "occurred_at": "1970-01-01T00:00:01Z",
+                   "actor": "agent:a1", "type": "run.progress", "payload": {"attempt": 1, "current": 2}})
+        );
+    }
+}
