@@ -3,6 +3,7 @@
 
 mod eventlog;
 mod registry;
+mod scheduler;
 mod stats;
 
 use std::process::ExitCode;
@@ -18,6 +19,9 @@ pub enum BenchCommand {
     /// The registry: registrations/s, and `find` by capability (queries/s, latency)
     /// next to a raw NATS request/reply round trip.
     Registry(registry::RegistryArgs),
+    /// The scheduler: single-task runs end to end (runs/s, submit to dispatch and to
+    /// completed latency, JetStream writes per run) next to a raw JetStream work queue.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 /// Runs a benchmark.
@@ -25,6 +29,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Eventlog(args) => eventlog::run(args).await,
         BenchCommand::Registry(args) => registry::run(args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }
 }
 
