@@ -158,7 +158,7 @@ async fn submit_and_watch_to_the_end_then_get_and_list() {
     for expected in [
         "run.submitted",
         "work by user:tester",
-        "run.dispatched",
+        "attempt 1 dispatched",
         "run.started",
         "attempt 1 by agent tester",
         "attempt 1: 3/3 working",

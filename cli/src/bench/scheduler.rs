@@ -488,7 +488,9 @@ impl Tracker {
         let Some(pending) = runs.get_mut(run_id) else { return };
         let timeline = &mut pending.timeline;
         match event {
-            RunEvent::Dispatched(_) => {
+            // A run needing no approval is dispatched by its submission's own event.
+            RunEvent::Dispatched(_)
+            | RunEvent::Submitted(osp_protocol::scheduler::Submitted { dispatched: Some(_), .. }) => {
                 timeline.dispatched.get_or_insert(at);
             }
             RunEvent::Started(_) => {

@@ -147,7 +147,16 @@ fn fixed_width(at: Timestamp) -> String {
 fn gist(update: &RunUpdate) -> String {
     let by = &update.actor;
     match &update.event {
-        RunEvent::Submitted(e) => format!("{} by {by}, input {}", e.capability, compact(&document(&e.input))),
+        RunEvent::Submitted(e) => {
+            let mut text = format!("{} by {by}, input {}", e.capability, compact(&document(&e.input)));
+            if let Some(dispatched) = &e.dispatched {
+                text.push_str(&format!("; attempt {} dispatched", dispatched.attempt));
+                if let Some(deadline) = dispatched.deadline {
+                    text.push_str(&format!(", deadline {deadline}"));
+                }
+            }
+            text
+        }
         RunEvent::ApprovalRequested(e) => {
             let who = if e.approvers.is_empty() { "anyone".to_owned() } else { e.approvers.join(", ") };
             let mut text = format!("{:?}: {} approval(s) from {who}", e.message, e.required);

@@ -106,7 +106,7 @@ async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
         Err(error) => {
             // `osp log verify` names it; no effect can come of it.
             tracing::error!(seq = stored.seq, %error, "unreadable run event; no effects");
-            let _ = delivery.ack().await;
+            let _ = delivery.ack_idempotent().await;
             return;
         }
     };
@@ -127,7 +127,7 @@ async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
             return;
         }
     }
-    if let Err(error) = delivery.ack().await {
+    if let Err(error) = delivery.ack_idempotent().await {
         tracing::debug!(%error, "could not acknowledge an event's effects; they are idempotent");
     }
 }
@@ -137,7 +137,7 @@ async fn fire(shell: &Arc<Shell>, delivery: &Delivery) {
         Ok(fired) => shell.fire(fired, delivery.stored_at()).await,
         Err(error) => tracing::error!(%error, subject = delivery.subject(), "unreadable timer; dropped"),
     }
-    if let Err(error) = delivery.ack().await {
+    if let Err(error) = delivery.ack_idempotent().await {
         tracing::debug!(%error, "could not acknowledge a fired timer; deciding it again changes nothing");
     }
 }

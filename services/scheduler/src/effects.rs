@@ -46,16 +46,21 @@ pub enum Effect {
 pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
     let mut effects = Vec::new();
     let current = run.attempt();
-    match event {
-        RunEvent::Dispatched(dispatched) => {
-            if run.phase == (Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch }) {
-                effects.push(Effect::PublishTask { attempt: dispatched.attempt, dispatch: dispatched.dispatch });
-            }
-            if let Some(at) = dispatched.deadline.filter(|_| current == dispatched.attempt && run.phase != Phase::Ended)
-            {
-                effects.push(Effect::SetTimer { kind: TimerKind::Timeout, n: dispatched.attempt, at });
-            }
+    // A submit that dispatched its first attempt has the effects of a dispatch.
+    let dispatched = match event {
+        RunEvent::Dispatched(dispatched) => Some(dispatched),
+        RunEvent::Submitted(submitted) => submitted.dispatched.as_ref(),
+        _ => None,
+    };
+    if let Some(dispatched) = dispatched {
+        if run.phase == (Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch }) {
+            effects.push(Effect::PublishTask { attempt: dispatched.attempt, dispatch: dispatched.dispatch });
         }
+        if let Some(at) = dispatched.deadline.filter(|_| current == dispatched.attempt && run.phase != Phase::Ended) {
+            effects.push(Effect::SetTimer { kind: TimerKind::Timeout, n: dispatched.attempt, at });
+        }
+    }
+    match event {
         RunEvent::RetryScheduled(retry) if retry.delay_ms > 0 => {
             if matches!(run.phase, Phase::RetryWait { attempt, .. } if attempt == retry.attempt) {
                 effects.push(Effect::SetTimer { kind: TimerKind::Retry, n: retry.attempt, at: retry.due_at });
@@ -166,13 +171,13 @@ mod tests {
         started_already.push(started(1, "a1"));
         let run: Run = fold(&started_already);
         assert_eq!(
-            effects_of(&history[1], &run),
+            effects_of(&history[0], &run),
             vec![Effect::SetTimer { kind: TimerKind::Timeout, n: 1, at: NOW.plus_millis(1000) }]
         );
         // After the run ended: nothing.
         started_already.push(completed(1));
         let run: Run = fold(&started_already);
-        assert_eq!(effects_of(&history[1], &run), vec![]);
+        assert_eq!(effects_of(&history[0], &run), vec![]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use osp_eventlog::Aggregate;
 use osp_protocol::scheduler::queries::{
     ApprovalView, AttemptView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, VIEW_LOG_LINES,
 };
-use osp_protocol::scheduler::RunEvent;
+use osp_protocol::scheduler::{Dispatched, RunEvent};
 use osp_protocol::{Envelope, Timestamp};
 
 use crate::commands::{self, RunCommand};
@@ -120,6 +120,18 @@ impl Run {
         &mut self.view.attempts[index]
     }
 
+    fn dispatched(&mut self, dispatched: &Dispatched, at: Timestamp) {
+        let attempt = self.attempt_mut(dispatched.attempt);
+        attempt.dispatches = dispatched.dispatch;
+        attempt.dispatched_at = Some(at);
+        attempt.deadline = dispatched.deadline;
+        if dispatched.dispatch == 1 {
+            self.view.progress = None;
+        }
+        self.view.retry_at = None;
+        self.phase = Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch };
+    }
+
     fn end(&mut self, status: RunStatus, at: Timestamp) {
         self.view.status = Some(status);
         self.view.ended_at = Some(at);
@@ -148,6 +160,9 @@ impl Aggregate for Run {
                 self.view.submitted_by = event.actor.clone();
                 self.view.submitted_at = at;
                 self.phase = Phase::Ready { attempt: 1 };
+                if let Some(dispatched) = &submitted.dispatched {
+                    self.dispatched(dispatched, at);
+                }
             }
             RunEvent::ApprovalRequested(request) => {
                 self.view.approval = Some(ApprovalView {
@@ -185,17 +200,7 @@ impl Aggregate for Run {
                 }
                 self.phase = Phase::Ready { attempt: 1 };
             }
-            RunEvent::Dispatched(dispatched) => {
-                let attempt = self.attempt_mut(dispatched.attempt);
-                attempt.dispatches = dispatched.dispatch;
-                attempt.dispatched_at = Some(at);
-                attempt.deadline = dispatched.deadline;
-                if dispatched.dispatch == 1 {
-                    self.view.progress = None;
-                }
-                self.view.retry_at = None;
-                self.phase = Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch };
-            }
+            RunEvent::Dispatched(dispatched) => self.dispatched(dispatched, at),
             RunEvent::Deferred(deferred) => self.phase = Phase::Ready { attempt: deferred.attempt },
             RunEvent::Started(started) => {
                 let attempt = self.attempt_mut(started.attempt);

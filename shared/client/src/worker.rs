@@ -635,7 +635,10 @@ async fn run(shared: Arc<Shared>, message: TaskMessage, delivery: jetstream::Mes
         command_id(&format!("started:{}:{}:{}:{}", message.run_id, message.attempt, message.dispatch, shared.agent));
     match shared.client.command_with_id::<_, StartOutcome>(SERVICE, "started", &report, &id).await {
         Ok(answer) if answer.result.go => {
-            if let Err(error) = delivery.double_ack().await {
+            // The accepted `started` is what makes the attempt ours; the acknowledgement
+            // only removes the message from the queue, so it is not waited for (should
+            // it be lost, a redelivery's `started` by another agent is refused).
+            if let Err(error) = delivery.ack().await {
                 tracing::warn!(%error, "cannot acknowledge the task message; working on it anyway");
             }
         }

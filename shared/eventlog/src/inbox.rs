@@ -256,8 +256,9 @@ impl<H: CommandHandler> Inbox<H> {
         if let Some(reply_to) = &inbound.reply_to {
             self.reply(&inbound, reply_to, &answer).await;
         }
-        if let Err(error) = delivery.ack().await {
-            // Its outcome is on the log; a redelivery will find it there.
+        // Its outcome is on the log: a redelivery (a lost acknowledgement) finds it there
+        // and is answered the same, so the acknowledgement need not be confirmed.
+        if let Err(error) = delivery.ack_idempotent().await {
             tracing::warn!(%error, "could not acknowledge a command");
         }
     }

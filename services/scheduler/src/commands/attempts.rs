@@ -11,8 +11,13 @@ use crate::run::Run;
 /// Puts attempt `attempt` on the work queue (its `dispatch`-th time), with its deadline
 /// if the run has a timeout: every attempt gets the whole timeout again.
 pub(super) fn dispatch(options: &RunOptions, attempt: u32, dispatch: u32, now: Timestamp) -> RunEvent {
+    RunEvent::Dispatched(dispatched(options, attempt, dispatch, now))
+}
+
+/// What dispatching attempt `attempt` (its `dispatch`-th time) records.
+pub(super) fn dispatched(options: &RunOptions, attempt: u32, dispatch: u32, now: Timestamp) -> Dispatched {
     let deadline = options.timeout.as_ref().map(|timeout| now.plus_millis(timeout.ms));
-    RunEvent::Dispatched(Dispatched { attempt, dispatch, deadline })
+    Dispatched { attempt, dispatch, deadline }
 }
 
 /// Dispatches attempt `attempt` now, unless the run is paused (then resume does).

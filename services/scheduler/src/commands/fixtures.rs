@@ -76,6 +76,7 @@ pub fn submitted(options: RunOptions) -> RunEvent {
         input: "hi".into(),
         options,
         metadata: None,
+        dispatched: None,
     })
 }
 

@@ -23,40 +23,57 @@ pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<R
             }),
         };
     }
-    let mut events = vec![RunEvent::Submitted(Submitted {
-        capability: submit.capability.clone(),
-        input: submit.input.clone(),
-        options: submit.options.clone(),
-        metadata: submit.metadata.clone(),
-    })];
-    match &submit.options.approval {
-        Some(approval) => events.push(RunEvent::ApprovalRequested(ApprovalRequested {
-            message: approval.message.clone(),
-            approvers: approval.approvers.clone().unwrap_or_default(),
-            required: approval.required_approvals,
-            expires_at: approval.timeout_ms.map(|ms| now.plus_millis(ms)),
-            auto_approve_on_timeout: approval.auto_approve_on_timeout,
-        })),
-        None => events.push(attempts::dispatch(&submit.options, 1, 1, now)),
-    }
-    Ok(events)
+    let submitted = |dispatched| {
+        RunEvent::Submitted(Submitted {
+            capability: submit.capability.clone(),
+            input: submit.input.clone(),
+            options: submit.options.clone(),
+            metadata: submit.metadata.clone(),
+            dispatched,
+        })
+    };
+    Ok(match &submit.options.approval {
+        Some(approval) => vec![
+            submitted(None),
+            RunEvent::ApprovalRequested(ApprovalRequested {
+                message: approval.message.clone(),
+                approvers: approval.approvers.clone().unwrap_or_default(),
+                required: approval.required_approvals,
+                expires_at: approval.timeout_ms.map(|ms| now.plus_millis(ms)),
+                auto_approve_on_timeout: approval.auto_approve_on_timeout,
+            }),
+        ],
+        // The common case is one event: submitting is a single append.
+        None => vec![submitted(Some(attempts::dispatched(&submit.options, 1, 1, now)))],
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::*;
-    use osp_protocol::scheduler::{Dispatched, RunEvent};
+    use super::super::fixtures::{submitted as submitted_event, *};
+    use osp_protocol::scheduler::{Dispatched, RunEvent, Submitted};
 
     #[test]
-    fn a_submit_dispatches_the_first_attempt() {
-        given_run([]).when(&submit(options())).then(vec![submitted(options()), dispatched(1, 1)]);
+    fn a_submit_dispatches_the_first_attempt_in_the_same_event() {
+        let events = given_run([]).when(&submit(options())).events();
+        let [RunEvent::Submitted(submitted)] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!(submitted.dispatched, Some(Dispatched { attempt: 1, dispatch: 1, deadline: None }));
+        let run = given_run(events).state().clone();
+        assert_eq!(run.phase, crate::run::Phase::Queued { attempt: 1, dispatch: 1 });
+        // The two-event form means the same.
+        let two = given_run([submitted_event(options()), dispatched(1, 1)]).state().clone();
+        assert_eq!(two.phase, run.phase);
+        assert_eq!(two.view.attempts.len(), 1);
+        assert_eq!(two.view.attempts[0].dispatches, run.view.attempts[0].dispatches);
     }
 
     #[test]
     fn a_timeout_gives_the_attempt_a_deadline() {
         let options = with_timeout(5000, "fail");
         let events = given_run([]).when(&submit(options.clone())).events();
-        let RunEvent::Dispatched(Dispatched { deadline: Some(deadline), .. }) = &events[1] else {
+        let RunEvent::Submitted(Submitted { dispatched: Some(Dispatched { deadline: Some(deadline), .. }), .. }) =
+            &events[0]
+        else {
             panic!("{events:?}")
         };
         assert_eq!(deadline.millis(), NOW.millis() + 5000);
@@ -64,8 +81,8 @@ mod tests {
 
     #[test]
     fn the_same_submission_again_changes_nothing_and_another_is_a_conflict() {
-        given_run([submitted(options()), dispatched(1, 1)]).when(&submit(options())).then(vec![]);
-        let error = given_run([submitted(options()), dispatched(1, 1)])
+        given_run([submitted_event(options()), dispatched(1, 1)]).when(&submit(options())).then(vec![]);
+        let error = given_run([submitted_event(options()), dispatched(1, 1)])
             .when(&submit(with_timeout(10, "fail")))
             .then_refused("conflicts");
         assert_eq!(error.field(), Some("run_id"));

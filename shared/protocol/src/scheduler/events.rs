@@ -25,6 +25,11 @@ pub struct Submitted {
     /// The submitter's own data, kept with the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Document>,
+    /// A run that needs no approval is dispatched as it is submitted: its first attempt's
+    /// dispatch is part of this one event (one append, not an atomic batch of two), and
+    /// means what a `run.dispatched` would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched: Option<Dispatched>,
 }
 
 /// The run waits for approval.
