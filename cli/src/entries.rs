@@ -126,7 +126,7 @@ fn fields(entry: &EntryView) -> [(&'static str, Value); 10] {
 
 /// `text` on one line (runs of whitespace, newlines included, become one space), cut to
 /// `width` characters with an ellipsis.
-fn truncate(text: &str, width: usize) -> String {
+pub fn truncate(text: &str, width: usize) -> String {
     let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
     if line.chars().count() <= width {
         return line;

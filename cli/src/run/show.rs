@@ -9,6 +9,7 @@ use osp_protocol::scheduler::RunOutcome;
 use osp_protocol::Timestamp;
 use serde_json::{json, Value};
 
+use crate::entries::truncate;
 use crate::output::Lines;
 
 /// Log lines `get` shows (the latest); `--json` has all the view carries.
@@ -287,17 +288,6 @@ fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
 
 fn indent(text: &str) -> String {
     text.lines().map(|line| format!("  {line}")).collect::<Vec<_>>().join("\n")
-}
-
-/// `text` on one line, cut to `width` characters with an ellipsis.
-pub fn truncate(text: &str, width: usize) -> String {
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.chars().count() <= width {
-        return line;
-    }
-    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use osp_protocol::{EventPayload, Timestamp};
 use serde::Serialize;
 use serde_json::json;
 
-use super::show::{compact, document, progress, truncate, with_rfc3339_times};
+use super::show::{compact, document, progress, with_rfc3339_times};
+use crate::entries::truncate;
 use crate::output::Lines;
 
 /// The run completed.
