@@ -2,7 +2,7 @@
 //!
 //! A **command** is published to the service's inbox stream with an id
 //! (`Osp-Command-Id`), who sends it (`Osp-Actor`) and where to answer (`Osp-Reply-To`, a
-//! fresh inbox). JetStream confirms it is stored; the service answers once its outcome
+//! token of its own under the connection's one reply subscription). JetStream confirms it is stored; the service answers once its outcome
 //! is on the log. A **query** is a core NATS request to `osp.v1.q.<service>.<query>`.
 //!
 //! Read-your-writes comes for free: the client remembers the highest log sequence any
@@ -14,12 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
-use futures::StreamExt;
 use osp_protocol::{headers, subject, Encoding, Reply, Token, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::replies::Replies;
 use crate::{Error, Result};
 
 /// How long a call waits for its answer unless told otherwise.
@@ -33,6 +33,8 @@ pub struct Client {
     actor: String,
     timeout: Duration,
     seen: Arc<AtomicU64>,
+    /// The connection's shared reply subscription, made on the first command.
+    replies: Arc<tokio::sync::OnceCell<Replies>>,
 }
 
 /// An accepted command or an answered query: its result and log sequence.
@@ -66,6 +68,7 @@ impl Client {
             actor: headers::ANONYMOUS.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             seen: Arc::new(AtomicU64::new(0)),
+            replies: Arc::default(),
         }
     }
 
@@ -118,9 +121,9 @@ impl Client {
     ) -> Result<Answer<R>> {
         let subject = subject::inbox(&Token::new("service", service)?, &Token::new("command", command)?);
         let payload = Encoding::MessagePack.encode(body)?;
-        let reply_to = self.nats.new_inbox();
-        let mut replies =
-            self.nats.subscribe(reply_to.clone()).await.map_err(|e| Error::nats("subscribe to the reply inbox", e))?;
+        let replies = self.replies.get_or_try_init(|| Replies::start(&self.nats)).await?;
+        let mut awaited = replies.expect();
+        let reply_to = awaited.subject.clone();
         // No `Nats-Msg-Id`: JetStream would drop a resend, which then gets no answer. The
         // service recognises a resend by its command id instead.
         let publish = PublishMessage::build()
@@ -136,7 +139,7 @@ impl Client {
             .await
             .map_err(|_| Error::Timeout { service: service.to_owned(), waited: self.timeout, stored: false })?
             .map_err(|e| Error::nats("store the command in the inbox", e))?;
-        let reply = tokio::time::timeout(self.timeout, replies.next())
+        let reply = tokio::time::timeout(self.timeout, awaited.reply())
             .await
             .map_err(|_| Error::Timeout { service: service.to_owned(), waited: self.timeout, stored: true })?
             .ok_or_else(|| Error::nats("wait for the reply", std::io::Error::other("the subscription ended")))?;

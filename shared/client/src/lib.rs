@@ -10,6 +10,7 @@ mod agent;
 mod client;
 mod error;
 mod registry;
+mod replies;
 mod scheduler;
 mod worker;
 

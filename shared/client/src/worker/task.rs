@@ -72,7 +72,9 @@ pub(super) async fn heartbeat(
     every: Duration,
     done: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(every);
+    // The scheduler counts an attempt as heard when it starts; the first beat is due
+    // one period later, not at once (a short task then sends none).
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
