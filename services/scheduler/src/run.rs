@@ -111,6 +111,12 @@ impl Run {
         self.view.attempts.len() as u32
     }
 
+    /// Attempt `n` (from 1), if the run has had it. `n` may come from outside (a fired
+    /// timer's payload), so 0 is simply no attempt.
+    pub fn attempt_view(&self, n: u32) -> Option<&AttemptView> {
+        self.view.attempts.get((n as usize).checked_sub(1)?)
+    }
+
     fn attempt_mut(&mut self, attempt: u32) -> &mut AttemptView {
         let index = attempt.max(1) as usize - 1;
         while self.view.attempts.len() <= index {

@@ -99,7 +99,7 @@ impl Shell {
         let view = self.runs.read();
         let run = view.run(run_id.as_str())?;
         let capability = Token::new("capability", run.view.capability.clone()).ok()?;
-        let deadline = run.view.attempts.get(attempt as usize - 1).and_then(|a| a.deadline);
+        let deadline = run.attempt_view(attempt).and_then(|a| a.deadline);
         let message = TaskMessage {
             run_id: run_id.clone(),
             attempt,

@@ -42,8 +42,7 @@ impl View for SchedulerView {
         let run = &folded.state;
         match run.phase.held() {
             Some((attempt, agent)) => {
-                let started_at =
-                    run.view.attempts.get(attempt as usize - 1).and_then(|a| a.started_at).unwrap_or_default();
+                let started_at = run.attempt_view(attempt).and_then(|a| a.started_at).unwrap_or_default();
                 let held = Held {
                     attempt,
                     agent: agent.to_owned(),

@@ -38,7 +38,7 @@ pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEve
                 | Phase::AwaitingInput { attempt, .. } => *attempt == timer.n,
                 _ => false,
             };
-            let attempt = run.view.attempts.get(timer.n as usize - 1);
+            let attempt = run.attempt_view(timer.n);
             match attempt {
                 Some(view) if active && !view.timed_out && due(view.deadline) => timed_out(run, timer.n, now),
                 _ => vec![],
@@ -152,7 +152,11 @@ mod tests {
     fn a_timer_before_its_time_or_for_an_older_attempt_changes_nothing() {
         let history = running(with_timeout(1000, "fail"));
         given_run(history.clone()).when(&timer(TimerKind::Timeout, 1)).then(vec![]);
-        given_run(history).when_at(&timer(TimerKind::Timeout, 2), NOW.plus_millis(5000)).then(vec![]);
+        given_run(history.clone()).when_at(&timer(TimerKind::Timeout, 2), NOW.plus_millis(5000)).then(vec![]);
+        // A timer payload is input: attempt 0 names no attempt, and is no panic.
+        for kind in [TimerKind::Timeout, TimerKind::Retry, TimerKind::Approval, TimerKind::Cancel] {
+            given_run(history.clone()).when_at(&timer(kind, 0), NOW.plus_millis(5000)).then(vec![]);
+        }
     }
 
     #[test]

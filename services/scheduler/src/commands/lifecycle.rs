@@ -52,7 +52,7 @@ pub(super) fn resume(run: &Run, now: Timestamp) -> Result<Vec<RunEvent>, Error> 
     match run.phase {
         // Held back while paused: dispatch it now.
         Phase::Ready { attempt } => {
-            let dispatch = run.view.attempts.get(attempt as usize - 1).map_or(0, |a| a.dispatches) + 1;
+            let dispatch = run.attempt_view(attempt).map_or(0, |a| a.dispatches) + 1;
             events.push(attempts::dispatch(&run.view.options, attempt, dispatch, now));
         }
         // A retry whose delay ended during the pause.
