@@ -69,19 +69,7 @@ where
     let mut deliveries = consumer.deliveries().await?;
     Ok(tokio::spawn(async move {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        loop {
-            let next = tokio::select! {
-                () = shutdown.cancelled() => break,
-                next = deliveries.next() => next,
-            };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => {
-                    tracing::warn!(%error, consumer = name, "pulling failed; going on");
-                    continue;
-                }
-                None => break,
-            };
+        while let Some(delivery) = deliveries.next_until(&shutdown, name).await {
             let Ok(slot) = slots.clone().acquire_owned().await else { break };
             let work = handle(shell.clone(), delivery);
             tokio::spawn(async move {

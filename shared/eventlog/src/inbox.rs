@@ -174,19 +174,8 @@ impl<H: CommandHandler> Inbox<H> {
         let inbox = Arc::new(self);
         Ok(tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-            loop {
-                let next = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    next = deliveries.next() => next,
-                };
-                let delivery = match next {
-                    Some(Ok(delivery)) => delivery,
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "inbox: pulling commands failed; going on");
-                        continue;
-                    }
-                    None => break,
-                };
+            let name = format!("inbox-{}", inbox.service);
+            while let Some(delivery) = deliveries.next_until(&shutdown, &name).await {
                 let Ok(slot) = slots.clone().acquire_owned().await else { break };
                 // Read and queued here, in arrival order: commands on one aggregate are
                 // then decided in the order they arrived, however the tasks run.

@@ -113,6 +113,28 @@ impl Deliveries {
     }
 }
 
+impl Deliveries {
+    /// The next message, or `None` once `shutdown` is cancelled or the stream ends.
+    /// Pull errors (a missed heartbeat, a reconnect) are logged under `consumer` and
+    /// skipped: the stream recovers on its own.
+    pub async fn next_until(
+        &mut self,
+        shutdown: &tokio_util::sync::CancellationToken,
+        consumer: &str,
+    ) -> Option<Delivery> {
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => return None,
+                next = self.next() => next,
+            };
+            match next? {
+                Ok(delivery) => return Some(delivery),
+                Err(error) => tracing::warn!(%error, consumer, "pulling failed; going on"),
+            }
+        }
+    }
+}
+
 /// One message handed to this instance, to be answered exactly once.
 #[derive(Debug)]
 pub struct Delivery {
