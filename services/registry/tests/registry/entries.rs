@@ -1,8 +1,6 @@
 //! Every registry operation's contract, through the client, against a real server.
 
-mod common;
-
-use common::{agent, system, tool};
+use crate::common::{agent, system, tool};
 use osp_protocol::registry::document::from_json;
 use osp_protocol::registry::queries::{FindQuery, PageRequest, Status};
 use serde_json::json;

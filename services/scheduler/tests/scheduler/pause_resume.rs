@@ -1,11 +1,9 @@
 //! Pause and resume: nothing new is dispatched while paused, a task taken during the
 //! pause keeps its place and is dispatched again on resume.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, submission, system, worker, RUN_WITHIN};
+use crate::common::{eventually, submission, system, worker, RUN_WITHIN};
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::json;
 
@@ -21,7 +19,7 @@ async fn a_task_taken_while_paused_is_given_back_and_dispatched_on_resume() {
     runs.submit(&submission("r", "later", json!({"x": 1}), json!({"waitForAgent": true}))).await.unwrap();
     let paused = runs.pause("r", Some("maintenance")).await.unwrap();
     assert!(paused.result.paused);
-    assert_eq!(common::code(runs.pause("r", None).await), "illegal_transition");
+    assert_eq!(crate::common::code(runs.pause("r", None).await), "illegal_transition");
 
     let agent = worker(&server.url(), "a1", "later", 2, echo).await;
     eventually(RUN_WITHIN, "the agent to give the task back", || async { agent.stats().declined > 0 }).await;
@@ -40,7 +38,7 @@ async fn a_task_taken_while_paused_is_given_back_and_dispatched_on_resume() {
 #[tokio::test]
 async fn approval_during_a_pause_waits_for_resume_and_resuming_a_running_run_is_refused() {
     let (server, scheduler, client) = system().await;
-    common::register_agent(&server.url(), "a1", &["slow"]).await;
+    crate::common::register_agent(&server.url(), "a1", &["slow"]).await;
     let agent = worker(&server.url(), "a1", "slow", 2, |task| async move {
         tokio::time::sleep(Duration::from_millis(task.input()["ms"].as_u64().unwrap_or(0))).await;
         Ok(json!("done"))
@@ -61,7 +59,7 @@ async fn approval_during_a_pause_waits_for_resume_and_resuming_a_running_run_is_
         runs.get("busy").await.unwrap().is_some_and(|r| r.status() == RunStatus::InProgress)
     })
     .await;
-    assert_eq!(common::code(runs.resume("busy").await), "illegal_transition");
+    assert_eq!(crate::common::code(runs.resume("busy").await), "illegal_transition");
     agent.shutdown().await;
     scheduler.shutdown().await;
 }

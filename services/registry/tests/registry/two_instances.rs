@@ -2,12 +2,10 @@
 //! of one entry end in one consistent, fully logged history, and both answer the same
 //! after the read-your-writes token.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{client, registry, server, tool};
+use crate::common::{client, registry, server, tool};
 use osp_eventlog::{EventLog, Folded};
 use osp_protocol::registry::{EntryEvent, EntryKey};
 use osp_registry::entry::Entry;

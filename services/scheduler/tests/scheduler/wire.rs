@@ -1,8 +1,6 @@
 //! A run end to end with nothing but NATS messages, as an agent or submitter in any
 //! language would do it: submit, take the task from the work queue, report, read the run.
 
-mod common;
-
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy};
@@ -14,8 +12,8 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_run_from_submit_to_completed_over_plain_messages() {
-    let (server, scheduler, client) = common::system().await;
-    common::register_agent(&server.url(), "a1", &["summarize"]).await;
+    let (server, scheduler, client) = crate::common::system().await;
+    crate::common::register_agent(&server.url(), "a1", &["summarize"]).await;
 
     let submitted: Answer<RunOutcome> = client
         .command(

@@ -1,8 +1,6 @@
 //! What every scheduler test starts from: a fresh nats-server, scheduler instances on
 //! connections of their own, a registry with agents, and clients.
 
-#![allow(dead_code)] // each test binary uses its own part of this module
-
 use std::time::Duration;
 
 use osp_client::Client;

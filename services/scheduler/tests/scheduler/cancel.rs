@@ -1,13 +1,11 @@
 //! Cancel: graceful (the agent stops in time), graceful then forced (it does not),
 //! forced at once, and a pending retry cancelled with the run.
 
-mod common;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{eventually, submission, system_with_agent, worker, RUN_WITHIN};
+use crate::common::{eventually, submission, system_with_agent, worker, RUN_WITHIN};
 use osp_client::TaskFailure;
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::RunEvent;
@@ -90,7 +88,7 @@ async fn a_forced_cancel_ends_the_run_at_once_and_the_agent_is_told() {
     assert_eq!(outcome.result.status, RunStatus::Cancelled);
     assert!(cancelled_event(&runs, "r").await.forced);
     eventually(RUN_WITHIN, "the agent to hear the cancel", || async { told.load(Ordering::SeqCst) }).await;
-    assert_eq!(common::code(runs.cancel("r", None, None).await), "illegal_transition");
+    assert_eq!(crate::common::code(runs.cancel("r", None, None).await), "illegal_transition");
     agent.shutdown().await;
     scheduler.shutdown().await;
 }

@@ -2,9 +2,7 @@
 //! injection, illegal transitions — each gets an error reply naming the field and a
 //! rejection record on the log; the service goes on.
 
-mod common;
-
-use common::{submission, system_with_agent};
+use crate::common::{submission, system_with_agent};
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::{json, Value};
 
@@ -70,7 +68,7 @@ async fn submitting_the_same_run_twice_is_idempotent_and_other_content_conflicts
     assert_eq!(again_answer.seq, first.seq, "nothing new on the log");
     assert!(runs.submit(&again).await.is_ok());
     let other = runs.submit(&submission("r", "summarize", json!({"text": "y"}), json!({}))).await;
-    assert_eq!(common::code(other), "conflict");
+    assert_eq!(crate::common::code(other), "conflict");
     let run = runs.get("r").await.unwrap().unwrap();
     assert_eq!(run.attempts.len(), 1, "dispatched once");
     scheduler.shutdown().await;

@@ -6,9 +6,7 @@
 //! Needs `python3` and nats-py in `.osp/tools/python` (`scripts/install-python-deps`,
 //! which `scripts/test` runs).
 
-mod common;
-
-use common::{eventually, submission, system, worker, RUN_WITHIN};
+use crate::common::{eventually, submission, system, worker, RUN_WITHIN};
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::FailureCause;
 use osp_tests::python::PythonAgent;

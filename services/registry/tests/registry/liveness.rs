@@ -2,11 +2,9 @@
 //! online when it returns, with one logged transition each way, even with two
 //! instances watching.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{agent, client, eventually, registry, server};
+use crate::common::{agent, client, eventually, registry, server};
 use osp_client::Agent;
 use osp_eventlog::EventLog;
 use osp_protocol::registry::queries::{PageRequest, Status};

@@ -1,13 +1,11 @@
 //! An agent never holds more tasks than its max concurrency, and tasks beyond that wait
 //! on the work queue (for it or another agent) rather than in its hands.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{submission, system_with_agent, worker, RUN_WITHIN};
+use crate::common::{submission, system_with_agent, worker, RUN_WITHIN};
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::json;
 

@@ -1,8 +1,6 @@
 //! What every registry test starts from: a fresh nats-server, registry instances on
 //! connections of their own, and clients.
 
-#![allow(dead_code)] // each test binary uses its own part of this module
-
 use std::time::Duration;
 
 use osp_client::Client;

@@ -4,9 +4,7 @@
 //! Needs `python3` and nats-py in `.osp/tools/python` (`scripts/install-python-deps`,
 //! which `scripts/test` runs).
 
-mod common;
-
-use common::{eventually, system};
+use crate::common::{eventually, system};
 use futures::StreamExt;
 use osp_eventlog::EventLog;
 use osp_protocol::registry::document::from_json;

@@ -2,13 +2,11 @@
 //! then `osp registry ...` and `osp agents` against it; and against a server with no
 //! registry at all.
 
-mod common;
-
 use std::io::Write;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{osp, Dev};
+use crate::common::{osp, Dev};
 use serde_json::{json, Value};
 
 /// Runs `osp` and expects success; its stdout.

@@ -1,8 +1,6 @@
 //! Timeouts: each `onTimeout` action, and a retry that gets the whole timeout again.
 
-mod common;
-
-use common::{submission, system_with_agent, worker, RUN_WITHIN};
+use crate::common::{submission, system_with_agent, worker, RUN_WITHIN};
 use osp_client::TaskFailure;
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::FailureCause;

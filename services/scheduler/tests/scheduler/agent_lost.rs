@@ -1,11 +1,9 @@
 //! An agent lost mid-task: killed (its heartbeats stop), or marked offline by the
 //! registry. The attempt fails and the retry runs on another agent.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, register_agent, submission, system, worker, RUN_WITHIN};
+use crate::common::{eventually, register_agent, submission, system, worker, RUN_WITHIN};
 use osp_client::TaskFailure;
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::FailureCause;
@@ -86,7 +84,7 @@ async fn an_agent_the_registry_marks_offline_loses_its_attempt() {
     wait_started(&runs, "r").await;
     let survivor = {
         // a2 keeps itself alive in the registry the way agents do.
-        let agent_client = common::client(&server.url()).await;
+        let agent_client = crate::common::client(&server.url()).await;
         let alive =
             osp_client::Agent::builder("a2").capabilities(["work"]).heartbeat_interval(Duration::from_millis(200));
         let alive = alive.start(&agent_client).await.unwrap();

@@ -1,12 +1,10 @@
 //! The `osp` binary as a user runs it: `osp dev` in an empty folder, then the log
 //! commands against it, then Ctrl-C.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{osp, Dev};
+use crate::common::{osp, Dev};
 use osp_eventlog::Head;
 use osp_tests::{added, counter, CounterEvent};
 use tokio::io::{AsyncBufReadExt, BufReader};

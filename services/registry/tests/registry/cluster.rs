@@ -1,11 +1,9 @@
 //! The registry as compose deploys it: a 3-node JetStream cluster, every stream on
 //! three replicas, instances connected to different nodes; losing a node loses nothing.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{agent, eventually, tool};
+use crate::common::{agent, eventually, tool};
 use osp_client::Client;
 use osp_eventlog::Definitions;
 use osp_local_nats::Cluster;

@@ -1,9 +1,7 @@
 //! Approval: n-of-m with an unlisted approver ignored, rejection, expiry with and
 //! without auto-approve, and approving a run that is not waiting.
 
-mod common;
-
-use common::{client, submission, system_with_agent, worker, RUN_WITHIN};
+use crate::common::{client, submission, system_with_agent, worker, RUN_WITHIN};
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::json;
 
@@ -25,10 +23,10 @@ async fn two_of_three_approvers_and_an_unlisted_one_does_not_count() {
     };
 
     let eve = as_("eve").await.approve("r", Some("looks fine")).await;
-    assert_eq!(common::code(eve), "forbidden");
+    assert_eq!(crate::common::code(eve), "forbidden");
     let ann = as_("ann").await.approve("r", Some("tests pass")).await.unwrap();
     assert_eq!(ann.result.status, RunStatus::Awaiting, "one of two approvals");
-    assert_eq!(common::code(as_("ann").await.approve("r", None).await), "conflict", "each approver counts once");
+    assert_eq!(crate::common::code(as_("ann").await.approve("r", None).await), "conflict", "each approver counts once");
     as_("bob").await.approve("r", None).await.unwrap();
 
     let run = submitter.scheduler().wait("r", RUN_WITHIN).await.unwrap();
@@ -39,7 +37,7 @@ async fn two_of_three_approvers_and_an_unlisted_one_does_not_count() {
     assert_eq!(decided, [("ann", Some("tests pass")), ("bob", None)], "eve's decision did not count");
     assert!(approval.decisions.iter().all(|d| d.at.millis() > 0));
     assert_eq!(approval.state, "approved");
-    assert_eq!(common::code(as_("cid").await.approve("r", None).await), "illegal_transition");
+    assert_eq!(crate::common::code(as_("cid").await.approve("r", None).await), "illegal_transition");
     agent.shutdown().await;
     scheduler.shutdown().await;
 }

@@ -2,11 +2,9 @@
 //! and the reason, and a rejection record on the log; bad queries get an error reply;
 //! the service keeps running throughout.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{client, registry, server, system, tool};
+use crate::common::{client, registry, server, system, tool};
 use serde_json::{json, Value};
 
 async fn send(

@@ -1,8 +1,6 @@
 //! Wait for input: the agent asks, the run waits, the answer resumes it and reaches the agent.
 
-mod common;
-
-use common::{eventually, submission, system_with_agent, worker, RUN_WITHIN};
+use crate::common::{eventually, submission, system_with_agent, worker, RUN_WITHIN};
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::json;
 
@@ -26,7 +24,7 @@ async fn a_question_round_trip() {
     let run = runs.get("r").await.unwrap().unwrap();
     let question = run.open_input().expect("an open question");
     assert_eq!(osp_protocol::json::from_msgpack_value(&question.question), json!({"question": "which region?"}));
-    assert_eq!(common::code(runs.answer("r", Some("nope"), json!("x")).await), "not_found");
+    assert_eq!(crate::common::code(runs.answer("r", Some("nope"), json!("x")).await), "not_found");
     let answered = runs.answer("r", None, json!("eu-west")).await.unwrap();
     assert_eq!(answered.result.status, RunStatus::InProgress);
     let run = runs.wait("r", RUN_WITHIN).await.unwrap();

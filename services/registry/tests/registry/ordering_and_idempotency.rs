@@ -2,11 +2,9 @@
 //! commands on an aggregate arrived in; a command id is applied at most once and a
 //! resend is answered with the first outcome.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{client, registry, server, system, tool};
+use crate::common::{client, registry, server, system, tool};
 use osp_eventlog::{EventLog, Head, NewEvent};
 use osp_protocol::registry::queries::RegisterOutcome;
 use osp_protocol::registry::{EntryEvent, EntryKey};
@@ -69,7 +67,7 @@ async fn one_instance_decides_an_aggregates_commands_in_arrival_order() {
         }
     }
     let reader = client(&server.url()).await;
-    common::eventually(Duration::from_secs(30), "every command decided", || async {
+    crate::common::eventually(Duration::from_secs(30), "every command decided", || async {
         instance.commands().accepted() + instance.commands().rejected() == 2 * rounds
     })
     .await;

@@ -1,9 +1,7 @@
 //! Retries: every backoff kind's delays, measured between one attempt's failure and the
 //! next attempt's dispatch, and `retryOn`.
 
-mod common;
-
-use common::{submission, system_with_agent, worker, RUN_WITHIN};
+use crate::common::{submission, system_with_agent, worker, RUN_WITHIN};
 use osp_client::TaskFailure;
 use osp_protocol::scheduler::queries::{RunStatus, RunView};
 use serde_json::json;

@@ -3,13 +3,11 @@
 //! by an agent) twice, and a restarted instance's state equals the others' and a fold of
 //! the log.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{client, eventually, register_agent, server, submission, worker};
+use crate::common::{client, eventually, register_agent, server, submission, worker};
 use futures::StreamExt;
 use osp_eventlog::{EventLog, LogItem, Projection, Recorded, Start};
 use osp_protocol::scheduler::RunEvent;

@@ -2,12 +2,10 @@
 //! accepted is lost or doubled, and a new instance rebuilds exactly the same state
 //! from the log.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{client, eventually, server};
+use crate::common::{client, eventually, server};
 use osp_eventlog::{EventLog, LogItem, Recorded, Start};
 use osp_protocol::registry::EntryEvent;
 use tokio::process::Child;

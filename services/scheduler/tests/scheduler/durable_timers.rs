@@ -1,11 +1,9 @@
 //! Timers are durable: set by an instance that is then killed, they still fire — on the
 //! instance that is alive — and decide what they were set for.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{client, register_agent, scheduler, server, submission, RUN_WITHIN};
+use crate::common::{client, register_agent, scheduler, server, submission, RUN_WITHIN};
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::json;
 
@@ -24,7 +22,7 @@ async fn a_timer_set_by_a_killed_instance_fires_on_another() {
     // Once the expiry's timer is in the timer stream, the instance that set it dies,
     // in-memory timer and all.
     let js = async_nats::jetstream::new(osp_tests::connect(&url).await);
-    common::eventually(RUN_WITHIN, "the approval timer to be set", || {
+    crate::common::eventually(RUN_WITHIN, "the approval timer to be set", || {
         let js = js.clone();
         async move { js.get_stream("OSP_TIMERS").await.unwrap().info().await.unwrap().state.messages > 0 }
     })

@@ -1,0 +1,8 @@
+//! The `osp` binary as a user runs it, one module per command family (one test binary,
+//! for the same reason as the services').
+
+mod common;
+
+mod cli;
+mod registry;
+mod run;
