@@ -204,7 +204,7 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
         }
         RunCommand::List { status, capability, limit, after, all } => {
             let scheduler = scheduler().await?;
-            let mut query = ListQuery { status, capability, after, limit };
+            let mut query = ListQuery { status, capability, children: false, after, limit };
             let mut runs: Vec<RunSummary> = Vec::new();
             loop {
                 let page = scheduler.list(&query).await.map_err(service_error)?;

@@ -149,7 +149,12 @@ fn gist(update: &RunUpdate) -> String {
     let by = &update.actor;
     match &update.event {
         RunEvent::Submitted(e) => {
-            let mut text = format!("{} by {by}, input {}", e.capability, compact(&document(&e.input)));
+            let what = match (&e.capability, &e.workflow) {
+                (Some(capability), _) => capability.to_string(),
+                (None, Some(workflow)) => workflow.pattern().to_owned(),
+                (None, None) => "?".to_owned(),
+            };
+            let mut text = format!("{what} by {by}, input {}", compact(&document(&e.input)));
             if let Some(dispatched) = &e.dispatched {
                 text.push_str(&format!("; attempt {} dispatched", dispatched.attempt));
                 if let Some(deadline) = dispatched.deadline {
@@ -232,6 +237,17 @@ fn gist(update: &RunUpdate) -> String {
         RunEvent::CancelRequested(e) => {
             format!("by {by}: {}; the agent has until {} to stop", e.reason, e.deadline)
         }
+        RunEvent::StepsStarted(e) => {
+            let steps: Vec<String> = e.steps.iter().map(|s| format!("{} ({})", s.key, s.step.describe())).collect();
+            format!("started {}", truncate(&steps.join(", "), 200))
+        }
+        RunEvent::StepEnded(e) => match &e.error {
+            Some(error) => {
+                format!("{} {} after {} ms: {}", e.key, e.status, e.duration_ms, truncate(&error.to_string(), 200))
+            }
+            None => format!("{} {} after {} ms", e.key, e.status, e.duration_ms),
+        },
+        RunEvent::Completed(e) if e.attempt == 0 => compact(&document(&e.output)),
         RunEvent::Completed(e) => format!("attempt {}: {}", e.attempt, compact(&document(&e.output))),
         RunEvent::Failed(e) => format!("after {} attempt(s): {}", e.attempts, truncate(&e.error.to_string(), 200)),
         RunEvent::Cancelled(e) => format!("{}{}", e.reason, if e.forced { " (forced)" } else { "" }),

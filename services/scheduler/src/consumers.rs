@@ -109,7 +109,7 @@ async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
         None => Vec::new(),
     };
     for effect in effects {
-        if let Err(error) = shell.perform(&run_id, effect.clone()).await {
+        if let Err(error) = shell.perform(&run_id, event.seq, effect.clone()).await {
             tracing::warn!(%run_id, ?effect, %error, "effect failed; the event will be handled again");
             let _ = delivery.retry_after(Duration::from_secs(1)).await;
             return;

@@ -1,6 +1,7 @@
 //! Effects: what the log's run events ask of the world — put a task on the work queue,
-//! set a timer, signal the agent. Computed as data by [`effects_of`] (pure), performed
-//! by [`perform`].
+//! set a timer, signal the agent; for workflows, decide what comes next, submit the
+//! steps' runs, pass a cancel or pause on to them, tell a parent its step ended.
+//! Computed as data by [`effects_of`] (pure), performed by the shell.
 //!
 //! Effects are driven by the log, not by the command that caused the events: every
 //! instance shares the durable consumer `effects-scheduler` on `osp.v1.evt.run.*`, so
@@ -10,10 +11,11 @@
 //! and is judged against the run's state *now*: an event whose effect the run has moved
 //! past (a dispatch of an attempt already started, a timer of an ended run) does nothing.
 
-use osp_protocol::scheduler::{RunEvent, Signal};
-use osp_protocol::Timestamp;
+use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::{RunEvent, Signal, StepEnded, TaskError};
+use osp_protocol::{Timestamp, Token};
 
-use crate::commands::TimerKind;
+use crate::commands::{ParentSignal, TimerKind};
 use crate::run::{Phase, Run};
 
 /// One thing to do.
@@ -40,6 +42,19 @@ pub enum Effect {
     /// Remove timers that can no longer matter (the run ended), so they do not wait in
     /// the timer stream until they fire for nothing.
     ClearTimers(Vec<(TimerKind, u32)>),
+    /// Decide what the workflow does next.
+    Advance,
+    /// Submit the runs of these steps (by key).
+    StartSteps(Vec<String>),
+    /// Pass this on to the runs of the steps still running.
+    ToSteps(ParentSignal),
+    /// Tell the parent run that this run (one of its steps) ended.
+    NotifyParent {
+        /// The parent.
+        parent: Token,
+        /// How its step ended.
+        ended: StepEnded,
+    },
 }
 
 /// The effects of `event` on a run now in state `run`.
@@ -111,13 +126,83 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
         }
         _ => {}
     }
+    if run.workflow.is_some() {
+        effects.extend(workflow_effects(event, run));
+    }
     if matches!(event, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_)) {
         let pending = pending_timers(run);
         if !pending.is_empty() {
             effects.push(Effect::ClearTimers(pending));
         }
+        if let Some(notify) = notify_parent(run) {
+            effects.push(notify);
+        }
     }
     effects
+}
+
+/// What a workflow run's events ask: start steps, go on, pass a cancel or pause down.
+fn workflow_effects(event: &RunEvent, run: &Run) -> Vec<Effect> {
+    let Some(workflow) = &run.workflow else { return vec![] };
+    let running = run.phase == Phase::Orchestrating;
+    let mut effects = Vec::new();
+    match event {
+        RunEvent::Submitted(_) | RunEvent::Approved(_) if running => {
+            effects.push(Effect::Advance);
+            if let Some(at) = workflow.deadline.filter(|_| !workflow.timed_out) {
+                effects.push(Effect::SetTimer { kind: TimerKind::Timeout, n: 1, at });
+            }
+        }
+        RunEvent::StepsStarted(started) if running => {
+            effects.push(Effect::StartSteps(started.steps.iter().map(|s| s.key.clone()).collect()));
+            // A decision starts at most so many steps' inputs; the rest start next.
+            effects.push(Effect::Advance);
+        }
+        RunEvent::StepEnded(_) if running => effects.push(Effect::Advance),
+        RunEvent::Resumed(_) if running => {
+            effects.push(Effect::ToSteps(ParentSignal::Resume));
+            effects.push(Effect::Advance);
+        }
+        RunEvent::Paused(_) if running => effects.push(Effect::ToSteps(ParentSignal::Pause)),
+        RunEvent::Cancelled(cancelled) => effects.push(Effect::ToSteps(ParentSignal::Cancel {
+            reason: format!("its workflow was cancelled: {}", cancelled.reason),
+            forced: cancelled.forced,
+        })),
+        RunEvent::Failed(failed) => effects.push(Effect::ToSteps(ParentSignal::Cancel {
+            reason: format!("its workflow failed: {}", failed.error.message),
+            forced: false,
+        })),
+        _ => {}
+    }
+    effects
+}
+
+/// A step's run that ended tells its parent how.
+fn notify_parent(run: &Run) -> Option<Effect> {
+    let parent = run.view.parent.as_ref()?;
+    let status = run.view.status.filter(|s| s.is_final())?;
+    let run_id = Token::new("run_id", run.view.run_id.clone()).ok()?;
+    let error = match status {
+        RunStatus::Failed => run.view.error.clone(),
+        RunStatus::Cancelled => Some(TaskError {
+            kind: "cancelled".into(),
+            message: run.view.cancel_reason.clone().unwrap_or_else(|| "cancelled".into()),
+            details: None,
+        }),
+        _ => None,
+    };
+    let ended_at = run.view.ended_at.unwrap_or(run.view.updated_at);
+    Some(Effect::NotifyParent {
+        parent: parent.run_id.clone(),
+        ended: StepEnded {
+            key: parent.step.clone(),
+            run_id,
+            status,
+            output: run.view.output.clone().filter(|_| status == RunStatus::Completed),
+            error,
+            duration_ms: ended_at.millis_since(run.view.submitted_at),
+        },
+    })
 }
 
 /// The timers an ended run may still have set: the last attempt's timeout, the approval's
@@ -137,6 +222,9 @@ fn pending_timers(run: &Run) -> Vec<(TimerKind, u32)> {
     }
     if run.cancel_requested {
         timers.push((TimerKind::Cancel, run.attempt()));
+    }
+    if run.workflow.as_ref().is_some_and(|w| w.deadline.is_some() && !w.timed_out) {
+        timers.push((TimerKind::Timeout, 1));
     }
     timers
 }

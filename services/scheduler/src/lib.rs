@@ -23,6 +23,7 @@ mod queries;
 pub mod run;
 mod shell;
 pub mod view;
+pub mod workflow;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,12 +149,18 @@ impl CommandHandler for Commands {
         Ok((aggregate, command))
     }
 
-    /// A new run's capability must be offered by a registered agent, unless the run asks
-    /// to wait for one.
+    /// A new run's capabilities (its task's, or every one its workflow names) must be
+    /// offered by registered agents, unless the run asks to wait for them.
     async fn admit(&self, aggregate: &AggregateRef, command: &Command) -> Result<(), ProtocolError> {
         let Command::Submit(submit) = command else { return Ok(()) };
         let exists = self.runs.read().run(aggregate.id.as_str()).is_some_and(Run::exists);
-        if exists || submit.options.wait_for_agent || self.agents.read().offers(submit.capability.as_str()) {
+        let needed: Vec<&str> = match (&submit.capability, &submit.workflow) {
+            (Some(capability), _) => vec![capability.as_str()],
+            (None, Some(workflow)) => workflow.capabilities().into_iter().collect(),
+            (None, None) => vec![],
+        };
+        let missing = |agents: &AgentsView| needed.iter().copied().find(|c| !agents.offers(c)).map(str::to_owned);
+        if exists || submit.options.wait_for_agent || missing(&self.agents.read()).is_none() {
             return Ok(());
         }
         // The registration may be on the log and not applied here yet.
@@ -161,13 +168,11 @@ impl CommandHandler for Commands {
             let _ = self.agents.wait_for(last, AGENTS_CATCH_UP).await;
         }
         let agents = self.agents.read();
-        if agents.offers(submit.capability.as_str()) {
-            return Ok(());
-        }
+        let Some(capability) = missing(&agents) else { return Ok(()) };
         let known = agents.capabilities();
         Err(ProtocolError::NotFound {
             field: "capability".into(),
-            value: submit.capability.to_string(),
+            value: capability,
             reason: format!(
                 "no registered agent offers it (offered: {}); set options.waitForAgent to queue the run until one does",
                 if known.is_empty() { "none".to_owned() } else { known.join(", ") }
@@ -175,9 +180,9 @@ impl CommandHandler for Commands {
         })
     }
 
-    /// A run is its own root until workflows nest runs.
+    /// Every run of a workflow's tree carries its root as its correlation id.
     fn correlation_id(&self, aggregate: &AggregateRef, _: &Command) -> Option<String> {
-        Some(aggregate.id.to_string())
+        Some(shell::root_of(&self.runs, aggregate.id.as_str()))
     }
 
     fn outcome(&self, command: &Command, executed: &Executed<Run>) -> Outcome {

@@ -2,16 +2,20 @@
 //! decisions are in [`crate::commands`]. Pure: no I/O, no clock.
 //!
 //! Besides the [`RunView`] that queries show, the state keeps the run's [`Phase`]:
-//! where its task is, which is what every decision turns on.
+//! where its task is, which is what every decision turns on; and, for a workflow run,
+//! its [`WorkflowState`]: the definition and every step's result, which the workflow
+//! engine decides from.
 
 use osp_eventlog::Aggregate;
+use osp_protocol::json::from_msgpack_value;
 use osp_protocol::scheduler::queries::{
-    ApprovalView, AttemptView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, VIEW_LOG_LINES,
+    ApprovalView, AttemptView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, StepView, VIEW_LOG_LINES,
 };
-use osp_protocol::scheduler::{Dispatched, RunEvent};
+use osp_protocol::scheduler::{Dispatched, RunEvent, Workflow};
 use osp_protocol::{Envelope, Timestamp};
 
 use crate::commands::{self, RunCommand};
+use crate::workflow::{StepEnd, StepRecord, Steps};
 
 /// One run's state, folded from its events.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,6 +26,25 @@ pub struct Run {
     pub phase: Phase,
     /// A graceful cancel was asked for (so a cancel deadline timer was set).
     pub cancel_requested: bool,
+    /// What a workflow run's engine decides from; `None` for a run of one task.
+    pub workflow: Option<WorkflowState>,
+}
+
+/// A workflow run's definition, input and steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowState {
+    /// The definition.
+    pub definition: Workflow,
+    /// The run's input, as JSON (what the engine builds step inputs from).
+    pub input: serde_json::Value,
+    /// The steps so far.
+    pub steps: Steps,
+    /// When the run's timeout fires, once its steps may start.
+    pub deadline: Option<Timestamp>,
+    /// Its timeout fired.
+    pub timed_out: bool,
+    /// The steps known in all so far.
+    pub total: u32,
 }
 
 /// Where a run's task is.
@@ -76,6 +99,8 @@ pub enum Phase {
         /// Why.
         reason: String,
     },
+    /// A workflow run whose steps may run (none of the task phases apply to it).
+    Orchestrating,
     /// Completed, failed or cancelled.
     Ended,
 }
@@ -94,7 +119,7 @@ impl Phase {
     fn status(&self) -> RunStatus {
         match self {
             Phase::AwaitingApproval | Phase::AwaitingInput { .. } => RunStatus::Awaiting,
-            Phase::Running { .. } | Phase::Cancelling { .. } => RunStatus::InProgress,
+            Phase::Running { .. } | Phase::Cancelling { .. } | Phase::Orchestrating => RunStatus::InProgress,
             _ => RunStatus::Pending,
         }
     }
@@ -104,6 +129,12 @@ impl Run {
     /// Whether it has been submitted.
     pub fn exists(&self) -> bool {
         self.phase != Phase::New
+    }
+
+    /// The root of the run's tree: the run a person submitted (itself, unless it is a
+    /// step of a workflow).
+    pub fn root(&self) -> &str {
+        self.view.parent.as_ref().map_or(self.view.run_id.as_str(), |parent| parent.root.as_str())
     }
 
     /// The number of the latest attempt (0 before the first dispatch).
@@ -138,6 +169,23 @@ impl Run {
         self.phase = Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch };
     }
 
+    /// A workflow run's steps may start from `at`: its timeout runs from then.
+    fn orchestrate(&mut self, at: Timestamp) {
+        let deadline = self.view.options.timeout.as_ref().map(|timeout| at.plus_millis(timeout.ms));
+        if let Some(workflow) = &mut self.workflow {
+            workflow.deadline = deadline;
+        }
+        self.phase = Phase::Orchestrating;
+    }
+
+    fn workflow_progress(&mut self, message: String) {
+        if let Some(workflow) = &self.workflow {
+            let done = workflow.steps.done() as u64;
+            self.view.progress =
+                Some(Progress { current: done, total: Some(u64::from(workflow.total)), message: Some(message) });
+        }
+    }
+
     fn end(&mut self, status: RunStatus, at: Timestamp) {
         self.view.status = Some(status);
         self.view.ended_at = Some(at);
@@ -156,16 +204,33 @@ impl Aggregate for Run {
     fn evolve(&mut self, event: &Envelope<RunEvent>) {
         let at = event.occurred_at;
         self.view.updated_at = at;
+        if self.view.run_id.is_empty() {
+            // Usually set by `run.submitted`; a child run cancelled before it was
+            // submitted begins with `run.cancelled`.
+            self.view.run_id = event.aggregate.id.to_string();
+        }
         match &event.payload {
             RunEvent::Submitted(submitted) => {
-                self.view.run_id = event.aggregate.id.to_string();
-                self.view.capability = submitted.capability.to_string();
+                self.view.capability = submitted.capability.as_ref().map(ToString::to_string).unwrap_or_default();
                 self.view.input = submitted.input.clone();
                 self.view.options = submitted.options.clone();
                 self.view.metadata = submitted.metadata.clone();
                 self.view.submitted_by = event.actor.clone();
                 self.view.submitted_at = at;
+                self.view.workflow = submitted.workflow.as_deref().cloned();
+                self.view.parent = submitted.parent.clone();
                 self.phase = Phase::Ready { attempt: 1 };
+                if let Some(definition) = &submitted.workflow {
+                    self.workflow = Some(WorkflowState {
+                        definition: (**definition).clone(),
+                        input: from_msgpack_value(&submitted.input),
+                        steps: Steps::default(),
+                        deadline: None,
+                        timed_out: false,
+                        total: 0,
+                    });
+                    self.orchestrate(at);
+                }
                 if let Some(dispatched) = &submitted.dispatched {
                     self.dispatched(dispatched, at);
                 }
@@ -204,7 +269,10 @@ impl Aggregate for Run {
                 if let Some(approval) = self.view.approval.as_mut().filter(|_| !approved.on_expiry) {
                     approval.state = "approved".into();
                 }
-                self.phase = Phase::Ready { attempt: 1 };
+                match self.workflow.is_some() {
+                    true => self.orchestrate(at),
+                    false => self.phase = Phase::Ready { attempt: 1 },
+                }
             }
             RunEvent::Dispatched(dispatched) => self.dispatched(dispatched, at),
             RunEvent::Deferred(deferred) => self.phase = Phase::Ready { attempt: deferred.attempt },
@@ -266,7 +334,56 @@ impl Aggregate for Run {
                 self.view.retry_at = Some(retry.due_at);
                 self.phase = Phase::RetryWait { attempt: retry.attempt, due_at: retry.due_at };
             }
-            RunEvent::TimedOut(timed_out) => self.attempt_mut(timed_out.attempt).timed_out = true,
+            RunEvent::TimedOut(timed_out) => match &mut self.workflow {
+                Some(workflow) => workflow.timed_out = true,
+                None => self.attempt_mut(timed_out.attempt).timed_out = true,
+            },
+            RunEvent::StepsStarted(started) => {
+                if let Some(workflow) = &mut self.workflow {
+                    for step in &started.steps {
+                        workflow.steps.start(StepRecord {
+                            key: step.key.clone(),
+                            run_id: step.run_id.clone(),
+                            step: step.step.clone(),
+                            input: step.input.clone(),
+                            started_at: at,
+                            end: None,
+                        });
+                        self.view.steps.push(StepView {
+                            key: step.key.clone(),
+                            run_id: step.run_id.to_string(),
+                            what: step.step.describe(),
+                            status: RunStatus::InProgress,
+                            started_at: at,
+                            ended_at: None,
+                            error: None,
+                        });
+                    }
+                    workflow.total = workflow.total.max(started.total);
+                }
+                let keys: Vec<&str> = started.steps.iter().map(|s| s.key.as_str()).collect();
+                self.workflow_progress(format!("started {}", keys.join(", ")));
+            }
+            RunEvent::StepEnded(ended) => {
+                if let Some(workflow) = &mut self.workflow {
+                    workflow.steps.end(
+                        &ended.key,
+                        StepEnd {
+                            status: ended.status,
+                            output: ended.output.clone(),
+                            error: ended.error.clone(),
+                            duration_ms: ended.duration_ms,
+                            ended_at: at,
+                        },
+                    );
+                }
+                if let Some(step) = self.view.steps.iter_mut().find(|s| s.key == ended.key) {
+                    step.status = ended.status;
+                    step.ended_at = Some(at);
+                    step.error = ended.error.clone();
+                }
+                self.workflow_progress(format!("{} {}", ended.key, ended.status));
+            }
             RunEvent::Paused(_) => self.view.paused = true,
             RunEvent::Resumed(_) => self.view.paused = false,
             RunEvent::CancelRequested(request) => {
@@ -278,9 +395,12 @@ impl Aggregate for Run {
                 self.cancel_requested = true;
             }
             RunEvent::Completed(completed) => {
-                let attempt = self.attempt_mut(completed.attempt);
-                attempt.ended_at = Some(at);
-                attempt.outcome = Some("completed".into());
+                // A workflow run (attempt 0) has no attempt to close.
+                if completed.attempt > 0 {
+                    let attempt = self.attempt_mut(completed.attempt);
+                    attempt.ended_at = Some(at);
+                    attempt.outcome = Some("completed".into());
+                }
                 self.view.output = Some(completed.output.clone());
                 self.end(RunStatus::Completed, at);
             }

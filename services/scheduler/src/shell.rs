@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
+use futures::future::join_all;
 use osp_eventlog::{CommandMeta, EventLog, Executor, Projection, Refusal, Timers};
-use osp_protocol::scheduler::{heartbeat_subject, signal_subject, task_message_id, Signal, TaskMessage, RUN_KIND};
+use osp_protocol::scheduler::{
+    heartbeat_subject, signal_subject, task_message_id, Command, ParentLink, Signal, Submit, TaskMessage, Workflow,
+    RUN_KIND,
+};
 use osp_protocol::{subject, AggregateRef, Timestamp, Token};
 
 use crate::agents::AgentsView;
-use crate::commands::{RunCommand, TimerFired, TimerKind};
+use crate::commands::{ParentSignal, RunCommand, TimerFired, TimerKind};
 use crate::effects::Effect;
 use crate::run::Run;
 use crate::view::SchedulerView;
@@ -46,8 +50,15 @@ impl Shell {
             tracing::warn!(run_id, "not a run id; ignored");
             return;
         };
-        let meta =
-            CommandMeta { id: command_id, received_at, actor: ACTOR.into(), correlation_id: Some(run_id.into()) };
+        let root = match &command {
+            RunCommand::Client(client) => match client.as_ref() {
+                Command::Submit(Submit { parent: Some(parent), .. }) => Some(parent.root.to_string()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let root = root.unwrap_or_else(|| root_of(&self.runs, run_id));
+        let meta = CommandMeta { id: command_id, received_at, actor: ACTOR.into(), correlation_id: Some(root) };
         let place = self.executor.queue(&aggregate).await;
         match self.executor.execute(place, &aggregate, &command, &meta).await {
             Ok(executed) if executed.appended > 0 => {
@@ -59,9 +70,41 @@ impl Shell {
         }
     }
 
-    /// Performs `effect` for run `run_id`.
-    pub async fn perform(self: &Arc<Self>, run_id: &Token, effect: Effect) -> osp_eventlog::Result<()> {
+    /// Performs `effect` of the event at `seq` of run `run_id`.
+    pub async fn perform(self: &Arc<Self>, run_id: &Token, seq: u64, effect: Effect) -> osp_eventlog::Result<()> {
         match effect {
+            Effect::Advance => {
+                self.decide(run_id.as_str(), RunCommand::Advance, format!("advance:{run_id}:{seq}"), Timestamp::now())
+                    .await;
+                Ok(())
+            }
+            Effect::StartSteps(keys) => {
+                join_all(keys.iter().map(|key| self.start_step(run_id, key))).await;
+                Ok(())
+            }
+            Effect::ToSteps(signal) => {
+                let children: Vec<Token> = match self.runs.read().run(run_id.as_str()).and_then(|r| r.workflow.as_ref())
+                {
+                    Some(workflow) => workflow.steps.running().map(|s| s.run_id.clone()).collect(),
+                    None => vec![],
+                };
+                let kind = match &signal {
+                    ParentSignal::Cancel { .. } => "cancel",
+                    ParentSignal::Pause => "pause",
+                    ParentSignal::Resume => "resume",
+                };
+                join_all(children.iter().map(|child| {
+                    let id = format!("parent-{kind}:{child}:{seq}");
+                    self.decide(child.as_str(), RunCommand::FromParent(signal.clone()), id, Timestamp::now())
+                }))
+                .await;
+                Ok(())
+            }
+            Effect::NotifyParent { parent, ended } => {
+                let id = format!("step-ended:{}", ended.run_id);
+                self.decide(parent.as_str(), RunCommand::StepEnded(ended), id, Timestamp::now()).await;
+                Ok(())
+            }
             Effect::PublishTask { attempt, dispatch } => self.publish_task(run_id, attempt, dispatch).await,
             Effect::SetTimer { kind, n, at } => self.set_timer(run_id, kind, n, at).await,
             Effect::Signal(signal) => {
@@ -75,6 +118,32 @@ impl Shell {
                 Ok(())
             }
         }
+    }
+
+    /// Submits the run of step `key` of workflow run `parent`, as the parent recorded it.
+    async fn start_step(&self, parent: &Token, key: &str) {
+        let submit = {
+            let view = self.runs.read();
+            let Some(run) = view.run(parent.as_str()) else { return };
+            let Some(step) = run.workflow.as_ref().and_then(|w| w.steps.get(key)) else { return };
+            let Ok(root) = Token::new("run_id", run.root().to_owned()) else { return };
+            let (capability, workflow) = match &step.step {
+                Workflow::Task(task) => (Some(task.capability.clone()), None),
+                other => (None, Some(Box::new(other.clone()))),
+            };
+            Submit {
+                run_id: step.run_id.clone(),
+                capability,
+                workflow,
+                parent: Some(ParentLink { run_id: parent.clone(), step: key.to_owned(), root }),
+                input: step.input.clone(),
+                options: step.step.options().clone(),
+                metadata: None,
+            }
+        };
+        let child = submit.run_id.clone();
+        let id = format!("start:{child}");
+        self.decide(child.as_str(), RunCommand::from(Command::Submit(submit)), id, Timestamp::now()).await;
     }
 
     async fn publish_task(&self, run_id: &Token, attempt: u32, dispatch: u32) -> osp_eventlog::Result<()> {
@@ -156,6 +225,11 @@ impl Shell {
             tracing::warn!(%run_id, %error, "could not signal the agent");
         }
     }
+}
+
+/// The root of run `run_id`'s tree (its own id when it is not a step, or not known).
+pub fn root_of(runs: &Projection<SchedulerView>, run_id: &str) -> String {
+    runs.read().run(run_id).map_or_else(|| run_id.to_owned(), |run| run.root().to_owned())
 }
 
 /// A timer's identity: a hash of the run id (which may be up to 128 bytes), the kind and

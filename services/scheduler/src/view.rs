@@ -102,6 +102,7 @@ impl SchedulerView {
             .range((start, std::ops::Bound::Unbounded))
             .map(|(_, folded)| &folded.state.view)
             .filter(|run| !run.run_id.is_empty())
+            .filter(|run| query.children || run.parent.is_none())
             .filter(|run| query.status.is_none_or(|status| run.status() == status))
             .filter(|run| query.capability.as_ref().is_none_or(|capability| &run.capability == capability));
         for run in matching {

@@ -21,7 +21,7 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use osp_protocol::scheduler::queries::{GetQuery, ListQuery, RunPage, RunView};
-use osp_protocol::scheduler::{queries::Digest, RunEvent, RunOptions, RunOutcome, RUN_KIND, SERVICE};
+use osp_protocol::scheduler::{queries::Digest, RunEvent, RunOptions, RunOutcome, Workflow, RUN_KIND, SERVICE};
 use osp_protocol::{AggregateRef, Envelope, Timestamp, Token};
 use serde::Serialize;
 use uuid::Uuid;
@@ -56,6 +56,7 @@ impl Client {
 pub struct Submission {
     run_id: String,
     capability: String,
+    workflow: Option<Workflow>,
     input: serde_json::Value,
     options: RunOptions,
     metadata: Option<serde_json::Value>,
@@ -67,10 +68,17 @@ impl Submission {
         Submission {
             run_id: Uuid::now_v7().to_string(),
             capability: capability.into(),
+            workflow: None,
             input,
             options: RunOptions::default(),
             metadata: None,
         }
+    }
+
+    /// A run of `workflow` with `input`, with a fresh run id. Its options are the root
+    /// step's (or [`Submission::options`], not both).
+    pub fn workflow(workflow: Workflow, input: serde_json::Value) -> Submission {
+        Submission { workflow: Some(workflow), ..Submission::new("", input) }
     }
 
     /// Names the run (a subject token: no `.`, `*`, `>` or whitespace; at most 128 bytes).
@@ -96,9 +104,14 @@ impl Submission {
         &self.run_id
     }
 
-    /// The capability.
+    /// The capability (empty for a workflow run).
     pub fn capability(&self) -> &str {
         &self.capability
+    }
+
+    /// The workflow, for a workflow run.
+    pub fn workflow_definition(&self) -> Option<&Workflow> {
+        self.workflow.as_ref()
     }
 
     /// The task's input.
@@ -110,8 +123,8 @@ impl Submission {
     /// what is submitted, so a resend is the same command, and another submission under
     /// the same run id is another command (which the scheduler refuses as a conflict).
     pub fn command_id(&self) -> String {
-        let body =
-            serde_json::to_vec(&(&self.capability, &self.input, &self.options, &self.metadata)).unwrap_or_default();
+        let body = serde_json::to_vec(&(&self.capability, &self.workflow, &self.input, &self.options, &self.metadata))
+            .unwrap_or_default();
         let content = &blake3::hash(&body).to_hex()[..16];
         command_id(&format!("submit:{}:{content}", self.run_id))
     }
@@ -120,11 +133,27 @@ impl Submission {
 #[derive(Serialize)]
 struct SubmitBody<'a> {
     run_id: &'a str,
-    capability: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capability: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    workflow: Option<&'a Workflow>,
     input: &'a serde_json::Value,
     options: &'a RunOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a serde_json::Value>,
+}
+
+impl SubmitBody<'_> {
+    fn of(submission: &Submission) -> SubmitBody<'_> {
+        SubmitBody {
+            run_id: &submission.run_id,
+            capability: Some(submission.capability.as_str()).filter(|_| submission.workflow.is_none()),
+            workflow: submission.workflow.as_ref(),
+            input: &submission.input,
+            options: &submission.options,
+            metadata: submission.metadata.as_ref(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -211,14 +240,10 @@ impl Scheduler {
     /// false when the run already existed: this submission was sent before.
     pub async fn submit(&self, submission: &Submission) -> Result<Answer<RunOutcome>> {
         Token::new("run_id", submission.run_id.as_str())?;
-        Token::new("capability", submission.capability.as_str())?;
-        let body = SubmitBody {
-            run_id: &submission.run_id,
-            capability: &submission.capability,
-            input: &submission.input,
-            options: &submission.options,
-            metadata: submission.metadata.as_ref(),
-        };
+        if submission.workflow.is_none() {
+            Token::new("capability", submission.capability.as_str())?;
+        }
+        let body = SubmitBody::of(submission);
         self.client.command_with_id(SERVICE, "submit", &body, &submission.command_id()).await
     }
 
@@ -442,14 +467,7 @@ mod tests {
     #[test]
     fn the_submit_body_is_what_the_scheduler_reads() {
         let submission = Submission::new("summarize", serde_json::json!({"text": "hi"})).run_id("r-1");
-        let body = SubmitBody {
-            run_id: submission.id(),
-            capability: submission.capability(),
-            input: submission.input(),
-            options: &submission.options,
-            metadata: None,
-        };
-        let bytes = Encoding::MessagePack.encode(&body).unwrap();
+        let bytes = Encoding::MessagePack.encode(&SubmitBody::of(&submission)).unwrap();
         let origin = osp_protocol::scheduler::Origin { command_id: "c", actor: "user:ana" };
         let command = osp_protocol::scheduler::Command::parse("submit", Encoding::MessagePack, &bytes, origin).unwrap();
         let osp_protocol::scheduler::Command::Submit(submit) = command else { panic!("{command:?}") };

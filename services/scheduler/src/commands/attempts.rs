@@ -20,9 +20,10 @@ pub(super) fn dispatched(options: &RunOptions, attempt: u32, dispatch: u32, now:
     Dispatched { attempt, dispatch, deadline }
 }
 
-/// Dispatches attempt `attempt` now, unless the run is paused (then resume does).
+/// Dispatches attempt `attempt` now, unless the run is paused (then resume does). A
+/// workflow run has no task of its own: its steps start in a decision of their own.
 pub(super) fn dispatch_unless_paused(run: &Run, attempt: u32, now: Timestamp) -> Vec<RunEvent> {
-    match run.view.paused {
+    match run.view.paused || run.workflow.is_some() {
         true => vec![],
         false => vec![dispatch(&run.view.options, attempt, 1, now)],
     }

@@ -7,7 +7,7 @@
 //! and that its time has come; otherwise it changes nothing.
 
 use osp_protocol::scheduler::{
-    ApprovalExpired, Approved, Cancelled, FailureCause, OnTimeout, RunEvent, TaskError, TimedOut,
+    ApprovalExpired, Approved, Cancelled, Failed, FailureCause, OnTimeout, RunEvent, TaskError, TimedOut,
 };
 use osp_protocol::Timestamp;
 
@@ -31,6 +31,10 @@ pub(super) enum Lost {
 pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEvent> {
     let due = |at: Option<Timestamp>| at.is_some_and(|at| at <= now.plus_millis(CLOCK_SLACK_MS));
     match (timer.kind, &run.phase) {
+        (TimerKind::Timeout, Phase::Orchestrating) => match &run.workflow {
+            Some(workflow) if !workflow.timed_out && due(workflow.deadline) => workflow_timed_out(run),
+            _ => vec![],
+        },
         (TimerKind::Timeout, phase) => {
             let active = match phase {
                 Phase::Queued { attempt, .. }
@@ -95,6 +99,24 @@ fn timed_out(run: &Run, attempt: u32, now: Timestamp) -> Vec<RunEvent> {
             };
             events.extend(attempts::fail(run, attempt, error, true, FailureCause::Timeout, now));
         }
+    }
+    events
+}
+
+/// A workflow run's timeout fired: record it, then fail or cancel the run (its steps'
+/// runs are cancelled after it), or go on.
+fn workflow_timed_out(run: &Run) -> Vec<RunEvent> {
+    let Some(timeout) = &run.view.options.timeout else { return vec![] };
+    let message = format!("the workflow timed out after {} ms", timeout.ms);
+    let mut events =
+        vec![RunEvent::TimedOut(TimedOut { attempt: 0, action: timeout.on_timeout, after_ms: timeout.ms })];
+    match timeout.on_timeout {
+        OnTimeout::Continue => {}
+        OnTimeout::Cancel => events.push(RunEvent::Cancelled(Cancelled { reason: message, forced: false })),
+        OnTimeout::Fail => events.push(RunEvent::Failed(Failed {
+            error: TaskError { kind: FailureCause::Timeout.kind().into(), message, details: None },
+            attempts: 0,
+        })),
     }
     events
 }

@@ -63,7 +63,9 @@ pub fn submit_history(options: RunOptions) -> Vec<RunEvent> {
 pub fn submit(options: RunOptions) -> RunCommand {
     RunCommand::from(Command::Submit(Submit {
         run_id: run_id(),
-        capability: Token::new("capability", "summarize").unwrap(),
+        capability: Some(Token::new("capability", "summarize").unwrap()),
+        workflow: None,
+        parent: None,
         input: "hi".into(),
         options,
         metadata: None,
@@ -72,7 +74,9 @@ pub fn submit(options: RunOptions) -> RunCommand {
 
 pub fn submitted(options: RunOptions) -> RunEvent {
     RunEvent::Submitted(Submitted {
-        capability: Token::new("capability", "summarize").unwrap(),
+        capability: Some(Token::new("capability", "summarize").unwrap()),
+        workflow: None,
+        parent: None,
         input: "hi".into(),
         options,
         metadata: None,

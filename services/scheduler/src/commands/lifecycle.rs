@@ -24,6 +24,9 @@ pub(super) fn cancel(run: &Run, cancel: &Cancel, now: Timestamp) -> Result<Vec<R
             reason: cancel.reason.clone(),
             deadline: now.plus_millis(cancel.graceful_timeout_ms),
         })],
+        // A workflow ends at once; its steps' runs are cancelled after it, gracefully
+        // when the cancel is.
+        Phase::Orchestrating => vec![cancelled(!cancel.graceful)],
         // No agent holds it: nothing to wait for.
         Phase::AwaitingApproval | Phase::Ready { .. } | Phase::Queued { .. } | Phase::RetryWait { .. } => {
             vec![cancelled(false)]

@@ -8,14 +8,19 @@
 //! - [`reports`]: what the agent holding an attempt reports, and the answer to its question;
 //! - [`expiry`]: the runtime's own findings: timeouts, retry delays, lost heartbeats,
 //!   agents gone offline;
-//! - [`attempts`]: dispatching an attempt, and what follows a failed one.
+//! - [`attempts`]: dispatching an attempt, and what follows a failed one;
+//! - [`steps`]: a workflow run's steps — starting them, their ends, and what a parent
+//!   asks of its steps' runs.
 
 mod approval;
 mod attempts;
 mod expiry;
 mod lifecycle;
 mod reports;
+mod steps;
 mod submit;
+
+pub use steps::ParentSignal;
 
 use osp_protocol::scheduler::Command;
 use osp_protocol::{Error, Timestamp};
@@ -48,6 +53,13 @@ pub enum RunCommand {
         /// The agent.
         agent: String,
     },
+    /// A workflow run decides what comes next (after it started, a step ended, it was
+    /// approved or resumed).
+    Advance,
+    /// The run of one of this workflow run's steps ended.
+    StepEnded(osp_protocol::scheduler::StepEnded),
+    /// This run is a step of a workflow run, which was cancelled, paused or resumed.
+    FromParent(ParentSignal),
 }
 
 impl From<Command> for RunCommand {
@@ -92,6 +104,9 @@ pub fn decide(run: &Run, command: &RunCommand, now: Timestamp) -> Result<Vec<Run
         RunCommand::AgentOffline { attempt, agent } => {
             Ok(expiry::agent_lost(run, *attempt, agent, expiry::Lost::Offline, now))
         }
+        RunCommand::Advance => Ok(steps::advance(run)),
+        RunCommand::StepEnded(ended) => Ok(steps::ended(run, ended)),
+        RunCommand::FromParent(signal) => Ok(steps::from_parent(run, signal, now)),
     }
 }
 

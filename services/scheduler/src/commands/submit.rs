@@ -1,5 +1,8 @@
 //! `submit`: create a run. Submitting the same run id again with the same content
 //! changes nothing (the reply is the run as it is); with other content it is refused.
+//!
+//! A run of one task is dispatched in the same event; a workflow run starts its first
+//! steps in a decision of its own ([`super::steps`]), which the submit's event causes.
 
 use osp_protocol::scheduler::{ApprovalRequested, RunEvent, Submit, Submitted};
 use osp_protocol::{Error, Timestamp};
@@ -10,7 +13,10 @@ use crate::run::Run;
 pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
     if run.exists() {
         let view = &run.view;
-        let same = view.capability == submit.capability.as_str()
+        let capability = submit.capability.as_ref().map(ToString::to_string).unwrap_or_default();
+        let same = view.capability == capability
+            && view.workflow.as_ref() == submit.workflow.as_deref()
+            && view.parent == submit.parent
             && view.input == submit.input
             && view.options == submit.options
             && view.metadata == submit.metadata;
@@ -26,6 +32,8 @@ pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<R
     let submitted = |dispatched| {
         RunEvent::Submitted(Submitted {
             capability: submit.capability.clone(),
+            workflow: submit.workflow.clone(),
+            parent: submit.parent.clone(),
             input: submit.input.clone(),
             options: submit.options.clone(),
             metadata: submit.metadata.clone(),
@@ -43,6 +51,7 @@ pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<R
                 auto_approve_on_timeout: approval.auto_approve_on_timeout,
             }),
         ],
+        None if submit.workflow.is_some() => vec![submitted(None)],
         // The common case is one event: submitting is a single append.
         None => vec![submitted(Some(attempts::dispatched(&submit.options, 1, 1, now)))],
     })

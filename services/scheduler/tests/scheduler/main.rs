@@ -17,3 +17,4 @@ mod python_agent;
 mod retry_backoff;
 mod timeouts;
 mod wire;
+mod workflow_smoke;

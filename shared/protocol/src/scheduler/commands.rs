@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::registry::document::{encoded_len, Document};
 use crate::scheduler::options::{RunOptions, DEFAULT_GRACEFUL_TIMEOUT_MS, MAX_MS};
+use crate::scheduler::workflow::{ParentLink, Workflow};
 use crate::scheduler::{TaskError, SERVICE};
 use crate::{check_size, Encoding, Error, Token};
 
@@ -53,6 +54,8 @@ pub struct Origin<'a> {
 }
 
 /// A command to the scheduler.
+// A command is parsed, decided and dropped, never stored in bulk: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Create a run.
@@ -71,13 +74,21 @@ pub enum Command {
     Report(Report),
 }
 
-/// Create a run.
+/// Create a run: of one task (`capability`), or of a workflow.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Submit {
     /// Its id.
     pub run_id: Token,
-    /// Which agents execute it.
-    pub capability: Token,
+    /// Which agents execute its task; `None` for a workflow run.
+    pub capability: Option<Token>,
+    /// The workflow, when it is not a single task (a definition that is a single task is
+    /// read as `capability` and options).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Box<Workflow>>,
+    /// The run whose step this is: set by the scheduler for the child runs it starts,
+    /// never read from a client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
     /// The task's input.
     pub input: Document,
     /// How it runs.
@@ -299,7 +310,10 @@ impl ReportKind {
 struct SubmitWire {
     #[serde(default, alias = "runId")]
     run_id: Option<String>,
-    capability: String,
+    #[serde(default)]
+    capability: Option<String>,
+    #[serde(default)]
+    workflow: Option<Workflow>,
     #[serde(default = "nil")]
     input: Document,
     #[serde(default)]
@@ -395,13 +409,50 @@ fn parse_submit(wire: SubmitWire, origin: Origin<'_>) -> Result<Submit, Error> {
         Some(id) => run_id(&id)?,
         None => derived_run_id(origin.command_id),
     };
-    let capability = Token::new("capability", wire.capability)?;
     check_size("input", encoded_len(&wire.input), MAX_DATA_BYTES)?;
     if let Some(metadata) = &wire.metadata {
         check_size("metadata", encoded_len(metadata), MAX_SMALL_DATA_BYTES)?;
     }
     wire.options.check()?;
-    Ok(Submit { run_id, capability, input: wire.input, options: wire.options, metadata: wire.metadata })
+    let (capability, workflow, options) = match (wire.capability, wire.workflow) {
+        (Some(capability), None) => (Some(Token::new("capability", capability)?), None, wire.options),
+        (None, Some(workflow)) => {
+            workflow.check()?;
+            let options = match (wire.options.is_default(), workflow.options().is_default()) {
+                (_, true) => wire.options,
+                (true, false) => workflow.options().clone(),
+                (false, false) => {
+                    return Err(Error::Invalid {
+                        field: "options".into(),
+                        reason: "given both with the submit and in the workflow's root step; give them once".into(),
+                    })
+                }
+            };
+            match workflow {
+                Workflow::Task(task) => (Some(task.capability), None, options),
+                workflow => (None, Some(Box::new(workflow)), options),
+            }
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::Invalid {
+                field: "workflow".into(),
+                reason: "a run has either a capability (one task) or a workflow, not both".into(),
+            })
+        }
+        (None, None) => {
+            return Err(Error::Invalid {
+                field: "capability".into(),
+                reason: "missing: a run needs a capability (one task) or a workflow".into(),
+            })
+        }
+    };
+    if options.retry.is_some() && workflow.is_some() {
+        return Err(Error::Invalid {
+            field: "options.retry".into(),
+            reason: "retry applies to task steps: a workflow is retried step by step; set it on its steps".into(),
+        });
+    }
+    Ok(Submit { run_id, capability, workflow, parent: None, input: wire.input, options, metadata: wire.metadata })
 }
 
 fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<Report, Error> {

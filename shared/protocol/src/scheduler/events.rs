@@ -5,19 +5,32 @@
 //! every event naming its attempt; what happens to the run as a whole (approval, pause,
 //! cancel, timeouts, retries, its end) has events of its own. Who and when are in the
 //! envelope (`actor`, `occurred_at`); why is in the payload where there is a why.
+//!
+//! A workflow run has no attempts of its own: its steps are child runs, recorded as
+//! `run.steps_started` and `run.step_ended` on the parent, while each child run has the
+//! whole trail of a run of its own.
 
 use serde::{Deserialize, Serialize};
 
 use crate::registry::Document;
 use crate::scheduler::options::{OnTimeout, RunOptions};
+use crate::scheduler::queries::RunStatus;
+use crate::scheduler::workflow::{ParentLink, Workflow};
 use crate::scheduler::TaskError;
 use crate::{Timestamp, Token};
 
 /// The run was created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Submitted {
-    /// The capability whose agents execute its task.
-    pub capability: Token,
+    /// The capability whose agents execute its task; absent for a workflow run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<Token>,
+    /// The workflow it runs, when it is not a single task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Box<Workflow>>,
+    /// The run whose step this one is, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
     /// The task's input.
     pub input: Document,
     /// How it runs.
@@ -156,10 +169,52 @@ pub struct InputAnswered {
     pub answer: Document,
 }
 
-/// The run's task succeeded: the run is completed.
+/// A workflow run started steps, each as a child run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepsStarted {
+    /// The steps, in the order they were started.
+    pub steps: Vec<StepStarted>,
+    /// The steps the workflow is known to have in all, so far (for its progress).
+    pub total: u32,
+}
+
+/// One step started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepStarted {
+    /// Its key in the workflow: `classify`, `route:billing`, `subtask:3`, `step:fetch`,
+    /// `evaluate:2` …
+    pub key: String,
+    /// Its child run.
+    pub run_id: Token,
+    /// What it runs.
+    pub step: Workflow,
+    /// Its input.
+    pub input: Document,
+}
+
+/// A step's child run ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepEnded {
+    /// Its key.
+    pub key: String,
+    /// Its child run.
+    pub run_id: Token,
+    /// `completed`, `failed` or `cancelled`.
+    pub status: RunStatus,
+    /// Its output, when completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Document>,
+    /// Its error, when failed (or why it was cancelled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// From its start to its end.
+    pub duration_ms: u64,
+}
+
+/// The run succeeded: its task (or its workflow) is completed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Completed {
-    /// The attempt that succeeded.
+    /// The attempt that succeeded (0 for a workflow run, which has no attempts).
     pub attempt: u32,
     /// Its output.
     pub output: Document,
@@ -306,6 +361,10 @@ crate::event_payload! {
         Resumed(Resumed) = ("run.resumed", 1),
         /// The agent is asked to stop.
         CancelRequested(CancelRequested) = ("run.cancel_requested", 1),
+        /// A workflow run started steps.
+        StepsStarted(StepsStarted) = ("run.steps_started", 1),
+        /// A workflow run's step ended.
+        StepEnded(StepEnded) = ("run.step_ended", 1),
         /// Ended: succeeded.
         Completed(Completed) = ("run.completed", 1),
         /// Ended: failed.

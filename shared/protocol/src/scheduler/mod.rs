@@ -15,6 +15,7 @@ mod commands;
 mod events;
 pub mod options;
 pub mod queries;
+pub mod workflow;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,9 +26,10 @@ pub use commands::{
 pub use events::{
     ApprovalDecided, ApprovalExpired, ApprovalRequested, Approved, AttemptFailed, CancelRequested, Cancelled,
     Completed, Deferred, Dispatched, Failed, FailureCause, InputAnswered, InputRequested, Logged, Paused, Progressed,
-    Resumed, RetryScheduled, RunEvent, Started, Submitted, TimedOut,
+    Resumed, RetryScheduled, RunEvent, Started, StepEnded, StepStarted, StepsStarted, Submitted, TimedOut,
 };
 pub use options::{Approval, Backoff, OnTimeout, Retry, RunOptions, Timeout};
+pub use workflow::{child_run_id, ParentLink, Workflow};
 
 use crate::registry::Document;
 use crate::{Error, Timestamp, Token};

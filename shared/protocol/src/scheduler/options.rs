@@ -147,6 +147,11 @@ impl Retry {
 }
 
 impl RunOptions {
+    /// Whether nothing is set (what a definition leaves out when it writes options).
+    pub fn is_default(&self) -> bool {
+        *self == RunOptions::default()
+    }
+
     /// The heartbeat timeout in force.
     pub fn heartbeat_timeout_ms(&self) -> u64 {
         self.heartbeat_timeout_ms.unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT_MS)

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::registry::Document;
+use crate::scheduler::workflow::{ParentLink, Workflow};
 use crate::scheduler::{FailureCause, RunOptions, TaskError};
 use crate::Timestamp;
 
@@ -96,6 +97,9 @@ pub struct ListQuery {
     /// Only runs of this capability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// Also the child runs of workflows' steps (left out unless asked for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub children: bool,
     /// Start after this run id (the previous page's `next`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
@@ -275,6 +279,36 @@ pub struct RunView {
     pub ended_at: Option<Timestamp>,
     /// The sequence of its latest event.
     pub seq: u64,
+    /// The workflow it runs, when it is not a single task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Workflow>,
+    /// The run whose step it is, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+    /// A workflow run's steps, in the order they started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepView>,
+}
+
+/// One step of a workflow run: a child run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    /// Its key in the workflow (`classify`, `subtask:3`, `evaluate:2`).
+    pub key: String,
+    /// Its run.
+    pub run_id: String,
+    /// What it runs: `task <capability>`, or a pattern's name.
+    pub what: String,
+    /// `in-progress` until its run ended, then how it ended.
+    pub status: RunStatus,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Its error, when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
 }
 
 impl Default for RunView {
@@ -303,6 +337,9 @@ impl Default for RunView {
             updated_at: Timestamp::default(),
             ended_at: None,
             seq: 0,
+            workflow: None,
+            parent: None,
+            steps: Vec::new(),
         }
     }
 }
@@ -329,8 +366,11 @@ impl RunView {
 pub struct RunSummary {
     /// Its id.
     pub run_id: String,
-    /// The capability.
+    /// The capability (or, for a workflow run, the pattern's name).
     pub capability: String,
+    /// The run whose step it is, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// Where it is.
     pub status: RunStatus,
     /// Paused.
@@ -350,7 +390,11 @@ impl From<&RunView> for RunSummary {
     fn from(run: &RunView) -> RunSummary {
         RunSummary {
             run_id: run.run_id.clone(),
-            capability: run.capability.clone(),
+            capability: match &run.workflow {
+                Some(workflow) => workflow.pattern().to_owned(),
+                None => run.capability.clone(),
+            },
+            parent: run.parent.as_ref().map(|p| p.run_id.to_string()),
             status: run.status(),
             paused: run.paused,
             attempts: run.attempts.len() as u32,
