@@ -6,3 +6,4 @@ mod common;
 mod cli;
 mod registry;
 mod run;
+mod workflow;
