@@ -122,7 +122,12 @@ async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
 
 async fn fire(shell: &Arc<Shell>, delivery: &Delivery) {
     match rmp_serde::from_slice::<TimerFired>(delivery.payload()) {
-        Ok(fired) => shell.fire(fired, delivery.stored_at()).await,
+        Ok(fired) => {
+            if shell.fire(fired, delivery.stored_at()).await.is_err() {
+                let _ = delivery.retry_after(Duration::from_secs(1)).await;
+                return;
+            }
+        }
         Err(error) => tracing::error!(%error, subject = delivery.subject(), "unreadable timer; dropped"),
     }
     if let Err(error) = delivery.ack_idempotent().await {

@@ -119,7 +119,8 @@ async fn sweep(shell: Arc<Shell>, heard: Heard, shutdown: CancellationToken) {
             let shell = shell.clone();
             let deciding = deciding.clone();
             tokio::spawn(async move {
-                shell.decide(&run_id, command, command_id.clone(), Timestamp::now()).await;
+                // A failure is decided again at the next sweep.
+                let _ = shell.decide(&run_id, command, command_id.clone(), Timestamp::now()).await;
                 deciding.lock().unwrap_or_else(|p| p.into_inner()).remove(&command_id);
             });
         }

@@ -44,11 +44,18 @@ pub const ACTOR: &str = "service:scheduler";
 impl Shell {
     /// Decides one of the scheduler's own commands on run `run_id`. `command_id` names
     /// the decision the same way on every instance, so when several take it at once
-    /// it is recorded once.
-    pub async fn decide(&self, run_id: &str, command: RunCommand, command_id: String, received_at: Timestamp) {
+    /// it is recorded once. Fails only when the log could not be reached (then the
+    /// caller retries); a refusal is logged, since retrying it would change nothing.
+    pub async fn decide(
+        &self,
+        run_id: &str,
+        command: RunCommand,
+        command_id: String,
+        received_at: Timestamp,
+    ) -> osp_eventlog::Result<()> {
         let Ok(aggregate) = AggregateRef::new(RUN_KIND, run_id) else {
             tracing::warn!(run_id, "not a run id; ignored");
-            return;
+            return Ok(());
         };
         let root = match &command {
             RunCommand::Client(client) => match client.as_ref() {
@@ -66,21 +73,23 @@ impl Shell {
             }
             Ok(_) => tracing::debug!(run_id, command_id = %meta.id, "nothing to do"),
             Err(Refusal::Rejected(error)) => tracing::warn!(run_id, %error, "own decision refused"),
-            Err(Refusal::Failed(error)) => tracing::warn!(run_id, %error, "could not decide now"),
+            Err(Refusal::Failed(error)) => {
+                tracing::warn!(run_id, %error, "could not decide now");
+                return Err(error);
+            }
         }
+        Ok(())
     }
 
     /// Performs `effect` of the event at `seq` of run `run_id`.
     pub async fn perform(self: &Arc<Self>, run_id: &Token, seq: u64, effect: Effect) -> osp_eventlog::Result<()> {
         match effect {
             Effect::Advance => {
-                self.decide(run_id.as_str(), RunCommand::Advance, format!("advance:{run_id}:{seq}"), Timestamp::now())
-                    .await;
-                Ok(())
+                let id = format!("advance:{run_id}:{seq}");
+                self.decide(run_id.as_str(), RunCommand::Advance, id, Timestamp::now()).await
             }
             Effect::StartSteps(keys) => {
-                join_all(keys.iter().map(|key| self.start_step(run_id, key))).await;
-                Ok(())
+                join_all(keys.iter().map(|key| self.start_step(run_id, key))).await.into_iter().collect()
             }
             Effect::ToSteps(signal) => {
                 let children: Vec<Token> = match self.runs.read().run(run_id.as_str()).and_then(|r| r.workflow.as_ref())
@@ -97,13 +106,13 @@ impl Shell {
                     let id = format!("parent-{kind}:{child}:{seq}");
                     self.decide(child.as_str(), RunCommand::FromParent(signal.clone()), id, Timestamp::now())
                 }))
-                .await;
-                Ok(())
+                .await
+                .into_iter()
+                .collect()
             }
             Effect::NotifyParent { parent, ended } => {
                 let id = format!("step-ended:{}", ended.run_id);
-                self.decide(parent.as_str(), RunCommand::StepEnded(ended), id, Timestamp::now()).await;
-                Ok(())
+                self.decide(parent.as_str(), RunCommand::StepEnded(ended), id, Timestamp::now()).await
             }
             Effect::PublishTask { attempt, dispatch } => self.publish_task(run_id, attempt, dispatch).await,
             Effect::SetTimer { kind, n, at } => self.set_timer(run_id, kind, n, at).await,
@@ -121,12 +130,12 @@ impl Shell {
     }
 
     /// Submits the run of step `key` of workflow run `parent`, as the parent recorded it.
-    async fn start_step(&self, parent: &Token, key: &str) {
+    async fn start_step(&self, parent: &Token, key: &str) -> osp_eventlog::Result<()> {
         let submit = {
             let view = self.runs.read();
-            let Some(run) = view.run(parent.as_str()) else { return };
-            let Some(step) = run.workflow.as_ref().and_then(|w| w.steps.get(key)) else { return };
-            let Ok(root) = Token::new("run_id", run.root().to_owned()) else { return };
+            let Some(run) = view.run(parent.as_str()) else { return Ok(()) };
+            let Some(step) = run.workflow.as_ref().and_then(|w| w.steps.get(key)) else { return Ok(()) };
+            let Ok(root) = Token::new("run_id", run.root().to_owned()) else { return Ok(()) };
             let (capability, workflow) = match &step.step {
                 Workflow::Task(task) => (Some(task.capability.clone()), None),
                 other => (None, Some(Box::new(other.clone()))),
@@ -143,7 +152,7 @@ impl Shell {
         };
         let child = submit.run_id.clone();
         let id = format!("start:{child}");
-        self.decide(child.as_str(), RunCommand::from(Command::Submit(submit)), id, Timestamp::now()).await;
+        self.decide(child.as_str(), RunCommand::from(Command::Submit(submit)), id, Timestamp::now()).await
     }
 
     async fn publish_task(&self, run_id: &Token, attempt: u32, dispatch: u32) -> osp_eventlog::Result<()> {
@@ -202,17 +211,18 @@ impl Shell {
             let shell = self.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
-                shell.fire(fired, at).await;
+                // The durable timer is the fallback if this fails.
+                let _ = shell.fire(fired, at).await;
             });
         }
         Ok(())
     }
 
     /// Decides a fired timer.
-    pub async fn fire(&self, fired: TimerFired, due: Timestamp) {
+    pub async fn fire(&self, fired: TimerFired, due: Timestamp) -> osp_eventlog::Result<()> {
         let command_id = format!("timer:{}:{}:{}", fired.run_id, timer_kind(fired.kind), fired.n);
         let run_id = fired.run_id.clone();
-        self.decide(&run_id, RunCommand::Timer(fired), command_id, due).await;
+        self.decide(&run_id, RunCommand::Timer(fired), command_id, due).await
     }
 
     async fn signal(&self, run_id: &Token, signal: &Signal) {
