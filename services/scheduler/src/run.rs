@@ -131,6 +131,12 @@ impl Run {
         self.phase != Phase::New
     }
 
+    /// Whether the run was cancelled before it was ever submitted (a workflow step's run
+    /// whose parent ended before the step's submit).
+    pub fn cancelled_unsubmitted(&self) -> bool {
+        self.phase == Phase::Ended && self.view.submitted_by.is_empty()
+    }
+
     /// The root of the run's tree: the run a person submitted (itself, unless it is a
     /// step of a workflow).
     pub fn root(&self) -> &str {

@@ -179,3 +179,32 @@ pub fn failed_report(attempt: u32, agent: &str, kind: &str, retryable: bool) -> 
 pub fn timer(kind: TimerKind, n: u32) -> RunCommand {
     RunCommand::Timer(TimerFired { run_id: "test".into(), kind, n })
 }
+
+/// The submit of a workflow run `test` of `definition` (JSON) with `options`.
+pub fn submit_workflow(definition: serde_json::Value, options: RunOptions) -> RunCommand {
+    let workflow: osp_protocol::scheduler::Workflow = serde_json::from_value(definition).expect("a definition");
+    workflow.check().expect("a valid definition");
+    RunCommand::from(Command::Submit(Submit {
+        run_id: run_id(),
+        capability: None,
+        workflow: Some(Box::new(workflow)),
+        parent: None,
+        input: "doc".into(),
+        options,
+        metadata: None,
+    }))
+}
+
+/// How the run of step `key` of run `test` ended.
+pub fn step_ended(key: &str, status: osp_protocol::scheduler::queries::RunStatus) -> RunCommand {
+    use osp_protocol::scheduler::queries::RunStatus;
+    let completed = status == RunStatus::Completed;
+    RunCommand::StepEnded(osp_protocol::scheduler::StepEnded {
+        key: key.into(),
+        run_id: Token::new("run_id", format!("test:{key}")).unwrap(),
+        status,
+        output: completed.then(|| Document::from("done")),
+        error: (!completed).then(|| TaskError { kind: "error".into(), message: "broke".into(), details: None }),
+        duration_ms: 5,
+    })
+}

@@ -128,3 +128,172 @@ pub(super) fn from_parent(run: &Run, signal: &ParentSignal, now: Timestamp) -> V
 fn fail(kind: &str, message: String) -> RunEvent {
     RunEvent::Failed(Failed { error: TaskError { kind: kind.into(), message, details: None }, attempts: 0 })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::super::{RunCommand, TimerKind};
+    use super::ParentSignal;
+    use crate::run::Phase;
+    use osp_protocol::scheduler::queries::RunStatus;
+    use osp_protocol::scheduler::RunEvent;
+    use serde_json::json;
+
+    fn parallel(max: u32, strategy: &str) -> serde_json::Value {
+        json!({"parallelization": {"subtasks": [{"id": "a", "prompt": 1}, {"id": "b", "prompt": 2}, {"id": "c", "prompt": 3}],
+            "worker": {"task": {"capability": "w"}}, "maxConcurrency": max, "failureStrategy": strategy}})
+    }
+
+    fn submitted_workflow(
+        definition: serde_json::Value,
+        options: osp_protocol::scheduler::RunOptions,
+    ) -> Vec<RunEvent> {
+        given_run([]).when(&submit_workflow(definition, options)).events()
+    }
+
+    fn started_keys(events: &[RunEvent]) -> Vec<String> {
+        events
+            .iter()
+            .flat_map(|e| match e {
+                RunEvent::StepsStarted(s) => s.steps.iter().map(|s| s.key.clone()).collect(),
+                _ => vec![],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_workflow_submit_is_one_event_and_advance_starts_its_first_steps_as_child_runs() {
+        let history = submitted_workflow(parallel(2, "fail-fast"), options());
+        assert!(
+            matches!(history.as_slice(), [RunEvent::Submitted(s)] if s.dispatched.is_none() && s.workflow.is_some())
+        );
+        let events = given_run(history).when(&RunCommand::Advance).events();
+        let [RunEvent::StepsStarted(started)] = events.as_slice() else { panic!("{events:?}") };
+        let ids: Vec<&str> = started.steps.iter().map(|s| s.run_id.as_str()).collect();
+        assert_eq!(ids, ["test:subtask:a", "test:subtask:b"]);
+        assert_eq!(started.total, 3);
+    }
+
+    #[test]
+    fn a_step_end_is_recorded_once_and_only_for_a_running_step() {
+        let mut history = submitted_workflow(parallel(3, "collect-all"), options());
+        history.extend(given_run(history.clone()).when(&RunCommand::Advance).events());
+        let ended = given_run(history.clone()).when(&step_ended("subtask:a", RunStatus::Completed)).events();
+        assert_eq!(ended.len(), 1);
+        history.extend(ended);
+        given_run(history.clone()).when(&step_ended("subtask:a", RunStatus::Completed)).then(vec![]);
+        given_run(history.clone()).when(&step_ended("merge", RunStatus::Completed)).then(vec![]);
+        let run = given_run(history).state().clone();
+        assert_eq!(run.view.progress.as_ref().map(|p| (p.current, p.total)), Some((1, Some(3))));
+    }
+
+    #[test]
+    fn a_paused_workflow_starts_nothing_until_resumed() {
+        let mut history = submitted_workflow(parallel(1, "fail-fast"), options());
+        history.extend(given_run(history.clone()).when(&RunCommand::Advance).events());
+        history.extend(given_run(history.clone()).when(&pause_cmd()).events());
+        history.extend(given_run(history.clone()).when(&step_ended("subtask:a", RunStatus::Completed)).events());
+        given_run(history.clone()).when(&RunCommand::Advance).then(vec![]);
+        let resumed = given_run(history.clone()).when(&resume_cmd()).events();
+        assert!(
+            matches!(resumed.as_slice(), [RunEvent::Resumed(_)]),
+            "resume itself starts nothing: its effect advances"
+        );
+        history.extend(resumed);
+        assert_eq!(started_keys(&given_run(history).when(&RunCommand::Advance).events()), ["subtask:b"]);
+    }
+
+    #[test]
+    fn cancel_ends_a_workflow_at_once_and_a_late_child_is_recorded_cancelled() {
+        let mut history = submitted_workflow(parallel(3, "fail-fast"), options());
+        history.extend(given_run(history.clone()).when(&RunCommand::Advance).events());
+        given_run(history.clone()).when(&cancel(true)).then(vec![cancelled("stop", false)]);
+        given_run(history).when(&cancel(false)).then(vec![cancelled("stop", true)]);
+        // A step's run the parent cancels before its submit: recorded as cancelled, and the submit then does nothing.
+        let signal = RunCommand::FromParent(ParentSignal::Cancel { reason: "parent gone".into(), forced: false });
+        let tombstone = given_run([]).when(&signal).events();
+        assert_eq!(tombstone, vec![cancelled("parent gone", false)]);
+        given_run(tombstone).when(&submit(options())).then(vec![]);
+    }
+
+    #[test]
+    fn a_workflow_timeout_fails_it_or_cancels_it() {
+        let history = submitted_workflow(parallel(3, "fail-fast"), with_timeout(1000, "fail"));
+        let later = NOW.plus_millis(1000);
+        let events = given_run(history.clone()).when_at(&timer(TimerKind::Timeout, 1), later).events();
+        assert!(matches!(events.as_slice(), [RunEvent::TimedOut(_), RunEvent::Failed(f)] if f.error.kind == "timeout"));
+        given_run(history).when_at(&timer(TimerKind::Timeout, 1), NOW.plus_millis(10)).then(vec![]);
+        let history = submitted_workflow(parallel(3, "fail-fast"), with_timeout(1000, "cancel"));
+        let events = given_run(history).when_at(&timer(TimerKind::Timeout, 1), later).events();
+        assert!(matches!(events.as_slice(), [RunEvent::TimedOut(_), RunEvent::Cancelled(_)]));
+    }
+
+    #[test]
+    fn an_approved_workflow_dispatches_no_task_of_its_own() {
+        let history = submitted_workflow(parallel(3, "fail-fast"), with_approval(&[], 1, None, false));
+        assert_eq!(given_run(history.clone()).state().phase, Phase::AwaitingApproval);
+        let events = given_run(history.clone()).when(&approve("ann")).events();
+        assert!(events.iter().all(|e| !matches!(e, RunEvent::Dispatched(_))), "{events:?}");
+        let mut approved = history;
+        approved.extend(events);
+        assert_eq!(given_run(approved).state().phase, Phase::Orchestrating);
+    }
+
+    mod properties {
+        use super::*;
+        use osp_eventlog::testing::{envelope, fold};
+        use osp_eventlog::Aggregate;
+        use proptest::prelude::*;
+
+        fn any_command() -> impl Strategy<Value = RunCommand> {
+            let key = prop_oneof![Just("subtask:a"), Just("subtask:b"), Just("subtask:c"), Just("merge")];
+            let status = prop_oneof![Just(RunStatus::Completed), Just(RunStatus::Failed), Just(RunStatus::Cancelled)];
+            prop_oneof![
+                4 => Just(RunCommand::Advance),
+                4 => (key, status).prop_map(|(k, s)| step_ended(k, s)),
+                1 => Just(cancel(true)),
+                1 => Just(pause_cmd()),
+                1 => Just(resume_cmd()),
+                1 => Just(timer(TimerKind::Timeout, 1)),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever happens to a workflow run: its state is a fold of its events; it
+            /// ends at most once and only records its steps' ends after; no step starts
+            /// twice, while paused, or after the end; never more than maxConcurrency
+            /// subtasks run at once.
+            #[test]
+            fn workflow_invariants_hold_for_any_sequence(
+                strategy in prop_oneof![Just("fail-fast"), Just("collect-all")],
+                commands in proptest::collection::vec(any_command(), 0..40),
+            ) {
+                let mut definition = parallel(2, strategy);
+                definition["parallelization"]["merge"] = json!({"task": {"capability": "m"}});
+                let mut history = submitted_workflow(definition, with_timeout(200, "fail"));
+                let mut state: crate::run::Run = fold(&history);
+                for (step, command) in commands.iter().enumerate() {
+                    let now = NOW.plus_millis(step as u64 * 20);
+                    let (ended, paused) = (state.phase == Phase::Ended, state.view.paused);
+                    let Ok(events) = state.decide(command, now) else { continue };
+                    for event in events {
+                        prop_assert!(!ended || matches!(event, RunEvent::StepEnded(_)), "an ended run changed: {event:?}");
+                        prop_assert!(!paused || !matches!(event, RunEvent::StepsStarted(_)), "a step started while paused");
+                        history.push(event.clone());
+                        state.evolve(&envelope(event, history.len() as u64));
+                    }
+                    let running = state.workflow.as_ref().unwrap().steps.running().filter(|s| s.key.starts_with("subtask:")).count();
+                    prop_assert!(running <= 2, "{running} subtasks at once");
+                }
+                prop_assert_eq!(&state, &fold::<crate::run::Run>(&history));
+                let ends = history.iter().filter(|e| matches!(e, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_))).count();
+                prop_assert!(ends <= 1);
+                let keys = started_keys(&history);
+                let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+                prop_assert_eq!(distinct.len(), keys.len(), "a step started twice: {:?}", keys);
+            }
+        }
+    }
+}

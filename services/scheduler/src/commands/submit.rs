@@ -11,6 +11,10 @@ use super::attempts;
 use crate::run::Run;
 
 pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
+    if run.cancelled_unsubmitted() {
+        // A workflow step's run its parent cancelled before the submit came: stays so.
+        return Ok(vec![]);
+    }
     if run.exists() {
         let view = &run.view;
         let capability = submit.capability.as_ref().map(ToString::to_string).unwrap_or_default();
