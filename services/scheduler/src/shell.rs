@@ -8,9 +8,10 @@ use std::time::Duration;
 use async_nats::jetstream::message::PublishMessage;
 use futures::future::join_all;
 use osp_eventlog::{CommandMeta, EventLog, Executor, Projection, Refusal, Timers};
+use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{
-    heartbeat_subject, signal_subject, task_message_id, Command, ParentLink, Signal, Submit, TaskMessage, Workflow,
-    RUN_KIND,
+    heartbeat_subject, signal_subject, task_message_id, Command, ParentLink, Signal, StepEnded, Submit, TaskError,
+    TaskMessage, Workflow, RUN_KIND,
 };
 use osp_protocol::{subject, AggregateRef, Timestamp, Token};
 
@@ -92,23 +93,15 @@ impl Shell {
                 join_all(keys.iter().map(|key| self.start_step(run_id, key))).await.into_iter().collect()
             }
             Effect::ToSteps(signal) => {
-                let children: Vec<Token> = match self.runs.read().run(run_id.as_str()).and_then(|r| r.workflow.as_ref())
-                {
-                    Some(workflow) => workflow.steps.running().map(|s| s.run_id.clone()).collect(),
-                    None => vec![],
-                };
-                let kind = match &signal {
-                    ParentSignal::Cancel { .. } => "cancel",
-                    ParentSignal::Pause => "pause",
-                    ParentSignal::Resume => "resume",
-                };
-                join_all(children.iter().map(|child| {
-                    let id = format!("parent-{kind}:{child}:{seq}");
-                    self.decide(child.as_str(), RunCommand::FromParent(signal.clone()), id, Timestamp::now())
-                }))
-                .await
-                .into_iter()
-                .collect()
+                let children: Vec<(String, Token)> =
+                    match self.runs.read().run(run_id.as_str()).and_then(|r| r.workflow.as_ref()) {
+                        Some(workflow) => workflow.steps.running().map(|s| (s.key.clone(), s.run_id.clone())).collect(),
+                        None => vec![],
+                    };
+                join_all(children.iter().map(|(key, child)| self.to_step(run_id, key, child, &signal, seq)))
+                    .await
+                    .into_iter()
+                    .collect()
             }
             Effect::NotifyParent { parent, ended } => {
                 let id = format!("step-ended:{}", ended.run_id);
@@ -127,6 +120,40 @@ impl Shell {
                 Ok(())
             }
         }
+    }
+
+    /// Passes `signal` from workflow run `parent` on to the run of its step `key`. A
+    /// step's run cancelled before it was submitted has no parent link of its own to
+    /// report its end with, so the parent's record of the step is closed here.
+    async fn to_step(
+        &self,
+        parent: &Token,
+        key: &str,
+        child: &Token,
+        signal: &ParentSignal,
+        seq: u64,
+    ) -> osp_eventlog::Result<()> {
+        let kind = match signal {
+            ParentSignal::Cancel { .. } => "cancel",
+            ParentSignal::Pause => "pause",
+            ParentSignal::Resume => "resume",
+        };
+        let id = format!("parent-{kind}:{child}:{seq}");
+        self.decide(child.as_str(), RunCommand::FromParent(signal.clone()), id, Timestamp::now()).await?;
+        let ParentSignal::Cancel { reason, .. } = signal else { return Ok(()) };
+        if !self.runs.read().run(child.as_str()).is_some_and(Run::cancelled_unsubmitted) {
+            return Ok(());
+        }
+        let ended = StepEnded {
+            key: key.to_owned(),
+            run_id: child.clone(),
+            status: RunStatus::Cancelled,
+            output: None,
+            error: Some(TaskError { kind: "cancelled".into(), message: reason.clone(), details: None }),
+            duration_ms: 0,
+        };
+        let id = format!("step-ended:{child}");
+        self.decide(parent.as_str(), RunCommand::StepEnded(ended), id, Timestamp::now()).await
     }
 
     /// Submits the run of step `key` of workflow run `parent`, as the parent recorded it.
