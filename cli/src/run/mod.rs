@@ -1,15 +1,17 @@
 //! `osp run`: submit runs to the scheduler, read them, follow them live, and steer them
 //! (cancel, pause, resume, approve, reject, answer).
 
+mod definition;
 mod options;
 mod show;
+mod tree;
 mod watch;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use clap::{Args, Subcommand};
+use clap::{ArgGroup, Args, Subcommand};
 use osp_client::{Scheduler, Submission};
 use osp_protocol::scheduler::queries::{ListQuery, RunStatus, RunSummary, MAX_LIMIT};
 use osp_protocol::Token;
@@ -35,20 +37,59 @@ pub struct RunArgs {
 }
 
 /// How `osp run watch` (and `submit --watch`) exits.
-const EXIT_CODES: &str = "Exit status: 0 when the run completed, 1 when it failed, 3 when it was cancelled, \
+macro_rules! exit_codes {
+    () => {
+        "Exit status: 0 when the run completed, 1 when it failed, 3 when it was cancelled, \
 4 when the watch itself failed (no server, no scheduler, no such run), 130 on Ctrl-C (the run goes on); \
-2 is a usage error, as for every command.";
+2 is a usage error, as for every command."
+    };
+}
+const EXIT_CODES: &str = exit_codes!();
+
+/// The workflow file format, in brief, for `osp run submit --help`.
+const SUBMIT_HELP: &str = concat!(
+    "A workflow file (--workflow FILE) is JSON, or YAML when FILE ends in .yaml or .yml (`-` reads JSON
+from stdin): one object naming its pattern, fields in camelCase, unknown fields refused. Every STEP
+is itself one of the five, so workflows nest (up to 8 deep):
+
+  {\"task\": {\"capability\": C, \"options\"?: {...}}}
+  {\"routing\": {\"classify\": STEP, \"routes\": {KEY: STEP, ...}, \"default\"?: KEY}}
+  {\"parallelization\": {\"split\": STEP | \"subtasks\": [{\"id\": ID, \"prompt\": ...}], \"worker\": STEP,
+                       \"merge\"?: STEP, \"maxConcurrency\"?: N, \"failureStrategy\"?: \"collect-all\"}}
+  {\"orchestratorWorkers\": {\"plan\": STEP, \"workers\": {NAME: STEP, ...}, \"synthesize\"?: STEP}}
+  {\"evaluatorOptimizer\": {\"generate\": STEP, \"evaluate\": STEP, \"optimize\"?: STEP, \"threshold\"?: 0.8,
+                          \"maxIterations\"?: 3}}
+
+Any of them may carry \"options\" (--options' format; retry only on a task). The file is checked
+before anything is sent: a mistake exits with status 2, naming its line and column or its field
+(`invalid workflow.routing.default: ...`). The run's options go in the root's \"options\" or in the
+flags, not both. Each step runs as a child run `<run id>:<step key>` (osp run get shows the tree).
+The whole format: docs/protocol.md §17.10.
+
+With --watch: ",
+    exit_codes!()
+);
+
+/// A definition that does not parse or check is a usage error, as a bad flag is.
+const USAGE_ERROR: u8 = 2;
 
 #[derive(Subcommand)]
 enum RunCommand {
-    /// Submit a run of a capability's task and print its id.
+    /// Submit a run of a capability's task, or of a workflow (--workflow FILE), and print
+    /// its id.
     ///
-    /// The scheduler refuses a capability that no registered agent offers, unless
-    /// --wait-for-agent. With --watch, follow the run as `osp run watch` does, and exit
-    /// as it does: 0 completed, 1 failed, 2 cancelled, 3 when the watch failed.
+    /// The scheduler refuses a capability that no registered agent offers (for a workflow,
+    /// any capability it names), unless --wait-for-agent. With --watch, follow the run as
+    /// `osp run watch` does, and exit as it does.
+    #[command(after_help = SUBMIT_HELP, group = ArgGroup::new("what").required(true).args(["capability", "workflow"]))]
     Submit {
-        /// The capability whose agents execute the task (e.g. summarize).
-        capability: String,
+        /// The capability whose agents execute the task (e.g. summarize); not with
+        /// --workflow.
+        capability: Option<String>,
+        /// Run the workflow defined in FILE (JSON, or YAML for .yaml/.yml; `-`: JSON from
+        /// stdin) instead of one task: see the format below.
+        #[arg(long, value_name = "FILE|-")]
+        workflow: Option<String>,
         /// The task's input, JSON: inline, `@FILE`, or `-` for stdin [default: null].
         #[arg(long, value_name = "JSON|@FILE|-")]
         input: Option<String>,
@@ -67,12 +108,20 @@ enum RunCommand {
         watch: bool,
     },
     /// A run whole: status, attempts, progress, approval, questions, output or error, and
-    /// its last log lines.
+    /// its last log lines; for a workflow run, its step tree.
     ///
-    /// Exits with status 1 when there is no such run.
+    /// The tree shows each step's key, what it runs (`task summarize`, or a pattern), its
+    /// status and duration; the steps of a step that is a workflow of its own are indented
+    /// beneath it, fetched as deep as workflows nest (8), at most 256 nested runs. Exits
+    /// with status 1 when there is no such run.
     Get {
         /// The run's id.
         run_id: String,
+        /// Print the whole tree as one JSON object: the run as --json prints it, each
+        /// nested workflow step with its own run's tree as `run` (and `steps_not_fetched`
+        /// where the bounds left some out).
+        #[arg(long)]
+        tree: bool,
     },
     /// The runs, by id.
     List {
@@ -92,9 +141,16 @@ enum RunCommand {
         /// Every page, not only the first.
         #[arg(long)]
         all: bool,
+        /// Also the child runs of workflows' steps (`<parent>:<step key>`), with a PARENT
+        /// column; without it, only the runs people submitted.
+        #[arg(long)]
+        children: bool,
     },
     /// Follow a run live until it ends: one line per event (its history first), and a
     /// progress bar on a terminal.
+    ///
+    /// A workflow run's bar counts its steps (done / known in all), and its step tree
+    /// (as `osp run get` shows it) follows the last event, except with --json.
     #[command(after_help = EXIT_CODES)]
     Watch {
         /// The run's id.
@@ -164,16 +220,33 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
     let actor = actor.as_deref();
     let scheduler = || async move { Ok::<_, anyhow::Error>(client(url, actor).await?.scheduler()) };
     match args.command {
-        RunCommand::Submit { capability, input, run_id, metadata, options, watch } => {
-            let stdin_readers =
-                [input.as_deref() == Some("-"), metadata.as_deref() == Some("-"), options.reads_stdin()];
+        RunCommand::Submit { capability, workflow, input, run_id, metadata, options, watch } => {
+            let stdin_readers = [
+                input.as_deref() == Some("-"),
+                metadata.as_deref() == Some("-"),
+                options.reads_stdin(),
+                workflow.as_deref() == Some("-"),
+            ];
             if stdin_readers.iter().filter(|reads| **reads).count() > 1 {
-                bail!("only one of --input, --metadata and --options can read stdin (`-`)");
+                bail!("only one of --input, --metadata and --options (and --workflow) can read stdin (`-`)");
             }
-            Token::new("capability", capability.as_str())?;
+            let definition = match workflow.as_deref().map(definition::read).transpose() {
+                Ok(definition) => definition,
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    return Ok(ExitCode::from(USAGE_ERROR));
+                }
+            };
+            if let Some(capability) = &capability {
+                Token::new("capability", capability.as_str())?;
+            }
             let options = options.build()?;
             let input = input.map(|arg| json_args::read("--input", &arg)).transpose()?.unwrap_or(Value::Null);
-            let mut submission = Submission::new(capability, input).options(options);
+            let submission = match definition {
+                Some(definition) => Submission::workflow(definition, input),
+                None => Submission::new(capability.unwrap_or_default(), input),
+            };
+            let mut submission = submission.options(options);
             if let Some(run_id) = run_id {
                 Token::new("run id", run_id.as_str())?;
                 submission = submission.run_id(run_id);
@@ -198,13 +271,22 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
                 return Ok(watch_exit(watch::follow(&scheduler, submission.id(), json).await));
             }
         }
-        RunCommand::Get { run_id } => {
-            let run = scheduler().await?.get(&run_id).await.map_err(service_error)?;
-            show::print_run(&run.ok_or_else(|| not_found(&run_id))?, json)?;
-        }
-        RunCommand::List { status, capability, limit, after, all } => {
+        RunCommand::Get { run_id, tree } => {
             let scheduler = scheduler().await?;
-            let mut query = ListQuery { status, capability, children: false, after, limit };
+            let run = scheduler.get(&run_id).await.map_err(service_error)?.ok_or_else(|| not_found(&run_id))?;
+            if tree {
+                let tree = tree::Tree::fetch(&scheduler, run).await.map_err(service_error)?;
+                crate::output::Lines::new(true, true).line(&tree::json(&tree).to_string())?;
+            } else if run.workflow.is_some() && !json {
+                let tree = tree::Tree::fetch(&scheduler, run).await.map_err(service_error)?;
+                show::print_run(&tree.run, Some(&tree), json)?;
+            } else {
+                show::print_run(&run, None, json)?;
+            }
+        }
+        RunCommand::List { status, capability, limit, after, all, children } => {
+            let scheduler = scheduler().await?;
+            let mut query = ListQuery { status, capability, children, after, limit };
             let mut runs: Vec<RunSummary> = Vec::new();
             loop {
                 let page = scheduler.list(&query).await.map_err(service_error)?;
@@ -218,7 +300,7 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
                     None => break,
                 }
             }
-            show::print_summaries(&runs, json)?;
+            show::print_summaries(&runs, json, children)?;
         }
         RunCommand::Watch { run_id } => {
             let watched = async {
@@ -327,5 +409,11 @@ mod tests {
         let err = parse(&["list", "--status", "running"]).err().unwrap().to_string();
         assert!(err.contains("\"running\" is not a status"), "{err}");
         assert!(parse(&["list", "--limit", "0"]).is_err());
+        let cli = parse(&["submit", "--workflow", "flow.yaml", "--timeout", "1m"]).unwrap();
+        assert!(matches!(cli.args.command, RunCommand::Submit { capability: None, workflow: Some(_), .. }));
+        let both = parse(&["submit", "work", "--workflow", "flow.yaml"]).err().unwrap().to_string();
+        assert!(both.contains("cannot be used with"), "{both}");
+        let neither = parse(&["submit"]).err().unwrap().to_string();
+        assert!(neither.contains("<CAPABILITY|--workflow <FILE|->>"), "{neither}");
     }
 }

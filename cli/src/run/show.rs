@@ -9,6 +9,7 @@ use osp_protocol::scheduler::RunOutcome;
 use osp_protocol::Timestamp;
 use serde_json::{json, Value};
 
+use super::tree::{self, Tree};
 use crate::entries::truncate;
 use crate::output::Lines;
 
@@ -102,8 +103,9 @@ pub fn print_outcome(outcome: &RunOutcome, seq: u64, json: bool) -> std::io::Res
 }
 
 /// Prints runs as a table, or one JSON object per line. An empty table is a note on
-/// stderr, so stdout holds only runs.
-pub fn print_summaries(runs: &[RunSummary], json: bool) -> std::io::Result<()> {
+/// stderr, so stdout holds only runs. With `parents`, the table says whose step each run
+/// is (`-` for a run a person submitted).
+pub fn print_summaries(runs: &[RunSummary], json: bool, parents: bool) -> std::io::Result<()> {
     let mut lines = Lines::new(json, false);
     if json {
         for run in runs {
@@ -113,7 +115,7 @@ pub fn print_summaries(runs: &[RunSummary], json: bool) -> std::io::Result<()> {
         eprintln!("no runs");
     } else {
         let rows = runs.iter().map(|run| {
-            vec![
+            let mut row = vec![
                 run.run_id.clone(),
                 run.capability.clone(),
                 status(run.status, run.paused),
@@ -121,16 +123,24 @@ pub fn print_summaries(runs: &[RunSummary], json: bool) -> std::io::Result<()> {
                 run.progress.as_ref().map_or_else(|| "-".to_owned(), |p| progress(p.current, p.total, None)),
                 run.submitted_at.to_rfc3339(),
                 run.updated_at.to_rfc3339(),
-            ]
+            ];
+            if parents {
+                row.insert(1, run.parent.clone().unwrap_or_else(|| "-".to_owned()));
+            }
+            row
         });
-        lines.line(&table(&["RUN", "CAPABILITY", "STATUS", "ATTEMPTS", "PROGRESS", "SUBMITTED", "UPDATED"], rows))?;
+        let mut header = vec!["RUN", "CAPABILITY", "STATUS", "ATTEMPTS", "PROGRESS", "SUBMITTED", "UPDATED"];
+        if parents {
+            header.insert(1, "PARENT");
+        }
+        lines.line(&table(&header, rows))?;
     }
     lines.flush()
 }
 
-/// Prints one run whole: `key: value` lines, with tables of attempts and decisions;
-/// with `json`, one JSON object.
-pub fn print_run(run: &RunView, json: bool) -> std::io::Result<()> {
+/// Prints one run whole: `key: value` lines, with tables of attempts and decisions, and
+/// a workflow run's step tree when given; with `json`, one JSON object.
+pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Result<()> {
     let mut lines = Lines::new(json, false);
     if json {
         lines.line(&run_json(run).to_string())?;
@@ -138,7 +148,17 @@ pub fn print_run(run: &RunView, json: bool) -> std::io::Result<()> {
     }
     let mut out = Vec::new();
     out.push(format!("run: {}", run.run_id));
-    out.push(format!("capability: {}", run.capability));
+    match (&run.workflow, tree) {
+        (Some(workflow), Some(tree)) => {
+            let (done, total) = tree.done();
+            out.push(format!("workflow: {}, {done}/{total} steps done", workflow.pattern()));
+        }
+        (Some(workflow), None) => out.push(format!("workflow: {}", workflow.pattern())),
+        (None, _) => out.push(format!("capability: {}", run.capability)),
+    }
+    if let Some(parent) = &run.parent {
+        out.push(format!("step: {} of run {} (root {})", parent.step, parent.run_id, parent.root));
+    }
     out.push(format!("status: {}", status(run.status(), run.paused)));
     out.push(format!("submitted: {} by {}", run.submitted_at, run.submitted_by));
     out.push(format!("updated: {}", run.updated_at));
@@ -158,7 +178,8 @@ pub fn print_run(run: &RunView, json: bool) -> std::io::Result<()> {
     if let Some(metadata) = &run.metadata {
         out.push(format!("metadata: {}", compact(&document(metadata))));
     }
-    if let Some(p) = &run.progress {
+    // A workflow run's progress is its steps, which its `workflow:` line counts.
+    if let Some(p) = run.progress.as_ref().filter(|_| run.workflow.is_none()) {
         out.push(format!("progress: {}", progress(p.current, p.total, p.message.as_deref())));
     }
     if let Some(approval) = &run.approval {
@@ -200,6 +221,9 @@ pub fn print_run(run: &RunView, json: bool) -> std::io::Result<()> {
                 input.answered_by.as_deref().unwrap_or("?")
             )),
         }
+    }
+    if let Some(tree) = tree {
+        out.extend(tree::block(tree, Timestamp::now()));
     }
     if !run.attempts.is_empty() {
         out.push("attempts:".to_owned());

@@ -1,5 +1,6 @@
 //! `osp run watch`: a run's events as they happen, one line each, with a progress bar
-//! on a terminal; the exit status says how the run ended.
+//! on a terminal (a workflow run's counts its steps); the exit status says how the run
+//! ended. A workflow run's step tree follows its last event.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::show::{compact, document, progress, with_rfc3339_times};
+use super::tree::{self, Tree};
 use crate::entries::truncate;
 use crate::output::Lines;
 
@@ -33,6 +35,7 @@ pub async fn follow(scheduler: &osp_client::Scheduler, run_id: &str, json: bool)
     let mut updates = scheduler.watch(run_id).await?;
     let mut lines = Lines::new(json, true);
     let mut bar = Bar::new(!json && std::io::stderr().is_terminal());
+    let mut is_workflow = false;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -56,6 +59,9 @@ pub async fn follow(scheduler: &osp_client::Scheduler, run_id: &str, json: bool)
             Some(Ok(update)) => update,
         };
         bar.show(&update.event);
+        if let RunEvent::Submitted(submitted) = &update.event {
+            is_workflow = submitted.workflow.is_some();
+        }
         let line = if json { update_json(run_id, &update).to_string() } else { update_line(&update) };
         bar.suspend(|| lines.line(&line))?;
         let code = match &update.event {
@@ -65,46 +71,91 @@ pub async fn follow(scheduler: &osp_client::Scheduler, run_id: &str, json: bool)
             _ => continue,
         };
         bar.clear();
+        if is_workflow && !json {
+            print_tree(scheduler, run_id, &mut lines).await?;
+        }
         lines.flush()?;
         return Ok(ExitCode::from(code));
     }
 }
 
-/// A progress bar on stderr, driven by `run.progress` events, shown only on a terminal.
+/// The ended workflow run's step tree, after its events; a tree that cannot be fetched
+/// is a warning, since the run's outcome is known.
+async fn print_tree(scheduler: &osp_client::Scheduler, run_id: &str, lines: &mut Lines) -> std::io::Result<()> {
+    let fetched = match scheduler.get(run_id).await {
+        Ok(Some(run)) => Tree::fetch(scheduler, run).await,
+        Ok(None) => return Ok(()),
+        Err(error) => Err(error),
+    };
+    match fetched {
+        Ok(tree) => tree::block(&tree, Timestamp::now()).iter().try_for_each(|line| lines.line(line)),
+        Err(error) => {
+            eprintln!("warning: cannot show the run's steps: {error}");
+            Ok(())
+        }
+    }
+}
+
+/// A progress bar on stderr, shown only on a terminal: driven by `run.progress` events
+/// for a task, by steps started and ended for a workflow run.
 struct Bar {
     enabled: bool,
+    /// The bar, and what it counts: an attempt (its number), or a workflow's steps (0).
     bar: Option<(u32, ProgressBar)>,
+    /// A workflow run's steps: ended, and known in all so far.
+    steps: (u64, u64),
 }
+
+/// The bar's key for a workflow run's steps (attempts count from 1).
+const STEPS: u32 = 0;
 
 impl Bar {
     fn new(enabled: bool) -> Bar {
-        Bar { enabled, bar: None }
+        Bar { enabled, bar: None, steps: (0, 0) }
     }
 
-    /// Moves the bar on a progress event; a new attempt starts a new bar, the end of an
-    /// attempt removes it.
+    /// Moves the bar on a progress or step event; a new attempt starts a new bar, the end
+    /// of an attempt removes it.
     fn show(&mut self, event: &RunEvent) {
         match event {
-            RunEvent::Progressed(p) if self.enabled => {
-                let new = self.bar.as_ref().is_none_or(|(attempt, _)| *attempt != p.attempt);
-                if new {
-                    self.clear();
-                    self.bar = Some((p.attempt, new_bar(p.total)));
-                }
-                let Some((_, bar)) = &self.bar else { return };
-                if let Some(total) = p.total {
-                    bar.set_length(total);
-                }
-                bar.set_position(p.current);
-                bar.set_message(p.message.clone().unwrap_or_default());
-                if new {
-                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
-                }
+            RunEvent::Progressed(p) => {
+                self.set(p.attempt, p.current, p.total, p.message.clone().unwrap_or_default());
+            }
+            RunEvent::StepsStarted(started) => {
+                self.steps.1 = self.steps.1.max(u64::from(started.total));
+                let keys: Vec<&str> = started.steps.iter().map(|s| s.key.as_str()).collect();
+                self.set(STEPS, self.steps.0, Some(self.steps.1), format!("started {}", keys.join(", ")));
+            }
+            RunEvent::StepEnded(ended) => {
+                self.steps.0 += 1;
+                let (done, total) = (self.steps.0, self.steps.1.max(self.steps.0));
+                self.set(STEPS, done, Some(total), format!("{} {}", ended.key, ended.status));
             }
             RunEvent::AttemptFailed(_) | RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_) => {
                 self.clear()
             }
             _ => {}
+        }
+    }
+
+    /// Sets the bar of `key` (an attempt, or [`STEPS`]) to `current` of `total`.
+    fn set(&mut self, key: u32, current: u64, total: Option<u64>, message: String) {
+        if !self.enabled {
+            return;
+        }
+        let new = self.bar.as_ref().is_none_or(|(shown, _)| *shown != key);
+        if new {
+            self.clear();
+            self.bar = Some((key, new_bar(total)));
+        }
+        let Some((_, bar)) = &self.bar else { return };
+        if let Some(total) = total {
+            bar.set_length(total);
+        }
+        bar.set_position(current);
+        bar.set_message(message);
+        if new {
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
         }
     }
 
@@ -249,6 +300,8 @@ fn gist(update: &RunUpdate) -> String {
         },
         RunEvent::Completed(e) if e.attempt == 0 => compact(&document(&e.output)),
         RunEvent::Completed(e) => format!("attempt {}: {}", e.attempt, compact(&document(&e.output))),
+        // A workflow run has no attempts: its steps failed.
+        RunEvent::Failed(e) if e.attempts == 0 => truncate(&e.error.to_string(), 200),
         RunEvent::Failed(e) => format!("after {} attempt(s): {}", e.attempts, truncate(&e.error.to_string(), 200)),
         RunEvent::Cancelled(e) => format!("{}{}", e.reason, if e.forced { " (forced)" } else { "" }),
     }
@@ -293,7 +346,9 @@ pub fn update_json(run_id: &str, update: &RunUpdate) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osp_protocol::scheduler::{AttemptFailed, FailureCause, Progressed, TaskError};
+    use osp_protocol::scheduler::{
+        AttemptFailed, FailureCause, Progressed, StepEnded, StepStarted, StepsStarted, TaskError,
+    };
 
     fn update(event: RunEvent) -> RunUpdate {
         RunUpdate { seq: 9, version: 3, occurred_at: Timestamp(1_000), actor: "agent:a1".into(), event }
@@ -319,6 +374,43 @@ mod tests {
             "{}",
             update_line(&failed)
         );
+    }
+
+    #[test]
+    fn a_workflow_runs_bar_counts_its_steps() {
+        let task: osp_protocol::scheduler::Workflow =
+            serde_json::from_value(json!({"task": {"capability": "w"}})).unwrap();
+        let started = |keys: &[&str], total| {
+            RunEvent::StepsStarted(StepsStarted {
+                steps: keys
+                    .iter()
+                    .map(|key| StepStarted {
+                        key: (*key).into(),
+                        run_id: osp_protocol::Token::new("run_id", format!("r:{key}")).unwrap(),
+                        step: task.clone(),
+                        input: osp_protocol::registry::Document::Nil,
+                    })
+                    .collect(),
+                total,
+            })
+        };
+        let ended = |key: &str| {
+            RunEvent::StepEnded(StepEnded {
+                key: key.into(),
+                run_id: osp_protocol::Token::new("run_id", format!("r:{key}")).unwrap(),
+                status: osp_protocol::scheduler::queries::RunStatus::Completed,
+                output: None,
+                error: None,
+                duration_ms: 5,
+            })
+        };
+        let mut bar = Bar::new(false);
+        bar.show(&started(&["split"], 1));
+        bar.show(&ended("split"));
+        assert_eq!(bar.steps, (1, 1));
+        bar.show(&started(&["subtask:a", "subtask:b"], 4));
+        bar.show(&ended("subtask:b"));
+        assert_eq!(bar.steps, (2, 4));
     }
 
     #[test]
