@@ -162,13 +162,12 @@ fn rows_of(tree: &Tree, depth: usize, now: Timestamp, rows: &mut Vec<Row>) {
     }
 }
 
-/// How long the step took (`1s 20ms`), or has taken so far.
+/// How long the step's run took (`1s 20ms`), or has taken so far.
 fn duration(step: &StepView, now: Timestamp) -> String {
-    let (end, suffix) = match step.ended_at {
-        Some(ended) => (ended, ""),
-        None => (now, " so far"),
+    let (ms, suffix) = match step.duration_ms {
+        Some(ms) => (ms, ""),
+        None => (now.millis_since(step.started_at), " so far"),
     };
-    let ms = u64::try_from(end.millis().saturating_sub(step.started_at.millis())).unwrap_or(0);
     format!("{}{suffix}", humantime::format_duration(Duration::from_millis(ms)))
 }
 
@@ -202,6 +201,7 @@ mod tests {
             status,
             started_at: Timestamp(1_000),
             ended_at: ms.map(|ms| Timestamp(1_000 + ms)),
+            duration_ms: ms.map(|ms| ms as u64),
             error: None,
         }
     }

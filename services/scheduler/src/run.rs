@@ -362,6 +362,7 @@ impl Aggregate for Run {
                             status: RunStatus::InProgress,
                             started_at: at,
                             ended_at: None,
+                            duration_ms: None,
                             error: None,
                         });
                     }
@@ -386,6 +387,7 @@ impl Aggregate for Run {
                 if let Some(step) = self.view.steps.iter_mut().find(|s| s.key == ended.key) {
                     step.status = ended.status;
                     step.ended_at = Some(at);
+                    step.duration_ms = Some(ended.duration_ms);
                     step.error = ended.error.clone();
                 }
                 self.workflow_progress(format!("{} {}", ended.key, ended.status));
