@@ -3,66 +3,32 @@
 //! failed, cancelled), read, list, approve and reject as someone, pause, resume and
 //! answer; and the mistakes: bad flags, illegal transitions, no scheduler, no server.
 
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use osp_client::{Client, Task, TaskFailure, Worker};
 use osp_local_nats::NatsServer;
-use osp_protocol::registry::document::from_json;
-use osp_protocol::registry::EntryDoc;
 use osp_protocol::scheduler::queries::RunStatus;
 use serde_json::{json, Value};
 
-/// How long one `osp` command may take.
-const COMMAND_WITHIN: Duration = Duration::from_secs(60);
+use crate::common::{command, exited, exits, fails, json_lines, ok, Services, COMMAND_WITHIN};
 
-/// A server with the registry, the scheduler and agent `tester` (capability `work`).
-struct System {
-    url: String,
-    client: Client,
-    worker: Worker,
-    scheduler: osp_scheduler::Scheduler,
-    registry: osp_registry::Registry,
-    _server: NatsServer,
+/// The services with agent `tester` (capability `work`, 4 tasks at once) and its worker.
+async fn start() -> (Services, Worker) {
+    let services = Services::start("tester", &["work"], 4).await;
+    let worker = services.worker().await.start(work).await.unwrap();
+    (services, worker)
 }
 
-impl System {
-    async fn start() -> System {
-        let server = NatsServer::start().await.unwrap();
-        let url = server.url();
-        let registry = osp_registry::Registry::start(osp_tests::connect(&url).await, osp_registry::Config::default())
-            .await
-            .unwrap();
-        let client = Client::new(osp_tests::connect(&url).await).with_actor("user:test");
-        let card = json!({"capabilities": ["work"], "max_concurrency": 4});
-        let entry = EntryDoc::new("agents", "tester", "a test agent".into(), from_json(&card), None).unwrap();
-        client.registry().register(&entry).await.unwrap();
-        let scheduler =
-            osp_scheduler::Scheduler::start(osp_tests::connect(&url).await, osp_scheduler::Config::default())
-                .await
-                .unwrap();
-        let agent = Client::new(osp_tests::connect(&url).await).with_actor("agent:tester");
-        let worker = Worker::builder(&agent, "tester").capability("work").max_concurrency(4).start(work).await.unwrap();
-        System { url, client, worker, scheduler, registry, _server: server }
-    }
-
-    async fn stop(self) {
-        self.worker.shutdown().await;
-        self.scheduler.shutdown().await;
-        self.registry.shutdown().await;
-    }
-
-    /// Waits until run `run_id` is in `status`.
-    async fn until(&self, run_id: &str, status: RunStatus) {
-        let deadline = tokio::time::Instant::now() + COMMAND_WITHIN;
-        loop {
-            let run = self.client.scheduler().get(run_id).await.unwrap();
-            if run.as_ref().is_some_and(|run| run.status() == status) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "run {run_id} never {status}: {run:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+/// Waits until run `run_id` is in `status`.
+async fn until(client: &Client, run_id: &str, status: RunStatus) {
+    let deadline = tokio::time::Instant::now() + COMMAND_WITHIN;
+    loop {
+        let run = client.scheduler().get(run_id).await.unwrap();
+        if run.as_ref().is_some_and(|run| run.status() == status) {
+            return;
         }
+        assert!(tokio::time::Instant::now() < deadline, "run {run_id} never {status}: {run:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -94,51 +60,6 @@ async fn work(task: Task) -> Result<Value, TaskFailure> {
     Ok(output)
 }
 
-/// Runs `osp args...` against `url` as user `tester`.
-async fn osp(url: &str, args: &[&str]) -> Output {
-    let output = command(url, args).output();
-    tokio::time::timeout(COMMAND_WITHIN, output).await.expect("osp finished in time").unwrap()
-}
-
-fn command(url: &str, args: &[&str]) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp"));
-    command
-        .args(args)
-        .env("OSP_NATS_URL", url)
-        .env("USER", "tester")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs `osp` and expects exit status `code`; its stdout and stderr.
-async fn exits(code: i32, url: &str, args: &[&str]) -> (String, String) {
-    let out = osp(url, args).await;
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(code), "osp {args:?}\nstdout: {stdout}\nstderr: {stderr}");
-    (stdout, stderr)
-}
-
-/// Runs `osp` and expects success; its stdout.
-async fn ok(url: &str, args: &[&str]) -> String {
-    exits(0, url, args).await.0
-}
-
-/// Runs `osp` and expects exit status 1; its stderr.
-async fn fails(url: &str, args: &[&str]) -> String {
-    exits(1, url, args).await.1
-}
-
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
-}
-
 fn is_rfc3339(value: &Value) -> bool {
     value
         .as_str()
@@ -147,8 +68,8 @@ fn is_rfc3339(value: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_and_watch_to_the_end_then_get_and_list() {
-    let system = System::start().await;
-    let url = system.url.clone();
+    let (services, worker) = start().await;
+    let url = services.url.clone();
 
     // A run that completes: its id, then its events, exit 0.
     let watched =
@@ -297,27 +218,22 @@ async fn submit_and_watch_to_the_end_then_get_and_list() {
     let (_, watch_missing) = exits(4, &url, &["run", "watch", "nope"]).await;
     assert!(watch_missing.contains("no run with id \"nope\""), "{watch_missing}");
 
-    system.stop().await;
+    services.stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cancelled_run_exits_3() {
-    let system = System::start().await;
-    let url = system.url.clone();
+    let (services, worker) = start().await;
+    let url = services.url.clone();
 
     // A long run watched while it is cancelled gracefully: the agent stops, exit 3.
-    let watch = command(
-        &url,
-        &["run", "submit", "work", "--run-id", "slow", "--input", r#"{"steps": 600, "step_ms": 100}"#, "--watch"],
-    )
-    .spawn()
-    .unwrap();
-    system.until("slow", RunStatus::InProgress).await;
+    let submit =
+        ["run", "submit", "work", "--run-id", "slow", "--input", r#"{"steps": 600, "step_ms": 100}"#, "--watch"];
+    let watch = command(&url, &submit).spawn().unwrap();
+    until(&services.client, "slow", RunStatus::InProgress).await;
     let cancelled = ok(&url, &["run", "cancel", "slow", "--graceful", "5s", "--reason", "enough"]).await;
     assert!(cancelled.starts_with("slow: "), "{cancelled}");
-    let out = tokio::time::timeout(COMMAND_WITHIN, watch.wait_with_output()).await.unwrap().unwrap();
-    let watched = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "{watched}\n{}", text(&out.stderr));
+    let (watched, _) = exited(3, &submit, watch).await;
     assert!(watched.contains("run.cancel_requested") && watched.contains("by user:tester: enough"), "{watched}");
     assert!(watched.lines().last().unwrap().contains("run.cancelled          enough"), "{watched}");
 
@@ -330,13 +246,13 @@ async fn a_cancelled_run_exits_3() {
     let (watched, _) = exits(3, &url, &["run", "watch", "slow-2"]).await;
     assert!(watched.contains("run.cancelled          cancelled (forced)"), "{watched}");
 
-    system.stop().await;
+    services.stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn approvers_decide_as_themselves() {
-    let system = System::start().await;
-    let url = system.url.clone();
+    let (services, worker) = start().await;
+    let url = services.url.clone();
     let gate = ["--require-approval", "ship it?", "--approvers", "user:ann,user:bob"];
 
     let submitted = ok(&url, &[&["run", "submit", "work", "--run-id", "gate"][..], &gate].concat()).await;
@@ -388,17 +304,17 @@ async fn approvers_decide_as_themselves() {
     let shown = ok(&url, &["run", "get", "gate-2"]).await;
     assert!(shown.contains("cancelled: rejected by user:bob: not today"), "{shown}");
 
-    system.stop().await;
+    services.stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_resume_and_answer() {
-    let system = System::start().await;
-    let url = system.url.clone();
+    let (services, worker) = start().await;
+    let url = services.url.clone();
 
     let input = r#"{"ask": {"q": "left or right?"}, "steps": 50, "step_ms": 100}"#;
     ok(&url, &["run", "submit", "work", "--run-id", "asks", "--input", input]).await;
-    system.until("asks", RunStatus::Awaiting).await;
+    until(&services.client, "asks", RunStatus::Awaiting).await;
     let shown = ok(&url, &["run", "get", "asks"]).await;
     assert!(shown.contains(r#"question q1-1 (attempt 1, open): {"q":"left or right?"}"#), "{shown}");
     assert!(shown.contains("answer it: osp run answer asks 'JSON'"), "{shown}");
@@ -437,7 +353,7 @@ async fn pause_resume_and_answer() {
     let run: Value = serde_json::from_str(&ok(&url, &["run", "get", "asks", "--json"]).await).unwrap();
     assert_eq!((&run["inputs"][0]["answer"], &run["inputs"][0]["answered_by"]), (&json!("left"), &json!("user:ann")));
 
-    system.stop().await;
+    services.stop(worker).await;
 }
 
 #[tokio::test]

@@ -4,18 +4,13 @@
 //! child runs, a failing workflow; and the mistakes: a bad file, a capability and a file
 //! at once, options given twice.
 
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
-use osp_client::{Client, Task, TaskFailure, Worker};
-use osp_local_nats::NatsServer;
-use osp_protocol::registry::document::from_json;
-use osp_protocol::registry::EntryDoc;
+use osp_client::{Task, TaskFailure, Worker};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 
-/// How long one `osp` command may take.
-const COMMAND_WITHIN: Duration = Duration::from_secs(60);
+use crate::common::{exits, exits_with_stdin, json_lines, ok, Services};
 
 /// The capabilities agent `flows` offers.
 const CAPABILITIES: [&str; 4] = ["classify", "split", "work", "merge"];
@@ -46,54 +41,19 @@ routing:
   default: plain
 ";
 
-/// A server with the registry, the scheduler and agent `flows`.
-struct System {
-    url: String,
-    worker: Worker,
-    scheduler: osp_scheduler::Scheduler,
-    registry: osp_registry::Registry,
-    folder: tempfile::TempDir,
-    _server: NatsServer,
+/// The services with agent `flows` (all of [`CAPABILITIES`], 8 tasks at once) and its
+/// worker, which pulls every second: with more capabilities than that, they take turns.
+async fn start() -> (Services, Worker) {
+    let services = Services::start("flows", &CAPABILITIES, 8).await;
+    let worker = services.worker().await.pull_expires(Duration::from_secs(1)).start(work).await.unwrap();
+    (services, worker)
 }
 
-impl System {
-    async fn start() -> System {
-        let server = NatsServer::start().await.unwrap();
-        let url = server.url();
-        let registry = osp_registry::Registry::start(osp_tests::connect(&url).await, osp_registry::Config::default())
-            .await
-            .unwrap();
-        let client = Client::new(osp_tests::connect(&url).await).with_actor("user:test");
-        let card = json!({"capabilities": CAPABILITIES, "max_concurrency": 8});
-        let entry = EntryDoc::new("agents", "flows", "a test agent".into(), from_json(&card), None).unwrap();
-        client.registry().register(&entry).await.unwrap();
-        let scheduler =
-            osp_scheduler::Scheduler::start(osp_tests::connect(&url).await, osp_scheduler::Config::default())
-                .await
-                .unwrap();
-        let agent = Client::new(osp_tests::connect(&url).await).with_actor("agent:flows");
-        let worker = Worker::builder(&agent, "flows")
-            .capabilities(CAPABILITIES)
-            .max_concurrency(8)
-            .pull_expires(Duration::from_secs(1))
-            .start(work)
-            .await
-            .unwrap();
-        System { url, worker, scheduler, registry, folder: tempfile::tempdir().unwrap(), _server: server }
-    }
-
-    /// Writes `text` to file `name` in the test's folder; its path.
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.folder.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    }
-
-    async fn stop(self) {
-        self.worker.shutdown().await;
-        self.scheduler.shutdown().await;
-        self.registry.shutdown().await;
-    }
+/// Writes `text` to file `name` in `folder`; its path.
+fn file(folder: &Path, name: &str, text: &str) -> String {
+    let path = folder.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_owned()
 }
 
 /// The agent, by capability. `classify`: `{"route": input.route}`. `split`: a subtask
@@ -114,42 +74,6 @@ async fn work(task: Task) -> Result<Value, TaskFailure> {
     }
 }
 
-/// Runs `osp args...` against `url` as user `tester`, `stdin` on its stdin; expects exit
-/// status `code` and gives its stdout and stderr.
-async fn exits_with_stdin(code: i32, url: &str, args: &[&str], stdin: &str) -> (String, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp"))
-        .args(args)
-        .env("OSP_NATS_URL", url)
-        .env("USER", "tester")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.as_bytes()).await.unwrap();
-    drop(input);
-    let out = tokio::time::timeout(COMMAND_WITHIN, child.wait_with_output()).await.expect("osp finished").unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(code), "osp {args:?}\nstdout: {stdout}\nstderr: {stderr}");
-    (stdout.into_owned(), stderr.into_owned())
-}
-
-/// [`exits_with_stdin`] with nothing on stdin.
-async fn exits(code: i32, url: &str, args: &[&str]) -> (String, String) {
-    exits_with_stdin(code, url, args, "").await
-}
-
-/// Runs `osp` and expects success; its stdout.
-async fn ok(url: &str, args: &[&str]) -> String {
-    exits(0, url, args).await.0
-}
-
-fn json_lines(stdout: &str) -> Vec<Value> {
-    stdout.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))).collect()
-}
-
 fn run_ids(runs: &[Value]) -> Vec<&str> {
     runs.iter().map(|run| run["run_id"].as_str().unwrap()).collect()
 }
@@ -163,9 +87,10 @@ fn has_lines(text: &str, starts: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_workflow_file_runs_and_shows_its_step_tree() {
-    let system = System::start().await;
-    let url = system.url.clone();
-    let json_file = system.file("flow.json", ROUTING_JSON);
+    let (services, worker) = start().await;
+    let url = services.url.clone();
+    let folder = tempfile::tempdir().unwrap();
+    let json_file = file(folder.path(), "flow.json", ROUTING_JSON);
 
     // JSON, watched to the end: its events, then its step tree, the nested workflow's
     // steps beneath its step.
@@ -222,7 +147,7 @@ async fn a_workflow_file_runs_and_shows_its_step_tree() {
     has_lines(&step, &["capability: work", "step: subtask:x of run wf-1:route:fan (root wf-1)"]);
 
     // YAML, the other route; then JSON from stdin.
-    let yaml_file = system.file("flow.yaml", ROUTING_YAML);
+    let yaml_file = file(folder.path(), "flow.yaml", ROUTING_YAML);
     let watched = ok(
         &url,
         &["run", "submit", "--workflow", &yaml_file, "--input", r#"{"route": "plain"}"#, "--run-id", "wf-2", "--watch"],
@@ -261,16 +186,18 @@ async fn a_workflow_file_runs_and_shows_its_step_tree() {
     assert_eq!(columns("wf-1:route:fan:merge"), ["wf-1:route:fan:merge", "wf-1:route:fan", "merge"], "{table}");
     assert_eq!(columns("wf-1"), ["wf-1", "-", "routing"], "{table}");
 
-    system.stop().await;
+    services.stop(worker).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_workflow_exits_1_and_the_scheduler_refusals_are_said() {
-    let system = System::start().await;
-    let url = system.url.clone();
+    let (services, worker) = start().await;
+    let url = services.url.clone();
+    let folder = tempfile::tempdir().unwrap();
 
     // Fail-fast: the failed subtask fails the run; the watch exits 1 and shows where.
-    let failing = system.file(
+    let failing = file(
+        folder.path(),
         "failing.json",
         r#"{"parallelization": {"subtasks": [{"id": "good", "prompt": "fine"}, {"id": "bad", "prompt": "fail"}],
             "worker": {"task": {"capability": "work"}}}}"#,
@@ -288,7 +215,8 @@ async fn a_failing_workflow_exits_1_and_the_scheduler_refusals_are_said() {
     assert!(events.iter().any(|e| e["type"] == "run.step_ended"), "{events:?}");
 
     // Options in the file's root and on the command line: the scheduler's refusal.
-    let with_options = system.file(
+    let with_options = file(
+        folder.path(),
         "options.json",
         r#"{"routing": {"classify": {"task": {"capability": "classify"}}, "routes": {"a": {"task": {"capability": "work"}}},
             "options": {"timeout": {"ms": 60000}}}}"#,
@@ -298,14 +226,15 @@ async fn a_failing_workflow_exits_1_and_the_scheduler_refusals_are_said() {
     // Retry on a workflow run is refused too; a capability nobody offers as for a task.
     let (_, retry) = exits(1, &url, &["run", "submit", "--workflow", &failing, "--retry", "2"]).await;
     assert!(retry.contains("a workflow is retried step by step"), "{retry}");
-    let nobody = system.file(
+    let nobody = file(
+        folder.path(),
         "nobody.yml",
         "routing: {classify: {task: {capability: classify}}, routes: {a: {task: {capability: nobody}}}}",
     );
     let (_, refused) = exits(1, &url, &["run", "submit", "--workflow", &nobody]).await;
     assert!(refused.contains("nobody") && refused.contains("waitForAgent"), "{refused}");
 
-    system.stop().await;
+    services.stop(worker).await;
 }
 
 #[tokio::test]
@@ -313,13 +242,9 @@ async fn bad_definitions_are_usage_errors_said_before_anything_is_sent() {
     // Nothing listens here: these fail on their input, not on the connection.
     let url = "nats://127.0.0.1:1";
     let folder = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let path = folder.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
 
     let not_a_route = file(
+        folder.path(),
         "flow.json",
         r#"{"routing": {"classify": {"task": {"capability": "c"}}, "routes": {"a": {"task": {"capability": "x"}}}, "default": "z"}}"#,
     );
@@ -330,11 +255,11 @@ async fn bad_definitions_are_usage_errors_said_before_anything_is_sent() {
             "error: --workflow {not_a_route}: invalid workflow.routing.default: \"z\" is not a route (routes: a)\n"
         )
     );
-    let typo = file("flow.yaml", "routing:\n  classify: {task: {capability: c}}\n  rutes: {}\n");
+    let typo = file(folder.path(), "flow.yaml", "routing:\n  classify: {task: {capability: c}}\n  rutes: {}\n");
     let (_, error) = exits(2, url, &["run", "submit", "--workflow", &typo]).await;
     assert!(error.contains("not a workflow definition") && error.contains("unknown field `rutes`"), "{error}");
     assert!(error.contains("line 3 column 3"), "{error}");
-    let broken = file("broken.json", "{\"routing\": {\n  \"classify\": }");
+    let broken = file(folder.path(), "broken.json", "{\"routing\": {\n  \"classify\": }");
     let (_, error) = exits(2, url, &["run", "submit", "--workflow", &broken]).await;
     assert!(error.contains("line 2 column"), "{error}");
     let (_, error) = exits(2, url, &["run", "submit", "--workflow", "-"]).await;
