@@ -5,6 +5,7 @@ mod eventlog;
 mod registry;
 mod scheduler;
 mod stats;
+mod workflows;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,9 @@ pub enum BenchCommand {
     /// The scheduler: single-task runs end to end (runs/s, submit to dispatch and to
     /// completed latency, JetStream writes per run) next to a raw JetStream work queue.
     Scheduler(scheduler::SchedulerArgs),
+    /// Workflows: a 100-way parallelization and a 50-step DAG of no-op agents (wall time,
+    /// scheduler overhead per step) next to a single task and a raw JetStream work queue.
+    Workflows(workflows::WorkflowsArgs),
 }
 
 /// Runs a benchmark.
@@ -30,6 +34,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Eventlog(args) => eventlog::run(args).await,
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Workflows(args) => workflows::run(args).await,
     }
 }
 

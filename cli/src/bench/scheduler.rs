@@ -57,28 +57,28 @@ use super::Table;
 pub struct SchedulerArgs {
     /// How long runs are submitted for (e.g. 10s, 1m).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
+    pub(super) duration: Duration,
     /// How long each raw baseline runs.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    raw_duration: Duration,
+    pub(super) raw_duration: Duration,
     /// In-process agents: workers, each on a NATS connection of its own (and raw
     /// consumers, as many).
     #[arg(long, default_value_t = 2)]
-    agents: usize,
+    pub(super) agents: usize,
     /// Tasks each agent runs at once (its max concurrency).
     #[arg(long, default_value_t = 64)]
-    concurrency: u32,
+    pub(super) concurrency: u32,
     /// Runs in flight: submitted and not completed yet (raw: tasks published and not
     /// yet taken).
     #[arg(long, default_value_t = 256)]
-    in_flight: usize,
+    pub(super) in_flight: usize,
     /// Print one JSON object instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 /// The capability the benchmark's agents offer.
-const CAPABILITY: &str = "bench-echo";
+pub(super) const CAPABILITY: &str = "bench-echo";
 /// Raw publishes whose acks are awaited at once.
 const RAW_WINDOW: usize = 2_000;
 /// The raw baselines' stream, subjects and consumer.
@@ -92,11 +92,11 @@ const RAW_BATCH: usize = 64;
 const RAW_WARMUP: Duration = Duration::from_millis(500);
 const WARMUP: Duration = Duration::from_secs(1);
 /// How long runs (and raw tasks) go one at a time for the idle latency.
-const IDLE: Duration = Duration::from_secs(2);
+pub(super) const IDLE: Duration = Duration::from_secs(2);
 const RAW_IDLE: Duration = Duration::from_secs(1);
 /// How long a run (or the raw queue's backlog) may take to end before the benchmark
 /// gives up on it.
-const RUN_WITHIN: Duration = Duration::from_secs(60);
+pub(super) const RUN_WITHIN: Duration = Duration::from_secs(60);
 /// Targets.
 const EFFICIENCY_TARGET: f64 = 0.4;
 const DISPATCH_P50_TARGET_US: f64 = 2_000.0;
@@ -173,7 +173,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn agent_name(i: usize) -> String {
+pub(super) fn agent_name(i: usize) -> String {
     format!("bench-agent-{i}")
 }
 
@@ -184,7 +184,7 @@ fn task_input() -> serde_json::Value {
 
 /// Size of the task message the scheduler puts on the work queue for a benchmark run,
 /// so the raw baselines write the same bytes.
-fn task_message_bytes() -> anyhow::Result<usize> {
+pub(super) fn task_message_bytes() -> anyhow::Result<usize> {
     let run_id = Token::new("run_id", uuid::Uuid::now_v7().to_string())?;
     let message = TaskMessage {
         signal_subject: osp_protocol::scheduler::signal_subject(&run_id),
@@ -218,18 +218,23 @@ async fn start_worker(url: &str, i: usize, concurrency: u32, tracker: Arc<Tracke
 }
 
 /// What the raw baselines measured.
-struct Raw {
+pub(super) struct Raw {
     publish_per_s: f64,
-    queue_per_s: f64,
+    pub(super) queue_per_s: f64,
     /// Publish → pulled by a consumer, `--in-flight` outstanding.
     queue_latency: Percentiles,
     /// The same, one task at a time.
-    idle_latency: Percentiles,
+    pub(super) idle_latency: Percentiles,
 }
 
 /// Both raw baselines, each after a warm-up, on a stream of their own configured like
 /// the work queue (deleted after).
-async fn measure_raw(url: &str, js: &jetstream::Context, bytes: usize, args: &SchedulerArgs) -> anyhow::Result<Raw> {
+pub(super) async fn measure_raw(
+    url: &str,
+    js: &jetstream::Context,
+    bytes: usize,
+    args: &SchedulerArgs,
+) -> anyhow::Result<Raw> {
     let work = js.get_stream(WORK_STREAM).await.context("reading the work queue's configuration")?;
     let config = jetstream::stream::Config {
         name: RAW_STREAM.to_owned(),
@@ -421,9 +426,9 @@ fn nanos_since(base: Instant, now: Instant) -> u64 {
 
 /// When things happened to one run, as seen from this process.
 #[derive(Clone, Copy, Debug)]
-struct Timeline {
+pub(super) struct Timeline {
     /// The submit was started.
-    submitted: Instant,
+    pub(super) submitted: Instant,
     /// Its reply came.
     accepted: Option<Instant>,
     /// `run.dispatched` arrived.
@@ -433,9 +438,9 @@ struct Timeline {
     /// `run.started` arrived.
     started: Option<Instant>,
     /// The final event arrived.
-    ended: Option<Instant>,
+    pub(super) ended: Option<Instant>,
     /// The final event was `run.completed`.
-    completed: bool,
+    pub(super) completed: bool,
 }
 
 struct Pending {
@@ -446,7 +451,7 @@ struct Pending {
 /// The runs under way, keyed by run id: what the submitter, the handlers and the
 /// follower of the log note.
 #[derive(Default)]
-struct Tracker {
+pub(super) struct Tracker {
     runs: Mutex<HashMap<String, Pending>>,
     /// Runs that ended, for the progress line.
     ended: AtomicU64,
@@ -477,7 +482,7 @@ impl Tracker {
         self.lock().remove(run_id);
     }
 
-    fn handler_called(&self, run_id: &str, at: Instant) {
+    pub(super) fn handler_called(&self, run_id: &str, at: Instant) {
         if let Some(pending) = self.lock().get_mut(run_id) {
             pending.timeline.handler.get_or_insert(at);
         }
@@ -511,7 +516,10 @@ impl Tracker {
 
 /// Follows every run event from now on (one ordered consumer), noting when each
 /// arrives.
-async fn follow_runs(js: &jetstream::Context, tracker: Arc<Tracker>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+pub(super) async fn follow_runs(
+    js: &jetstream::Context,
+    tracker: Arc<Tracker>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let filter = subject::events_of_kind(&Token::new("kind", RUN_KIND)?);
     let prefix = filter.trim_end_matches('*').to_owned();
     let consumer = js
@@ -545,26 +553,31 @@ async fn follow_runs(js: &jetstream::Context, tracker: Arc<Tracker>) -> anyhow::
 }
 
 /// The submitting side.
-struct Ours {
-    client: Client,
-    tracker: Arc<Tracker>,
+pub(super) struct Ours {
+    pub(super) client: Client,
+    pub(super) tracker: Arc<Tracker>,
 }
 
 /// What one phase of runs gave.
-struct Phase {
+pub(super) struct Phase {
     duration: Duration,
     /// Runs submitted in the phase, all ended.
-    timelines: Vec<Timeline>,
+    pub(super) timelines: Vec<Timeline>,
     /// Runs completed before the phase's end.
     completed_in_time: usize,
     /// Runs that failed, were cancelled, or whose submit failed.
-    failed: usize,
-    first_error: Option<String>,
+    pub(super) failed: usize,
+    pub(super) first_error: Option<String>,
 }
 
 /// Submits runs for `duration`, `in_flight` outstanding at once, then waits for those
 /// submitted to end.
-async fn drive(ours: &Ours, duration: Duration, in_flight: usize, progress: &Progress) -> anyhow::Result<Phase> {
+pub(super) async fn drive(
+    ours: &Ours,
+    duration: Duration,
+    in_flight: usize,
+    progress: &Progress,
+) -> anyhow::Result<Phase> {
     let start = Instant::now();
     let deadline = start + duration;
     let input = task_input();
@@ -616,7 +629,7 @@ async fn drive(ours: &Ours, duration: Duration, in_flight: usize, progress: &Pro
 }
 
 /// One run: submitted, then awaited until its final event arrives.
-async fn one_run(
+pub(super) async fn one_run(
     scheduler: osp_client::Scheduler,
     tracker: Arc<Tracker>,
     submission: Submission,
@@ -671,9 +684,9 @@ impl Writes {
 }
 
 /// Latencies of a phase's completed runs, in microseconds.
-struct Latencies {
+pub(super) struct Latencies {
     dispatch: Percentiles,
-    completed: Percentiles,
+    pub(super) completed: Percentiles,
     /// Submit → its reply.
     reply: Percentiles,
     /// Submit → `run.dispatched` seen.
@@ -685,7 +698,7 @@ struct Latencies {
 }
 
 impl Latencies {
-    fn of(timelines: &[Timeline]) -> Latencies {
+    pub(super) fn of(timelines: &[Timeline]) -> Latencies {
         let between = |from: fn(&Timeline) -> Option<Instant>, to: fn(&Timeline) -> Option<Instant>| {
             let mut samples: Vec<Duration> =
                 timelines.iter().filter_map(|t| Some(to(t)?.saturating_duration_since(from(t)?))).collect();
@@ -710,7 +723,7 @@ struct Figures {
     writes: Writes,
 }
 
-fn ms(us: f64) -> f64 {
+pub(super) fn ms(us: f64) -> f64 {
     round2(us / 1000.0)
 }
 
@@ -853,13 +866,13 @@ impl Figures {
 }
 
 /// A progress bar over a timed phase, on stderr and only when that is a terminal.
-struct Progress {
+pub(super) struct Progress {
     bar: indicatif::ProgressBar,
     started: Instant,
 }
 
 impl Progress {
-    fn new(label: &str, duration: Duration) -> Progress {
+    pub(super) fn new(label: &str, duration: Duration) -> Progress {
         if !std::io::stderr().is_terminal() {
             return Progress::hidden();
         }
@@ -871,17 +884,17 @@ impl Progress {
         Progress { bar, started: Instant::now() }
     }
 
-    fn hidden() -> Progress {
+    pub(super) fn hidden() -> Progress {
         Progress { bar: indicatif::ProgressBar::hidden(), started: Instant::now() }
     }
 
     /// Time elapsed, and `done` items so far.
-    fn tick(&self, done: u64) {
+    pub(super) fn tick(&self, done: u64) {
         self.bar.set_position(u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX));
         self.bar.set_message(format!("{done} done"));
     }
 
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         self.bar.finish_and_clear();
     }
 }
