@@ -156,9 +156,13 @@ fn workflow_effects(event: &RunEvent, run: &Run) -> Vec<Effect> {
         RunEvent::StepsStarted(started) if running => {
             effects.push(Effect::StartSteps(started.steps.iter().map(|s| s.key.clone()).collect()));
             // A decision starts at most so many steps' inputs; the rest start next.
-            effects.push(Effect::Advance);
+            if has_next(run, workflow) {
+                effects.push(Effect::Advance);
+            }
         }
-        RunEvent::StepEnded(_) if running => effects.push(Effect::Advance),
+        // Most step ends change nothing (the others are still running): deciding only
+        // when the engine has something to do spares a decision per step.
+        RunEvent::StepEnded(_) if running && has_next(run, workflow) => effects.push(Effect::Advance),
         RunEvent::Resumed(_) if running => {
             effects.push(Effect::ToSteps(ParentSignal::Resume));
             effects.push(Effect::Advance);
@@ -175,6 +179,12 @@ fn workflow_effects(event: &RunEvent, run: &Run) -> Vec<Effect> {
         _ => {}
     }
     effects
+}
+
+/// Whether the workflow has something to do now (the engine is pure and cheap to ask).
+fn has_next(run: &Run, workflow: &crate::run::WorkflowState) -> bool {
+    !run.view.paused
+        && crate::workflow::next(&workflow.definition, &workflow.input, &workflow.steps) != crate::workflow::Next::Wait
 }
 
 /// A step's run that ended tells its parent how.
