@@ -13,6 +13,7 @@ mod hash;
 pub mod headers;
 pub mod json;
 mod payload;
+pub mod quality;
 pub mod registry;
 mod rejection;
 mod reply;

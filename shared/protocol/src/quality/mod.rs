@@ -1,0 +1,24 @@
+//! The quality service's part of the wire protocol (OSP "Checks", the lifecycle's
+//! Evaluation phase): rules checked against a task's output, a judge (an agent with the
+//! `judge` capability), and an audit entry per checked execution.
+//!
+//! These types mirror the OSP TypeScript types, so their JSON fields are camelCase
+//! (`ruleName`, `agentId`, `judgeResult`); unknown fields are refused.
+//!
+//! - [`rules`]: a rule's definition and what checking one gives;
+//! - [`audit`]: the audit entry, its findings and opinion.
+
+pub mod audit;
+pub mod rules;
+
+pub use audit::{AuditEntry, Findings, JudgeResult, Opinion};
+pub use rules::{Rule, RuleKind, RuleResult, Severity};
+
+/// The service's name: its inbox is `osp.v1.in.quality.>`.
+pub const SERVICE: &str = "quality";
+/// Aggregate kind of rules in the catalog: `osp.v1.evt.rule.<name>`.
+pub const RULE_KIND: &str = "rule";
+/// Aggregate kind of audit entries: `osp.v1.evt.audit.<id>`.
+pub const AUDIT_KIND: &str = "audit";
+/// The capability of judge agents.
+pub const JUDGE_CAPABILITY: &str = "judge";
