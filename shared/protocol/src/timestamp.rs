@@ -39,7 +39,11 @@ impl Timestamp {
 
     /// As a `time` value (saturating at the representable range).
     pub fn to_offset_date_time(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).unwrap_or_else(|_| {
+            let date = if self.0 < 0 { time::Date::MIN } else { time::Date::MAX };
+            let time = if self.0 < 0 { time::Time::MIDNIGHT } else { time::Time::MAX };
+            time::PrimitiveDateTime::new(date, time).assume_utc()
+        })
     }
 
     /// From a `time` value, truncated to the millisecond.
@@ -57,5 +61,17 @@ impl Timestamp {
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_beyond_the_calendar_saturate_instead_of_reading_as_the_epoch() {
+        assert_eq!(Timestamp(1_764_000_000_123).to_rfc3339(), "2025-11-24T16:00:00.123Z");
+        assert!(Timestamp(i64::MAX).to_offset_date_time().year() >= 9999);
+        assert!(Timestamp(i64::MIN).to_offset_date_time().year() <= -9999);
     }
 }
