@@ -42,6 +42,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentsView;
+use crate::commands::RunCommand;
 use crate::run::{Phase, Run};
 use crate::shell::Shell;
 use crate::view::SchedulerView;
@@ -151,8 +152,9 @@ impl CommandHandler for Commands {
 
     /// A new run's capabilities (its task's, or every one its workflow names) must be
     /// offered by registered agents, unless the run asks to wait for them.
-    async fn admit(&self, aggregate: &AggregateRef, command: &Command) -> Result<(), ProtocolError> {
-        let Command::Submit(submit) = command else { return Ok(()) };
+    async fn admit(&self, aggregate: &AggregateRef, command: &Command) -> Result<RunCommand, ProtocolError> {
+        let decision = RunCommand::from(command.clone());
+        let Command::Submit(submit) = command else { return Ok(decision) };
         let exists = self.runs.read().run(aggregate.id.as_str()).is_some_and(Run::exists);
         let needed: Vec<&str> = match (&submit.capability, &submit.workflow) {
             (Some(capability), _) => vec![capability.as_str()],
@@ -161,14 +163,14 @@ impl CommandHandler for Commands {
         };
         let missing = |agents: &AgentsView| needed.iter().copied().find(|c| !agents.offers(c)).map(str::to_owned);
         if exists || submit.options.wait_for_agent || missing(&self.agents.read()).is_none() {
-            return Ok(());
+            return Ok(decision);
         }
         // The registration may be on the log and not applied here yet.
         if let Ok(last) = self.log.last_sequence().await {
             let _ = self.agents.wait_for(last, AGENTS_CATCH_UP).await;
         }
         let agents = self.agents.read();
-        let Some(capability) = missing(&agents) else { return Ok(()) };
+        let Some(capability) = missing(&agents) else { return Ok(decision) };
         let known = agents.capabilities();
         Err(ProtocolError::NotFound {
             field: "capability".into(),

@@ -49,15 +49,19 @@ pub trait CommandHandler: Send + Sync + 'static {
     fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Self::Command), ProtocolError>;
 
     /// Checks what the command's aggregate alone cannot know (another service's facts,
-    /// read from the log: does any agent offer this capability?). Runs in the command's
-    /// turn, before it is decided; an error refuses it like a refusal of `decide`.
+    /// read from the log: does any agent offer this capability?) and gives the command
+    /// the aggregate decides, completed with such facts where the decision needs them
+    /// (the definitions of the rules a check names), so that `decide` stays a pure
+    /// function of the state and the command. Runs in the command's turn, before it is
+    /// decided; an error refuses it like a refusal of `decide`.
     fn admit(
         &self,
         aggregate: &AggregateRef,
         command: &Self::Command,
-    ) -> impl std::future::Future<Output = Result<(), ProtocolError>> + Send {
-        let _ = (aggregate, command);
-        async { Ok(()) }
+    ) -> impl std::future::Future<Output = Result<<Self::Aggregate as Aggregate>::Command, ProtocolError>> + Send {
+        let _ = aggregate;
+        let decision = command.clone().into();
+        async { Ok(decision) }
     }
 
     /// The correlation id of the events `command` causes (the root run it belongs to),
@@ -272,10 +276,9 @@ impl<H: CommandHandler> Inbox<H> {
                     actor: inbound.actor.clone(),
                     correlation_id: self.handler.correlation_id(&aggregate, &command),
                 };
-                let decision = command.clone().into();
                 let admitted = self.handler.admit(&aggregate, &command).await;
                 let executed = match admitted {
-                    Ok(()) => self.executor.execute(place, &aggregate, &decision, &meta).await,
+                    Ok(decision) => self.executor.execute(place, &aggregate, &decision, &meta).await,
                     Err(error) => Err(Refusal::Rejected(error)),
                 };
                 match executed {

@@ -1,8 +1,9 @@
 //! In-memory projections: a service's read model, folded from the log and kept live.
 //!
-//! A [`Projection`] replays every event matching its filter, then follows new ones, on
-//! one ordered consumer ([`crate::Follow`]). It can be dropped and rebuilt at any time:
-//! it is a fold of the log, never a source of truth.
+//! A [`Projection`] replays every event matching its filter (or filters: a service that
+//! folds several aggregate kinds into one view, [`Projection::start_on`]), then follows
+//! new ones, on one ordered consumer ([`crate::Follow`]). It can be dropped and rebuilt
+//! at any time: it is a fold of the log, never a source of truth.
 //!
 //! Read-your-writes: every reply of a service carries a log sequence; a query that
 //! sends it back (`Osp-Min-Seq`) is answered only once this instance has applied every
@@ -31,7 +32,7 @@ pub struct Projection<V> {
     view: Arc<RwLock<V>>,
     applied: watch::Receiver<u64>,
     log: EventLog,
-    filter: String,
+    filters: Vec<String>,
 }
 
 impl<V> Clone for Projection<V> {
@@ -40,7 +41,7 @@ impl<V> Clone for Projection<V> {
             view: self.view.clone(),
             applied: self.applied.clone(),
             log: self.log.clone(),
-            filter: self.filter.clone(),
+            filters: self.filters.clone(),
         }
     }
 }
@@ -52,9 +53,17 @@ impl<V: View> Projection<V> {
     /// Replays `filter` into a new view and returns once it has caught up with the log;
     /// a background task then keeps it live until `shutdown`.
     pub async fn start(log: &EventLog, filter: &str, shutdown: CancellationToken) -> Result<Projection<V>> {
+        Projection::start_on(log, &[filter], shutdown).await
+    }
+
+    /// Like [`start`](Self::start), for the events matching any of `filters` (not empty,
+    /// not overlapping), applied in log order.
+    pub async fn start_on(log: &EventLog, filters: &[&str], shutdown: CancellationToken) -> Result<Projection<V>> {
         let view = Arc::new(RwLock::new(V::default()));
         let (applied_tx, applied) = watch::channel(0);
-        let mut follow = log.follow::<Recorded<V::Event>>(filter, Start::All).await?;
+        let filter = filters.join(",");
+        let filter = filter.as_str();
+        let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
         let mut caught_up = false;
         // Replay in the foreground: the service answers nothing before it has the state.
         while !caught_up {
@@ -71,8 +80,9 @@ impl<V: View> Projection<V> {
             }
         }
         tracing::info!(filter, applied = *applied_tx.borrow(), "projection caught up");
-        let projection = Projection { view: view.clone(), applied, log: log.clone(), filter: filter.to_owned() };
-        tokio::spawn(keep_live(log.clone(), filter.to_owned(), view, applied_tx, follow, shutdown));
+        let filters: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
+        let projection = Projection { view: view.clone(), applied, log: log.clone(), filters: filters.clone() };
+        tokio::spawn(keep_live(log.clone(), filters, view, applied_tx, follow, shutdown));
         Ok(projection)
     }
 
@@ -111,7 +121,7 @@ impl<V: View> Projection<V> {
             }
             // The next matching event after what is applied: if there is none up to
             // `seq`, this view already holds everything `seq` stands for.
-            let lookup = self.log.next_matching(&self.filter, now + 1);
+            let lookup = self.log.next_matching_any(&self.filters, now + 1);
             let next = match tokio::time::timeout_at(deadline, lookup).await {
                 Ok(Ok(Some(next))) if next <= seq => next,
                 Ok(Ok(_)) => return Ok(()),
@@ -166,7 +176,7 @@ fn advance(applied: &mut u64, seq: u64) -> bool {
 /// subscription ever ends or fails, or stalls (see [`Stall`]).
 async fn keep_live<V: View>(
     log: EventLog,
-    filter: String,
+    filters: Vec<String>,
     view: Arc<RwLock<V>>,
     applied: watch::Sender<u64>,
     mut follow: crate::Follow<Recorded<V::Event>>,
@@ -175,13 +185,15 @@ async fn keep_live<V: View>(
     let mut checks = tokio::time::interval(STALL_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stall = Stall::default();
+    let filter = filters.join(",");
+    let subjects: Vec<&str> = filters.iter().map(String::as_str).collect();
     loop {
         let item = tokio::select! {
             () = shutdown.cancelled() => return,
             item = follow.next() => item,
             _ = checks.tick() => {
                 let at = *applied.borrow();
-                if !stall.check(&log, &filter, at).await {
+                if !stall.check(&log, &filters, at).await {
                     continue;
                 }
                 tracing::warn!(%filter, applied = at, "the log has events this view has not received; reopening");
@@ -202,7 +214,7 @@ async fn keep_live<V: View>(
                 () = tokio::time::sleep(REOPEN_AFTER) => {}
             }
             let from = *applied.borrow() + 1;
-            match log.follow(&filter, Start::Sequence(from)).await {
+            match log.follow_any(&subjects, Start::Sequence(from)).await {
                 Ok(reopened) => {
                     follow = reopened;
                     stall = Stall::default();
@@ -234,15 +246,15 @@ struct Stall {
 
 impl Stall {
     /// True when the follower should be reopened.
-    async fn check(&mut self, log: &EventLog, filter: &str, applied: u64) -> bool {
+    async fn check(&mut self, log: &EventLog, filters: &[String], applied: u64) -> bool {
         if applied != self.applied {
             *self = Stall { applied, missing: None };
             return false;
         }
-        let next = match log.next_matching(filter, applied + 1).await {
+        let next = match log.next_matching_any(filters, applied + 1).await {
             Ok(next) => next,
             Err(error) => {
-                tracing::debug!(%error, filter, "cannot check the log for missed events now");
+                tracing::debug!(%error, ?filters, "cannot check the log for missed events now");
                 return false;
             }
         };

@@ -192,13 +192,23 @@ impl EventLog {
     /// Replays the events matching `filter` (a subject, wildcards allowed) from `start`,
     /// then keeps delivering new ones as they are stored.
     pub async fn follow<T: FromStored>(&self, filter: &str, start: Start) -> Result<Follow<T>> {
-        self.open_follow(filter, start, true).await
+        self.open_follow(&[filter], start, true).await
+    }
+
+    /// Like [`follow`](Self::follow), for the events matching any of `filters` (a
+    /// service folding several aggregate kinds into one view), in log order, on one
+    /// ordered consumer. `filters` must not be empty or overlap (the server refuses both).
+    pub async fn follow_any<T: FromStored>(&self, filters: &[&str], start: Start) -> Result<Follow<T>> {
+        if filters.is_empty() {
+            return Err(Error::Unavailable { operation: "follow the log", reason: "no subject filter given".into() });
+        }
+        self.open_follow(filters, start, true).await
     }
 
     /// Reads one aggregate's whole history. An event that cannot be decoded is an
     /// error: no decision may be based on a history that cannot be read.
     pub async fn load<P: EventPayload>(&self, aggregate: &AggregateRef) -> Result<Loaded<P>> {
-        let mut follow = self.open_follow::<Recorded<P>>(&aggregate.subject(), Start::All, false).await?;
+        let mut follow = self.open_follow::<Recorded<P>>(&[&aggregate.subject()], Start::All, false).await?;
         let mut events = Vec::new();
         while let Some(item) = follow.next().await {
             match item? {
@@ -223,6 +233,18 @@ impl EventLog {
         }
     }
 
+    /// The first event matching any of `filters` at or after `from`: the earliest of
+    /// each filter's [`next_matching`](Self::next_matching).
+    pub(crate) async fn next_matching_any(&self, filters: &[String], from: u64) -> Result<Option<u64>> {
+        let mut first = None;
+        for filter in filters {
+            if let Some(seq) = self.next_matching(filter, from).await? {
+                first = Some(first.map_or(seq, |first: u64| first.min(seq)));
+            }
+        }
+        Ok(first)
+    }
+
     /// The sequence of the last message stored in the log (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64> {
         let info = self
@@ -235,17 +257,29 @@ impl EventLog {
 
     /// `with_high_water`: when nothing matches yet, ask the stream how far it goes so
     /// the caught-up mark is meaningful to read-your-writes; a load does not need it.
-    async fn open_follow<T: FromStored>(&self, filter: &str, start: Start, with_high_water: bool) -> Result<Follow<T>> {
+    async fn open_follow<T: FromStored>(
+        &self,
+        filters: &[&str],
+        start: Start,
+        with_high_water: bool,
+    ) -> Result<Follow<T>> {
         // Read before the consumer exists: an event stored in between is then delivered
         // by the consumer, never counted as caught up before it arrives.
         let high_water = match with_high_water {
             true => self.last_sequence().await?,
             false => 0,
         };
+        // One filter as `filter_subject`, as always; several as `filter_subjects`
+        // (the server takes one or the other, not both).
+        let (filter_subject, filter_subjects) = match filters {
+            [one] => ((*one).to_owned(), Vec::new()),
+            many => (String::new(), many.iter().map(|filter| (*filter).to_owned()).collect()),
+        };
         let consumer = self
             .events
             .create_consumer(pull::OrderedConfig {
-                filter_subject: filter.to_owned(),
+                filter_subject,
+                filter_subjects,
                 deliver_policy: start.deliver_policy(),
                 max_expires: FOLLOW_EXPIRES,
                 ..Default::default()
