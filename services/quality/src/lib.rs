@@ -1,7 +1,252 @@
-//! The OSP quality service (OSP "Checks", the lifecycle's Evaluation phase).
+//! The OSP quality service (OSP "Checks", the lifecycle's Evaluation phase): a catalog of
+//! named rules, and checks of a task's output against them, each recorded as an audit
+//! entry with its findings and opinion.
 //!
-//! So far its pure core: [`rules`] checks a task's output against the built-in rule
-//! kinds. The service around it (the rule catalog as commands and events, the judge
-//! through the task machinery, audit entries, gating runs) comes next.
+//! Everything it knows is folded from the event log (`osp.v1.evt.rule.*` and
+//! `osp.v1.evt.audit.*`): any number of instances may run, each with the whole state, and
+//! any may be killed at any moment. Commands arrive on
+//! `osp.v1.in.quality.{add_rule,update_rule,remove_rule,check}`, queries on
+//! `osp.v1.q.quality.{rules,rule,audit,audits,digest}`. The wire formats are in
+//! `osp_protocol::quality` and `docs/quality-design.md`.
+//!
+//! - [`rules`]: the pure evaluator of the built-in rule kinds;
+//! - [`aggregate`]: rules and audit entries as one aggregate type, with [`catalog`]'s
+//!   and [`audit`]'s pure decisions;
+//! - [`view`]: the read model; `queries`: its endpoints.
+//!
+//! Not yet: the judge and custom rules through runs, and gating runs on checks (see the
+//! design page). A custom rule's result is `unchecked` meanwhile.
 
+pub mod aggregate;
+pub mod audit;
+pub mod catalog;
+mod queries;
 pub mod rules;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use osp_eventlog::{
+    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
+    Running, DEFAULT_ACK_WAIT,
+};
+use osp_protocol::quality::queries::{Digest, RuleView};
+use osp_protocol::quality::{AuditEntry, Command, RemoveOutcome, Rule, AUDIT_KIND, RULE_KIND, SERVICE};
+use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregate::{CheckCommand, QualityCommand, Record};
+use crate::view::QualityView;
+
+/// How a quality instance runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long an instance has to answer a command before another instance gets it
+    /// (how soon a crashed instance's commands are taken up again).
+    pub ack_wait: Duration,
+    /// The streams and consumers to apply at start-up.
+    pub definitions: Definitions,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin() }
+    }
+}
+
+/// A running quality instance.
+pub struct Quality {
+    running: Running,
+    view: Projection<QualityView>,
+}
+
+impl Quality {
+    /// Starts an instance on `client`: applies the stream definitions, replays the rules
+    /// and audit entries into its view, then serves commands and queries until
+    /// [`Quality::shutdown`].
+    pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Quality> {
+        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
+        let shutdown = CancellationToken::new();
+        let log = EventLog::start(client.clone(), &config.definitions).await?;
+        let service = Token::new("service", SERVICE).expect("valid token");
+        let filters =
+            [RULE_KIND, AUDIT_KIND].map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
+        let filters = filters.each_ref().map(String::as_str);
+        let projection = Projection::<QualityView>::start_on(&log, &filters, shutdown.clone()).await?;
+        let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
+        let commands = Commands { log: log.clone(), view: projection.clone() };
+        let view = projection.clone();
+        let inbox = Inbox::new(service.clone(), log, commands, executor).with_ack_wait(config.ack_wait);
+        let counts = inbox.counts();
+        let tasks = vec![
+            inbox.serve(shutdown.clone()).await?,
+            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection, queries::all(), shutdown.clone())
+                .await?,
+        ];
+        // The subscriptions are sent; once the server has them, a query finds responders.
+        client.flush().await?;
+        tracing::info!("quality started");
+        Ok(Quality { running: Running::new(shutdown, tasks, counts), view })
+    }
+
+    /// What this instance's inbox has done.
+    pub fn commands(&self) -> &InboxCounts {
+        self.running.commands()
+    }
+
+    /// This instance's own digest of its state (a `digest` query is answered by any
+    /// instance): for comparing instances.
+    pub fn digest(&self) -> Result<Digest, ProtocolError> {
+        self.view.read().digest()
+    }
+
+    /// Stops taking work, finishes what is in hand, and returns.
+    pub async fn shutdown(self) {
+        self.running.shutdown().await
+    }
+}
+
+/// How the inbox reads quality commands, admits them and what it answers.
+struct Commands {
+    log: EventLog,
+    view: Projection<QualityView>,
+}
+
+/// A command as the inbox holds it: what the aggregate decides, and the command's id
+/// (whether a `remove_rule` removed anything is whether the rule's removal is its doing).
+#[derive(Clone)]
+struct Request {
+    command: QualityCommand,
+    id: String,
+}
+
+impl From<Request> for QualityCommand {
+    fn from(request: Request) -> QualityCommand {
+        request.command
+    }
+}
+
+/// What an accepted command answers, by command.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    /// `add_rule`, `update_rule`: the rule as the catalog holds it.
+    Rule(RuleView),
+    /// `remove_rule`.
+    Removed(RemoveOutcome),
+    /// `check`: the audit entry (`None` only through a bug, said in the log).
+    Audit(Option<Box<AuditEntry>>),
+}
+
+/// How long a check naming a rule this instance does not hold waits for the log's latest
+/// events to be applied before it is refused.
+const CATALOG_CATCH_UP: Duration = Duration::from_secs(2);
+/// At most this many of the catalog's names are listed in a `not_found` refusal.
+const NAMES_LISTED: usize = 20;
+
+impl CommandHandler for Commands {
+    type Aggregate = Record;
+    type View = QualityView;
+    type Command = Request;
+    type Outcome = Outcome;
+
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Request), ProtocolError> {
+        let command = Command::parse(&inbound.command, encoding, &inbound.payload, &inbound.id)?;
+        let aggregate = command.aggregate();
+        let command = match command {
+            Command::AddRule(rule) => QualityCommand::AddRule(rule),
+            Command::UpdateRule(rule) => QualityCommand::UpdateRule(rule),
+            Command::RemoveRule(name) => QualityCommand::RemoveRule(name),
+            Command::Check(check) => QualityCommand::Check(CheckCommand { check, rules: None }),
+        };
+        Ok((aggregate, Request { command, id: inbound.id.clone() }))
+    }
+
+    /// A check's rules are read from the catalog here, in the check's turn: the
+    /// definitions go with the command, so the decision is a function of them.
+    async fn admit(&self, aggregate: &AggregateRef, request: &Request) -> Result<QualityCommand, ProtocolError> {
+        match &request.command {
+            QualityCommand::Check(check) => {
+                let rules = self.read_rules(aggregate, check).await?;
+                Ok(QualityCommand::Check(CheckCommand { check: check.check.clone(), rules }))
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    fn outcome(&self, request: &Request, executed: &Executed<Record>) -> Outcome {
+        let record = &executed.state.state;
+        match &request.command {
+            QualityCommand::AddRule(rule) | QualityCommand::UpdateRule(rule) => Outcome::Rule(match record {
+                Record::Rule(state) => RuleView {
+                    rule: state.rule.clone().unwrap_or_else(|| rule.clone()),
+                    revision: state.revision,
+                    updated_at: state.updated_at,
+                },
+                _ => RuleView { rule: rule.clone(), revision: 0, updated_at: Default::default() },
+            }),
+            QualityCommand::RemoveRule(name) => {
+                let removed = executed.state.applied(&request.id).is_some();
+                tracing::info!(rule = %name, removed, "rule removal answered");
+                Outcome::Removed(RemoveOutcome { removed })
+            }
+            QualityCommand::Check(check) => match record.audit() {
+                Some(audit) => {
+                    let entry = &audit.entry;
+                    tracing::info!(audit = %entry.id, rules = ?entry.scope, opinion = ?entry.opinion,
+                        findings = ?entry.findings, new = executed.appended > 0, "audit recorded");
+                    Outcome::Audit(Some(Box::new(entry.clone())))
+                }
+                None => {
+                    // `decide` records an entry or refuses; this is a bug, said loudly.
+                    tracing::error!(audit = %check.check.audit_id, "an accepted check left no audit entry");
+                    Outcome::Audit(None)
+                }
+            },
+        }
+    }
+}
+
+impl Commands {
+    /// The check's rule definitions, from the catalog; a name the catalog does not hold,
+    /// once this instance has applied the log as far as it goes, is `not_found`. A check
+    /// whose audit entry is already recorded needs none (it changes nothing, or
+    /// conflicts), so a resend is answered even if its rules were removed since.
+    async fn read_rules(
+        &self,
+        aggregate: &AggregateRef,
+        check: &CheckCommand,
+    ) -> Result<Option<Vec<Rule>>, ProtocolError> {
+        let names = || check.check.rules.iter().map(|name| name.as_str());
+        let read = |view: &QualityView| match view.has_audit(aggregate) {
+            true => Ok(None),
+            false => view.definitions(names()).map(Some),
+        };
+        let first = read(&self.view.read());
+        if first.is_err() {
+            // The rule may be on the log and not applied here yet.
+            if let Ok(last) = self.log.last_sequence().await {
+                let _ = self.view.wait_for(last, CATALOG_CATCH_UP).await;
+            }
+        }
+        let view = self.view.read();
+        let read = if first.is_ok() { first } else { read(&view) };
+        read.map_err(|missing| unknown_rules(&missing, &view.rule_names()))
+    }
+}
+
+/// The refusal of a check naming rules the catalog does not hold.
+fn unknown_rules(missing: &[String], catalog: &[&str]) -> ProtocolError {
+    let listed = match catalog.len() {
+        0 => "it holds none".to_owned(),
+        n if n <= NAMES_LISTED => format!("it holds {}", catalog.join(", ")),
+        n => format!("it holds {}, and {} more", catalog[..NAMES_LISTED].join(", "), n - NAMES_LISTED),
+    };
+    ProtocolError::NotFound {
+        field: "rules".into(),
+        value: missing.join(", "),
+        reason: format!("the catalog has no rule by that name ({listed}); add it with add_rule"),
+    }
+}

@@ -8,6 +8,19 @@ use rmpv::Value;
 use serde_json::{Map, Number, Value as Json};
 
 /// Converts a decoded MessagePack value to JSON without losing information silently.
+/// What a JSON value is, for error messages: `null`, `a boolean`, `a number`,
+/// `a string`, `a list`, `an object`.
+pub fn kind_of(value: &Json) -> &'static str {
+    match value {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "a list",
+        Json::Object(_) => "an object",
+    }
+}
+
 pub fn from_msgpack_value(value: &Value) -> Json {
     match value {
         Value::Nil => Json::Null,

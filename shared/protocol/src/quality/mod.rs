@@ -6,12 +6,22 @@
 //! (`ruleName`, `agentId`, `judgeResult`); unknown fields are refused.
 //!
 //! - [`rules`]: a rule's definition and what checking one gives;
-//! - [`audit`]: the audit entry, its findings and opinion.
+//! - [`audit`]: the audit entry, its findings and opinion;
+//! - [`Command`]: `add_rule`, `update_rule`, `remove_rule`, `check` on
+//!   `osp.v1.in.quality.<command>`;
+//! - [`QualityEvent`]s on `osp.v1.evt.rule.<name>` and `osp.v1.evt.audit.<id>`;
+//! - [`queries`] on `osp.v1.q.quality.{rules,rule,audit,audits,digest}`.
 
 pub mod audit;
+mod commands;
+mod events;
+pub mod markdown;
+pub mod queries;
 pub mod rules;
 
 pub use audit::{AuditEntry, Findings, JudgeResult, Opinion};
+pub use commands::{derived_audit_id, Check, Command, RemoveOutcome, COMMANDS, MAX_OUTPUT_BYTES, MAX_RULES_PER_CHECK};
+pub use events::{AuditRecorded, QualityEvent, RuleDefined, RuleRemoved};
 pub use rules::{Rule, RuleKind, RuleResult, Severity};
 
 /// The service's name: its inbox is `osp.v1.in.quality.>`.

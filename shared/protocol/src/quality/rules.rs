@@ -12,9 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Token;
+use crate::{Error, Token};
 
-/// How much a failed rule matters.
+/// How much a failed rule matters. (Ordered most severe first: `Error` < `Warning` < `Info`.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -138,6 +138,64 @@ fn yes() -> bool {
     true
 }
 
+/// The fields of a rule.
+const RULE_FIELDS: &[&str] = &["name", "description", "severity", "critical", "kind", "params"];
+
+impl Rule {
+    /// Reads a rule from its JSON form (as sent, or as written in a file), refusing what
+    /// serde alone would let through: a field or a parameter the rule does not have
+    /// (`"feild"`, `"mustmatch"`: next to the flattened kind serde drops them without a
+    /// word, and the rule would check something else than meant). The error names the
+    /// field (`severity`, `params.feild`).
+    pub fn from_json(sent: &serde_json::Value) -> Result<Rule, Error> {
+        let invalid = |field: &str, reason: String| Error::Invalid { field: field.to_owned(), reason };
+        let Some(fields) = sent.as_object() else {
+            return Err(invalid("rule", format!("a rule is an object, not {}", crate::json::kind_of(sent))));
+        };
+        if let Some(unknown) = fields.keys().find(|key| !RULE_FIELDS.contains(&key.as_str())) {
+            return Err(invalid(unknown, format!("a rule has no such field (it has {})", RULE_FIELDS.join(", "))));
+        }
+        for field in ["name", "severity", "kind"] {
+            match fields.get(field) {
+                None => return Err(invalid(field, "missing".into())),
+                Some(value) if !value.is_string() => {
+                    return Err(invalid(field, format!("must be a string, not {}", crate::json::kind_of(value))))
+                }
+                Some(_) => {}
+            }
+        }
+        Token::new("name", fields["name"].as_str().unwrap_or_default())?;
+        serde_json::from_value::<Severity>(fields["severity"].clone()).map_err(|_| {
+            invalid("severity", format!("{} is not a severity (error, warning or info)", fields["severity"]))
+        })?;
+        let kind = serde_json::json!({"kind": fields["kind"], "params": fields.get("params")});
+        let kind: RuleKind = serde_json::from_value(kind).map_err(|e| match e.to_string() {
+            unknown if unknown.starts_with("unknown variant") => invalid("kind", unknown),
+            other => invalid("params", other),
+        })?;
+        let rule: Rule = serde_json::from_value(sent.clone()).map_err(|e| invalid("rule", e.to_string()))?;
+        let written = serde_json::to_value(&kind).map_err(|e| Error::Encode { reason: e.to_string() })?;
+        let kept = written.get("params").and_then(serde_json::Value::as_object).cloned().unwrap_or_default();
+        // Defaults (`null`, `false`) are not written back, so they do not count as dropped.
+        let dropped = fields.get("params").and_then(serde_json::Value::as_object).and_then(|params| {
+            params.iter().find(|(name, value)| {
+                !kept.contains_key(*name) && !matches!(value, serde_json::Value::Null | serde_json::Value::Bool(false))
+            })
+        });
+        match dropped {
+            Some((name, _)) => Err(invalid(
+                &format!("params.{name}"),
+                format!(
+                    "a {} rule has no such parameter (it has {})",
+                    kind.name(),
+                    kept.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+            None => Ok(rule),
+        }
+    }
+}
+
 /// What checking one rule gave.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -154,7 +212,7 @@ pub struct RuleResult {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub critical: bool,
     /// The rule could not be checked (a custom rule's agent did not answer): evidence is
-    /// missing, which the audit's opinion takes into account.
+    /// missing, which the audit's opinion takes into account; `passed` is then false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unchecked: bool,
 }
@@ -193,7 +251,30 @@ mod tests {
             let packed = rmp_serde::to_vec_named(&rule).unwrap();
             assert_eq!(rmp_serde::from_slice::<Rule>(&packed).unwrap(), rule);
         }
-        let unknown = serde_json::from_value::<Rule>(json!({"name": "r", "severity": "error", "kind": "spell-check", "params": {}}));
+        let unknown = serde_json::from_value::<Rule>(
+            json!({"name": "r", "severity": "error", "kind": "spell-check", "params": {}}),
+        );
         assert!(unknown.unwrap_err().to_string().contains("spell-check"));
+    }
+
+    #[test]
+    fn a_strict_read_names_the_field_serde_would_have_dropped_or_misread() {
+        let base = json!({"name": "r", "severity": "error", "kind": "regex", "params": {"pattern": "a"}});
+        assert!(Rule::from_json(&base).is_ok());
+        let defaults = json!({"name": "r", "severity": "error", "kind": "contains", "params": {"value": "a", "ignoreCase": false, "field": null}});
+        assert!(Rule::from_json(&defaults).is_ok());
+        let custom = json!({"name": "r", "severity": "info", "kind": "custom", "params": {"capability": "c", "params": {"any": 1}}});
+        assert!(Rule::from_json(&custom).is_ok());
+        let field = |mut rule: serde_json::Value, key: &str, value: serde_json::Value| {
+            rule[key] = value;
+            Rule::from_json(&rule).unwrap_err().field().map(str::to_owned)
+        };
+        assert_eq!(field(base.clone(), "severty", json!("warning")), Some("severty".into()));
+        assert_eq!(field(base.clone(), "severity", json!("fatal")), Some("severity".into()));
+        assert_eq!(field(base.clone(), "kind", json!("spell-check")), Some("kind".into()));
+        assert_eq!(field(base.clone(), "params", json!({"pattern": 3})), Some("params".into()));
+        let typo = field(base.clone(), "params", json!({"pattern": "a", "feild": "/x"}));
+        assert_eq!(typo, Some("params.feild".into()));
+        assert_eq!(Rule::from_json(&json!([1])).unwrap_err().field(), Some("rule"));
     }
 }

@@ -1,0 +1,30 @@
+//! The quality service's query endpoints (`osp.v1.q.quality.*`): thin readers of the view.
+
+use osp_eventlog::Query;
+use osp_protocol::quality::queries::{AuditIdQuery, AuditQuery, DigestQuery, RuleQuery, RulesQuery};
+use osp_protocol::Error;
+
+use crate::view::QualityView;
+
+/// Every query the quality service answers.
+pub fn all() -> Vec<Query<QualityView>> {
+    vec![
+        Query::new("rules", |view: &QualityView, q: RulesQuery| view.rules(&q)),
+        Query::new("rule", |view: &QualityView, q: RuleQuery| {
+            view.rule(&q.name).ok_or_else(|| Error::NotFound {
+                field: "name".into(),
+                value: q.name.clone(),
+                reason: "the catalog has no rule by that name".into(),
+            })
+        }),
+        Query::new("audit", |view: &QualityView, q: AuditIdQuery| {
+            view.audit(&q.id).ok_or_else(|| Error::NotFound {
+                field: "id".into(),
+                value: q.id.clone(),
+                reason: "no audit entry has that id".into(),
+            })
+        }),
+        Query::new("audits", |view: &QualityView, q: AuditQuery| view.audits(&q)),
+        Query::new("digest", |view: &QualityView, _: DigestQuery| view.digest()),
+    ]
+}

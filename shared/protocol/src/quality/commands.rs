@@ -1,0 +1,209 @@
+//! Commands to the quality service: `osp.v1.in.quality.<command>`, in MessagePack or
+//! JSON.
+//!
+//! - `add_rule` (a [`Rule`]): adds a rule to the catalog; the same rule again changes
+//!   nothing, another rule under the same name is a `conflict` (use `update_rule`);
+//! - `update_rule` (a [`Rule`]): replaces a rule of the catalog;
+//! - `remove_rule` `{name}`: removes it (answers whether it existed);
+//! - `check` `{audit_id?, output, rules, objectives?, execution_id?, agent_id?,
+//!   metadata?}`: checks `output` against the named rules and records an audit entry.
+//!
+//! Fields are snake_case; the camelCase spellings (`auditId`, `executionId`) are accepted
+//! too; rules themselves are camelCase (the OSP TypeScript shape). Unknown fields are
+//! refused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quality::rules::Rule;
+use crate::quality::SERVICE;
+use crate::registry::document::encoded_len;
+use crate::{check_size, Encoding, Error, Token};
+
+/// The command tokens of the quality service's inbox subjects.
+pub const COMMANDS: &[&str] = &["add_rule", "update_rule", "remove_rule", "check"];
+/// Largest output a check reads, encoded.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+/// Most rules one check names.
+pub const MAX_RULES_PER_CHECK: usize = 100;
+/// Largest metadata of a check, encoded.
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// A command to the quality service.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Add a rule.
+    AddRule(Rule),
+    /// Replace a rule.
+    UpdateRule(Rule),
+    /// Remove a rule.
+    RemoveRule(Token),
+    /// Check an output.
+    Check(Box<Check>),
+}
+
+/// What `remove_rule` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveOutcome {
+    /// Whether the rule was in the catalog (and is no longer).
+    pub removed: bool,
+}
+
+/// Check an output against rules of the catalog, and record the audit entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// The audit entry's id; derived from the command id when absent.
+    pub audit_id: Token,
+    /// What is checked (the output of a task, as JSON).
+    pub output: serde_json::Value,
+    /// The rules, by name, in the order their results are reported.
+    pub rules: Vec<Token>,
+    /// What the checks are for.
+    pub objectives: Vec<String>,
+    /// The execution checked (a run id).
+    pub execution_id: Option<String>,
+    /// The agent whose output it is.
+    pub agent_id: Option<String>,
+    /// Anything else, kept with the entry.
+    pub metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckWire {
+    #[serde(default, alias = "auditId")]
+    audit_id: Option<String>,
+    output: serde_json::Value,
+    rules: Vec<String>,
+    #[serde(default)]
+    objectives: Vec<String>,
+    #[serde(default, alias = "executionId")]
+    execution_id: Option<String>,
+    #[serde(default, alias = "agentId")]
+    agent_id: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameOnly {
+    name: String,
+}
+
+impl Command {
+    /// The aggregate it addresses: the rule (kind `rule`) or the audit entry (kind
+    /// `audit`).
+    pub fn aggregate(&self) -> crate::AggregateRef {
+        let (kind, id) = match self {
+            Command::AddRule(rule) | Command::UpdateRule(rule) => (super::RULE_KIND, rule.name.as_str()),
+            Command::RemoveRule(name) => (super::RULE_KIND, name.as_str()),
+            Command::Check(check) => (super::AUDIT_KIND, check.audit_id.as_str()),
+        };
+        crate::AggregateRef::new(kind, id).expect("names and ids are checked tokens")
+    }
+
+    /// Reads command `command` (the subject's last token); `command_id` names a check's
+    /// audit entry when it names none itself.
+    pub fn parse(command: &str, encoding: Encoding, payload: &[u8], command_id: &str) -> Result<Command, Error> {
+        match command {
+            "add_rule" | "update_rule" => {
+                let sent: serde_json::Value = encoding.decode(payload)?;
+                let rule = Rule::from_json(&sent)?;
+                Token::new("name", rule.name.as_str())?;
+                Ok(match command {
+                    "add_rule" => Command::AddRule(rule),
+                    _ => Command::UpdateRule(rule),
+                })
+            }
+            "remove_rule" => {
+                let wire: NameOnly = encoding.decode(payload)?;
+                Ok(Command::RemoveRule(Token::new("name", wire.name)?))
+            }
+            "check" => {
+                let wire: CheckWire = encoding.decode(payload)?;
+                parse_check(wire, command_id).map(|check| Command::Check(Box::new(check)))
+            }
+            _ => Err(Error::UnknownCommand {
+                service: SERVICE.into(),
+                command: command.to_owned(),
+                known: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
+            }),
+        }
+    }
+}
+
+fn parse_check(wire: CheckWire, command_id: &str) -> Result<Check, Error> {
+    let audit_id = match wire.audit_id {
+        Some(id) => Token::new("audit_id", id)?,
+        None => derived_audit_id(command_id),
+    };
+    check_size("output", encoded_len(&crate::registry::document::from_json(&wire.output)), MAX_OUTPUT_BYTES)?;
+    if wire.rules.is_empty() || wire.rules.len() > MAX_RULES_PER_CHECK {
+        return Err(Error::Invalid {
+            field: "rules".into(),
+            reason: format!("must name 1 to {MAX_RULES_PER_CHECK} rules, not {}", wire.rules.len()),
+        });
+    }
+    let rules = wire
+        .rules
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| Token::new(&format!("rules[{i}]"), name))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(metadata) = &wire.metadata {
+        check_size("metadata", encoded_len(&crate::registry::document::from_json(metadata)), MAX_METADATA_BYTES)?;
+    }
+    Ok(Check {
+        audit_id,
+        output: wire.output,
+        rules,
+        objectives: wire.objectives,
+        execution_id: wire.execution_id,
+        agent_id: wire.agent_id,
+        metadata: wire.metadata,
+    })
+}
+
+/// The audit id of a check that names none: `a-` and 32 hex digits of BLAKE3 of the
+/// command id, so a resent check names the same entry.
+pub fn derived_audit_id(command_id: &str) -> Token {
+    let hash = blake3::hash(command_id.as_bytes());
+    Token::new("audit_id", format!("a-{}", &hash.to_hex()[..32])).expect("hex is a valid token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(command: &str, text: &str) -> Result<Command, Error> {
+        Command::parse(command, Encoding::Json, text.as_bytes(), "c-1")
+    }
+
+    #[test]
+    fn each_command_reads_and_names_its_aggregate() {
+        let add =
+            json("add_rule", r#"{"name":"r1","severity":"error","kind":"regex","params":{"pattern":"a"}}"#).unwrap();
+        assert_eq!(add.aggregate().to_string(), "rule:r1");
+        let check = json("check", r#"{"output":{"a":1},"rules":["r1"],"executionId":"run-1"}"#).unwrap();
+        let Command::Check(c) = &check else { panic!() };
+        assert_eq!(c.audit_id, derived_audit_id("c-1"));
+        assert_eq!(c.execution_id.as_deref(), Some("run-1"));
+        assert!(matches!(json("remove_rule", r#"{"name":"r1"}"#).unwrap(), Command::RemoveRule(_)));
+    }
+
+    #[test]
+    fn bad_commands_say_what_is_wrong() {
+        let cases = [
+            ("check", r#"{"output":1,"rules":[]}"#, "rules"),
+            ("check", r#"{"output":1,"rules":["a.b"]}"#, "rules[0]"),
+            ("check", r#"{"output":1,"rules":["a"],"judge":{}}"#, "judge"),
+            ("add_rule", r#"{"name":"a*","severity":"error","kind":"regex","params":{"pattern":"a"}}"#, "name"),
+            ("remove_rule", r#"{}"#, "name"),
+        ];
+        for (command, text, named) in cases {
+            let error = json(command, text).unwrap_err();
+            assert!(error.to_string().contains(named), "{command} {text}: {error}");
+        }
+        assert!(json("frobnicate", "{}").unwrap_err().to_string().contains("add_rule"));
+    }
+}
