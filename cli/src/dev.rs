@@ -48,10 +48,15 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     let registry = osp_registry::Registry::start(client, config)
         .await
         .with_context(|| format!("preparing the OSP streams and the registry on {url}"))?;
-    let scheduler_config = osp_scheduler::Config { definitions, ..osp_scheduler::Config::default() };
+    let scheduler_config =
+        osp_scheduler::Config { definitions: definitions.clone(), ..osp_scheduler::Config::default() };
     let scheduler = osp_scheduler::Scheduler::start(connect::client(&url).await?, scheduler_config)
         .await
         .with_context(|| format!("starting the scheduler on {url}"))?;
+    let quality_config = osp_quality::Config { definitions, ..osp_quality::Config::default() };
+    let quality = osp_quality::Quality::start(connect::client(&url).await?, quality_config)
+        .await
+        .with_context(|| format!("starting the quality service on {url}"))?;
 
     println!("OSP is up on {url}");
     match &server {
@@ -59,7 +64,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
         None => println!("  nats-server {version} (existing)"),
     }
     println!("  streams: {}", streams.join(", "));
-    println!("  services: registry, scheduler");
+    println!("  services: registry, scheduler, quality");
     println!();
     println!("  export OSP_NATS_URL={url}");
     println!("  osp events tail                    # watch the log");
@@ -71,6 +76,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("Ctrl-C to stop.");
 
     osp_eventlog::stop_requested().await.context("waiting for Ctrl-C or SIGTERM")?;
+    quality.shutdown().await;
     scheduler.shutdown().await;
     registry.shutdown().await;
     if let Some(server) = server.as_mut() {

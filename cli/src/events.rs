@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Subcommand;
 use osp_eventlog::{LogItem, Recorded, Start};
 use osp_protocol::subject::ALL_EVENTS;
-use osp_protocol::{AnyPayload, Timestamp};
-use time::format_description::well_known::Rfc3339;
+use osp_protocol::AnyPayload;
 use time::OffsetDateTime;
 
 use crate::{connect, output};
@@ -62,7 +61,9 @@ pub async fn run(command: EventsCommand, url: &str) -> anyhow::Result<ExitCode> 
         EventsCommand::Replay { from_seq, since, subject, json } => {
             let start = match (from_seq, since) {
                 (Some(seq), _) => Start::Sequence(seq),
-                (None, Some(since)) => Start::Since(parse_since(&since, OffsetDateTime::now_utc())?),
+                (None, Some(since)) => {
+                    Start::Since(crate::time_args::parse_time("--since", &since, OffsetDateTime::now_utc())?)
+                }
                 (None, None) => Start::All,
             };
             let mut follow = log.follow::<Recorded<AnyPayload>>(&subject, start).await?;
@@ -91,42 +92,4 @@ fn print(lines: &mut output::Lines, item: LogItem<Recorded<AnyPayload>>) -> anyh
         LogItem::CaughtUp(_) => {}
     }
     Ok(())
-}
-
-/// Parses `--since`: an RFC 3339 time, or an age such as `90s`, `15m`, `2h`, `1d`.
-fn parse_since(text: &str, now: OffsetDateTime) -> anyhow::Result<Timestamp> {
-    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(Timestamp::from_offset_date_time(at));
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let amount: i64 =
-        number.parse().with_context(|| format!("--since {text:?}: expected an RFC 3339 time or an age like 15m"))?;
-    let seconds = match unit {
-        "s" => amount,
-        "m" => amount * 60,
-        "h" => amount * 3600,
-        "d" => amount * 86_400,
-        _ => bail!("--since {text:?}: the unit of an age is s, m, h or d"),
-    };
-    Ok(Timestamp::from_offset_date_time(now - time::Duration::seconds(seconds)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_accepts_times_and_ages() {
-        let now = OffsetDateTime::parse("2026-11-24T12:00:00Z", &Rfc3339).unwrap();
-        let at = |s: &str| parse_since(s, now).unwrap().to_rfc3339();
-        assert_eq!(at("2026-11-24T10:30:00Z"), "2026-11-24T10:30:00Z");
-        assert_eq!(at("90s"), "2026-11-24T11:58:30Z");
-        assert_eq!(at("15m"), "2026-11-24T11:45:00Z");
-        assert_eq!(at("2h"), "2026-11-24T10:00:00Z");
-        assert_eq!(at("1d"), "2026-11-23T12:00:00Z");
-        for bad in ["", "yesterday", "5w", "m"] {
-            assert!(parse_since(bad, now).is_err(), "{bad}");
-        }
-    }
 }

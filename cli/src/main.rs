@@ -11,8 +11,10 @@ mod entries;
 mod events;
 mod json_args;
 mod output;
+mod quality;
 mod registry;
 mod run;
+mod time_args;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -40,7 +42,7 @@ const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole system locally: a nats-server (installed if needed) with the OSP
-    /// streams and the services (today: the registry), until Ctrl-C.
+    /// streams and the services (today: the registry, the scheduler and the quality service), until Ctrl-C.
     Dev(dev::DevArgs),
     /// Read the event log.
     #[command(subcommand)]
@@ -56,6 +58,13 @@ enum Command {
     /// Runs of tasks on the scheduler: submit, get, list, watch, and cancel, pause,
     /// resume, approve, reject, answer.
     Run(run::RunArgs),
+    /// The quality service's catalog of rules: add, update, rm, list, get.
+    Rules(quality::rules::RulesArgs),
+    /// Check an output against rules of the catalog, recording an audit entry; the exit
+    /// status follows the opinion.
+    Check(quality::check::CheckArgs),
+    /// The audit entries of checks: query, show, export to and import from markdown.
+    Audit(quality::audit::AuditArgs),
     /// Measure throughput and latency next to raw JetStream, on a server of its own.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -84,6 +93,9 @@ fn main() -> std::process::ExitCode {
             Command::Registry(args) => registry::run(args, &url()).await,
             Command::Agents(args) => agents::run(args, &url()).await,
             Command::Run(args) => run::run(args, &url()).await,
+            Command::Rules(args) => quality::rules::run(args, &url()).await,
+            Command::Check(args) => quality::check::run(args, &url()).await,
+            Command::Audit(args) => quality::audit::run(args, &url()).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

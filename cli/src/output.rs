@@ -108,3 +108,15 @@ pub fn progress(total: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_message(what.to_owned());
     bar
 }
+
+/// A table without borders, two spaces between columns, as every listing of `osp`
+/// prints them.
+pub fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_header(header.to_vec());
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.add_rows(rows);
+    table.trim_fmt()
+}

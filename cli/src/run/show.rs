@@ -1,7 +1,7 @@
 //! How runs are printed: `key: value` lines and tables for people, JSON for tools (one
 //! object, or one per line for lists), with every time in RFC 3339.
 
-use comfy_table::{presets, Table};
+use crate::output::table;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::registry::Document;
 use osp_protocol::scheduler::queries::{RunStatus, RunSummary, RunView};
@@ -297,17 +297,6 @@ pub fn progress(current: u64, total: Option<u64>, message: Option<&str>) -> Stri
 /// JSON on one line, cut to a readable length.
 pub fn compact(value: &Value) -> String {
     truncate(&value.to_string(), 200)
-}
-
-/// A table without borders, as the registry's.
-fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
-    let mut table = Table::new();
-    table.load_preset(presets::NOTHING).set_header(header.to_vec());
-    for column in table.column_iter_mut() {
-        column.set_padding((0, 2));
-    }
-    table.add_rows(rows);
-    table.trim_fmt()
 }
 
 fn indent(text: &str) -> String {

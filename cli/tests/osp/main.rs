@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod quality;
 mod registry;
 mod run;
 mod workflow;

@@ -4,11 +4,13 @@
 //! it; this crate is that protocol with types: [`Client`] sends commands and waits for
 //! their outcome, asks queries with read-your-writes, and [`Agent`] keeps an agent
 //! registered and alive. [`Scheduler`] submits runs and follows them; [`Worker`] takes an
-//! agent's tasks from the work queue, runs them and reports.
+//! agent's tasks from the work queue, runs them and reports. [`Quality`] manages the rules
+//! and checks outputs against them, each check an audit entry.
 
 mod agent;
 mod client;
 mod error;
+mod quality;
 mod registry;
 mod replies;
 mod scheduler;
@@ -17,6 +19,7 @@ mod worker;
 pub use agent::{Agent, AgentBuilder};
 pub use client::{Answer, Client, DEFAULT_TIMEOUT};
 pub use error::{Error, Result};
+pub use quality::{CheckRequest, Quality};
 pub use registry::Registry;
 pub use scheduler::{is_final, RunUpdate, RunWatch, Scheduler, Submission};
 pub use worker::{
