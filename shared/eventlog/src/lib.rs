@@ -113,6 +113,13 @@ impl EventLog {
     }
 }
 
+/// Sends tracing to stderr, filtered by `OSP_LOG` (e.g. `osp_scheduler=debug`), or at
+/// `default` (`info`, `warn`) without it: what every OSP binary does first.
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSP_LOG").unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
 /// Connects a service process named `name` to the comma-separated server list `urls`
 /// (several for a cluster), retrying the first connection until a server answers.
 pub async fn connect(name: &str, urls: &str) -> Result<async_nats::Client> {
