@@ -2,6 +2,7 @@
 //! same run, on a nats-server the benchmark starts for itself.
 
 mod eventlog;
+mod quality;
 mod registry;
 mod scheduler;
 mod stats;
@@ -26,6 +27,10 @@ pub enum BenchCommand {
     /// Workflows: a 100-way parallelization and a 50-step DAG of no-op agents (wall time,
     /// scheduler overhead per step) next to a single task and a raw JetStream work queue.
     Workflows(workflows::WorkflowsArgs),
+    /// Quality: rule evaluations/s of the 20-rule sample catalog on a 2 KB output, in the
+    /// pure evaluator and through the service (checks/s, check latency) next to raw
+    /// JetStream publishes.
+    Quality(quality::QualityArgs),
 }
 
 /// Runs a benchmark.
@@ -35,6 +40,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Workflows(args) => workflows::run(args).await,
+        BenchCommand::Quality(args) => quality::run(args).await,
     }
 }
 

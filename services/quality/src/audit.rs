@@ -65,9 +65,10 @@ pub fn record(check: &Check, rules: &[Rule], now: Timestamp) -> AuditRecorded {
 
 /// One rule's result. A rule of the catalog was checked when it was added; should one
 /// still not prepare (an evaluator grown stricter since), its result is `unchecked`:
-/// missing evidence, not a finding against the output.
+/// missing evidence, not a finding against the output. The rule is prepared once per
+/// definition ([`rules::memo`], which caches the pure `prepare`), not on every check.
 fn evaluate(rule: &Rule, output: &serde_json::Value) -> RuleResult {
-    match rules::prepare(rule) {
+    match rules::memo::prepared(rule) {
         Ok(prepared) => prepared.check(output),
         Err(error) => RuleResult {
             rule_name: rule.name.clone(),

@@ -16,6 +16,7 @@
 mod bounds;
 mod fields;
 mod message;
+pub mod memo;
 mod pointer;
 mod sample;
 mod schema;
