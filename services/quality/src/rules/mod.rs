@@ -15,8 +15,8 @@
 
 mod bounds;
 mod fields;
-mod message;
 pub mod memo;
+mod message;
 mod pointer;
 mod sample;
 mod schema;
