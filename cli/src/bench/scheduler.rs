@@ -187,6 +187,7 @@ fn task_input() -> serde_json::Value {
 pub(super) fn task_message_bytes() -> anyhow::Result<usize> {
     let run_id = Token::new("run_id", uuid::Uuid::now_v7().to_string())?;
     let message = TaskMessage {
+        feedback: None,
         signal_subject: osp_protocol::scheduler::signal_subject(&run_id),
         heartbeat_subject: osp_protocol::scheduler::heartbeat_subject(&run_id),
         run_id,

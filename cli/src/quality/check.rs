@@ -2,11 +2,12 @@
 //! an audit entry like any other check.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
 use osp_client::CheckRequest;
-use osp_protocol::quality::{AuditEntry, Opinion};
+use osp_protocol::quality::{AuditEntry, CheckOutcome, JudgeSpec, Opinion, DEFAULT_AGENT_TIMEOUT_MS};
 use serde_json::Value;
 
 use super::{print_entry, read_text, usage_error};
@@ -17,7 +18,8 @@ use crate::json_args;
 const EXIT_CODES: &str = "\
 Exit status: 0 when the opinion is unqualified (nothing found) or qualified (one major or only minor
 findings); 1 when it is adverse (a critical finding, or two major ones) or a disclaimer (evidence is
-missing: a rule could not be checked), and when the service refuses the check (an unknown rule, say);
+missing: a rule could not be checked, the judge did not answer), and when the service refuses the
+check (an unknown rule, say);
 2 when the output file cannot be read, or is not JSON without --text.";
 
 /// Options of `osp check`.
@@ -29,8 +31,22 @@ pub struct CheckArgs {
     output: String,
     /// The rules to check, by name, comma-separated, in the order their results are
     /// reported (`osp rules list` shows the catalog).
-    #[arg(long, value_name = "NAME,...", value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',', required_unless_present = "judge")]
     rules: Vec<String>,
+    /// Have a judge (an agent with the `judge` capability) score the output on this
+    /// criterion too. Repeatable.
+    #[arg(long = "judge", value_name = "CRITERION")]
+    judge: Vec<String>,
+    /// The score (0 to 1) the judge must give for the output to pass.
+    #[arg(long, value_name = "SCORE", default_value_t = 0.7, requires = "judge")]
+    threshold: f64,
+    /// The model the judge should use.
+    #[arg(long, value_name = "NAME", requires = "judge")]
+    model: Option<String>,
+    /// How long the judge and custom rules may take; past it, what has not answered is
+    /// missing evidence (a disclaimer) [default: the service's, 60s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Option<std::time::Duration>,
     /// The output is the file's text (checked as a JSON string), not JSON.
     #[arg(long)]
     text: bool,
@@ -64,15 +80,47 @@ pub async fn run(args: CheckArgs, url: &str) -> anyhow::Result<ExitCode> {
         Err(error) => return Ok(usage_error(&error)),
     };
     let quality = connect::osp_client(url).await?.quality();
-    let entry = quality.check(&request).await.map_err(service_error)?.result;
+    let entry = match quality.check(&request).await.map_err(service_error)?.result {
+        CheckOutcome::Recorded(entry) => *entry,
+        CheckOutcome::Open(open) => {
+            let spinner = waiting_spinner(&open.waiting, args.json);
+            // The service records the entry by the check's deadline; allow for a slow start.
+            let timeout = args.timeout.unwrap_or(Duration::from_millis(DEFAULT_AGENT_TIMEOUT_MS));
+            let entry = quality.wait_recorded(&open.audit_id, timeout + OPEN_CHECK_SLACK).await;
+            spinner.finish_and_clear();
+            entry.map_err(service_error)?
+        }
+    };
     print_entry(&entry, args.json)?;
     Ok(exit_status(&entry))
+}
+
+/// How much longer than the check's timeout an open check is waited for.
+const OPEN_CHECK_SLACK: Duration = Duration::from_secs(15);
+
+/// A spinner naming what an open check waits for (none for `--json`, whose output is
+/// for tools).
+fn waiting_spinner(waiting: &[String], json: bool) -> indicatif::ProgressBar {
+    if json {
+        return indicatif::ProgressBar::hidden();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(format!("waiting for {}", waiting.join(", ")));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner
 }
 
 /// The check the flags ask for.
 fn request(args: &CheckArgs) -> anyhow::Result<CheckRequest> {
     let output = read_output(&args.output, args.text)?;
     let mut request = CheckRequest::new(output, args.rules.iter().cloned()).objectives(args.objectives.iter().cloned());
+    if let Some(timeout) = args.timeout {
+        request = request.timeout_ms(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+    }
+    if !args.judge.is_empty() {
+        let judge = JudgeSpec { criteria: args.judge.clone(), threshold: args.threshold, model: args.model.clone() };
+        judge.check("--judge").map_err(|e| anyhow!("{e}"))?;
+        request = request.judge(judge);
+    }
     if let Some(id) = &args.audit_id {
         request = request.audit_id(id.as_str());
     }
@@ -161,7 +209,18 @@ mod tests {
 
         let text = request(&parse(&[path, "--rules", "r", "--text"]).unwrap()).unwrap();
         assert_eq!(text.output(), &json!(r#"{"summary": "Short."}"#));
-        assert!(parse(&[path]).is_err(), "--rules is required");
+        assert!(parse(&[path]).is_err(), "--rules or --judge is required");
+
+        let flags = [path, "--judge", "accurate", "--threshold", "0.8", "--timeout", "5s", "--audit-id", "a-2"];
+        let judged = request(&parse(&flags).unwrap()).unwrap();
+        let judge = JudgeSpec { criteria: vec!["accurate".into()], threshold: 0.8, model: None };
+        let expected = CheckRequest::new(json!({"summary": "Short."}), Vec::<String>::new())
+            .audit_id("a-2")
+            .judge(judge)
+            .timeout_ms(5000);
+        assert_eq!(judged, expected);
+        let bad = request(&parse(&[path, "--judge", "accurate", "--threshold", "3"]).unwrap()).unwrap_err();
+        assert!(bad.to_string().contains("threshold"), "{bad}");
     }
 
     #[test]

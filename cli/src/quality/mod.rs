@@ -42,7 +42,7 @@ fn read_text(arg: &str) -> anyhow::Result<(String, String)> {
 
 /// The wire name of an opinion (`unqualified`, `adverse`, ...).
 fn opinion_name(opinion: Opinion) -> String {
-    wire_name(&opinion)
+    opinion.as_str().to_owned()
 }
 
 /// The wire name of a severity (`error`, `warning`, `info`).

@@ -246,6 +246,26 @@ fn gist(update: &RunUpdate) -> String {
             format!("attempt {}: agent {} took it while paused; dispatched again on resume", e.attempt, e.agent)
         }
         RunEvent::Started(e) => format!("attempt {} by agent {}", e.attempt, e.agent),
+        RunEvent::Checking(e) => format!("attempt {}: output checked as audit {}", e.attempt, e.audit_id),
+        RunEvent::Checked(e) => {
+            let verdict = if e.passed { "passed" } else { "failed" };
+            let mut text = format!(
+                "attempt {}: {verdict}, audit {} {} (critical {}, major {}, minor {})",
+                e.attempt,
+                e.audit_id,
+                e.opinion.as_str(),
+                e.findings.critical,
+                e.findings.major,
+                e.findings.minor
+            );
+            for failed in &e.failed {
+                text.push_str(&format!("; {}: {}", failed.rule_name, truncate(&failed.message, 120)));
+            }
+            if let Some(missing) = &e.missing {
+                text.push_str(&format!("; {missing}"));
+            }
+            text
+        }
         RunEvent::Progressed(e) => {
             format!("attempt {}: {}", e.attempt, progress(e.current, e.total, e.message.as_deref()))
         }

@@ -8,9 +8,10 @@
 //! [`crate::audit`].
 
 use osp_eventlog::Aggregate;
-use osp_protocol::quality::{AuditEntry, Check, QualityEvent, Rule};
+use osp_protocol::quality::{AuditEntry, AuditOpened, AuditPartEnded, Check, QualityEvent, Rule};
 use osp_protocol::{Envelope, Error, Timestamp, Token};
 
+use crate::audit::RunEnd;
 use crate::{audit, catalog};
 
 /// One aggregate's state, folded from its events.
@@ -21,8 +22,28 @@ pub enum Record {
     Empty,
     /// A rule of the catalog (present, or removed).
     Rule(RuleState),
+    /// A check waiting for agents (a judge, custom rules).
+    Open(OpenAudit),
     /// A recorded audit entry.
     Audit(AuditState),
+}
+
+/// A check waiting for its parts' runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenAudit {
+    /// What was opened.
+    pub opened: AuditOpened,
+    /// When (the entry's `createdAt`).
+    pub opened_at: Timestamp,
+    /// The parts that have ended, in the order they did.
+    pub ended: Vec<AuditPartEnded>,
+}
+
+impl OpenAudit {
+    /// Whether part `part` has ended.
+    pub fn ended(&self, part: &str) -> bool {
+        self.ended.iter().any(|ended| ended.part == part)
+    }
 }
 
 /// A rule's state.
@@ -56,6 +77,16 @@ pub enum QualityCommand {
     RemoveRule(Token),
     /// Check an output against rules, recording an audit entry.
     Check(CheckCommand),
+    /// The run of one of an open check's parts ended (the scheduler's `run_ended` hint).
+    PartEnded {
+        /// The run.
+        run_id: Token,
+        /// How it ended, as the inbox read it from the log in the command's turn
+        /// (`CommandHandler::admit`); `None` when it was not read.
+        end: Option<RunEnd>,
+    },
+    /// An open check's deadline passed.
+    Close,
 }
 
 /// A check, with the definitions of the rules it names as the catalog held them.
@@ -113,6 +144,14 @@ impl Aggregate for Record {
                 });
             }
             QualityEvent::RuleRemoved(_) => *self = Record::Rule(RuleState { rule: None, revision: 0, updated_at: at }),
+            QualityEvent::AuditOpened(opened) => {
+                *self = Record::Open(OpenAudit { opened: (**opened).clone(), opened_at: at, ended: Vec::new() });
+            }
+            QualityEvent::AuditPartEnded(ended) => {
+                if let Record::Open(open) = self {
+                    open.ended.push(ended.clone());
+                }
+            }
             QualityEvent::AuditRecorded(recorded) => {
                 *self = Record::Audit(AuditState { entry: recorded.entry.clone(), rules: recorded.rules.clone() });
             }
@@ -124,7 +163,12 @@ impl Aggregate for Record {
             QualityCommand::AddRule(rule) => catalog::add(self.rule(), rule),
             QualityCommand::UpdateRule(rule) => catalog::update(self.rule(), rule),
             QualityCommand::RemoveRule(_) => Ok(catalog::remove(self.rule())),
-            QualityCommand::Check(check) => audit::check(self.audit(), check, now),
+            QualityCommand::Check(check) => audit::check(self, check, now),
+            QualityCommand::PartEnded { run_id, end: Some(end) } => audit::part_ended(self, run_id, end),
+            QualityCommand::PartEnded { end: None, .. } => {
+                Err(Error::Unavailable { reason: "the run's end was not read from the log".into() })
+            }
+            QualityCommand::Close => Ok(audit::close(self, now)),
         }
     }
 }

@@ -12,14 +12,18 @@
 //! - [`rules`]: the pure evaluator of the built-in rule kinds;
 //! - [`aggregate`]: rules and audit entries as one aggregate type, with [`catalog`]'s
 //!   and [`audit`]'s pure decisions;
-//! - [`view`]: the read model; `queries`: its endpoints.
+//! - [`view`]: the read model; `queries`: its endpoints; `effects`: the runs and the
+//!   deadlines of open checks.
 //!
-//! Not yet: the judge and custom rules through runs, and gating runs on checks (see the
-//! design page). A custom rule's result is `unchecked` meanwhile.
+//! A check that needs agents — a judge (capability `judge`), or a `custom` rule — is
+//! opened, its parts submitted as runs of the scheduler (`effects`), and recorded when
+//! they have ended or its deadline passed. Runs gated on checks are the scheduler's
+//! business: it sends `check` and reads the audit entry from the log.
 
 pub mod aggregate;
 pub mod audit;
 pub mod catalog;
+mod effects;
 mod queries;
 pub mod rules;
 pub mod view;
@@ -29,15 +33,18 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, DEFAULT_ACK_WAIT,
+    Running, Timers, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::quality::queries::{Digest, RuleView};
-use osp_protocol::quality::{AuditEntry, Command, RemoveOutcome, Rule, AUDIT_KIND, RULE_KIND, SERVICE};
+use osp_protocol::quality::{CheckOutcome, Command, OpenCheck, RemoveOutcome, Rule, AUDIT_KIND, RULE_KIND, SERVICE};
+use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::{RunEvent, TaskError, RUN_KIND};
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{CheckCommand, QualityCommand, Record};
+use crate::audit::RunEnd;
 use crate::view::QualityView;
 
 /// How a quality instance runs.
@@ -78,13 +85,20 @@ impl Quality {
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
         let commands = Commands { log: log.clone(), view: projection.clone() };
         let view = projection.clone();
+        let effects = Arc::new(effects::Effects {
+            log: log.clone(),
+            executor: executor.clone(),
+            view: projection.clone(),
+            timers: Timers::open(log.jetstream(), service.clone()).await?,
+        });
         let inbox = Inbox::new(service.clone(), log, commands, executor).with_ack_wait(config.ack_wait);
         let counts = inbox.counts();
-        let tasks = vec![
+        let mut tasks = vec![
             inbox.serve(shutdown.clone()).await?,
             serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection, queries::all(), shutdown.clone())
                 .await?,
         ];
+        tasks.extend(effects::start(effects, config.ack_wait, shutdown.clone()).await?);
         // The subscriptions are sent; once the server has them, a query finds responders.
         client.flush().await?;
         tracing::info!("quality started");
@@ -136,8 +150,9 @@ enum Outcome {
     Rule(RuleView),
     /// `remove_rule`.
     Removed(RemoveOutcome),
-    /// `check`: the audit entry (`None` only through a bug, said in the log).
-    Audit(Option<Box<AuditEntry>>),
+    /// `check` (and the scheduler's hints about its parts): the entry, or the open check
+    /// (`None` only through a bug, said in the log).
+    Check(Option<CheckOutcome>),
 }
 
 /// How long a check naming a rule this instance does not hold waits for the log's latest
@@ -160,6 +175,9 @@ impl CommandHandler for Commands {
             Command::UpdateRule(rule) => QualityCommand::UpdateRule(rule),
             Command::RemoveRule(name) => QualityCommand::RemoveRule(name),
             Command::Check(check) => QualityCommand::Check(CheckCommand { check, rules: None }),
+            Command::RunEnded(ended) => {
+                QualityCommand::PartEnded { run_id: Token::new("run_id", ended.run_id)?, end: None }
+            }
         };
         Ok((aggregate, Request { command, id: inbound.id.clone() }))
     }
@@ -171,6 +189,10 @@ impl CommandHandler for Commands {
             QualityCommand::Check(check) => {
                 let rules = self.read_rules(aggregate, check).await?;
                 Ok(QualityCommand::Check(CheckCommand { check: check.check.clone(), rules }))
+            }
+            QualityCommand::PartEnded { run_id, .. } => {
+                let end = self.read_run_end(run_id).await?;
+                Ok(QualityCommand::PartEnded { run_id: run_id.clone(), end: Some(end) })
             }
             other => Ok(other.clone()),
         }
@@ -192,24 +214,56 @@ impl CommandHandler for Commands {
                 tracing::info!(rule = %name, removed, "rule removal answered");
                 Outcome::Removed(RemoveOutcome { removed })
             }
-            QualityCommand::Check(check) => match record.audit() {
-                Some(audit) => {
-                    let entry = &audit.entry;
-                    tracing::info!(audit = %entry.id, rules = ?entry.scope, opinion = ?entry.opinion,
-                        findings = ?entry.findings, new = executed.appended > 0, "audit recorded");
-                    Outcome::Audit(Some(Box::new(entry.clone())))
-                }
-                None => {
-                    // `decide` records an entry or refuses; this is a bug, said loudly.
-                    tracing::error!(audit = %check.check.audit_id, "an accepted check left no audit entry");
-                    Outcome::Audit(None)
-                }
-            },
+            QualityCommand::Check(_) | QualityCommand::PartEnded { .. } | QualityCommand::Close => {
+                Outcome::Check(check_outcome(record, executed.appended > 0))
+            }
+        }
+    }
+}
+
+/// Where a check stands, for its reply (and the log's trace of it).
+fn check_outcome(record: &Record, new: bool) -> Option<CheckOutcome> {
+    match record {
+        Record::Audit(audit) => {
+            let entry = &audit.entry;
+            tracing::info!(audit = %entry.id, rules = ?entry.scope, opinion = ?entry.opinion,
+                findings = ?entry.findings, new, "audit recorded");
+            Some(CheckOutcome::Recorded(Box::new(entry.clone())))
+        }
+        Record::Open(open) => {
+            let waiting: Vec<String> =
+                open.opened.parts.iter().filter(|p| !open.ended(&p.part)).map(|p| p.part.clone()).collect();
+            tracing::info!(audit = %open.opened.check.audit_id, ?waiting, new, "check open");
+            Some(CheckOutcome::Open(OpenCheck {
+                audit_id: open.opened.check.audit_id.to_string(),
+                waiting,
+                deadline: open.opened.deadline,
+            }))
+        }
+        // `decide` records or opens an entry, or refuses; this is a bug, said loudly.
+        _ => {
+            tracing::error!("an accepted check left no audit entry");
+            None
         }
     }
 }
 
 impl Commands {
+    /// How run `run_id` ended, read from its events on the log (a `run_ended` hint is
+    /// only a hint): refused when it has not ended.
+    async fn read_run_end(&self, run_id: &Token) -> Result<RunEnd, ProtocolError> {
+        let unavailable = |e: osp_eventlog::Error| ProtocolError::Unavailable { reason: e.to_string() };
+        let aggregate = AggregateRef::new(RUN_KIND, run_id.as_str())?;
+        let loaded = self.log.load::<RunEvent>(&aggregate).await.map_err(unavailable)?;
+        loaded.events.iter().rev().find_map(|event| run_end(&event.envelope.payload)).ok_or_else(|| {
+            ProtocolError::IllegalTransition {
+                command: "run_ended".into(),
+                state: if loaded.events.is_empty() { "unknown".into() } else { "running".into() },
+                reason: format!("run {run_id} has not ended (as the log tells)"),
+            }
+        })
+    }
+
     /// The check's rule definitions, from the catalog; a name the catalog does not hold,
     /// once this instance has applied the log as far as it goes, is `not_found`. A check
     /// whose audit entry is already recorded needs none (it changes nothing, or
@@ -235,6 +289,25 @@ impl Commands {
         let read = if first.is_ok() { first } else { read(&view) };
         read.map_err(|missing| unknown_rules(&missing, &view.rule_names()))
     }
+}
+
+/// How a run ended, if `event` is its end.
+fn run_end(event: &RunEvent) -> Option<RunEnd> {
+    let json = osp_protocol::json::from_msgpack_value;
+    Some(match event {
+        RunEvent::Completed(completed) => {
+            RunEnd { status: RunStatus::Completed, output: Some(json(&completed.output)), error: None }
+        }
+        RunEvent::Failed(failed) => {
+            RunEnd { status: RunStatus::Failed, output: None, error: Some(failed.error.clone()) }
+        }
+        RunEvent::Cancelled(cancelled) => RunEnd {
+            status: RunStatus::Cancelled,
+            output: None,
+            error: Some(TaskError { kind: "cancelled".into(), message: cancelled.reason.clone(), details: None }),
+        },
+        _ => return None,
+    })
 }
 
 /// The refusal of a check naming rules the catalog does not hold.

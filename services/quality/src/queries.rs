@@ -2,7 +2,8 @@
 
 use osp_eventlog::Query;
 use osp_protocol::quality::queries::{AuditIdQuery, AuditQuery, DigestQuery, RuleQuery, RulesQuery};
-use osp_protocol::Error;
+use osp_protocol::quality::AUDIT_KIND;
+use osp_protocol::{AggregateRef, Error};
 
 use crate::view::QualityView;
 
@@ -18,10 +19,27 @@ pub fn all() -> Vec<Query<QualityView>> {
             })
         }),
         Query::new("audit", |view: &QualityView, q: AuditIdQuery| {
-            view.audit(&q.id).ok_or_else(|| Error::NotFound {
-                field: "id".into(),
-                value: q.id.clone(),
-                reason: "no audit entry has that id".into(),
+            view.audit(&q.id).ok_or_else(|| {
+                let open = AggregateRef::new(AUDIT_KIND, &q.id).ok().and_then(|aggregate| {
+                    let open = view.open_audit(&aggregate)?;
+                    let waiting: Vec<&str> = open
+                        .opened
+                        .parts
+                        .iter()
+                        .filter(|part| !open.ended(&part.part))
+                        .map(|part| part.part.as_str())
+                        .collect();
+                    Some(format!(
+                        "the check is open, waiting for {} (until {})",
+                        waiting.join(", "),
+                        open.opened.deadline
+                    ))
+                });
+                Error::NotFound {
+                    field: "id".into(),
+                    value: q.id.clone(),
+                    reason: open.unwrap_or_else(|| "no audit entry has that id".into()),
+                }
             })
         }),
         Query::new("audits", |view: &QualityView, q: AuditQuery| view.audits(&q)),

@@ -11,7 +11,7 @@ use osp_protocol::quality::queries::{
 use osp_protocol::quality::{AuditEntry, QualityEvent, Rule, AUDIT_KIND};
 use osp_protocol::{AggregateRef, Encoding, Error, Timestamp, MAX_MESSAGE_BYTES};
 
-use crate::aggregate::{Record, RuleState};
+use crate::aggregate::{OpenAudit, Record, RuleState};
 
 /// At most this many bytes of entries go in one page (a reply must fit one message;
 /// JSON may take up to six times the MessagePack size, see [`shown_size`]).
@@ -50,7 +50,7 @@ impl View for QualityView {
                 let key = (audit.entry.created_at, audit.entry.id.clone());
                 self.audits.insert(key, (aggregate.clone(), shown_size(&audit.entry)));
             }
-            Record::Empty => {}
+            Record::Empty | Record::Open(_) => {}
         }
     }
 }
@@ -125,9 +125,17 @@ impl QualityView {
         Some(AuditView { entry: audit.entry.clone(), rules: audit.rules.clone() })
     }
 
-    /// Whether the audit entry `aggregate` is recorded.
+    /// Whether a check under the audit id `aggregate` was made (recorded, or open).
     pub fn has_audit(&self, aggregate: &AggregateRef) -> bool {
-        self.records.get(aggregate).is_some_and(|folded| folded.state.audit().is_some())
+        self.records.get(aggregate).is_some_and(|folded| matches!(folded.state, Record::Audit(_) | Record::Open(_)))
+    }
+
+    /// The check under audit id `aggregate`, while it waits for agents.
+    pub fn open_audit(&self, aggregate: &AggregateRef) -> Option<&OpenAudit> {
+        match &self.records.get(aggregate)?.state {
+            Record::Open(open) => Some(open),
+            _ => None,
+        }
     }
 
     /// The entries matching every filter of `query`, oldest first, a page at a time.
@@ -184,6 +192,10 @@ impl QualityView {
                 }
                 Record::Audit(audit) => {
                     hasher.update(&Encoding::MessagePack.encode(&(&audit.entry, &audit.rules))?);
+                }
+                Record::Open(open) => {
+                    let state = (&open.opened, open.opened_at.millis(), &open.ended);
+                    hasher.update(&Encoding::MessagePack.encode(&state)?);
                 }
             }
         }

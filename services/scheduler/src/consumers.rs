@@ -2,7 +2,10 @@
 //!
 //! - `effects-scheduler` on the log's run events: performs each event's effects
 //!   ([`crate::effects`]) once the view has applied the event, then acknowledges it;
-//! - `timers-scheduler` on fired timers: decides each ([`Shell::fire`]).
+//! - `timers-scheduler` on fired timers: decides each ([`Shell::fire`]);
+//! - `audits-scheduler` on the quality service's audit events: an audit entry recorded
+//!   for a check the scheduler asked for decides the run it checks (the run option
+//!   `checks`).
 //!
 //! Both are shared by all instances, so each message is handled by one, and by another
 //! if that one dies before acknowledging.
@@ -10,14 +13,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Delivery, FromStored, Recorded, StoredMessage, WorkConfig, WorkConsumer, EVENTS_STREAM};
+use osp_eventlog::{Delivery, FromStored, Recorded, WorkConfig, WorkConsumer, EVENTS_STREAM};
+use osp_protocol::quality::{self, QualityEvent};
 use osp_protocol::scheduler::{RunEvent, RUN_KIND};
 use osp_protocol::{subject, Token};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::commands::TimerFired;
+use crate::commands::{checks, TimerFired};
 use crate::effects::effects_of;
 use crate::shell::Shell;
 
@@ -36,7 +39,17 @@ pub fn effects_config(ack_wait: Duration) -> WorkConfig {
     }
 }
 
-/// Starts both consumers.
+/// The audits consumer's settings.
+pub fn audits_config(ack_wait: Duration) -> WorkConfig {
+    WorkConfig {
+        durable: "audits-scheduler".into(),
+        filter: subject::events_of_kind(&Token::new("kind", quality::AUDIT_KIND).expect("valid")),
+        ack_wait,
+        max_deliver: -1,
+    }
+}
+
+/// Starts the consumers.
 pub async fn start(
     shell: Arc<Shell>,
     ack_wait: Duration,
@@ -44,51 +57,33 @@ pub async fn start(
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let effects = WorkConsumer::ensure(shell.log.jetstream(), EVENTS_STREAM, &effects_config(ack_wait)).await?;
     let timers = shell.timers.fired(ack_wait).await?;
+    let audits = WorkConsumer::ensure(shell.log.jetstream(), EVENTS_STREAM, &audits_config(ack_wait)).await?;
+    let on_effects = shell.clone();
+    let on_audits = shell.clone();
     Ok(vec![
-        serve(effects, shell.clone(), shutdown.clone(), "effects", |shell, delivery| async move {
-            perform_effects(&shell, &delivery).await
-        })
-        .await?,
-        serve(timers, shell, shutdown, "timers", |shell, delivery| async move { fire(&shell, &delivery).await })
+        effects
+            .serve("effects", IN_FLIGHT, shutdown.clone(), move |delivery| {
+                let shell = on_effects.clone();
+                async move { perform_effects(&shell, &delivery).await }
+            })
+            .await?,
+        audits
+            .serve("audits", IN_FLIGHT, shutdown.clone(), move |delivery| {
+                let shell = on_audits.clone();
+                async move { decide_audit(&shell, &delivery).await }
+            })
+            .await?,
+        timers
+            .serve("timers", IN_FLIGHT, shutdown, move |delivery| {
+                let shell = shell.clone();
+                async move { fire(&shell, &delivery).await }
+            })
             .await?,
     ])
 }
 
-/// Reads `consumer` until shutdown, handling up to [`IN_FLIGHT`] messages at once.
-async fn serve<F, Fut>(
-    consumer: WorkConsumer,
-    shell: Arc<Shell>,
-    shutdown: CancellationToken,
-    name: &'static str,
-    handle: F,
-) -> anyhow::Result<JoinHandle<()>>
-where
-    F: Fn(Arc<Shell>, Delivery) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut deliveries = consumer.deliveries().await?;
-    Ok(tokio::spawn(async move {
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        while let Some(delivery) = deliveries.next_until(&shutdown, name).await {
-            let Ok(slot) = slots.clone().acquire_owned().await else { break };
-            let work = handle(shell.clone(), delivery);
-            tokio::spawn(async move {
-                work.await;
-                drop(slot);
-            });
-        }
-        // What is in hand finishes; what was pulled and not started comes back after the ack wait.
-        let _all = slots.acquire_many(IN_FLIGHT as u32).await;
-    }))
-}
-
 async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
-    let stored = StoredMessage {
-        seq: delivery.stream_sequence(),
-        subject: delivery.subject().to_owned(),
-        stored_at: delivery.stored_at(),
-        payload: delivery.payload_bytes(),
-    };
+    let stored = delivery.stored();
     let event = match Recorded::<RunEvent>::from_stored(&stored) {
         Ok(event) => event,
         Err(error) => {
@@ -117,6 +112,35 @@ async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
     }
     if let Err(error) = delivery.ack_idempotent().await {
         tracing::debug!(%error, "could not acknowledge an event's effects; they are idempotent");
+    }
+}
+
+/// An audit entry the scheduler asked for (its id is the one [`checks::audit_id`] gives
+/// the run and attempt it names) decides that run; any other audit is not its business.
+async fn decide_audit(shell: &Arc<Shell>, delivery: &Delivery) {
+    let entry = match Recorded::<QualityEvent>::from_stored(&delivery.stored()) {
+        Ok(Recorded { envelope, .. }) => match envelope.payload {
+            QualityEvent::AuditRecorded(recorded) => Some(recorded.entry),
+            _ => None,
+        },
+        Err(error) => {
+            tracing::error!(subject = delivery.subject(), %error, "unreadable audit event; skipped");
+            None
+        }
+    };
+    let asked_for = entry.and_then(|entry| {
+        let run_id = entry.execution_id.clone()?;
+        let attempt = entry.metadata.as_ref()?.get("attempt")?.as_u64()?;
+        (checks::audit_id(&run_id, u32::try_from(attempt).ok()?).as_str() == entry.id).then_some((run_id, entry))
+    });
+    if let Some((run_id, entry)) = asked_for {
+        if shell.checked(&run_id, entry).await.is_err() {
+            let _ = delivery.retry_after(Duration::from_secs(1)).await;
+            return;
+        }
+    }
+    if let Err(error) = delivery.ack_idempotent().await {
+        tracing::debug!(%error, "could not acknowledge an audit event; deciding it again changes nothing");
     }
 }
 

@@ -12,7 +12,7 @@
 //! past (a dispatch of an attempt already started, a timer of an ended run) does nothing.
 
 use osp_protocol::scheduler::queries::RunStatus;
-use osp_protocol::scheduler::{RunEvent, Signal, StepEnded, TaskError};
+use osp_protocol::scheduler::{FailureCause, Notify, RunEvent, Signal, StepEnded, TaskError};
 use osp_protocol::{Timestamp, Token};
 
 use crate::commands::{ParentSignal, TimerKind};
@@ -48,6 +48,13 @@ pub enum Effect {
     StartSteps(Vec<String>),
     /// Pass this on to the runs of the steps still running.
     ToSteps(ParentSignal),
+    /// Ask the quality service to check attempt `attempt`'s held output.
+    RequestCheck {
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Tell the service the run's `notify` option names that the run ended.
+    NotifyEnd(Notify, RunStatus),
     /// Tell the parent run that this run (one of its steps) ended.
     NotifyParent {
         /// The parent.
@@ -102,10 +109,15 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
                 effects.push(stop(attempt.attempt, &cancelled.reason));
             }
         }
-        RunEvent::AttemptFailed(failed) if failed.cause != osp_protocol::scheduler::FailureCause::Agent => {
+        RunEvent::AttemptFailed(failed) if !matches!(failed.cause, FailureCause::Agent | FailureCause::Check) => {
             // The runtime failed an attempt an agent may still be working on: tell it to stop.
             effects.push(stop(failed.attempt, &failed.error.message));
         }
+        RunEvent::Checking(checking) if run.phase == (Phase::Checking { attempt: checking.attempt }) => {
+            effects.push(Effect::RequestCheck { attempt: checking.attempt });
+            effects.push(Effect::SetTimer { kind: TimerKind::Check, n: checking.attempt, at: checking.deadline });
+        }
+        RunEvent::Checked(checked) => effects.push(Effect::ClearTimers(vec![(TimerKind::Check, checked.attempt)])),
         RunEvent::InputAnswered(answered) => {
             if let Some((attempt, _)) = run.phase.held() {
                 effects.push(Effect::Signal(Signal::Answer {
@@ -136,6 +148,9 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
         }
         if let Some(notify) = notify_parent(run) {
             effects.push(notify);
+        }
+        if let (Some(notify), Some(status)) = (&run.view.options.notify, run.view.status) {
+            effects.push(Effect::NotifyEnd((**notify).clone(), status));
         }
     }
     effects
@@ -232,6 +247,9 @@ fn pending_timers(run: &Run) -> Vec<(TimerKind, u32)> {
     }
     if run.cancel_requested {
         timers.push((TimerKind::Cancel, run.attempt()));
+    }
+    if let Some(last) = run.view.attempts.last().filter(|a| a.check.as_ref().is_some_and(|c| c.passed.is_none())) {
+        timers.push((TimerKind::Check, last.attempt));
     }
     if run.workflow.as_ref().is_some_and(|w| w.deadline.is_some() && !w.timed_out) {
         timers.push((TimerKind::Timeout, 1));

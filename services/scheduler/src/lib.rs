@@ -11,10 +11,11 @@
 //!
 //! - [`run`]: the aggregate's state and `evolve`; [`commands`]: its decisions;
 //! - [`effects`]: what events ask of the world, as data;
-//! - [`view`] and [`agents`]: the read models;
+//! - [`view`], [`agents`] and [`catalog`]: the read models;
 //! - `shell`, `consumers`, `liveness`, `queries`: the I/O around them.
 
 pub mod agents;
+pub mod catalog;
 pub mod commands;
 mod consumers;
 pub mod effects;
@@ -32,6 +33,7 @@ use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
     Running, Timers, DEFAULT_ACK_WAIT,
 };
+use osp_protocol::quality;
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{
@@ -42,6 +44,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentsView;
+use crate::catalog::CatalogView;
 use crate::commands::RunCommand;
 use crate::run::{Phase, Run};
 use crate::shell::Shell;
@@ -82,6 +85,8 @@ impl Scheduler {
         let runs = Projection::<SchedulerView>::start(&log, &runs_filter, shutdown.clone()).await?;
         let entries_filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
         let agents = Projection::<AgentsView>::start(&log, &entries_filter, shutdown.clone()).await?;
+        let rules_filter = subject::events_of_kind(&Token::new("kind", quality::RULE_KIND).expect("valid token"));
+        let catalog = Projection::<CatalogView>::start(&log, &rules_filter, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), runs.clone()));
         let timers = Timers::open(log.jetstream(), service.clone()).await?;
         let shell = Arc::new(Shell {
@@ -91,7 +96,7 @@ impl Scheduler {
             agents: agents.clone(),
             timers,
         });
-        let handler = Commands { log: log.clone(), runs: runs.clone(), agents };
+        let handler = Commands { log: log.clone(), runs: runs.clone(), agents, catalog };
         let inbox = Inbox::new(service.clone(), log, handler, executor).with_ack_wait(config.ack_wait);
         let counts = inbox.counts();
         let mut tasks = vec![inbox.serve(shutdown.clone()).await?];
@@ -121,6 +126,7 @@ struct Commands {
     log: EventLog,
     runs: Projection<SchedulerView>,
     agents: Projection<AgentsView>,
+    catalog: Projection<CatalogView>,
 }
 
 /// What an accepted command answers, by command.
@@ -132,9 +138,42 @@ enum Outcome {
     Report(ReportOutcome),
 }
 
-/// How long a submit for a capability nobody seems to offer waits for the registry's
-/// latest events to be applied before it is refused.
-const AGENTS_CATCH_UP: Duration = Duration::from_secs(2);
+/// How long a submit for a capability nobody seems to offer (or naming a rule the catalog
+/// does not seem to hold) waits for the log's latest events to be applied before it is
+/// refused.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+impl Commands {
+    /// The refusal of a run needing one of `capabilities` that no registered agent offers.
+    fn unknown_capability(&self, capabilities: &[&str]) -> Option<ProtocolError> {
+        let agents = self.agents.read();
+        let capability = capabilities.iter().find(|c| !agents.offers(c))?;
+        let known = agents.capabilities();
+        Some(ProtocolError::NotFound {
+            field: "capability".into(),
+            value: (*capability).to_owned(),
+            reason: format!(
+                "no registered agent offers it (offered: {}); set options.waitForAgent to queue the run until one does",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ),
+        })
+    }
+
+    /// The refusal of a run whose checks name one of `rules` that the catalog lacks.
+    fn unknown_rule(&self, rules: &[&str]) -> Option<ProtocolError> {
+        let catalog = self.catalog.read();
+        let rule = catalog.missing(rules.iter().copied())?;
+        let known = catalog.names();
+        Some(ProtocolError::NotFound {
+            field: "options.checks.rules".into(),
+            value: rule.to_owned(),
+            reason: format!(
+                "the quality service's catalog has no rule by that name (it holds: {}); add it with `osp rules add`",
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ),
+        })
+    }
+}
 
 impl CommandHandler for Commands {
     type Aggregate = Run;
@@ -151,35 +190,33 @@ impl CommandHandler for Commands {
     }
 
     /// A new run's capabilities (its task's, or every one its workflow names) must be
-    /// offered by registered agents, unless the run asks to wait for them.
+    /// offered by registered agents, unless the run asks to wait for them; the rules its
+    /// checks name must be in the quality service's catalog.
     async fn admit(&self, aggregate: &AggregateRef, command: &Command) -> Result<RunCommand, ProtocolError> {
         let decision = RunCommand::from(command.clone());
         let Command::Submit(submit) = command else { return Ok(decision) };
-        let exists = self.runs.read().run(aggregate.id.as_str()).is_some_and(Run::exists);
-        let needed: Vec<&str> = match (&submit.capability, &submit.workflow) {
+        if self.runs.read().run(aggregate.id.as_str()).is_some_and(Run::exists) {
+            return Ok(decision);
+        }
+        let capabilities: Vec<&str> = match (&submit.capability, &submit.workflow) {
+            (_, _) if submit.options.wait_for_agent => vec![],
             (Some(capability), _) => vec![capability.as_str()],
             (None, Some(workflow)) => workflow.capabilities().into_iter().collect(),
             (None, None) => vec![],
         };
-        let missing = |agents: &AgentsView| needed.iter().copied().find(|c| !agents.offers(c)).map(str::to_owned);
-        if exists || submit.options.wait_for_agent || missing(&self.agents.read()).is_none() {
+        let mut rules: Vec<&str> =
+            submit.options.checks.iter().flat_map(|c| c.rules.iter().map(String::as_str)).collect();
+        rules.extend(submit.workflow.iter().flat_map(|workflow| workflow.checked_rules()));
+        let refusal = || self.unknown_capability(&capabilities).or_else(|| self.unknown_rule(&rules));
+        if refusal().is_none() {
             return Ok(decision);
         }
-        // The registration may be on the log and not applied here yet.
+        // The registration or the rule may be on the log and not applied here yet.
         if let Ok(last) = self.log.last_sequence().await {
-            let _ = self.agents.wait_for(last, AGENTS_CATCH_UP).await;
+            let _ = self.agents.wait_for(last, CATCH_UP).await;
+            let _ = self.catalog.wait_for(last, CATCH_UP).await;
         }
-        let agents = self.agents.read();
-        let Some(capability) = missing(&agents) else { return Ok(decision) };
-        let known = agents.capabilities();
-        Err(ProtocolError::NotFound {
-            field: "capability".into(),
-            value: capability,
-            reason: format!(
-                "no registered agent offers it (offered: {}); set options.waitForAgent to queue the run until one does",
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
-            ),
-        })
+        refusal().map_or(Ok(decision), Err)
     }
 
     /// Every run of a workflow's tree carries its root as its correlation id.

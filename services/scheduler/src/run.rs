@@ -9,9 +9,10 @@
 use osp_eventlog::Aggregate;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::scheduler::queries::{
-    ApprovalView, AttemptView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, StepView, VIEW_LOG_LINES,
+    ApprovalView, AttemptView, CheckView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, StepView,
+    VIEW_LOG_LINES,
 };
-use osp_protocol::scheduler::{Dispatched, RunEvent, Workflow};
+use osp_protocol::scheduler::{Dispatched, FailureCause, RunEvent, Workflow};
 use osp_protocol::{Envelope, Timestamp};
 
 use crate::commands::{self, RunCommand};
@@ -28,6 +29,22 @@ pub struct Run {
     pub cancel_requested: bool,
     /// What a workflow run's engine decides from; `None` for a run of one task.
     pub workflow: Option<WorkflowState>,
+    /// An attempt's output held while its checks decide (and, if they failed with
+    /// `onFailure: approval`, while approvers decide).
+    pub held: Option<HeldOutput>,
+}
+
+/// An output waiting for its checks (see [`crate::commands::checks`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeldOutput {
+    /// The attempt that produced it.
+    pub attempt: u32,
+    /// The audit entry that checks it.
+    pub audit_id: osp_protocol::Token,
+    /// The output.
+    pub output: osp_protocol::registry::Document,
+    /// When missing evidence is missing.
+    pub deadline: Timestamp,
 }
 
 /// A workflow run's definition, input and steps.
@@ -99,6 +116,11 @@ pub enum Phase {
         /// Why.
         reason: String,
     },
+    /// The agent completed the attempt; its output is being checked.
+    Checking {
+        /// The attempt.
+        attempt: u32,
+    },
     /// A workflow run whose steps may run (none of the task phases apply to it).
     Orchestrating,
     /// Completed, failed or cancelled.
@@ -119,7 +141,9 @@ impl Phase {
     fn status(&self) -> RunStatus {
         match self {
             Phase::AwaitingApproval | Phase::AwaitingInput { .. } => RunStatus::Awaiting,
-            Phase::Running { .. } | Phase::Cancelling { .. } | Phase::Orchestrating => RunStatus::InProgress,
+            Phase::Running { .. } | Phase::Cancelling { .. } | Phase::Checking { .. } | Phase::Orchestrating => {
+                RunStatus::InProgress
+            }
             _ => RunStatus::Pending,
         }
     }
@@ -154,6 +178,14 @@ impl Run {
         self.view.attempts.get((n as usize).checked_sub(1)?)
     }
 
+    /// What attempt `attempt`'s task tells its agent of the attempt before it, when that
+    /// one's output failed its checks.
+    pub fn feedback_for(&self, attempt: u32) -> Option<serde_json::Value> {
+        let previous = self.attempt_view(attempt.checked_sub(1)?)?;
+        let error = previous.error.as_ref().filter(|_| previous.cause == Some(FailureCause::Check))?;
+        error.details.as_ref().map(from_msgpack_value)
+    }
+
     fn attempt_mut(&mut self, attempt: u32) -> &mut AttemptView {
         let index = attempt.max(1) as usize - 1;
         while self.view.attempts.len() <= index {
@@ -172,6 +204,7 @@ impl Run {
             self.view.progress = None;
         }
         self.view.retry_at = None;
+        self.held = None;
         self.phase = Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch };
     }
 
@@ -199,6 +232,7 @@ impl Run {
         self.view.retry_at = None;
         // Nothing is dispatched after the end: a pause no longer means anything.
         self.view.paused = false;
+        self.held = None;
         self.phase = Phase::Ended;
     }
 }
@@ -336,7 +370,25 @@ impl Aggregate for Run {
                 attempt.error = Some(failed.error.clone());
                 attempt.cause = Some(failed.cause);
             }
+            RunEvent::Checking(checking) => {
+                self.attempt_mut(checking.attempt).check =
+                    Some(CheckView { audit_id: checking.audit_id.to_string(), opinion: None, passed: None });
+                self.held = Some(HeldOutput {
+                    attempt: checking.attempt,
+                    audit_id: checking.audit_id.clone(),
+                    output: checking.output.clone(),
+                    deadline: checking.deadline,
+                });
+                self.phase = Phase::Checking { attempt: checking.attempt };
+            }
+            RunEvent::Checked(checked) => {
+                if let Some(check) = &mut self.attempt_mut(checked.attempt).check {
+                    check.opinion = Some(checked.opinion);
+                    check.passed = Some(checked.passed);
+                }
+            }
             RunEvent::RetryScheduled(retry) => {
+                self.held = None;
                 self.view.retry_at = Some(retry.due_at);
                 self.phase = Phase::RetryWait { attempt: retry.attempt, due_at: retry.due_at };
             }

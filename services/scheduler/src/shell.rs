@@ -7,16 +7,17 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use futures::future::join_all;
-use osp_eventlog::{CommandMeta, EventLog, Executor, Projection, Refusal, Timers};
+use osp_eventlog::{CommandMeta, EventLog, Executor, Projection, Timers};
+use osp_protocol::quality::{self, AuditEntry, Check, QualityEvent};
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{
-    heartbeat_subject, signal_subject, task_message_id, Command, ParentLink, Signal, StepEnded, Submit, TaskError,
-    TaskMessage, Workflow, RUN_KIND,
+    heartbeat_subject, signal_subject, task_message_id, Command, ParentLink, RunEnded, Signal, StepEnded, Submit,
+    TaskError, TaskMessage, Workflow, RUN_ENDED_COMMAND, RUN_KIND,
 };
 use osp_protocol::{subject, AggregateRef, Timestamp, Token};
 
 use crate::agents::AgentsView;
-use crate::commands::{ParentSignal, RunCommand, TimerFired, TimerKind};
+use crate::commands::{checks, ParentSignal, RunCommand, TimerFired, TimerKind};
 use crate::effects::Effect;
 use crate::run::Run;
 use crate::view::SchedulerView;
@@ -43,10 +44,8 @@ pub struct Shell {
 pub const ACTOR: &str = "service:scheduler";
 
 impl Shell {
-    /// Decides one of the scheduler's own commands on run `run_id`. `command_id` names
-    /// the decision the same way on every instance, so when several take it at once
-    /// it is recorded once. Fails only when the log could not be reached (then the
-    /// caller retries); a refusal is logged, since retrying it would change nothing.
+    /// Decides one of the scheduler's own commands on run `run_id`
+    /// ([`Executor::decide_own`]), recorded under the run's root as its correlation id.
     pub async fn decide(
         &self,
         run_id: &str,
@@ -67,19 +66,7 @@ impl Shell {
         };
         let root = root.unwrap_or_else(|| root_of(&self.runs, run_id));
         let meta = CommandMeta { id: command_id, received_at, actor: ACTOR.into(), correlation_id: Some(root) };
-        let place = self.executor.queue(&aggregate).await;
-        match self.executor.execute(place, &aggregate, &command, &meta).await {
-            Ok(executed) if executed.appended > 0 => {
-                tracing::info!(run_id, command_id = %meta.id, seq = executed.seq, "decided");
-            }
-            Ok(_) => tracing::debug!(run_id, command_id = %meta.id, "nothing to do"),
-            Err(Refusal::Rejected(error)) => tracing::warn!(run_id, %error, "own decision refused"),
-            Err(Refusal::Failed(error)) => {
-                tracing::warn!(run_id, %error, "could not decide now");
-                return Err(error);
-            }
-        }
-        Ok(())
+        self.executor.decide_own(&aggregate, &command, &meta).await.map(drop)
     }
 
     /// Performs `effect` of the event at `seq` of run `run_id`.
@@ -106,6 +93,13 @@ impl Shell {
             Effect::NotifyParent { parent, ended } => {
                 let id = format!("step-ended:{}", ended.run_id);
                 self.decide(parent.as_str(), RunCommand::StepEnded(ended), id, Timestamp::now()).await
+            }
+            Effect::RequestCheck { attempt } => self.request_check(run_id, attempt).await,
+            Effect::NotifyEnd(notify, status) => {
+                let Ok(service) = Token::new("service", notify.service.as_str()) else { return Ok(()) };
+                let ended = RunEnded { run_id: run_id.to_string(), key: notify.key, status };
+                let id = RunEnded::command_id(run_id.as_str());
+                self.log.send_command(&service, RUN_ENDED_COMMAND, &id, ACTOR, &ended).await
             }
             Effect::PublishTask { attempt, dispatch } => self.publish_task(run_id, attempt, dispatch).await,
             Effect::SetTimer { kind, n, at } => self.set_timer(run_id, kind, n, at).await,
@@ -182,6 +176,36 @@ impl Shell {
         self.decide(child.as_str(), RunCommand::from(Command::Submit(submit)), id, Timestamp::now()).await
     }
 
+    /// Sends the quality service the check of attempt `attempt`'s held output, as the
+    /// run's `checks` option says. The audit id is the check's identity: sent again, it
+    /// is recorded once.
+    async fn request_check(&self, run_id: &Token, attempt: u32) -> osp_eventlog::Result<()> {
+        let check = {
+            let view = self.runs.read();
+            let Some(run) = view.run(run_id.as_str()) else { return Ok(()) };
+            let (Some(held), Some(checks)) = (run.held.as_ref(), run.view.options.checks.as_ref()) else {
+                return Ok(());
+            };
+            if held.attempt != attempt {
+                return Ok(());
+            }
+            Check {
+                audit_id: held.audit_id.clone(),
+                output: osp_protocol::json::from_msgpack_value(&held.output),
+                rules: checks.rule_tokens(),
+                objectives: checks.objectives.clone(),
+                execution_id: Some(run_id.to_string()),
+                agent_id: run.attempt_view(attempt).and_then(|a| a.agent.clone()),
+                metadata: Some(serde_json::json!({"attempt": attempt})),
+                judge: checks.judge.clone(),
+                timeout_ms: Some(checks.timeout_ms()),
+            }
+        };
+        let quality = Token::new("service", quality::SERVICE).expect("valid token");
+        let id = format!("check:{}", check.audit_id);
+        self.log.send_command(&quality, "check", &id, ACTOR, &check).await
+    }
+
     async fn publish_task(&self, run_id: &Token, attempt: u32, dispatch: u32) -> osp_eventlog::Result<()> {
         let Some((capability, message)) = self.task_message(run_id, attempt, dispatch) else { return Ok(()) };
         let payload =
@@ -215,6 +239,7 @@ impl Shell {
             heartbeat_ms: run.view.options.heartbeat_timeout_ms(),
             signal_subject: signal_subject(run_id),
             heartbeat_subject: heartbeat_subject(run_id),
+            feedback: run.feedback_for(attempt),
         };
         Some((capability, message))
     }
@@ -245,11 +270,35 @@ impl Shell {
         Ok(())
     }
 
-    /// Decides a fired timer.
+    /// Decides a fired timer. Before the checks' deadline counts their evidence as
+    /// missing, the log is asked for the audit entry: if the quality service recorded it
+    /// (and its event is on its way), that decides.
     pub async fn fire(&self, fired: TimerFired, due: Timestamp) -> osp_eventlog::Result<()> {
+        if fired.kind == TimerKind::Check {
+            if let Some(entry) = self.recorded_audit(&fired.run_id, fired.n).await? {
+                return self.checked(&fired.run_id, entry).await;
+            }
+        }
         let command_id = format!("timer:{}:{}:{}", fired.run_id, timer_kind(fired.kind), fired.n);
         let run_id = fired.run_id.clone();
         self.decide(&run_id, RunCommand::Timer(fired), command_id, due).await
+    }
+
+    /// Decides on run `run_id` the quality service's audit entry `entry` of it.
+    pub async fn checked(&self, run_id: &str, entry: AuditEntry) -> osp_eventlog::Result<()> {
+        let id = format!("checked:{}", entry.id);
+        self.decide(run_id, RunCommand::Checked(Box::new(entry)), id, Timestamp::now()).await
+    }
+
+    /// The audit entry of attempt `attempt` of run `run_id`, if the quality service has
+    /// recorded it.
+    async fn recorded_audit(&self, run_id: &str, attempt: u32) -> osp_eventlog::Result<Option<AuditEntry>> {
+        let aggregate = AggregateRef::new(quality::AUDIT_KIND, checks::audit_id(run_id, attempt).as_str())?;
+        let loaded = self.log.load::<QualityEvent>(&aggregate).await?;
+        Ok(loaded.events.into_iter().rev().find_map(|event| match event.envelope.payload {
+            QualityEvent::AuditRecorded(recorded) => Some(recorded.entry),
+            _ => None,
+        }))
     }
 
     async fn signal(&self, run_id: &Token, signal: &Signal) {
@@ -282,5 +331,6 @@ fn timer_kind(kind: TimerKind) -> &'static str {
         TimerKind::Retry => "retry",
         TimerKind::Approval => "approval",
         TimerKind::Cancel => "cancel",
+        TimerKind::Check => "check",
     }
 }

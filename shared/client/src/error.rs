@@ -51,6 +51,15 @@ pub enum Error {
         /// Why.
         error: osp_protocol::Error,
     },
+    /// A check's audit entry was not recorded within the time it was waited for (its
+    /// agents are still answering).
+    #[error("audit {audit_id} was not recorded within {waited:?}")]
+    NotRecorded {
+        /// The audit.
+        audit_id: String,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// A run did not end within the time it was waited for (it goes on).
     #[error("run {run_id} did not end within {waited:?}")]
     NotEnded {

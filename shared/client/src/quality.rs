@@ -8,7 +8,7 @@
 //! let check = CheckRequest::new(serde_json::json!({"summary": "Short."}), ["has-summary"])
 //!     .execution_id("run-42")
 //!     .objective("the summary is there");
-//! let entry = client.quality().check(&check).await?.result;
+//! let entry = client.quality().check_and_wait(&check, std::time::Duration::from_secs(90)).await?;
 //! println!("audit {}: {:?}", entry.id, entry.opinion);
 //! # Ok(()) }
 //! ```
@@ -16,13 +16,19 @@
 use osp_protocol::quality::queries::{
     AuditIdQuery, AuditPage, AuditQuery, AuditView, Digest, DigestQuery, RulePage, RuleQuery, RuleView, RulesQuery,
 };
-use osp_protocol::quality::{AuditEntry, Check, RemoveOutcome, Rule, SERVICE};
-use osp_protocol::Token;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use futures::StreamExt;
+use osp_protocol::quality::{
+    AuditEntry, Check, CheckOutcome, JudgeSpec, QualityEvent, RemoveOutcome, Rule, AUDIT_KIND, SERVICE,
+};
+use osp_protocol::{AggregateRef, Envelope, Token};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::scheduler::command_id;
+use crate::scheduler::{command_id, EVENTS_STREAM};
 use crate::{Answer, Client, Error, Result};
 
 /// The quality service, through a [`Client`]. Rules are added and checks are made in the
@@ -53,6 +59,8 @@ pub struct CheckRequest {
     execution_id: Option<String>,
     agent_id: Option<String>,
     metadata: Option<serde_json::Value>,
+    judge: Option<JudgeSpec>,
+    timeout_ms: Option<u64>,
 }
 
 impl CheckRequest {
@@ -67,7 +75,23 @@ impl CheckRequest {
             execution_id: None,
             agent_id: None,
             metadata: None,
+            judge: None,
+            timeout_ms: None,
         }
+    }
+
+    /// Has a judge (an agent with the `judge` capability) score the output too. The
+    /// audit entry is then recorded when the judge has answered (or its time is up).
+    pub fn judge(mut self, judge: JudgeSpec) -> CheckRequest {
+        self.judge = Some(judge);
+        self
+    }
+
+    /// How long the judge and custom rules may take (the service's default, a minute,
+    /// when not set); past it, what is missing is missing evidence.
+    pub fn timeout_ms(mut self, ms: u64) -> CheckRequest {
+        self.timeout_ms = Some(ms);
+        self
     }
 
     /// Names the audit entry (a subject token: no `.`, `*`, `>` or whitespace).
@@ -125,7 +149,10 @@ impl CheckRequest {
     /// is checked, so a resend is the same command, and another check under the same
     /// audit id is another command (which the service refuses as a conflict).
     pub fn command_id(&self) -> String {
-        let content = (&self.output, &self.rules, &self.objectives, &self.execution_id, &self.agent_id, &self.metadata);
+        let content = (
+            (&self.output, &self.rules, &self.objectives, &self.execution_id, &self.agent_id, &self.metadata),
+            (&self.judge, &self.timeout_ms),
+        );
         let body = serde_json::to_vec(&content).unwrap_or_default();
         let hash = &blake3::hash(&body).to_hex()[..16];
         command_id(&format!("check:{}:{hash}", self.audit_id))
@@ -148,6 +175,8 @@ impl CheckRequest {
             execution_id: self.execution_id.clone(),
             agent_id: self.agent_id.clone(),
             metadata: self.metadata.clone(),
+            judge: self.judge.clone(),
+            timeout_ms: self.timeout_ms,
         })
     }
 }
@@ -182,11 +211,50 @@ impl Quality {
         }
     }
 
-    /// Checks an output against rules of the catalog and waits for the audit entry,
-    /// with its findings and opinion. Sending the same request again answers with the
-    /// same entry.
-    pub async fn check(&self, check: &CheckRequest) -> Result<Answer<AuditEntry>> {
+    /// Checks an output against rules of the catalog: the audit entry, when the check
+    /// is recorded at once (built-in rules only), or the open check while agents (a
+    /// judge, custom rules) answer. Sending the same request again answers with the same
+    /// entry.
+    pub async fn check(&self, check: &CheckRequest) -> Result<Answer<CheckOutcome>> {
         self.client.command_with_id(SERVICE, "check", &check.body()?, &check.command_id()).await
+    }
+
+    /// Checks an output and waits up to `timeout` for the audit entry: when the check is
+    /// open, its events are followed on the log until the entry is recorded (the service
+    /// records it by the check's own deadline at the latest).
+    pub async fn check_and_wait(&self, check: &CheckRequest, timeout: Duration) -> Result<AuditEntry> {
+        match self.check(check).await?.result {
+            CheckOutcome::Recorded(entry) => Ok(*entry),
+            CheckOutcome::Open(open) => self.wait_recorded(&open.audit_id, timeout).await,
+        }
+    }
+
+    /// Waits up to `timeout` for audit `audit_id` to be recorded, following its events on
+    /// the log (`osp.v1.evt.audit.<id>`) from the start.
+    pub async fn wait_recorded(&self, audit_id: &str, timeout: Duration) -> Result<AuditEntry> {
+        let aggregate = AggregateRef::new(AUDIT_KIND, audit_id)?;
+        let waiting = async {
+            let config = pull::OrderedConfig { filter_subject: aggregate.subject(), ..Default::default() };
+            let consumer = async_nats::jetstream::new(self.client.nats().clone())
+                .create_consumer_on_stream(config, EVENTS_STREAM)
+                .await
+                .map_err(|e| Error::nats("create a consumer of the audit's events", e))?;
+            let mut messages = consumer.messages().await.map_err(|e| Error::nats("read the audit's events", e))?;
+            while let Some(message) = messages.next().await {
+                let message = message.map_err(|e| Error::nats("read the audit's events", e))?;
+                let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+                let envelope =
+                    Envelope::<QualityEvent>::decode(&message.payload).map_err(|error| Error::Event { seq, error })?;
+                if let QualityEvent::AuditRecorded(recorded) = envelope.payload {
+                    self.client.saw(seq);
+                    return Ok(recorded.entry);
+                }
+            }
+            Err(Error::nats("follow the audit's events", std::io::Error::other("the event stream ended")))
+        };
+        tokio::time::timeout(timeout, waiting)
+            .await
+            .map_err(|_| Error::NotRecorded { audit_id: audit_id.to_owned(), waited: timeout })?
     }
 
     /// One page of the catalog, by name: the rules after `after` (the previous page's

@@ -21,7 +21,9 @@ use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use osp_protocol::scheduler::queries::{GetQuery, ListQuery, RunPage, RunView};
-use osp_protocol::scheduler::{queries::Digest, RunEvent, RunOptions, RunOutcome, Workflow, RUN_KIND, SERVICE};
+use osp_protocol::scheduler::{
+    queries::Digest, RunEvent, RunOptions, RunOutcome, SubmitBody, Workflow, RUN_KIND, SERVICE,
+};
 use osp_protocol::{AggregateRef, Envelope, Timestamp, Token};
 use serde::Serialize;
 use uuid::Uuid;
@@ -130,29 +132,15 @@ impl Submission {
     }
 }
 
-#[derive(Serialize)]
-struct SubmitBody<'a> {
-    run_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    capability: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    workflow: Option<&'a Workflow>,
-    input: &'a serde_json::Value,
-    options: &'a RunOptions,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<&'a serde_json::Value>,
-}
-
-impl SubmitBody<'_> {
-    fn of(submission: &Submission) -> SubmitBody<'_> {
-        SubmitBody {
-            run_id: &submission.run_id,
-            capability: Some(submission.capability.as_str()).filter(|_| submission.workflow.is_none()),
-            workflow: submission.workflow.as_ref(),
-            input: &submission.input,
-            options: &submission.options,
-            metadata: submission.metadata.as_ref(),
-        }
+/// The body of `submission`'s command.
+fn body_of(submission: &Submission) -> SubmitBody<'_> {
+    SubmitBody {
+        run_id: &submission.run_id,
+        capability: Some(submission.capability.as_str()).filter(|_| submission.workflow.is_none()),
+        workflow: submission.workflow.as_ref(),
+        input: &submission.input,
+        options: &submission.options,
+        metadata: submission.metadata.as_ref(),
     }
 }
 
@@ -243,7 +231,7 @@ impl Scheduler {
         if submission.workflow.is_none() {
             Token::new("capability", submission.capability.as_str())?;
         }
-        let body = SubmitBody::of(submission);
+        let body = body_of(submission);
         self.client.command_with_id(SERVICE, "submit", &body, &submission.command_id()).await
     }
 
@@ -467,7 +455,7 @@ mod tests {
     #[test]
     fn the_submit_body_is_what_the_scheduler_reads() {
         let submission = Submission::new("summarize", serde_json::json!({"text": "hi"})).run_id("r-1");
-        let bytes = Encoding::MessagePack.encode(&SubmitBody::of(&submission)).unwrap();
+        let bytes = Encoding::MessagePack.encode(&body_of(&submission)).unwrap();
         let origin = osp_protocol::scheduler::Origin { command_id: "c", actor: "user:ana" };
         let command = osp_protocol::scheduler::Command::parse("submit", Encoding::MessagePack, &bytes, origin).unwrap();
         let osp_protocol::scheduler::Command::Submit(submit) = command else { panic!("{command:?}") };

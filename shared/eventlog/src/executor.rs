@@ -181,6 +181,38 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
         }))
     }
 
+    /// Decides one of the service's own commands (a fired timer, a fact read from the
+    /// log) on `aggregate`, taking its place in the aggregate's queue now. `meta.id`
+    /// names the decision the same way on every instance, so when several take it at
+    /// once it is recorded once. Fails only when the log could not be reached (then the
+    /// caller retries); a refusal is logged and is not an error, since retrying it would
+    /// change nothing.
+    pub async fn decide_own(
+        &self,
+        aggregate: &AggregateRef,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Option<Executed<A>>, Error> {
+        let place = self.queue(aggregate).await;
+        match self.execute(place, aggregate, command, meta).await {
+            Ok(executed) => {
+                match executed.appended {
+                    0 => tracing::debug!(%aggregate, command_id = %meta.id, "nothing to do"),
+                    _ => tracing::info!(%aggregate, command_id = %meta.id, seq = executed.seq, "decided"),
+                }
+                Ok(Some(executed))
+            }
+            Err(Refusal::Rejected(error)) => {
+                tracing::warn!(%aggregate, command_id = %meta.id, %error, "own decision refused");
+                Ok(None)
+            }
+            Err(Refusal::Failed(error)) => {
+                tracing::warn!(%aggregate, command_id = %meta.id, %error, "could not decide now");
+                Err(error)
+            }
+        }
+    }
+
     /// True when `folded` ends where the log's history of `aggregate` ends (asked of the
     /// stream leader).
     async fn is_head(&self, aggregate: &AggregateRef, folded: &Folded<A>) -> Result<bool, Refusal> {

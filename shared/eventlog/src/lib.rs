@@ -10,6 +10,7 @@
 //!   then live follow of any filter, with a caught-up mark;
 //! - [`WorkConsumer`]: shared durable consumers (inbox, work queues) with explicit acks;
 //! - [`Timers`]: durable timers kept by the server;
+//! - [`EventLog::send_command`]: a command to another service's inbox;
 //! - [`ChainVerifier`] and [`EventLog::verify`]: proof the history was not altered;
 //! - the service shell: [`Aggregate`] (pure `decide` / `evolve`), [`Projection`] (a view
 //!   folded from the log, with read-your-writes), [`Executor`] (decide, append, retry on
@@ -24,6 +25,7 @@ mod error;
 mod executor;
 mod inbound;
 mod inbox;
+mod outbound;
 mod projection;
 mod queries;
 mod read;

@@ -80,6 +80,36 @@ impl WorkConsumer {
         Ok(WorkConsumer { consumer, max_deliver })
     }
 
+    /// Handles this instance's share of the messages until `shutdown`, up to `in_flight`
+    /// at once, each in a task of its own: `handle` answers each message (ack, retry or
+    /// term). On shutdown, what is in hand finishes; what was pulled and not started
+    /// comes back to some instance after the ack wait. `name` labels pull errors.
+    pub async fn serve<F, Fut>(
+        &self,
+        name: &'static str,
+        in_flight: usize,
+        shutdown: tokio_util::sync::CancellationToken,
+        handle: F,
+    ) -> Result<tokio::task::JoinHandle<()>>
+    where
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut deliveries = self.deliveries().await?;
+        Ok(tokio::spawn(async move {
+            let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(in_flight));
+            while let Some(delivery) = deliveries.next_until(&shutdown, name).await {
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let work = handle(delivery);
+                tokio::spawn(async move {
+                    work.await;
+                    drop(slot);
+                });
+            }
+            let _all = slots.acquire_many(in_flight as u32).await;
+        }))
+    }
+
     /// Starts receiving this instance's share of the messages.
     pub async fn deliveries(&self) -> Result<Deliveries> {
         let messages = self
@@ -156,6 +186,17 @@ impl Delivery {
     /// Its bytes, shared (no copy).
     pub fn payload_bytes(&self) -> bytes::Bytes {
         self.message.payload.clone()
+    }
+
+    /// It as the log stored it (for a consumer on the event stream: decode it with
+    /// [`crate::FromStored`]).
+    pub fn stored(&self) -> crate::StoredMessage {
+        crate::StoredMessage {
+            seq: self.stream_sequence(),
+            subject: self.subject().to_owned(),
+            stored_at: self.stored_at(),
+            payload: self.payload_bytes(),
+        }
     }
 
     /// Its headers, if any.

@@ -2,6 +2,9 @@
 //! opinion, and the log keeps the audit entry with the rule definitions it was checked
 //! against; unknown rules and oversized outputs are refused; an audit can be read back.
 
+use std::time::Duration;
+
+use osp_client::CheckRequest;
 use osp_protocol::quality::queries::AuditView;
 use osp_protocol::quality::{AuditEntry, Findings, Opinion};
 use serde_json::json;
@@ -106,16 +109,18 @@ async fn unknown_rules_and_oversized_outputs_are_refused() {
 }
 
 #[tokio::test]
-async fn a_custom_rule_is_recorded_unchecked_with_a_disclaimer() {
+async fn a_custom_rule_no_agent_answers_is_missing_evidence_at_the_deadline() {
     let (_server, instance, client) = system().await;
     add(
         &client,
         &json!({"name": "tone", "severity": "error", "kind": "custom", "params": {"capability": "tone-check"}}),
     )
     .await;
-    let entry = check(&client, "c-1", json!("hello"), &["tone"]).await;
+    // No scheduler runs here: the rule's run is never made, and the deadline closes the check.
+    let request = CheckRequest::new(json!("hello"), ["tone"]).audit_id("c-1").timeout_ms(300);
+    let entry = client.quality().check_and_wait(&request, Duration::from_secs(20)).await.unwrap();
     assert!(entry.rule_results[0].unchecked, "{entry:?}");
-    assert!(entry.rule_results[0].message.contains("tone-check"), "{entry:?}");
+    assert!(entry.rule_results[0].message.contains("no answer within 300 ms"), "{entry:?}");
     assert_eq!(entry.opinion, Opinion::Disclaimer);
     instance.shutdown().await;
 }

@@ -7,5 +7,6 @@ mod audits_query;
 mod bad_input;
 mod catalog;
 mod checks;
+mod judge;
 mod kill_mid_load;
 mod two_instances;

@@ -3,13 +3,18 @@
 //! The approver is the command's `Osp-Actor`. When the run lists approvers, anyone else
 //! is refused (`forbidden`, recorded as a rejection) and does not count; each approver
 //! counts once. The `required`-th approval approves the run and dispatches its task; one
-//! rejection cancels the run.
+//! rejection cancels the run. An approval asked for because an output failed its checks
+//! (`checks.onFailure: approval`) decides that output instead: approved, the run completes
+//! with it; rejected, the run fails.
 
-use osp_protocol::scheduler::{ApprovalDecided, Approved, Cancelled, Decision, RunEvent};
+use osp_protocol::scheduler::{ApprovalDecided, Approved, Cancelled, Completed, Decision, Failed, RunEvent, TaskError};
 use osp_protocol::{Error, Timestamp};
 
 use super::{attempts, illegal};
 use crate::run::{Phase, Run};
+
+/// The error kind of a run whose output failed its checks and was then rejected.
+pub const CHECK_REJECTED: &str = "check_rejected";
 
 pub(super) fn decide(run: &Run, decision: &Decision, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
     let command = if decision.approved { "approve" } else { "reject" };
@@ -35,8 +40,19 @@ pub(super) fn decide(run: &Run, decision: &Decision, now: Timestamp) -> Result<V
         approved: decision.approved,
         reason: decision.reason.clone(),
     })];
+    let why = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+    if let (Some(held), false) = (&run.held, decision.approved) {
+        events.push(RunEvent::Failed(Failed {
+            error: TaskError {
+                kind: CHECK_REJECTED.into(),
+                message: format!("the output that failed its checks was rejected by {}{why}", decision.approver),
+                details: None,
+            },
+            attempts: held.attempt,
+        }));
+        return Ok(events);
+    }
     if !decision.approved {
-        let why = decision.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
         events.push(RunEvent::Cancelled(Cancelled {
             reason: format!("rejected by {}{why}", decision.approver),
             forced: false,
@@ -47,7 +63,12 @@ pub(super) fn decide(run: &Run, decision: &Decision, now: Timestamp) -> Result<V
     by.push(decision.approver.clone());
     if by.len() as u32 >= approval.required {
         events.push(RunEvent::Approved(Approved { by, on_expiry: false }));
-        events.extend(attempts::dispatch_unless_paused(run, 1, now));
+        match &run.held {
+            Some(held) => {
+                events.push(RunEvent::Completed(Completed { attempt: held.attempt, output: held.output.clone() }))
+            }
+            None => events.extend(attempts::dispatch_unless_paused(run, 1, now)),
+        }
     }
     Ok(events)
 }

@@ -11,7 +11,7 @@ use osp_protocol::scheduler::{
 };
 use osp_protocol::Timestamp;
 
-use super::{attempts, TimerFired, TimerKind};
+use super::{attempts, checks, TimerFired, TimerKind};
 use crate::run::{Phase, Run};
 
 /// Clock differences between instances tolerated when judging whether a time has come.
@@ -75,6 +75,9 @@ pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEve
             }
             _ => vec![],
         },
+        (TimerKind::Check, Phase::Checking { attempt }) if *attempt == timer.n => {
+            checks::deadline_passed(run, timer.n, now.plus_millis(CLOCK_SLACK_MS))
+        }
         (TimerKind::Cancel, Phase::Cancelling { reason, .. }) if due(run.view.cancelling_until) => {
             vec![RunEvent::Cancelled(Cancelled { reason: reason.clone(), forced: true })]
         }

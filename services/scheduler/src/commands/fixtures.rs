@@ -208,3 +208,36 @@ pub fn step_ended(key: &str, status: osp_protocol::scheduler::queries::RunStatus
         duration_ms: 5,
     })
 }
+
+/// The quality service's audit entry of attempt `attempt` of run `test`, checked against
+/// one rule (`has-summary`), with `opinion` and findings to match it: `qualified` is a
+/// failed warning (minor), `adverse` two major findings, `disclaimer` a rule unchecked.
+pub fn audit_recorded(attempt: u32, opinion: osp_protocol::quality::Opinion) -> RunCommand {
+    use osp_protocol::quality::{AuditEntry, Findings, Opinion, RuleResult, Severity};
+    let (findings, severity, passed, unchecked) = match opinion {
+        Opinion::Unqualified => (Findings::default(), Severity::Error, true, false),
+        Opinion::Qualified => (Findings { critical: 0, major: 0, minor: 1 }, Severity::Warning, false, false),
+        Opinion::Adverse => (Findings { critical: 0, major: 2, minor: 0 }, Severity::Error, false, false),
+        Opinion::Disclaimer => (Findings::default(), Severity::Error, false, true),
+    };
+    RunCommand::Checked(Box::new(AuditEntry {
+        id: super::checks::audit_id("test", attempt).to_string(),
+        created_at: NOW,
+        agent_id: Some("a1".into()),
+        execution_id: Some("test".into()),
+        objectives: vec![],
+        scope: vec!["has-summary".into()],
+        opinion,
+        findings,
+        rule_results: vec![RuleResult {
+            rule_name: "has-summary".into(),
+            passed,
+            severity,
+            message: if passed { "ok".into() } else { "/summary is missing".into() },
+            critical: false,
+            unchecked,
+        }],
+        judge_result: None,
+        metadata: None,
+    }))
+}

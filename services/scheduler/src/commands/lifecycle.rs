@@ -28,9 +28,11 @@ pub(super) fn cancel(run: &Run, cancel: &Cancel, now: Timestamp) -> Result<Vec<R
         // when the cancel is.
         Phase::Orchestrating => vec![cancelled(!cancel.graceful)],
         // No agent holds it: nothing to wait for.
-        Phase::AwaitingApproval | Phase::Ready { .. } | Phase::Queued { .. } | Phase::RetryWait { .. } => {
-            vec![cancelled(false)]
-        }
+        Phase::AwaitingApproval
+        | Phase::Ready { .. }
+        | Phase::Queued { .. }
+        | Phase::RetryWait { .. }
+        | Phase::Checking { .. } => vec![cancelled(false)],
     })
 }
 

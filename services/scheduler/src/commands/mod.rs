@@ -9,11 +9,14 @@
 //! - [`expiry`]: the runtime's own findings: timeouts, retry delays, lost heartbeats,
 //!   agents gone offline;
 //! - [`attempts`]: dispatching an attempt, and what follows a failed one;
+//! - [`checks`]: an attempt's output checked by the quality service before the run
+//!   completes;
 //! - [`steps`]: a workflow run's steps — starting them, their ends, and what a parent
 //!   asks of its steps' runs.
 
 mod approval;
 mod attempts;
+pub mod checks;
 mod expiry;
 mod lifecycle;
 mod reports;
@@ -60,6 +63,8 @@ pub enum RunCommand {
     StepEnded(osp_protocol::scheduler::StepEnded),
     /// This run is a step of a workflow run, which was cancelled, paused or resumed.
     FromParent(ParentSignal),
+    /// The quality service recorded an audit entry of this run (as the log tells).
+    Checked(Box<osp_protocol::quality::AuditEntry>),
 }
 
 impl From<Command> for RunCommand {
@@ -80,6 +85,8 @@ pub enum TimerKind {
     Approval,
     /// A graceful cancel's time is up.
     Cancel,
+    /// Attempt `n`'s checks are due.
+    Check,
 }
 
 /// A fired timer: its kind and the attempt (or generation) it was set for.
@@ -107,6 +114,7 @@ pub fn decide(run: &Run, command: &RunCommand, now: Timestamp) -> Result<Vec<Run
         RunCommand::Advance => Ok(steps::advance(run)),
         RunCommand::StepEnded(ended) => Ok(steps::ended(run, ended)),
         RunCommand::FromParent(signal) => Ok(steps::from_parent(run, signal, now)),
+        RunCommand::Checked(entry) => Ok(checks::recorded(run, entry, now)),
     }
 }
 
@@ -151,7 +159,8 @@ mod properties {
     use super::*;
     use osp_eventlog::testing::{envelope, fold};
     use osp_eventlog::Aggregate;
-    use osp_protocol::scheduler::Backoff;
+    use osp_protocol::quality::Opinion;
+    use osp_protocol::scheduler::{Backoff, Checks, OnCheckFailure, OnMissingEvidence};
     use proptest::prelude::*;
 
     /// Any command a run can meet, from any sender, at any moment.
@@ -186,12 +195,41 @@ mod properties {
                 silent_ms: 1
             }),
             (1u32..4, agent).prop_map(|(attempt, who)| RunCommand::AgentOffline { attempt, agent: who.into() }),
+            (
+                1u32..4,
+                prop_oneof![
+                    Just(Opinion::Unqualified),
+                    Just(Opinion::Qualified),
+                    Just(Opinion::Adverse),
+                    Just(Opinion::Disclaimer)
+                ]
+            )
+                .prop_map(|(attempt, opinion)| audit_recorded(attempt, opinion)),
+            (1u32..4).prop_map(|n| timer(TimerKind::Check, n)),
         ]
     }
 
     fn any_options() -> impl Strategy<Value = osp_protocol::scheduler::RunOptions> {
-        (any::<bool>(), any::<bool>(), 0u32..3).prop_map(|(approval, timeout, retries)| {
+        let on_failure = prop_oneof![
+            Just(None),
+            Just(Some(OnCheckFailure::Fail)),
+            Just(Some(OnCheckFailure::Retry)),
+            Just(Some(OnCheckFailure::Approval))
+        ];
+        (any::<bool>(), any::<bool>(), 0u32..3, on_failure).prop_map(|(approval, timeout, retries, on_failure)| {
             let mut options = with_retry(retries + 1, 0, Backoff::None, None);
+            options.checks = on_failure.map(|on_failure| {
+                Box::new(Checks {
+                    rules: vec!["has-summary".into()],
+                    judge: None,
+                    on_failure,
+                    on_missing_evidence: OnMissingEvidence::Fail,
+                    objectives: vec![],
+                    timeout_ms: Some(10),
+                    approvers: None,
+                    required_approvals: None,
+                })
+            });
             if approval {
                 options.approval = with_approval(&["ann", "bob"], 1, Some(10), false).approval;
             }
@@ -235,6 +273,10 @@ mod properties {
                 }
             }
             prop_assert!(state.attempt() <= max_attempts);
+            // An output is held exactly while it is being checked or its failure awaits approval.
+            let holding = matches!(state.phase, crate::run::Phase::Checking { .. })
+                || (state.phase == crate::run::Phase::AwaitingApproval && state.held.is_some());
+            prop_assert_eq!(state.held.is_some(), holding, "held {:?} in {:?}", state.held, state.phase);
         }
     }
 }

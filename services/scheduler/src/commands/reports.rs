@@ -6,12 +6,12 @@
 //! a deferral: the agent gives the task back and resume dispatches it again.
 
 use osp_protocol::scheduler::{
-    Answer, AttemptFailed, Cancelled, Completed, Deferred, FailureCause, InputAnswered, InputRequested, Logged,
-    Progressed, Report, ReportKind, RunEvent, Started,
+    Answer, AttemptFailed, Cancelled, Deferred, FailureCause, InputAnswered, InputRequested, Logged, Progressed,
+    Report, ReportKind, RunEvent, Started,
 };
 use osp_protocol::{Error, Timestamp};
 
-use super::{attempts, illegal};
+use super::{attempts, checks, illegal};
 use crate::run::{Phase, Run};
 
 pub(super) fn decide(run: &Run, report: &Report, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
@@ -61,7 +61,7 @@ pub(super) fn decide(run: &Run, report: &Report, now: Timestamp) -> Result<Vec<R
             }
             _ => return Err(illegal(run, name, "it is being cancelled")),
         },
-        ReportKind::Completed { output } => vec![RunEvent::Completed(Completed { attempt, output: output.clone() })],
+        ReportKind::Completed { output } => checks::completed(run, attempt, output, now),
         ReportKind::Failed { error, retryable } => match &run.phase {
             // The agent stopped as a graceful cancel asked.
             Phase::Cancelling { reason, .. } => vec![

@@ -307,6 +307,12 @@ impl Task {
         self.inner.message.deadline
     }
 
+    /// Why the attempt before this one failed its checks (the run's `checks` option with
+    /// `onFailure: retry`): the failed rules and the judge's reasoning, to do better.
+    pub fn feedback(&self) -> Option<&serde_json::Value> {
+        self.message().feedback.as_ref()
+    }
+
     /// The task message as it came from the work queue.
     pub fn message(&self) -> &TaskMessage {
         &self.inner.message
@@ -498,6 +504,7 @@ pub(super) mod tests {
             capability: Token::new("capability", "summarize").unwrap(),
             input: serde_json::json!({"text": "hi"}),
             deadline: None,
+            feedback: None,
             heartbeat_ms: 15_000,
         }
     }

@@ -126,6 +126,16 @@ impl Findings {
 }
 
 impl Opinion {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Opinion::Unqualified => "unqualified",
+            Opinion::Qualified => "qualified",
+            Opinion::Adverse => "adverse",
+            Opinion::Disclaimer => "disclaimer",
+        }
+    }
+
     /// The opinion that follows from the findings, by the rule of the module doc. Findings
     /// enough to reject win over missing evidence: what was found stays found, whatever
     /// could not be checked.

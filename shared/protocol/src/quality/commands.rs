@@ -5,8 +5,11 @@
 //!   nothing, another rule under the same name is a `conflict` (use `update_rule`);
 //! - `update_rule` (a [`Rule`]): replaces a rule of the catalog;
 //! - `remove_rule` `{name}`: removes it (answers whether it existed);
-//! - `check` `{audit_id?, output, rules, objectives?, execution_id?, agent_id?,
-//!   metadata?}`: checks `output` against the named rules and records an audit entry.
+//! - `check` `{audit_id?, output, rules, judge?, objectives?, execution_id?, agent_id?,
+//!   metadata?, timeout_ms?}`: checks `output` against the named rules (and a judge) and
+//!   records an audit entry;
+//! - `run_ended` ([`RunEnded`](crate::scheduler::RunEnded)): the scheduler's hint that a
+//!   run the service submitted for a check (a judge, a custom rule) ended.
 //!
 //! Fields are snake_case; the camelCase spellings (`auditId`, `executionId`) are accepted
 //! too; rules themselves are camelCase (the OSP TypeScript shape). Unknown fields are
@@ -14,13 +17,18 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::quality::judge::JudgeSpec;
 use crate::quality::rules::Rule;
 use crate::quality::SERVICE;
 use crate::registry::document::encoded_len;
+use crate::scheduler::RunEnded;
 use crate::{check_size, Encoding, Error, Token};
 
 /// The command tokens of the quality service's inbox subjects.
-pub const COMMANDS: &[&str] = &["add_rule", "update_rule", "remove_rule", "check"];
+pub const COMMANDS: &[&str] = &["add_rule", "update_rule", "remove_rule", "check", "run_ended"];
+/// How long the parts of a check made by agents (a judge, custom rules) may take when the
+/// check does not say.
+pub const DEFAULT_AGENT_TIMEOUT_MS: u64 = 60_000;
 /// Largest output a check reads, encoded.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 /// Most rules one check names.
@@ -39,6 +47,8 @@ pub enum Command {
     RemoveRule(Token),
     /// Check an output.
     Check(Box<Check>),
+    /// A run submitted for a check ended (a hint: its end is read from the log).
+    RunEnded(RunEnded),
 }
 
 /// What `remove_rule` answers.
@@ -46,6 +56,31 @@ pub enum Command {
 pub struct RemoveOutcome {
     /// Whether the rule was in the catalog (and is no longer).
     pub removed: bool,
+}
+
+/// What an accepted `check` answers: the audit entry when it was recorded at once (only
+/// built-in rules), or the open check while agents (a judge, custom rules) answer; the
+/// entry is then read with the `audit` query or from the log (`audit.recorded` on
+/// `osp.v1.evt.audit.<id>`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CheckOutcome {
+    /// Recorded.
+    Recorded(Box<crate::quality::AuditEntry>),
+    /// Waiting for agents.
+    Open(OpenCheck),
+}
+
+/// A check waiting for agents.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OpenCheck {
+    /// The audit entry it will record.
+    pub audit_id: String,
+    /// The parts still waited for (`judge`, custom rule names).
+    pub waiting: Vec<String>,
+    /// When what has not answered counts as missing evidence.
+    pub deadline: crate::Timestamp,
 }
 
 /// Check an output against rules of the catalog, and record the audit entry.
@@ -65,6 +100,11 @@ pub struct Check {
     pub agent_id: Option<String>,
     /// Anything else, kept with the entry.
     pub metadata: Option<serde_json::Value>,
+    /// A judge, too.
+    pub judge: Option<JudgeSpec>,
+    /// How long the judge and custom rules may take (runs of agents); past it, what is
+    /// missing is missing evidence.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -73,6 +113,7 @@ struct CheckWire {
     #[serde(default, alias = "auditId")]
     audit_id: Option<String>,
     output: serde_json::Value,
+    #[serde(default)]
     rules: Vec<String>,
     #[serde(default)]
     objectives: Vec<String>,
@@ -82,6 +123,10 @@ struct CheckWire {
     agent_id: Option<String>,
     #[serde(default)]
     metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    judge: Option<JudgeSpec>,
+    #[serde(default, alias = "timeoutMs")]
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -98,6 +143,7 @@ impl Command {
             Command::AddRule(rule) | Command::UpdateRule(rule) => (super::RULE_KIND, rule.name.as_str()),
             Command::RemoveRule(name) => (super::RULE_KIND, name.as_str()),
             Command::Check(check) => (super::AUDIT_KIND, check.audit_id.as_str()),
+            Command::RunEnded(ended) => (super::AUDIT_KIND, ended.key.as_str()),
         };
         crate::AggregateRef::new(kind, id).expect("names and ids are checked tokens")
     }
@@ -123,6 +169,12 @@ impl Command {
                 let wire: CheckWire = encoding.decode(payload)?;
                 parse_check(wire, command_id).map(|check| Command::Check(Box::new(check)))
             }
+            "run_ended" => {
+                let ended: RunEnded = encoding.decode(payload)?;
+                Token::new("run_id", ended.run_id.as_str())?;
+                Token::new("key", ended.key.as_str())?;
+                Ok(Command::RunEnded(ended))
+            }
             _ => Err(Error::UnknownCommand {
                 service: SERVICE.into(),
                 command: command.to_owned(),
@@ -138,11 +190,25 @@ fn parse_check(wire: CheckWire, command_id: &str) -> Result<Check, Error> {
         None => derived_audit_id(command_id),
     };
     check_size("output", encoded_len(&crate::registry::document::from_json(&wire.output)), MAX_OUTPUT_BYTES)?;
-    if wire.rules.is_empty() || wire.rules.len() > MAX_RULES_PER_CHECK {
+    if (wire.rules.is_empty() && wire.judge.is_none()) || wire.rules.len() > MAX_RULES_PER_CHECK {
         return Err(Error::Invalid {
             field: "rules".into(),
-            reason: format!("must name 1 to {MAX_RULES_PER_CHECK} rules, not {}", wire.rules.len()),
+            reason: format!(
+                "must name 1 to {MAX_RULES_PER_CHECK} rules (or none, with a judge), not {}",
+                wire.rules.len()
+            ),
         });
+    }
+    if let Some(judge) = &wire.judge {
+        judge.check("judge")?;
+    }
+    if let Some(ms) = wire.timeout_ms {
+        if !(1..=crate::scheduler::options::MAX_MS).contains(&ms) {
+            return Err(Error::Invalid {
+                field: "timeout_ms".into(),
+                reason: format!("must be 1 to {} ms, not {ms}", crate::scheduler::options::MAX_MS),
+            });
+        }
     }
     let rules = wire
         .rules
@@ -161,6 +227,8 @@ fn parse_check(wire: CheckWire, command_id: &str) -> Result<Check, Error> {
         execution_id: wire.execution_id,
         agent_id: wire.agent_id,
         metadata: wire.metadata,
+        judge: wire.judge,
+        timeout_ms: wire.timeout_ms,
     })
 }
 

@@ -15,13 +15,18 @@
 pub mod audit;
 mod commands;
 mod events;
+pub mod judge;
 pub mod markdown;
 pub mod queries;
 pub mod rules;
 
 pub use audit::{AuditEntry, Findings, JudgeResult, Opinion};
-pub use commands::{derived_audit_id, Check, Command, RemoveOutcome, COMMANDS, MAX_OUTPUT_BYTES, MAX_RULES_PER_CHECK};
-pub use events::{AuditRecorded, QualityEvent, RuleDefined, RuleRemoved};
+pub use commands::{
+    derived_audit_id, Check, CheckOutcome, Command, OpenCheck, RemoveOutcome, COMMANDS, DEFAULT_AGENT_TIMEOUT_MS,
+    MAX_OUTPUT_BYTES, MAX_RULES_PER_CHECK,
+};
+pub use events::{AgentPart, AuditOpened, AuditPartEnded, AuditRecorded, QualityEvent, RuleDefined, RuleRemoved};
+pub use judge::{custom_result, unchecked, CustomRuleTask, JudgeSpec, JudgeTask};
 pub use rules::{Rule, RuleKind, RuleResult, Severity};
 
 /// The service's name: its inbox is `osp.v1.in.quality.>`.

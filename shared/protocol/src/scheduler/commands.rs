@@ -98,6 +98,27 @@ pub struct Submit {
     pub metadata: Option<Document>,
 }
 
+/// A submit as a sender writes it: what `osp.v1.in.scheduler.submit` reads (the client
+/// crate and services that submit runs send this).
+#[derive(Clone, Debug, Serialize)]
+pub struct SubmitBody<'a> {
+    /// The run's id.
+    pub run_id: &'a str,
+    /// Which agents execute its task (absent for a workflow).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<&'a str>,
+    /// The workflow, when it is not a single task.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<&'a Workflow>,
+    /// The input.
+    pub input: &'a serde_json::Value,
+    /// How it runs.
+    pub options: &'a RunOptions,
+    /// The submitter's own data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<&'a serde_json::Value>,
+}
+
 /// End a run as cancelled.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Cancel {
@@ -450,6 +471,12 @@ fn parse_submit(wire: SubmitWire, origin: Origin<'_>) -> Result<Submit, Error> {
         return Err(Error::Invalid {
             field: "options.retry".into(),
             reason: "retry applies to task steps: a workflow is retried step by step; set it on its steps".into(),
+        });
+    }
+    if options.checks.is_some() && workflow.is_some() {
+        return Err(Error::Invalid {
+            field: "options.checks".into(),
+            reason: "checks apply to task steps (an agent's output); set them on its steps".into(),
         });
     }
     Ok(Submit { run_id, capability, workflow, parent: None, input: wire.input, options, metadata: wire.metadata })

@@ -12,12 +12,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::quality::{Findings, JudgeResult, Opinion, RuleResult};
 use crate::registry::Document;
 use crate::scheduler::options::{OnTimeout, RunOptions};
 use crate::scheduler::queries::RunStatus;
 use crate::scheduler::workflow::{ParentLink, Workflow};
 use crate::scheduler::TaskError;
 use crate::{Timestamp, Token};
+
+/// The error kind of an output that failed its checks.
+pub const CHECK_FAILED: &str = "check_failed";
 
 /// The run was created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +224,45 @@ pub struct Completed {
     pub output: Document,
 }
 
+/// The agent completed the attempt, and the run's `checks` must pass before the run
+/// completes: the output is sent to the quality service as audit `audit_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checking {
+    /// The attempt.
+    pub attempt: u32,
+    /// The audit entry the quality service is asked to record.
+    pub audit_id: Token,
+    /// The output, held until the checks decide.
+    pub output: Document,
+    /// When whatever is not checked by then counts as missing evidence.
+    pub deadline: Timestamp,
+}
+
+/// The checks of an attempt's output decided (from the quality service's audit entry on
+/// the log, or from the checks' deadline passing without one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checked {
+    /// The attempt.
+    pub attempt: u32,
+    /// The audit entry.
+    pub audit_id: Token,
+    /// Its opinion (`disclaimer` when no entry was recorded in time).
+    pub opinion: Opinion,
+    /// Its findings.
+    pub findings: Findings,
+    /// Whether the output passed, by the run's `checks` option.
+    pub passed: bool,
+    /// The rule results that did not pass (what a retry's feedback names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<RuleResult>,
+    /// The judge's result, if it judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeResult>,
+    /// Set when no audit entry came in time: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+}
+
 /// Why an attempt failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -232,6 +275,8 @@ pub enum FailureCause {
     Heartbeat,
     /// The registry marked the agent offline.
     AgentOffline,
+    /// The output failed the run's checks (`onFailure: retry`).
+    Check,
 }
 
 impl FailureCause {
@@ -242,6 +287,7 @@ impl FailureCause {
             FailureCause::Timeout => "timeout",
             FailureCause::Heartbeat => "heartbeat",
             FailureCause::AgentOffline => "agent_offline",
+            FailureCause::Check => CHECK_FAILED,
         }
     }
 }
@@ -361,6 +407,10 @@ crate::event_payload! {
         Resumed(Resumed) = ("run.resumed", 1),
         /// The agent is asked to stop.
         CancelRequested(CancelRequested) = ("run.cancel_requested", 1),
+        /// The output is being checked.
+        Checking(Checking) = ("run.checking", 1),
+        /// The checks decided.
+        Checked(Checked) = ("run.checked", 1),
         /// A workflow run started steps.
         StepsStarted(StepsStarted) = ("run.steps_started", 1),
         /// A workflow run's step ended.

@@ -11,6 +11,7 @@
 //!   NATS, never stored);
 //! - queries on `osp.v1.q.scheduler.{get,list,digest}` ([`queries`]).
 
+pub mod checks;
 mod commands;
 mod events;
 pub mod options;
@@ -19,16 +20,18 @@ pub mod workflow;
 
 use serde::{Deserialize, Serialize};
 
+pub use checks::{Checks, OnCheckFailure, OnMissingEvidence};
 pub use commands::{
-    derived_run_id, Answer, Cancel, Command, Decision, Origin, Pause, Report, ReportKind, Submit, COMMANDS,
+    derived_run_id, Answer, Cancel, Command, Decision, Origin, Pause, Report, ReportKind, Submit, SubmitBody, COMMANDS,
     MAX_DATA_BYTES, MAX_LOG_BYTES, MAX_SMALL_DATA_BYTES, MAX_TEXT_BYTES,
 };
 pub use events::{
-    ApprovalDecided, ApprovalExpired, ApprovalRequested, Approved, AttemptFailed, CancelRequested, Cancelled,
-    Completed, Deferred, Dispatched, Failed, FailureCause, InputAnswered, InputRequested, Logged, Paused, Progressed,
-    Resumed, RetryScheduled, RunEvent, Started, StepEnded, StepStarted, StepsStarted, Submitted, TimedOut,
+    ApprovalDecided, ApprovalExpired, ApprovalRequested, Approved, AttemptFailed, CancelRequested, Cancelled, Checked,
+    Checking, Completed, Deferred, Dispatched, Failed, FailureCause, InputAnswered, InputRequested, Logged, Paused,
+    Progressed, Resumed, RetryScheduled, RunEvent, Started, StepEnded, StepStarted, StepsStarted, Submitted, TimedOut,
+    CHECK_FAILED,
 };
-pub use options::{Approval, Backoff, OnTimeout, Retry, RunOptions, Timeout};
+pub use options::{Approval, Backoff, Notify, OnTimeout, Retry, RunOptions, Timeout};
 pub use workflow::{child_run_id, ParentLink, Workflow};
 
 use crate::registry::Document;
@@ -69,6 +72,30 @@ pub fn work_consumer(capability: &Token) -> String {
 /// it again (after a crash) is deduplicated by the stream.
 pub fn task_message_id(run_id: &Token, attempt: u32, dispatch: u32) -> String {
     format!("task:{run_id}:{attempt}:{dispatch}")
+}
+
+/// The command token of the hint a run's `notify` option sends.
+pub const RUN_ENDED_COMMAND: &str = "run_ended";
+
+/// The hint the scheduler sends to `osp.v1.in.<service>.run_ended` when a run whose
+/// options name `notify {service, key}` ends. Only a hint: the receiver reads the run's
+/// end from the log (`osp.v1.evt.run.<run_id>`), so a forged hint changes nothing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunEnded {
+    /// The run.
+    pub run_id: String,
+    /// The `key` of its `notify` option.
+    pub key: String,
+    /// How it ended.
+    pub status: queries::RunStatus,
+}
+
+impl RunEnded {
+    /// The command id of the hint about `run_id`: one per run, so it is sent once.
+    pub fn command_id(run_id: &str) -> String {
+        format!("run-ended:{run_id}")
+    }
 }
 
 /// What went wrong in an attempt.
@@ -131,6 +158,11 @@ pub struct TaskMessage {
     pub signal_subject: String,
     /// Where heartbeats go.
     pub heartbeat_subject: String,
+    /// Why the attempt before this one failed its checks (the run's `checks` option with
+    /// `onFailure: retry`): `{auditId, opinion, findings, failed: [{ruleName, severity,
+    /// message}], judge?}`, for the agent to do better.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<serde_json::Value>,
 }
 
 /// What the reply to an accepted `submit`, `cancel`, `pause`, `resume`, `approve`,

@@ -7,7 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::scheduler::checks::Checks;
+use crate::{Error, Token};
 
 /// Longest time any option may name (timeouts, delays, expiries): 30 days.
 pub const MAX_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -25,7 +26,7 @@ pub const DEFAULT_GRACEFUL_TIMEOUT_MS: u64 = 10_000;
 pub const MAX_APPROVERS: usize = 64;
 
 /// How a run is executed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RunOptions {
     /// A deadline for each attempt, counted from its dispatch.
@@ -44,6 +45,28 @@ pub struct RunOptions {
     /// the work queue until one does. Without it such a submit is refused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wait_for_agent: bool,
+    /// Checks the output must pass before the run completes (the quality service's
+    /// rules and judge), and what a failure does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Box<Checks>>,
+    /// When the run ends, tell this service (a `run_ended` command to its inbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Box<Notify>>,
+}
+
+/// Who hears of the run's end: when it ends, the scheduler sends
+/// `osp.v1.in.<service>.run_ended` `{run_id, key, status}` ([`super::RunEnded`]). It is a
+/// hint, not evidence: the receiver reads how the run ended from the log. This is how a
+/// service that submits runs (the quality service's judge) learns of their ends without
+/// reading every run's events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notify {
+    /// The service (a subject token).
+    pub service: String,
+    /// What the run is to that service (its aggregate's id: an audit id, say); a subject
+    /// token.
+    pub key: String,
 }
 
 /// A deadline per attempt.
@@ -200,6 +223,13 @@ impl RunOptions {
         }
         if let Some(approval) = &self.approval {
             check_approval(approval)?;
+        }
+        if let Some(checks) = &self.checks {
+            checks.check()?;
+        }
+        if let Some(notify) = &self.notify {
+            Token::new("options.notify.service", notify.service.as_str())?;
+            Token::new("options.notify.key", notify.key.as_str())?;
         }
         Ok(())
     }

@@ -155,6 +155,22 @@ pub struct AttemptView {
     /// Its timeout fired (with `onTimeout: continue` it went on).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// The checks of its output (the run's `checks` option).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckView>,
+}
+
+/// The checks of an attempt's output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckView {
+    /// The quality service's audit entry (`osp audit show <id>`).
+    pub audit_id: String,
+    /// Its opinion, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opinion: Option<crate::quality::Opinion>,
+    /// Whether the output passed, once decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<bool>,
 }
 
 /// One approver's decision.

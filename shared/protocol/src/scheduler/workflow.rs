@@ -226,16 +226,29 @@ impl Workflow {
     /// Every capability its tasks name, nested workflows included.
     pub fn capabilities(&self) -> BTreeSet<&str> {
         let mut found = BTreeSet::new();
-        self.collect_capabilities(&mut found);
+        self.visit(&mut |step| {
+            if let Workflow::Task(task) = step {
+                found.insert(task.capability.as_str());
+            }
+        });
         found
     }
 
-    fn collect_capabilities<'a>(&'a self, found: &mut BTreeSet<&'a str>) {
+    /// Every rule the `checks` of its steps name, nested workflows included.
+    pub fn checked_rules(&self) -> BTreeSet<&str> {
+        let mut found = BTreeSet::new();
+        self.visit(&mut |step| {
+            found.extend(step.options().checks.iter().flat_map(|checks| checks.rules.iter().map(String::as_str)));
+        });
+        found
+    }
+
+    /// Calls `each` on this step and every step nested in it.
+    fn visit<'a>(&'a self, each: &mut impl FnMut(&'a Workflow)) {
+        each(self);
         let mut steps: Vec<&Workflow> = Vec::new();
         match self {
-            Workflow::Task(task) => {
-                found.insert(task.capability.as_str());
-            }
+            Workflow::Task(_) => {}
             Workflow::Routing(w) => {
                 steps.push(&w.classify);
                 steps.extend(w.routes.values());
@@ -256,7 +269,7 @@ impl Workflow {
             }
         }
         for step in steps {
-            step.collect_capabilities(found);
+            step.visit(each);
         }
     }
 
@@ -291,6 +304,12 @@ impl Workflow {
             return Err(invalid(
                 &format!("{here}.options.retry"),
                 "retry applies to task steps: a workflow is retried step by step; set it on its steps".into(),
+            ));
+        }
+        if !matches!(self, Workflow::Task(_)) && options.checks.is_some() {
+            return Err(invalid(
+                &format!("{here}.options.checks"),
+                "checks apply to task steps (an agent's output); set them on its steps".into(),
             ));
         }
         let child =
