@@ -73,6 +73,25 @@ pub enum Command {
     },
 }
 
+/// What `remove`, `remove_setting`, `remove_preference`, `remove_env` and
+/// `remove_embedding` answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct RemoveOutcome {
+    /// Whether it existed (and is no longer).
+    pub existed: bool,
+}
+
+/// What `upsert_embeddings` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct UpsertOutcome {
+    /// Embeddings the command carried.
+    pub upserted: u64,
+    /// Embeddings the scope holds now.
+    pub total: u64,
+    /// Their dimension.
+    pub dimension: u64,
+}
+
 /// Every field any command has; which are allowed depends on the command.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -291,7 +310,7 @@ fn embeddings(entries: Option<Vec<EmbeddingWire>>) -> Result<Vec<Embedding>, Err
 
 /// A vector a search can compare: 1 to [`MAX_DIMENSION`] finite numbers, not all zero
 /// (it is normalised, and a zero vector has no direction).
-pub(crate) fn check_vector(field: &str, vector: &[f32]) -> Result<(), Error> {
+pub fn check_vector(field: &str, vector: &[f32]) -> Result<(), Error> {
     let invalid = |reason: String| Error::Invalid { field: field.to_owned(), reason };
     if vector.is_empty() || vector.len() > MAX_DIMENSION {
         return Err(invalid(format!("must have 1 to {MAX_DIMENSION} dimensions, not {}", vector.len())));

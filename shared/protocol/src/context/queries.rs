@@ -5,7 +5,8 @@
 //!
 //! | query | request | result |
 //! |---|---|---|
-//! | `get` | `{scope, key, at_seq?, at_time?}` | [`EntryView`] of the key-value entry (as of a log sequence or time), or `not_found` |
+//! | `get` | `{scope, key}` | [`EntryView`] of the key-value entry, or `not_found` |
+//! | `history` | `{scope, key, at_seq? \| at_time?}` | [`EntryView`] of the entry as it was just after a log sequence, or at a time (read from the log), or `not_found` |
 //! | `list` | `{scope, prefix?, after?, limit?}` | [`KeyPage`]: its keys, in order |
 //! | `setting` | `{key}` | [`EntryView`], or `not_found` |
 //! | `settings` | `{after?, limit?}` | [`EntryPage`] |
@@ -30,10 +31,20 @@ pub const DEFAULT_LIMIT: u32 = 100;
 /// Most items per page.
 pub const MAX_LIMIT: u32 = 1000;
 
-/// `get`: a key-value entry, now or as it was.
+/// `get`: a key-value entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetQuery {
+    /// Its scope.
+    pub scope: Scope,
+    /// Its key.
+    pub key: String,
+}
+
+/// `history`: a key-value entry as it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
     /// Its scope.
     pub scope: Scope,
     /// Its key.
