@@ -403,14 +403,15 @@ impl ContextView {
         let mut env = Vec::new();
         let mut scopes = Vec::new();
         for scope in &readable {
-            let Some(state) = self.scope(scope) else { continue };
-            for (_, stored) in state.section(Section::Env) {
+            let state = self.scope(scope);
+            for (_, stored) in state.into_iter().flat_map(|state| state.section(Section::Env)) {
                 let target = &stored.entry.target;
                 if target.is_empty() || target.iter().any(|t| t == &as_agent) {
                     env.push(entry_view(scope, stored, false));
                 }
             }
-            let keys: Vec<String> = state.section(Section::Kv).map(|(key, _)| key.to_owned()).collect();
+            let keys: Vec<String> =
+                state.into_iter().flat_map(|state| state.section(Section::Kv)).map(|(key, _)| key.to_owned()).collect();
             scopes.push(ScopeKeys {
                 scope: scope.clone(),
                 writable: access::check(&as_agent, Access::Write, scope, &self.runs).is_ok(),
