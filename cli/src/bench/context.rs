@@ -114,8 +114,9 @@ pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
         seed ^= seed << 17;
         (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
-    for batch in 0..args.vectors.div_ceil(1000) {
-        let entries: Vec<Embedding> = (batch * 1000..((batch + 1) * 1000).min(args.vectors))
+    let per_batch = upsert_batch(args.dimension);
+    for batch in 0..args.vectors.div_ceil(per_batch) {
+        let entries: Vec<Embedding> = (batch * per_batch..((batch + 1) * per_batch).min(args.vectors))
             .map(|i| Embedding {
                 id: format!("v{i}"),
                 content: String::new(),
@@ -178,6 +179,12 @@ fn print_search(args: &ContextArgs, load: Duration, search: Percentiles) {
         search.p50,
         search.p99
     );
+}
+
+/// How many embeddings of `dimension` fit one upsert command (1 MiB, MessagePack f32 of
+/// 5 bytes), with room for ids and content.
+pub fn upsert_batch(dimension: usize) -> usize {
+    (800_000 / (dimension * 5 + 200)).clamp(1, osp_protocol::context::MAX_UPSERT_BATCH)
 }
 
 /// Operations per second of `count` calls of `call(i)`, `in_flight` at once.

@@ -2,6 +2,7 @@
 //! same run, on a nats-server the benchmark starts for itself.
 
 mod context;
+pub use context::upsert_batch;
 mod eventlog;
 mod quality;
 mod registry;

@@ -195,9 +195,16 @@ impl Context {
         self.removed("remove_env", &json!({"scope": scope, "key": key})).await
     }
 
-    /// Adds or replaces embeddings of `scope` (at most 1,000 at once, one dimension).
+    /// Adds or replaces embeddings of `scope` (at most 1,000 at once, one dimension, and
+    /// one message: 1 MiB, so about 500 vectors of 384 dimensions).
     pub async fn upsert_embeddings(&self, scope: &str, entries: &[Embedding]) -> Result<Answer<UpsertOutcome>> {
-        self.command("upsert_embeddings", &json!({"scope": scope, "entries": entries})).await
+        /// Vectors as MessagePack f32 (5 bytes a number, not a JSON value's 9).
+        #[derive(Serialize)]
+        struct Upsert<'a> {
+            scope: &'a str,
+            entries: &'a [Embedding],
+        }
+        self.client.command(SERVICE, "upsert_embeddings", &Upsert { scope, entries }).await
     }
 
     /// An embedding, or `None`.
