@@ -10,6 +10,8 @@ use osp_protocol::EventPayload;
 use serde::{Deserializer, Serializer};
 
 /// An event the context service reads.
+// Read one at a time and applied at once, never stored in bulk: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum ContextInput {
     /// Its own (`scope.*`, `embeddings.*`).
