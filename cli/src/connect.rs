@@ -28,9 +28,13 @@ pub async fn client(url: &str) -> anyhow::Result<async_nats::Client> {
 /// An OSP client on `url` acting as the person at the keyboard (`user:$USER`, else
 /// `user:cli`), so the log says who registered or removed what.
 pub async fn osp_client(url: &str) -> anyhow::Result<osp_client::Client> {
+    Ok(osp_client::Client::new(client(url).await?).with_actor(operator_actor()))
+}
+
+/// The person at the keyboard as an actor: `user:$USER`, else `user:cli`.
+pub fn operator_actor() -> String {
     let user = std::env::var("USER").ok().filter(|user| !user.is_empty());
-    let actor = format!("user:{}", user.as_deref().unwrap_or("cli"));
-    Ok(osp_client::Client::new(client(url).await?).with_actor(actor))
+    format!("user:{}", user.as_deref().unwrap_or("cli"))
 }
 
 /// `error` from a call to a service, with what to do when the service is not there: no

@@ -53,10 +53,18 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     let scheduler = osp_scheduler::Scheduler::start(connect::client(&url).await?, scheduler_config)
         .await
         .with_context(|| format!("starting the scheduler on {url}"))?;
-    let quality_config = osp_quality::Config { definitions, ..osp_quality::Config::default() };
+    let quality_config = osp_quality::Config { definitions: definitions.clone(), ..osp_quality::Config::default() };
     let quality = osp_quality::Quality::start(connect::client(&url).await?, quality_config)
         .await
         .with_context(|| format!("starting the quality service on {url}"))?;
+
+    // The person running `osp dev` may reveal sensitive environment values.
+    let operator = connect::operator_actor();
+    let context_config =
+        osp_context::Config { definitions, reveal_to: vec![operator.clone()], ..osp_context::Config::default() };
+    let context = osp_context::Context::start(connect::client(&url).await?, context_config)
+        .await
+        .with_context(|| format!("starting the context service on {url}"))?;
 
     println!("OSP is up on {url}");
     match &server {
@@ -64,7 +72,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
         None => println!("  nats-server {version} (existing)"),
     }
     println!("  streams: {}", streams.join(", "));
-    println!("  services: registry, scheduler, quality");
+    println!("  services: registry, scheduler, quality, context (sensitive values revealed to {operator})");
     println!();
     println!("  export OSP_NATS_URL={url}");
     println!("  osp events tail                    # watch the log");
@@ -73,9 +81,11 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("  osp registry list tools            # a registry's entries");
     println!("  osp run submit summarize --input '{{\"text\":\"hi\"}}' --watch   # run a task");
     println!("  osp run list                       # the runs");
+    println!("  osp ctx set global greeting '\"hi\"'  # a key-value entry in the global scope");
     println!("Ctrl-C to stop.");
 
     osp_eventlog::stop_requested().await.context("waiting for Ctrl-C or SIGTERM")?;
+    context.shutdown().await;
     quality.shutdown().await;
     scheduler.shutdown().await;
     registry.shutdown().await;

@@ -6,6 +6,7 @@
 mod agents;
 mod bench;
 mod connect;
+mod context;
 mod dev;
 mod entries;
 mod events;
@@ -42,7 +43,7 @@ const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole system locally: a nats-server (installed if needed) with the OSP
-    /// streams and the services (today: the registry, the scheduler and the quality service), until Ctrl-C.
+    /// streams and the services (the registry, the scheduler, the quality and the context services), until Ctrl-C.
     Dev(dev::DevArgs),
     /// Read the event log.
     #[command(subcommand)]
@@ -65,6 +66,18 @@ enum Command {
     Check(quality::check::CheckArgs),
     /// The audit entries of checks: query, show, export to and import from markdown.
     Audit(quality::audit::AuditArgs),
+    /// Key-value entries of a scope (global, run:<id>, agent:<name>, session:<id>,
+    /// user:<name>): get (now or as of a log sequence or time), set, rm, ls; and an agent's
+    /// system context.
+    Ctx(context::CtxArgs),
+    /// System-wide settings: get, set (optionally read-only), rm, ls.
+    Settings(context::SettingsArgs),
+    /// Preferences of agents and users: get (resolved agent > user > system), set, rm, ls.
+    Prefs(context::PrefsArgs),
+    /// Environment entries (sensitive values masked unless --reveal): get, set, rm, ls.
+    Env(context::EnvArgs),
+    /// Embeddings: upsert, search (by vector or text), get, rm.
+    Embed(context::EmbedArgs),
     /// Measure throughput and latency next to raw JetStream, on a server of its own.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -93,6 +106,11 @@ fn main() -> std::process::ExitCode {
             Command::Rules(args) => quality::rules::run(args, &url()).await,
             Command::Check(args) => quality::check::run(args, &url()).await,
             Command::Audit(args) => quality::audit::run(args, &url()).await,
+            Command::Ctx(args) => context::ctx(args, &url()).await,
+            Command::Settings(args) => context::settings(args, &url()).await,
+            Command::Prefs(args) => context::prefs(args, &url()).await,
+            Command::Env(args) => context::env(args, &url()).await,
+            Command::Embed(args) => context::embed(args, &url()).await,
             Command::Bench(command) => bench::run(command).await,
         }
     });

@@ -1,6 +1,8 @@
 //! `osp bench ...`: each figure printed next to a raw-NATS baseline measured in the
 //! same run, on a nats-server the benchmark starts for itself.
 
+mod context;
+pub use context::upsert_batch;
 mod eventlog;
 mod quality;
 mod registry;
@@ -31,6 +33,9 @@ pub enum BenchCommand {
     /// pure evaluator and through the service (checks/s, check latency) next to raw
     /// JetStream publishes.
     Quality(quality::QualityArgs),
+    /// Context: KV sets/s and gets/s through the service next to a raw JetStream KV bucket,
+    /// and exact search over 100,000 vectors of 384 dimensions (p50/p99).
+    Context(context::ContextArgs),
 }
 
 /// Runs a benchmark.
@@ -41,6 +46,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Workflows(args) => workflows::run(args).await,
         BenchCommand::Quality(args) => quality::run(args).await,
+        BenchCommand::Context(args) => context::run(args).await,
     }
 }
 

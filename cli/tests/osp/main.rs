@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod context;
 mod quality;
 mod registry;
 mod run;

@@ -3,7 +3,8 @@
 //! A **command** is published to the service's inbox stream with an id
 //! (`Osp-Command-Id`), who sends it (`Osp-Actor`) and where to answer (`Osp-Reply-To`, a
 //! token of its own under the connection's one reply subscription). JetStream confirms it is stored; the service answers once its outcome
-//! is on the log. A **query** is a core NATS request to `osp.v1.q.<service>.<query>`.
+//! is on the log. A **query** is a core NATS request to `osp.v1.q.<service>.<query>`,
+//! asked as the same actor.
 //!
 //! Read-your-writes comes for free: the client remembers the highest log sequence any
 //! reply gave it and sends it with every query (`Osp-Min-Seq`), so whatever instance
@@ -183,6 +184,8 @@ impl Client {
         let subject = subject::query(&Token::new("service", service)?, &Token::new("query", query)?);
         let mut request_headers = async_nats::HeaderMap::new();
         request_headers.insert(headers::MIN_SEQ, self.seen().to_string().as_str());
+        // Who asks: a service whose reads are access-controlled answers accordingly.
+        request_headers.insert(headers::ACTOR, self.actor.as_str());
         let payload = Encoding::MessagePack.encode(body)?;
         let request = self.nats.request_with_headers(subject.clone(), request_headers, payload.into());
         let reply = match tokio::time::timeout(within, request).await {

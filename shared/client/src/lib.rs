@@ -5,10 +5,12 @@
 //! their outcome, asks queries with read-your-writes, and [`Agent`] keeps an agent
 //! registered and alive. [`Scheduler`] submits runs and follows them; [`Worker`] takes an
 //! agent's tasks from the work queue, runs them and reports. [`Quality`] manages the rules
-//! and checks outputs against them, each check an audit entry.
+//! and checks outputs against them, each check an audit entry. [`Context`] reads and
+//! writes the context service's scoped entries and embeddings.
 
 mod agent;
 mod client;
+mod context;
 mod error;
 mod quality;
 mod registry;
@@ -18,6 +20,7 @@ mod worker;
 
 pub use agent::{Agent, AgentBuilder};
 pub use client::{Answer, Client, DEFAULT_TIMEOUT};
+pub use context::{hashing_embedder, Context, EnvEntry, SearchBy};
 pub use error::{Error, Result};
 pub use quality::{CheckRequest, Quality};
 pub use registry::Registry;

@@ -22,8 +22,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::{Aggregate, Error, EventLog, Folded, NewEvent, Projection, View};
 
-/// A view that holds the folded state of every aggregate of type `A`.
-pub trait Holds<A: Aggregate>: View<Event = A::Event> {
+/// A view that holds the folded state of every aggregate of type `A`. It may read more
+/// than `A`'s events (the context service folds the scheduler's runs into the same view,
+/// so one `Osp-Min-Seq` covers both).
+pub trait Holds<A: Aggregate>: View {
     /// The aggregate's state as applied so far, if it has any events.
     fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<A>>;
 }

@@ -70,6 +70,28 @@ impl Inbound {
         }
     }
 
+    /// A query `query` to `subject`, read as a command is, so that its headers are checked
+    /// the same way and a refusal can be recorded like a command's. Its id is
+    /// `Osp-Command-Id` when given, else a new UUID v7.
+    pub fn query(subject: &str, query: &str, headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Inbound {
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        Inbound {
+            subject: subject.to_owned(),
+            command: query.to_owned(),
+            id: header(headers::COMMAND_ID).unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            id_header: headers::COMMAND_ID,
+            received_at: Timestamp::now(),
+            actor: header(headers::ACTOR).unwrap_or_else(|| headers::ANONYMOUS.to_owned()),
+            reply_to: None,
+            content_type: header(osp_protocol::CONTENT_TYPE),
+            traceparent: header(headers::TRACEPARENT),
+            size: payload.len(),
+            payload,
+            attempt: 1,
+            last_attempt: true,
+        }
+    }
+
     /// The encoding of its payload (and of the reply).
     pub fn encoding(&self) -> Result<Encoding, Error> {
         Encoding::from_content_type(self.content_type.as_deref())

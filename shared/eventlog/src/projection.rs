@@ -92,6 +92,11 @@ impl<V: View> Projection<V> {
         self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The log it folds.
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
     /// Every matching event up to this stream sequence has been applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()

@@ -5,12 +5,19 @@
 //! `osp_protocol::Reply`. The service also answers the standard `$SRV.PING|INFO|STATS`
 //! discovery, so `nats micro list` shows it. An `Osp-Min-Seq` header makes the
 //! instance wait (a few seconds at most) until it has applied the log that far.
+//!
+//! A query is asked by someone (`Osp-Actor`, a [`Caller`]); a service whose reads are
+//! access-controlled answers with what the caller may see, and a query it refuses as
+//! `forbidden` is recorded on the log like a refused command, so denied reads are audited.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::service::{Request, ServiceExt};
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use osp_protocol::{headers, subject, Encoding, Error as ProtocolError, Reply, Token, CONTENT_TYPE, MAX_MESSAGE_BYTES};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -18,7 +25,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Projection, Result, View};
+use crate::{Error, Inbound, Projection, Result, View};
 
 /// How long a query waits for its `Osp-Min-Seq` before answering `lagging`.
 pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
@@ -26,12 +33,40 @@ pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
 /// answered `lagging` at once (the client asks again, maybe of another instance).
 const MAX_WAITING: usize = 1024;
 
-type Answer<V> = dyn Fn(&V, u64, Encoding, &[u8]) -> (Vec<u8>, Option<ProtocolError>) + Send + Sync;
+/// Who asks a query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// `Osp-Actor`, or `anonymous`: a claim, as on commands (restrict who may publish
+    /// what with NATS permissions).
+    pub actor: String,
+}
+
+/// An encoded reply, and the error it carries (for the micro-service error headers).
+type Encoded = (Vec<u8>, Option<ProtocolError>);
+/// A query answered from the view at once.
+type Now<V> = dyn Fn(&V, &Caller, u64, Encoding, &[u8]) -> Encoded + Send + Sync;
+/// A query that awaits something besides the view (a read of the log, another service's
+/// answer through the log), reading the view when it needs to.
+type Later<V> = dyn Fn(Projection<V>, Caller, Encoding, Bytes) -> BoxFuture<'static, Encoded> + Send + Sync;
+
+enum Answer<V> {
+    Now(Arc<Now<V>>),
+    Later(Arc<Later<V>>),
+}
+
+impl<V> Clone for Answer<V> {
+    fn clone(&self) -> Self {
+        match self {
+            Answer::Now(answer) => Answer::Now(answer.clone()),
+            Answer::Later(answer) => Answer::Later(answer.clone()),
+        }
+    }
+}
 
 /// One query endpoint over view `V`.
 pub struct Query<V> {
     name: &'static str,
-    answer: Arc<Answer<V>>,
+    answer: Answer<V>,
 }
 
 /// What a query answers: a value to encode, or bytes already encoded in the request's
@@ -55,6 +90,20 @@ impl<V: View> Query<V> {
         Query::encoded(name, move |view, query, _| run(view, query).map(QueryResult::Value))
     }
 
+    /// The endpoint `name`, whose `run` also sees who asks.
+    pub fn asked<Q, R, F>(name: &'static str, run: F) -> Query<V>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(&V, &Caller, Q) -> Result<R, ProtocolError> + Send + Sync + 'static,
+    {
+        let answer = move |view: &V, caller: &Caller, seq: u64, encoding: Encoding, payload: &[u8]| {
+            let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, caller, query));
+            encode_result(encoding, seq, result.map(QueryResult::Value))
+        };
+        Query { name, answer: Answer::Now(Arc::new(answer)) }
+    }
+
     /// The endpoint `name`, whose `run` sees the request's encoding and may answer with
     /// bytes already in it.
     pub fn encoded<Q, R, F>(name: &'static str, run: F) -> Query<V>
@@ -63,15 +112,47 @@ impl<V: View> Query<V> {
         R: Serialize,
         F: Fn(&V, Q, Encoding) -> Result<QueryResult<R>, ProtocolError> + Send + Sync + 'static,
     {
-        let answer = move |view: &V, seq: u64, encoding: Encoding, payload: &[u8]| {
+        let answer = move |view: &V, _: &Caller, seq: u64, encoding: Encoding, payload: &[u8]| {
             let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, query, encoding));
-            match result {
-                Ok(QueryResult::Value(result)) => encode_reply(encoding, &Reply::Ok { seq, result }, None),
-                Ok(QueryResult::Encoded(result)) => (osp_protocol::encode_ok_with(encoding, seq, &result), None),
-                Err(error) => encode_reply::<R>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error)),
-            }
+            encode_result(encoding, seq, result)
         };
-        Query { name, answer: Arc::new(answer) }
+        Query { name, answer: Answer::Now(Arc::new(answer)) }
+    }
+
+    /// The endpoint `name`, whose `run` awaits something besides the view (a read of the
+    /// log, another service's answer through the log) and reads the projection when it
+    /// needs to (briefly: never holding it across an `.await`). The reply's `seq` is how
+    /// far the view had applied the log when `run` started.
+    pub fn deferred<Q, R, F, Fut>(name: &'static str, run: F) -> Query<V>
+    where
+        Q: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Fn(Projection<V>, Caller, Q) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ProtocolError>> + Send + 'static,
+    {
+        let run = Arc::new(run);
+        let answer = move |projection: Projection<V>, caller: Caller, encoding: Encoding, payload: Bytes| {
+            let run = run.clone();
+            async move {
+                let seq = projection.applied();
+                let result = match decode_query::<Q>(encoding, &payload) {
+                    Ok(query) => run(projection, caller, query).await,
+                    Err(error) => Err(error),
+                };
+                encode_result(encoding, seq, result.map(QueryResult::Value))
+            }
+            .boxed()
+        };
+        Query { name, answer: Answer::Later(Arc::new(answer)) }
+    }
+}
+
+/// The reply to a query's `result`, encoded.
+fn encode_result<R: Serialize>(encoding: Encoding, seq: u64, result: Result<QueryResult<R>, ProtocolError>) -> Encoded {
+    match result {
+        Ok(QueryResult::Value(result)) => encode_reply(encoding, &Reply::Ok { seq, result }, None),
+        Ok(QueryResult::Encoded(result)) => (osp_protocol::encode_ok_with(encoding, seq, &result), None),
+        Err(error) => encode_reply::<R>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error)),
     }
 }
 
@@ -116,6 +197,7 @@ pub async fn serve_queries<V: View>(
         .map_err(nats_error)?;
     let group = micro.group(subject::query_group(service));
     let serving = Arc::new(Serving {
+        service: service.clone(),
         projection,
         waiters: Arc::new(Semaphore::new(MAX_WAITING)),
         reply_limit: client.server_info().max_payload.min(MAX_MESSAGE_BYTES).saturating_sub(REPLY_HEADROOM),
@@ -150,6 +232,7 @@ const REPLY_HEADROOM: usize = 4 * 1024;
 
 /// What every endpoint of a service answers from.
 struct Serving<V> {
+    service: Token,
     projection: Projection<V>,
     /// Places for queries waiting for their `Osp-Min-Seq`.
     waiters: Arc<Semaphore>,
@@ -159,14 +242,16 @@ struct Serving<V> {
 
 impl<V: View> Serving<V> {
     async fn answer(self: &Arc<Self>, query: &Query<V>, request: Request) {
-        let header =
-            |name: &str| request.message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-        let encoding = match Encoding::from_content_type(header(CONTENT_TYPE).as_deref()) {
+        let message = &request.message;
+        let inbound = Inbound::query(&message.subject, query.name, message.headers.as_ref(), message.payload.clone());
+        let encoding = match inbound.check_headers() {
             Ok(encoding) => encoding,
             Err(error) => {
-                return self.respond(request, Encoding::MessagePack, failure(Encoding::MessagePack, error)).await
+                let encoding = inbound.reply_encoding();
+                return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
             }
         };
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
         let min_seq = match header(headers::MIN_SEQ).map(|v| v.trim().parse::<u64>()) {
             None => 0,
             Some(Ok(seq)) => seq,
@@ -175,39 +260,41 @@ impl<V: View> Serving<V> {
                     field: format!("{} header", headers::MIN_SEQ),
                     reason: "must be a log sequence (a whole number) from an earlier reply".into(),
                 };
-                return self.respond(request, encoding, failure(encoding, error)).await;
+                return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
             }
         };
-        if self.projection.applied() >= min_seq {
-            let reply = self.run(query, encoding, &request.message.payload);
-            return self.respond(request, encoding, reply).await;
+        let caller = Caller { actor: inbound.actor.clone() };
+        if let (Answer::Now(answer), true) = (&query.answer, self.projection.applied() >= min_seq) {
+            // The sequence is read before the view, so the view holds at least what it says.
+            let seq = self.projection.applied();
+            let reply = answer(&self.projection.read(), &caller, seq, encoding, &inbound.payload);
+            return self.respond(request, &inbound, encoding, reply).await;
         }
         // Waiting must not hold up the queries behind this one, nor pile up without bound.
         let Ok(waiting) = self.waiters.clone().try_acquire_owned() else {
             let error = ProtocolError::Lagging { wanted: min_seq, applied: self.projection.applied() };
-            return self.respond(request, encoding, failure(encoding, error)).await;
+            return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
         };
         let (serving, answer) = (self.clone(), query.answer.clone());
         tokio::spawn(async move {
             let _waiting = waiting;
-            let reply = match serving.projection.wait_for(min_seq, MIN_SEQ_WAIT).await {
-                Ok(()) => {
-                    let seq = serving.projection.applied();
-                    answer(&serving.projection.read(), seq, encoding, &request.message.payload)
-                }
+            let projection = &serving.projection;
+            let reply = match projection.wait_for(min_seq, MIN_SEQ_WAIT).await {
                 Err(error) => failure(encoding, error),
+                Ok(()) => match answer {
+                    Answer::Now(answer) => {
+                        answer(&projection.read(), &caller, projection.applied(), encoding, &inbound.payload)
+                    }
+                    Answer::Later(answer) => {
+                        answer(projection.clone(), caller, encoding, inbound.payload.clone()).await
+                    }
+                },
             };
-            serving.respond(request, encoding, reply).await
+            serving.respond(request, &inbound, encoding, reply).await
         });
     }
 
-    fn run(&self, query: &Query<V>, encoding: Encoding, payload: &[u8]) -> (Vec<u8>, Option<ProtocolError>) {
-        // The sequence is read before the view, so the view holds at least what it says.
-        let seq = self.projection.applied();
-        (query.answer)(&self.projection.read(), seq, encoding, payload)
-    }
-
-    async fn respond(&self, request: Request, encoding: Encoding, (body, error): (Vec<u8>, Option<ProtocolError>)) {
+    async fn respond(&self, request: Request, inbound: &Inbound, encoding: Encoding, (body, error): Encoded) {
         // A reply the server would refuse is answered with why, not dropped.
         let (body, error) = match body.len() > self.reply_limit {
             true => {
@@ -228,6 +315,14 @@ impl<V: View> Serving<V> {
         }
         if let Err(failure) = request.respond_with_headers(Ok(body.into()), headers).await {
             tracing::warn!(%failure, "could not answer a query");
+        }
+        if let Some(error @ ProtocolError::Forbidden { .. }) = &error {
+            // A denied read is audited like a refused command.
+            tracing::info!(%error, query = %inbound.subject, "query refused");
+            let recorded = self.projection.log().record_rejection(&self.service, inbound, error, None).await;
+            if let Err(failure) = recorded {
+                tracing::warn!(%failure, "could not record a refused query");
+            }
         }
     }
 }

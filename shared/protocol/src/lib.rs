@@ -7,6 +7,7 @@
 //! prose; this crate is its reference implementation.
 
 mod codec;
+pub mod context;
 mod envelope;
 mod error;
 mod hash;

@@ -1,0 +1,74 @@
+//! `osp ctx`, `osp settings`, `osp prefs`, `osp env` and `osp embed` as an operator uses
+//! them, against a real nats-server with a context instance running in the test: values
+//! set and read back (and as they were), sensitive values masked unless revealed to one
+//! allowed, read-only settings refused, searches; and the exit status of each refusal.
+
+use osp_local_nats::NatsServer;
+use serde_json::json;
+
+use crate::common::{exits, fails, json_lines, ok};
+
+#[tokio::test]
+async fn the_context_commands() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let config = osp_context::Config { reveal_to: vec!["user:ops".into()], ..Default::default() };
+    let instance = osp_context::Context::start(osp_tests::connect(&url).await, config).await.unwrap();
+
+    let first =
+        json_lines(&ok(&url, &["ctx", "set", "session:s1", "plan", r#"{"steps": 3}"#, "--json"]).await).remove(0);
+    ok(&url, &["ctx", "set", "session:s1", "plan", "done"]).await;
+    assert_eq!(ok(&url, &["ctx", "get", "session:s1", "plan"]).await.lines().next(), Some("done"));
+    let seq = first["seq"].as_u64().unwrap().to_string();
+    let then = json_lines(&ok(&url, &["ctx", "get", "session:s1", "plan", "--at-seq", &seq, "--json"]).await).remove(0);
+    assert_eq!(then["value"], json!({"steps": 3}));
+    ok(&url, &["ctx", "set", "session:s1", "notes/a", "1"]).await;
+    assert_eq!(ok(&url, &["ctx", "ls", "session:s1", "notes/"]).await, "notes/a\n");
+    assert!(ok(&url, &["ctx", "rm", "session:s1", "plan"]).await.starts_with("removed"));
+    assert!(fails(&url, &["ctx", "rm", "session:s1", "plan"]).await.contains("no key \"plan\""));
+    assert!(fails(&url, &["ctx", "set", "session:s1", "a.b", "1"]).await.contains("must not contain '.'"));
+    let forbidden = fails(&url, &["ctx", "set", "global", "k", "1", "--as", "agent:a1"]).await;
+    assert!(forbidden.contains("forbidden") && forbidden.contains("may not write global"), "{forbidden}");
+
+    ok(&url, &["env", "set", "global", "API_KEY", "s3cr3t-value", "--sensitive"]).await;
+    let shown = ok(&url, &["env", "get", "global", "API_KEY"]).await;
+    assert!(shown.contains("********") && !shown.contains("s3cr3t-value"), "{shown}");
+    assert!(!ok(&url, &["env", "ls", "global"]).await.contains("s3cr3t-value"));
+    assert!(fails(&url, &["env", "get", "global", "API_KEY", "--reveal"]).await.contains("may not reveal"));
+    let revealed = ok(&url, &["env", "get", "global", "API_KEY", "--reveal", "--as", "user:ops"]).await;
+    assert!(revealed.starts_with("s3cr3t-value"), "{revealed}");
+
+    ok(&url, &["settings", "set", "max_tokens", "4096", "--read-only", "--description", "the cap"]).await;
+    assert!(fails(&url, &["settings", "set", "max_tokens", "1"]).await.contains("read-only"));
+    assert!(ok(&url, &["settings", "ls"]).await.contains("read-only"));
+    ok(&url, &["prefs", "set", "user:tester", "tone", "dry"]).await;
+    let tone = json_lines(&ok(&url, &["prefs", "get", "tone", "--json"]).await).remove(0);
+    assert_eq!((tone["level"].as_str(), tone["entry"]["value"].as_str()), (Some("user"), Some("dry")));
+    let cap = json_lines(&ok(&url, &["prefs", "get", "max_tokens", "--json"]).await).remove(0);
+    assert_eq!(cap["level"], "system");
+
+    ok(&url, &["embed", "upsert", "global", "--id", "x", "--content", "east", "--vector", "[1, 0]"]).await;
+    ok(
+        &url,
+        &[
+            "embed",
+            "upsert",
+            "global",
+            "--id",
+            "y",
+            "--content",
+            "north",
+            "--vector",
+            "[0, 1]",
+            "--metadata",
+            r#"{"k": 1}"#,
+        ],
+    )
+    .await;
+    let found =
+        json_lines(&ok(&url, &["embed", "search", "global", "--vector", "[0.1, 1]", "--top-k", "1", "--json"]).await);
+    assert_eq!((found.len(), found[0]["id"].as_str()), (1, Some("y")));
+    let (_, stderr) = exits(1, &url, &["embed", "search", "global", "--vector", "[1, 0, 0]"]).await;
+    assert!(stderr.contains("dimensions"), "{stderr}");
+    instance.shutdown().await;
+}

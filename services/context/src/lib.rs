@@ -1,0 +1,223 @@
+//! The OSP context service (OSP "Context" and the matching Actions): key-value entries,
+//! system-wide settings, preferences, environment entries and embeddings, each in a scope
+//! (`global`, `run:<id>`, `agent:<name>`, `session:<id>`, `user:<name>`) that access rules
+//! guard ([`access`]).
+//!
+//! Everything it knows is folded from the event log (`osp.v1.evt.scope.*` and
+//! `osp.v1.evt.embeddings.*`, and the scheduler's `osp.v1.evt.run.*` and the registry's
+//! `osp.v1.evt.entry.*` for who works on what): any number of instances may run, each with
+//! the whole state, and any may be killed at any moment. Commands arrive on
+//! `osp.v1.in.context.<command>`, queries on `osp.v1.q.context.<query>`. The wire formats
+//! are in `osp_protocol::context` and `docs/protocol.md` §20.
+//!
+//! - [`aggregate`]: a scope's entries or embeddings, `decide` / `evolve`;
+//! - [`access`]: who may read and write which scope, and the archive policy;
+//! - [`view`]: the read model, [`index`]: the embeddings laid out for exact search;
+//! - [`embed`]: a search by text, through a run of the `embed` capability.
+
+pub mod access;
+pub mod aggregate;
+pub mod embed;
+pub mod index;
+mod input;
+mod queries;
+pub mod runs;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use osp_eventlog::{
+    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
+    Running, DEFAULT_ACK_WAIT,
+};
+use osp_protocol::context::queries::{Digest, EntryView};
+use osp_protocol::context::{Command, RemoveOutcome, UpsertOutcome, EMBEDDINGS_KIND, SCOPE_KIND, SERVICE};
+use osp_protocol::registry::ENTRY_KIND;
+use osp_protocol::scheduler::RUN_KIND;
+use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::Access;
+use crate::aggregate::ScopeState;
+use crate::embed::Embedder;
+pub use crate::input::ContextInput;
+use crate::view::{entry_view, ContextView, RevealPolicy};
+
+/// How a context instance runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How long an instance has to answer a command before another instance gets it.
+    pub ack_wait: Duration,
+    /// The streams and consumers to apply at start-up.
+    pub definitions: Definitions,
+    /// Operators (`user:ana`) who may reveal sensitive values; agents may reveal the
+    /// entries whose target names them.
+    pub reveal_to: Vec<String>,
+    /// How long a search by text waits for its embedding run.
+    pub embed_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            ack_wait: DEFAULT_ACK_WAIT,
+            definitions: Definitions::builtin(),
+            reveal_to: Vec::new(),
+            embed_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Every kind of event the view reads: the service's own, the scheduler's runs and the
+/// registry's entries.
+pub const KINDS: [&str; 4] = [SCOPE_KIND, EMBEDDINGS_KIND, RUN_KIND, ENTRY_KIND];
+
+/// A running context instance.
+pub struct Context {
+    running: Running,
+    view: Projection<ContextView>,
+}
+
+impl Context {
+    /// Starts an instance on `client`: applies the stream definitions, replays the scopes,
+    /// runs and registry entries into its view, then serves commands and queries until
+    /// [`Context::shutdown`].
+    pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Context> {
+        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
+        let shutdown = CancellationToken::new();
+        let log = EventLog::start(client.clone(), &config.definitions).await?;
+        let service = Token::new("service", SERVICE).expect("valid token");
+        let filters = KINDS.map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
+        let filters = filters.each_ref().map(String::as_str);
+        let projection = Projection::<ContextView>::start_on(&log, &filters, shutdown.clone()).await?;
+        let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
+        let policy = Arc::new(RevealPolicy { operators: config.reveal_to.clone() });
+        let commands = Commands { log: log.clone(), view: projection.clone() };
+        let embedder = Embedder::new(log.clone(), config.embed_timeout);
+        let inbox = Inbox::new(service.clone(), log, commands, executor).with_ack_wait(config.ack_wait);
+        let counts = inbox.counts();
+        let queries = queries::all(policy, embedder);
+        let tasks = vec![
+            inbox.serve(shutdown.clone()).await?,
+            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection.clone(), queries, shutdown.clone())
+                .await?,
+        ];
+        client.flush().await?;
+        tracing::info!("context started");
+        Ok(Context { running: Running::new(shutdown, tasks, counts), view: projection })
+    }
+
+    /// What this instance's inbox has done.
+    pub fn commands(&self) -> &InboxCounts {
+        self.running.commands()
+    }
+
+    /// This instance's own digest of its state (a `digest` query is answered by any
+    /// instance): for comparing instances.
+    pub fn digest(&self) -> Result<Digest, ProtocolError> {
+        self.view.read().digest()
+    }
+
+    /// Stops taking work, finishes what is in hand, and returns.
+    pub async fn shutdown(self) {
+        self.running.shutdown().await
+    }
+}
+
+/// How the inbox reads context commands, admits them and what it answers.
+struct Commands {
+    log: EventLog,
+    view: Projection<ContextView>,
+}
+
+/// A command as the inbox holds it: what the aggregate decides, who sent it (access is
+/// checked on admission), and its id (whether a removal removed anything is whether the
+/// removal is its doing).
+#[derive(Clone)]
+struct Request {
+    command: Command,
+    actor: String,
+    id: String,
+}
+
+impl From<Request> for Command {
+    fn from(request: Request) -> Command {
+        request.command
+    }
+}
+
+/// What an accepted command answers, by command.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Outcome {
+    /// `set`, `set_setting`, `set_preference`, `set_env`: the entry (masked when sensitive).
+    Entry(Box<EntryView>),
+    /// The removals.
+    Removed(RemoveOutcome),
+    /// `upsert_embeddings`.
+    Upserted(UpsertOutcome),
+}
+
+/// How long a command refused by the access rules waits for the log's latest events (a
+/// run an agent just started) before the refusal is final.
+const ACCESS_CATCH_UP: Duration = Duration::from_secs(2);
+
+impl CommandHandler for Commands {
+    type Aggregate = ScopeState;
+    type View = ContextView;
+    type Command = Request;
+    type Outcome = Outcome;
+
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Request), ProtocolError> {
+        let command = Command::parse(&inbound.command, encoding, &inbound.payload)?;
+        let request = Request { command, actor: inbound.actor.clone(), id: inbound.id.clone() };
+        Ok((request.command.aggregate(), request))
+    }
+
+    /// The sender must be allowed to write the scope; a refusal is final only once this
+    /// instance has applied the log as far as it goes (the run the agent just started may
+    /// not be applied here yet).
+    async fn admit(&self, _: &AggregateRef, request: &Request) -> Result<Command, ProtocolError> {
+        let scope = request.command.scope();
+        let check = || self.view.read().check(&request.actor, Access::Write, scope);
+        if check().is_err() {
+            if let Ok(last) = self.log.last_sequence().await {
+                let _ = self.view.wait_for(last, ACCESS_CATCH_UP).await;
+            }
+        }
+        check()?;
+        Ok(request.command.clone())
+    }
+
+    fn outcome(&self, request: &Request, executed: &Executed<ScopeState>) -> Outcome {
+        let state = &executed.state.state;
+        match &request.command {
+            Command::Set { scope, entry } => {
+                let stored = state.entry(entry.section, &entry.key).cloned().unwrap_or_else(|| {
+                    // `decide` stores the entry or refuses; this is a bug, said loudly.
+                    tracing::error!(%scope, key = %entry.key, "an accepted set left no entry");
+                    aggregate::Stored {
+                        entry: Arc::new(entry.clone()),
+                        revision: 0,
+                        updated_at: Default::default(),
+                        updated_by: request.actor.clone(),
+                        seq: 0,
+                    }
+                });
+                let mut view = entry_view(scope, &stored, false);
+                view.seq = executed.seq;
+                Outcome::Entry(Box::new(view))
+            }
+            Command::Remove { .. } | Command::RemoveEmbedding { .. } => {
+                Outcome::Removed(RemoveOutcome { existed: executed.state.applied(&request.id).is_some() })
+            }
+            Command::Upsert { entries, .. } => Outcome::Upserted(UpsertOutcome {
+                upserted: entries.len() as u64,
+                total: state.embeddings.len() as u64,
+                dimension: state.dimension.unwrap_or_default() as u64,
+            }),
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The context service's read model: every scope's entries and embeddings, and what the
+//! log says of runs and of the registry, folded from `osp.v1.evt.{scope,embeddings,run,
+//! entry}.*`. Every read names who asks, and answers only what that actor may read
+//! ([`crate::access`]), sensitive values masked unless revealed to one allowed to see them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+
+use osp_eventlog::{Folded, Holds, Recorded, View};
+use osp_protocol::context::queries::{
+    Digest, EmbeddingView, EntryPage, EntryView, KeyPage, PreferenceLevel, RegistryContext, ResolvedPreference,
+    ScopeKeys, SearchResult, SystemContext, DEFAULT_LIMIT, MAX_LIMIT,
+};
+use osp_protocol::context::{agent_of, ContextEvent, Scope, Section, EMBEDDINGS_KIND, MASK, MAX_TOP_K};
+use osp_protocol::{AggregateRef, Encoding, Error, Token};
+
+use crate::access::{self, Access};
+use crate::aggregate::{ScopeState, Stored};
+use crate::index::{matches_filter, VectorIndex};
+use crate::input::ContextInput;
+use crate::runs::{Registry, Runs};
+
+/// How many keys of each scope a system context lists.
+const SYSTEM_KEYS: usize = 100;
+
+/// Who may see sensitive values in clear, besides the agents an entry's target names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RevealPolicy {
+    /// Operators (`user:ana`, ...) allowed to reveal any sensitive value they may read.
+    pub operators: Vec<String>,
+}
+
+impl RevealPolicy {
+    /// Whether `actor` may see `stored`'s value in clear: an operator of the list, or an
+    /// agent its target names (`agent:<name>`): its own secret, to use.
+    pub fn allows(&self, actor: &str, stored: &Stored) -> bool {
+        match agent_of(actor) {
+            Some(_) => stored.entry.target.iter().any(|target| target == actor),
+            None => self.operators.iter().any(|operator| operator == actor),
+        }
+    }
+}
+
+/// The scopes and what the log says of runs and agents, as this instance has applied it.
+#[derive(Default)]
+pub struct ContextView {
+    /// Every aggregate seen, entries or embeddings (its head is needed to append).
+    records: HashMap<AggregateRef, Folded<ScopeState>>,
+    /// The embeddings of each scope, for search.
+    indexes: HashMap<Scope, VectorIndex>,
+    runs: Runs,
+    registry: Registry,
+    /// The sequence of the last event applied.
+    last_seq: u64,
+}
+
+impl View for ContextView {
+    type Event = ContextInput;
+
+    fn apply(&mut self, event: &Recorded<ContextInput>) {
+        self.last_seq = self.last_seq.max(event.seq);
+        let envelope = &event.envelope;
+        let aggregate = &envelope.aggregate;
+        match &envelope.payload {
+            ContextInput::Run(run) => {
+                self.runs.apply(aggregate.id.as_str(), &rewrapped(envelope, run.clone()));
+            }
+            ContextInput::Entry(entry) => self.registry.apply(aggregate.id.as_str(), entry),
+            ContextInput::Context(payload) => {
+                let recorded = Recorded {
+                    seq: event.seq,
+                    stored_at: event.stored_at,
+                    hash: event.hash,
+                    envelope: rewrapped(envelope, payload.clone()),
+                };
+                let folded = self.records.entry(aggregate.clone()).or_default();
+                folded.apply(&recorded);
+                if let ContextEvent::EntrySet(set) = payload {
+                    if let Some(stored) = folded.state.entries.get_mut(&(set.section, set.key.clone())) {
+                        stored.seq = event.seq;
+                    }
+                }
+                let Ok(scope) = Scope::of_aggregate(aggregate) else { return };
+                match payload {
+                    ContextEvent::EmbeddingsUpserted(upserted) => {
+                        let index = self.indexes.entry(scope).or_default();
+                        upserted.entries.iter().for_each(|embedding| index.upsert(embedding));
+                    }
+                    ContextEvent::EmbeddingRemoved(removed) => {
+                        if let Some(index) = self.indexes.get_mut(&scope) {
+                            index.remove(&removed.id);
+                        }
+                    }
+                    ContextEvent::EntrySet(_) | ContextEvent::EntryRemoved(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// An envelope's metadata around `payload`: one of the kinds a [`ContextInput`] holds, as
+/// its own type.
+fn rewrapped<P, Q>(envelope: &osp_protocol::Envelope<P>, payload: Q) -> osp_protocol::Envelope<Q> {
+    osp_protocol::Envelope {
+        id: envelope.id,
+        aggregate: envelope.aggregate.clone(),
+        version: envelope.version,
+        occurred_at: envelope.occurred_at,
+        actor: envelope.actor.clone(),
+        correlation_id: envelope.correlation_id.clone(),
+        causation_id: envelope.causation_id.clone(),
+        prev_hash: envelope.prev_hash,
+        payload,
+    }
+}
+
+impl Holds<ScopeState> for ContextView {
+    fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<ScopeState>> {
+        self.records.get(aggregate)
+    }
+}
+
+/// How many items a page may hold: `limit`, 1 to [`MAX_LIMIT`] ([`DEFAULT_LIMIT`] when absent).
+fn page_limit(limit: Option<u32>) -> Result<usize, Error> {
+    match limit.unwrap_or(DEFAULT_LIMIT) {
+        n @ 1..=MAX_LIMIT => Ok(n as usize),
+        n => Err(Error::Invalid { field: "limit".into(), reason: format!("must be 1 to {MAX_LIMIT}, not {n}") }),
+    }
+}
+
+/// An entry as a reader sees it: its value masked when sensitive and not `revealed`.
+pub fn entry_view(scope: &Scope, stored: &Stored, revealed: bool) -> EntryView {
+    let entry = &stored.entry;
+    let masked = entry.sensitive && !revealed;
+    EntryView {
+        scope: scope.clone(),
+        section: entry.section,
+        key: entry.key.clone(),
+        value: if masked { MASK.into() } else { entry.value.clone() },
+        description: entry.description.clone(),
+        read_only: entry.read_only,
+        target: entry.target.clone(),
+        sensitive: entry.sensitive,
+        masked,
+        revision: stored.revision,
+        updated_at: stored.updated_at,
+        updated_by: stored.updated_by.clone(),
+        seq: stored.seq,
+    }
+}
+
+fn not_found(field: &str, value: &str, reason: String) -> Error {
+    Error::NotFound { field: field.into(), value: value.to_owned(), reason }
+}
+
+impl ContextView {
+    /// What the log says of runs.
+    pub fn runs(&self) -> &Runs {
+        &self.runs
+    }
+
+    /// Whether `actor` may `access` `scope`.
+    pub fn check(&self, actor: &str, access: Access, scope: &Scope) -> Result<(), Error> {
+        access::check(actor, access, scope, &self.runs)
+    }
+
+    /// The entries' state of `scope`, if it has any.
+    pub fn scope(&self, scope: &Scope) -> Option<&ScopeState> {
+        self.records.get(&scope.entries()).map(|folded| &folded.state)
+    }
+
+    /// The entry `key` of `section` in `scope`, as `actor` may read it (never revealed).
+    pub fn entry(&self, actor: &str, scope: &Scope, section: Section, key: &str) -> Result<EntryView, Error> {
+        self.check(actor, Access::Read, scope)?;
+        let stored = self.scope(scope).and_then(|state| state.entry(section, key));
+        let stored =
+            stored.ok_or_else(|| not_found("key", key, format!("{scope} has no {} by that name", section.noun())))?;
+        Ok(entry_view(scope, stored, false))
+    }
+
+    /// An environment entry, revealed when asked and allowed.
+    pub fn env(
+        &self,
+        actor: &str,
+        scope: &Scope,
+        key: &str,
+        reveal: bool,
+        policy: &RevealPolicy,
+    ) -> Result<EntryView, Error> {
+        let view = self.entry(actor, scope, Section::Env, key)?;
+        if !(reveal && view.sensitive) {
+            return Ok(view);
+        }
+        let stored = self.scope(scope).and_then(|state| state.entry(Section::Env, key)).expect("read just now");
+        match policy.allows(actor, stored) {
+            true => Ok(entry_view(scope, stored, true)),
+            false => Err(Error::Forbidden {
+                field: "Osp-Actor header".into(),
+                value: actor.to_owned(),
+                reason: format!(
+                    "may not reveal {key} of {scope}: sensitive values are shown to the agents their target names and to the operators the service is configured to reveal to"
+                ),
+            }),
+        }
+    }
+
+    /// A page of `section`'s entries of `scope` (the environment entries applying to
+    /// `target`), from `after`.
+    pub fn entries(
+        &self,
+        actor: &str,
+        scope: &Scope,
+        section: Section,
+        page: Page<'_>,
+        policy: &RevealPolicy,
+    ) -> Result<EntryPage, Error> {
+        self.check(actor, Access::Read, scope)?;
+        let limit = page_limit(page.limit)?;
+        let mut out = EntryPage::default();
+        let Some(state) = self.scope(scope) else { return Ok(out) };
+        let from = page.after.map_or(Bound::Unbounded, |after| Bound::Excluded((section, after.to_owned())));
+        let entries = state.entries.range((from, Bound::Unbounded)).take_while(|((s, _), _)| *s == section);
+        for ((_, key), stored) in entries {
+            if page.target.is_some_and(|target| {
+                !stored.entry.target.is_empty() && !stored.entry.target.iter().any(|t| t == target)
+            }) {
+                continue;
+            }
+            if out.entries.len() == limit {
+                out.next = out.entries.last().map(|entry| entry.key.clone());
+                break;
+            }
+            let revealed = page.reveal && policy.allows(actor, stored);
+            debug_assert_eq!(key, &stored.entry.key);
+            out.entries.push(entry_view(scope, stored, revealed));
+        }
+        Ok(out)
+    }
+
+    /// A page of `scope`'s key-value keys starting with `prefix`, from `after`.
+    pub fn keys(
+        &self,
+        actor: &str,
+        scope: &Scope,
+        prefix: &str,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<KeyPage, Error> {
+        self.check(actor, Access::Read, scope)?;
+        let limit = page_limit(limit)?;
+        let mut page = KeyPage::default();
+        let Some(state) = self.scope(scope) else { return Ok(page) };
+        let start = match after {
+            Some(after) if after >= prefix => Bound::Excluded((Section::Kv, after.to_owned())),
+            _ => Bound::Included((Section::Kv, prefix.to_owned())),
+        };
+        for ((section, key), _) in state.entries.range((start, Bound::Unbounded)) {
+            if *section != Section::Kv || !key.starts_with(prefix) {
+                break;
+            }
+            if page.keys.len() == limit {
+                page.next = page.keys.last().cloned();
+                break;
+            }
+            page.keys.push(key.clone());
+        }
+        Ok(page)
+    }
+
+    /// The preference `key` as it applies: `agent`'s, else `user`'s, else the setting.
+    pub fn preference(
+        &self,
+        actor: &str,
+        key: &str,
+        agent: Option<&Token>,
+        user: Option<&Token>,
+    ) -> Result<ResolvedPreference, Error> {
+        let levels = [
+            (PreferenceLevel::Agent, agent.map(|name| Scope::Agent(name.clone()))),
+            (PreferenceLevel::User, user.map(|name| Scope::User(name.clone()))),
+        ];
+        for (level, scope) in levels {
+            let Some(scope) = scope else { continue };
+            self.check(actor, Access::Read, &scope)?;
+            if let Some(stored) = self.scope(&scope).and_then(|state| state.entry(Section::Preference, key)) {
+                return Ok(ResolvedPreference { level, entry: entry_view(&scope, stored, false) });
+            }
+        }
+        let setting = self.scope(&Scope::Global).and_then(|state| state.entry(Section::Setting, key));
+        match setting {
+            Some(stored) => Ok(ResolvedPreference {
+                level: PreferenceLevel::System,
+                entry: entry_view(&Scope::Global, stored, false),
+            }),
+            None => Err(not_found("key", key, "no preference of the agent or the user has it, and no setting".into())),
+        }
+    }
+
+    /// An embedding of `scope`.
+    pub fn embedding(&self, actor: &str, scope: &Scope, id: &str) -> Result<EmbeddingView, Error> {
+        self.check(actor, Access::Read, scope)?;
+        let (item, vector) = self
+            .indexes
+            .get(scope)
+            .and_then(|index| index.get(id))
+            .ok_or_else(|| not_found("id", id, format!("{scope} has no embedding by that id")))?;
+        Ok(EmbeddingView {
+            id: item.id.clone(),
+            content: item.content.clone(),
+            metadata: item.metadata.clone(),
+            vector: vector.to_vec(),
+        })
+    }
+
+    /// The `top_k` embeddings of `scope` closest to `vector`, among those whose metadata
+    /// has every field of `filter`.
+    pub fn search(
+        &self,
+        actor: &str,
+        scope: &Scope,
+        vector: &[f32],
+        top_k: u32,
+        filter: Option<&serde_json::Value>,
+    ) -> Result<SearchResult, Error> {
+        self.check(actor, Access::Read, scope)?;
+        if top_k == 0 || top_k > MAX_TOP_K {
+            return Err(Error::Invalid {
+                field: "top_k".into(),
+                reason: format!("must be 1 to {MAX_TOP_K}, not {top_k}"),
+            });
+        }
+        let filter = match filter {
+            None => None,
+            Some(serde_json::Value::Object(filter)) => Some(filter),
+            Some(other) => {
+                return Err(Error::Invalid {
+                    field: "filter".into(),
+                    reason: format!("must be an object of metadata fields, not {}", osp_protocol::json::kind_of(other)),
+                })
+            }
+        };
+        let Some(index) = self.indexes.get(scope).filter(|index| !index.is_empty()) else {
+            return Ok(SearchResult::default());
+        };
+        if vector.len() != index.dimension() {
+            return Err(Error::Invalid {
+                field: "vector".into(),
+                reason: format!(
+                    "has {} dimensions; the embeddings of {scope} have {}",
+                    vector.len(),
+                    index.dimension()
+                ),
+            });
+        }
+        let (matches, compared) = index.search(vector, top_k as usize, |item| {
+            filter.is_none_or(|filter| matches_filter(item.metadata.as_ref(), filter))
+        });
+        Ok(SearchResult { matches, compared, embedded_by: None })
+    }
+
+    /// What agent `agent` may see, in one answer (environment values masked).
+    pub fn system(&self, actor: &str, agent: &Token) -> Result<SystemContext, Error> {
+        let own = Scope::Agent(agent.clone());
+        self.check(actor, Access::Read, &own)?;
+        let as_agent = format!("agent:{agent}");
+        let runs = self.runs.worked_on_by(agent.as_str());
+        let mut readable = vec![Scope::Global, own];
+        let mut users = Vec::new();
+        for run_id in &runs {
+            readable.push(Scope::Run(Token::new("run", *run_id)?));
+            let Some(facts) = self.runs.run(run_id) else { continue };
+            if let Some(session) = &facts.session {
+                readable.push(Scope::Session(Token::new("session", session.as_str())?));
+            }
+            if let Some(user) = facts.submitter.strip_prefix("user:") {
+                let user = Token::new("user", user)?;
+                if !users.contains(&user) {
+                    readable.push(Scope::User(user.clone()));
+                    users.push(user);
+                }
+            }
+        }
+        readable.sort();
+        readable.dedup();
+        let settings = self
+            .scope(&Scope::Global)
+            .map(|state| {
+                state.section(Section::Setting).map(|(_, stored)| entry_view(&Scope::Global, stored, false)).collect()
+            })
+            .unwrap_or_default();
+        // Preferences: every key the agent's, its users' and the settings have, resolved.
+        let mut keys: Vec<&str> = Vec::new();
+        for scope in readable.iter().filter(|scope| matches!(scope, Scope::Agent(_) | Scope::User(_))) {
+            keys.extend(
+                self.scope(scope).into_iter().flat_map(|state| state.section(Section::Preference).map(|(key, _)| key)),
+            );
+        }
+        let mut preferences = BTreeMap::new();
+        for key in keys {
+            let resolved = self.preference(&as_agent, key, Some(agent), users.first())?;
+            preferences.insert(key.to_owned(), resolved);
+        }
+        let mut env = Vec::new();
+        let mut scopes = Vec::new();
+        for scope in &readable {
+            let state = self.scope(scope);
+            for (_, stored) in state.into_iter().flat_map(|state| state.section(Section::Env)) {
+                let target = &stored.entry.target;
+                if target.is_empty() || target.iter().any(|t| t == &as_agent) {
+                    env.push(entry_view(scope, stored, false));
+                }
+            }
+            let keys: Vec<String> =
+                state.into_iter().flat_map(|state| state.section(Section::Kv)).map(|(key, _)| key.to_owned()).collect();
+            scopes.push(ScopeKeys {
+                scope: scope.clone(),
+                writable: access::check(&as_agent, Access::Write, scope, &self.runs).is_ok(),
+                total: keys.len() as u64,
+                keys: keys.into_iter().take(SYSTEM_KEYS).collect(),
+            });
+        }
+        let registry = RegistryContext {
+            card: self.registry.card(agent.as_str()).cloned(),
+            registries: self.registry.counts().clone(),
+            capabilities: self.registry.capabilities(),
+        };
+        Ok(SystemContext { agent: agent.to_string(), settings, preferences, env, registry, scopes })
+    }
+
+    /// A fingerprint of every scope's entries and embeddings, the same on every instance
+    /// that has applied the same log.
+    pub fn digest(&self) -> Result<Digest, Error> {
+        let mut aggregates: Vec<_> = self.records.iter().collect();
+        aggregates.sort_by(|a, b| a.0.cmp(b.0));
+        let mut hasher = blake3::Hasher::new();
+        let (mut entries, mut embeddings) = (0, 0);
+        for (aggregate, folded) in aggregates {
+            let head = (aggregate.to_string(), folded.head.seq, folded.head.version, folded.head.hash.map(|h| h.0));
+            hasher.update(&Encoding::MessagePack.encode(&head)?);
+            for stored in folded.state.entries.values() {
+                let entry = (&*stored.entry, stored.revision, stored.updated_at, &stored.updated_by, stored.seq);
+                hasher.update(&Encoding::MessagePack.encode(&entry)?);
+                entries += 1;
+            }
+            if aggregate.kind.as_str() == EMBEDDINGS_KIND {
+                let Some(index) = Scope::of_aggregate(aggregate).ok().and_then(|scope| self.indexes.get(&scope)) else {
+                    continue;
+                };
+                for (item, vector) in index.slots() {
+                    hasher.update(&Encoding::MessagePack.encode(&(&item.id, &item.content, &item.metadata, vector))?);
+                    embeddings += 1;
+                }
+            }
+        }
+        Ok(Digest {
+            digest: hasher.finalize().to_hex().to_string(),
+            scopes: self.records.len() as u64,
+            entries,
+            embeddings,
+            applied: self.last_seq,
+        })
+    }
+}
+
+/// Which entries of a section a page holds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Page<'a> {
+    /// Start after this key.
+    pub after: Option<&'a str>,
+    /// At most this many.
+    pub limit: Option<u32>,
+    /// Environment entries applying there only (no target, or a target naming it).
+    pub target: Option<&'a str>,
+    /// Show sensitive values to a reader allowed to see them.
+    pub reveal: bool,
+}
