@@ -53,7 +53,8 @@ async fn register_list_find_and_unregister_through_the_cli() {
     // Agents registered here do not heartbeat: they go offline after a second of silence.
     let dev = Dev::start(folder.path(), &["--offline-after", "1s"]).await;
     let url = dev.url.clone();
-    assert!(dev.banner.contains(&"  services: registry, scheduler, quality".to_owned()), "{:?}", dev.banner);
+    let services = "  services: registry, scheduler, quality, context";
+    assert!(dev.banner.iter().any(|line| line.starts_with(services)), "{:?}", dev.banner);
 
     // Register: an agent inline, a tool from a file, and the tool again.
     let card = r#"{"capabilities": ["summarize", "translate"], "max_concurrency": 4, "version": "1.2.0",
