@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, ValueEnum};
-use osp_protocol::scheduler::{Approval, Backoff, OnTimeout, Retry, RunOptions, Timeout};
+use osp_protocol::quality::JudgeSpec;
+use osp_protocol::scheduler::{
+    Approval, Backoff, Checks, OnCheckFailure, OnMissingEvidence, OnTimeout, Retry, RunOptions, Timeout,
+};
 use serde_json::Value;
 
 use crate::json_args;
@@ -62,6 +65,32 @@ pub struct OptionFlags {
     /// the work queue until one does.
     #[arg(long)]
     wait_for_agent: bool,
+    /// Check the output against these rules of the quality service's catalog before the
+    /// run completes.
+    #[arg(long, value_name = "RULE,...", value_delimiter = ',', help_heading = "Checks")]
+    checks: Vec<String>,
+    /// Have a judge (an agent with the `judge` capability) score the output on this
+    /// criterion before the run completes. Repeatable.
+    #[arg(long = "judge", value_name = "CRITERION", help_heading = "Checks")]
+    judge: Vec<String>,
+    /// The score (0 to 1) the judge must give [default: 0.7].
+    #[arg(long = "judge-threshold", value_name = "SCORE", help_heading = "Checks")]
+    judge_threshold: Option<f64>,
+    /// What a failed check does: fail the run, retry it (the next attempt gets the
+    /// failures as feedback), or wait for a person's approval [default: fail].
+    #[arg(long, value_enum, value_name = "ACTION", help_heading = "Checks")]
+    on_check_failure: Option<CheckFailureAction>,
+    /// Count checks that could not be made (the judge did not answer) as passed.
+    #[arg(long, help_heading = "Checks")]
+    pass_on_missing_evidence: bool,
+}
+
+/// `--on-check-failure`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CheckFailureAction {
+    Fail,
+    Retry,
+    Approval,
 }
 
 /// `--on-timeout`.
@@ -99,6 +128,7 @@ impl OptionFlags {
         self.timeout_onto(&mut options)?;
         self.retry_onto(&mut options)?;
         self.approval_onto(&mut options)?;
+        self.checks_onto(&mut options)?;
         options.wait_for_agent |= self.wait_for_agent;
         options.check()?;
         Ok(options)
@@ -204,6 +234,59 @@ impl OptionFlags {
     }
 }
 
+impl OptionFlags {
+    fn checks_onto(&self, options: &mut RunOptions) -> anyhow::Result<()> {
+        if self.judge_threshold.is_some() && self.judge.is_empty() {
+            bail!("--judge-threshold needs --judge CRITERION");
+        }
+        if !self.checks.is_empty() || !self.judge.is_empty() {
+            let checks = options.checks.get_or_insert_with(|| {
+                Box::new(Checks {
+                    rules: Vec::new(),
+                    judge: None,
+                    on_failure: OnCheckFailure::Fail,
+                    on_missing_evidence: OnMissingEvidence::Fail,
+                    objectives: Vec::new(),
+                    timeout_ms: None,
+                    approvers: None,
+                    required_approvals: None,
+                })
+            });
+            if !self.checks.is_empty() {
+                checks.rules = self.checks.clone();
+            }
+            if !self.judge.is_empty() {
+                let threshold = self.judge_threshold.unwrap_or(DEFAULT_JUDGE_THRESHOLD);
+                checks.judge = Some(JudgeSpec { criteria: self.judge.clone(), threshold, model: None });
+            }
+        }
+        let flags = [
+            ("--on-check-failure", self.on_check_failure.is_some()),
+            ("--pass-on-missing-evidence", self.pass_on_missing_evidence),
+        ];
+        let Some(checks) = options.checks.as_mut() else {
+            if let Some((flag, _)) = flags.iter().find(|(_, given)| *given) {
+                bail!("{flag} needs checks: add --checks RULE,... or --judge CRITERION");
+            }
+            return Ok(());
+        };
+        if let Some(action) = self.on_check_failure {
+            checks.on_failure = match action {
+                CheckFailureAction::Fail => OnCheckFailure::Fail,
+                CheckFailureAction::Retry => OnCheckFailure::Retry,
+                CheckFailureAction::Approval => OnCheckFailure::Approval,
+            };
+        }
+        if self.pass_on_missing_evidence {
+            checks.on_missing_evidence = OnMissingEvidence::Pass;
+        }
+        Ok(())
+    }
+}
+
+/// The judge's threshold when `--judge-threshold` is not given.
+const DEFAULT_JUDGE_THRESHOLD: f64 = 0.7;
+
 /// Whole milliseconds (a duration under 1 ms is 0, which the check refuses where 0 is
 /// not allowed).
 fn millis(duration: Duration) -> u64 {
@@ -274,6 +357,29 @@ mod tests {
     }
 
     #[test]
+    fn check_flags_build_the_checks() {
+        let got = build(&[
+            "--checks",
+            "has-summary,short",
+            "--judge",
+            "accurate",
+            "--judge-threshold",
+            "0.8",
+            "--on-check-failure",
+            "approval",
+            "--pass-on-missing-evidence",
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            json!({"checks": {"rules": ["has-summary", "short"], "judge": {"criteria": ["accurate"], "threshold": 0.8},
+                              "onFailure": "approval", "onMissingEvidence": "pass"}})
+        );
+        let judged = build(&["--judge", "accurate"]).unwrap();
+        assert_eq!(judged["checks"]["judge"]["threshold"], json!(0.7));
+    }
+
+    #[test]
     fn flags_override_the_options_document() {
         let options = r#"{"retry": {"attempts": 5, "delayMs": 200, "backoff": "linear"}, "timeout": {"ms": 100, "onTimeout": "continue"}}"#;
         let got = build(&["--options", options, "--retry", "2", "--timeout", "1s"]).unwrap();
@@ -307,6 +413,10 @@ mod tests {
             (&["--options", r#"{"retries": 3}"#][..], "--options: unknown field `retries`"),
             (&["--options", "[1]"][..], "--options: must be a JSON object"),
             (&["--options", "{"][..], "--options: invalid JSON"),
+            (&["--on-check-failure", "retry"][..], "--on-check-failure needs checks: add --checks RULE,..."),
+            (&["--checks", "a", "--judge-threshold", "0.5"][..], "--judge-threshold needs --judge CRITERION"),
+            (&["--judge", "clear", "--judge-threshold", "2"][..], "invalid options.checks.judge.threshold"),
+            (&["--checks", "a.b"][..], "options.checks.rules[0]"),
         ] {
             let err = build(args).unwrap_err().to_string();
             assert!(err.contains(expected), "{args:?}: {err}");

@@ -4,7 +4,7 @@
 use crate::output::table;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::registry::Document;
-use osp_protocol::scheduler::queries::{RunStatus, RunSummary, RunView};
+use osp_protocol::scheduler::queries::{CheckView, RunStatus, RunSummary, RunView};
 use osp_protocol::scheduler::RunOutcome;
 use osp_protocol::Timestamp;
 use serde_json::{json, Value};
@@ -228,6 +228,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
     if !run.attempts.is_empty() {
         out.push("attempts:".to_owned());
         let time = |at: Option<Timestamp>| at.map_or_else(|| "-".to_owned(), |at| at.to_rfc3339());
+        let checked = run.attempts.iter().any(|a| a.check.is_some());
         let rows = run.attempts.iter().map(|a| {
             let mut error = a.error.as_ref().map_or_else(|| "-".to_owned(), |e| truncate(&e.to_string(), CELL_WIDTH));
             if a.timed_out && a.error.is_none() {
@@ -237,17 +238,26 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
                 0 | 1 => a.attempt.to_string(),
                 n => format!("{} ({n} dispatches)", a.attempt),
             };
-            vec![
+            let mut row = vec![
                 attempt,
                 a.agent.clone().unwrap_or_else(|| "-".to_owned()),
                 time(a.dispatched_at),
                 time(a.started_at),
                 time(a.ended_at),
                 a.outcome.clone().unwrap_or_else(|| "-".to_owned()),
-                error,
-            ]
+            ];
+            if checked {
+                row.push(a.check.as_ref().map_or_else(|| "-".to_owned(), check_cell));
+            }
+            row.push(error);
+            row
         });
-        out.push(indent(&table(&["ATTEMPT", "AGENT", "DISPATCHED", "STARTED", "ENDED", "OUTCOME", "ERROR"], rows)));
+        let mut header = vec!["ATTEMPT", "AGENT", "DISPATCHED", "STARTED", "ENDED", "OUTCOME"];
+        if checked {
+            header.push("CHECKS");
+        }
+        header.push("ERROR");
+        out.push(indent(&table(&header, rows)));
     }
     if let Some(output) = &run.output {
         let output = serde_json::to_string_pretty(&document(output)).unwrap_or_default();
@@ -270,6 +280,16 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
         lines.line(&line)?;
     }
     lines.flush()
+}
+
+/// An attempt's checks, in a cell: `passed, qualified (chk-…)`, or `checking (chk-…)`.
+fn check_cell(check: &CheckView) -> String {
+    match (check.passed, check.opinion) {
+        (Some(passed), Some(opinion)) => {
+            format!("{}, {} ({})", if passed { "passed" } else { "failed" }, opinion.as_str(), check.audit_id)
+        }
+        _ => format!("checking ({})", check.audit_id),
+    }
 }
 
 /// `in-progress` or `in-progress, paused` (an ended run is only ended).
