@@ -12,7 +12,7 @@ use osp_protocol::scheduler::queries::{
     ApprovalView, AttemptView, CheckView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, StepView,
     VIEW_LOG_LINES,
 };
-use osp_protocol::scheduler::{Dispatched, FailureCause, RunEvent, Workflow};
+use osp_protocol::scheduler::{Checks, Dispatched, FailureCause, RunEvent, Workflow};
 use osp_protocol::{Envelope, Timestamp};
 
 use crate::commands::{self, RunCommand};
@@ -178,6 +178,21 @@ impl Run {
         self.view.attempts.get((n as usize).checked_sub(1)?)
     }
 
+    /// The checks its output must pass: its `checks` option, or, for a check run (a
+    /// `check` step), the check it is.
+    pub fn checks(&self) -> Option<std::borrow::Cow<'_, Checks>> {
+        match (&self.view.options.checks, &self.view.workflow) {
+            (Some(checks), _) => Some(std::borrow::Cow::Borrowed(&**checks)),
+            (None, Some(Workflow::Check(check))) => Some(std::borrow::Cow::Owned(check.checks())),
+            _ => None,
+        }
+    }
+
+    /// Whether it is a check run: a `check` step, whose output is the evaluation.
+    pub fn is_check(&self) -> bool {
+        matches!(self.view.workflow, Some(Workflow::Check(_)))
+    }
+
     /// What attempt `attempt`'s task tells its agent of the attempt before it, when that
     /// one's output failed its checks.
     pub fn feedback_for(&self, attempt: u32) -> Option<serde_json::Value> {
@@ -260,9 +275,9 @@ impl Aggregate for Run {
                 self.view.workflow = submitted.workflow.as_deref().cloned();
                 self.view.parent = submitted.parent.clone();
                 self.phase = Phase::Ready { attempt: 1 };
-                if let Some(definition) = &submitted.workflow {
+                if let Some(definition) = submitted.workflow.as_deref().filter(|w| !matches!(w, Workflow::Check(_))) {
                     self.workflow = Some(WorkflowState {
-                        definition: (**definition).clone(),
+                        definition: definition.clone(),
                         input: from_msgpack_value(&submitted.input),
                         steps: Steps::default(),
                         deadline: None,

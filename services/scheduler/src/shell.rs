@@ -183,7 +183,7 @@ impl Shell {
         let check = {
             let view = self.runs.read();
             let Some(run) = view.run(run_id.as_str()) else { return Ok(()) };
-            let (Some(held), Some(checks)) = (run.held.as_ref(), run.view.options.checks.as_ref()) else {
+            let (Some(held), Some(checks)) = (run.held.as_ref(), run.checks()) else {
                 return Ok(());
             };
             if held.attempt != attempt {

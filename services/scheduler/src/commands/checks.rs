@@ -15,8 +15,8 @@
 use osp_protocol::quality::{AuditEntry, Findings, Opinion};
 use osp_protocol::registry::Document;
 use osp_protocol::scheduler::{
-    ApprovalRequested, Checked, Checking, Completed, Failed, FailureCause, OnCheckFailure, OnMissingEvidence, RunEvent,
-    TaskError, CHECK_FAILED,
+    ApprovalRequested, Checked, Checking, Checks, Completed, Failed, FailureCause, OnCheckFailure, OnMissingEvidence,
+    RunEvent, TaskError, Workflow, CHECK_FAILED,
 };
 use osp_protocol::{Timestamp, Token};
 
@@ -37,15 +37,30 @@ pub fn audit_id(run_id: &str, attempt: u32) -> Token {
 /// The agent completed attempt `attempt` with `output`: the run completes, or, when its
 /// options name checks, the output is checked first.
 pub(super) fn completed(run: &Run, attempt: u32, output: &Document, now: Timestamp) -> Vec<RunEvent> {
-    match &run.view.options.checks {
+    match run.checks() {
         None => vec![RunEvent::Completed(Completed { attempt, output: output.clone() })],
-        Some(checks) => vec![RunEvent::Checking(Checking {
-            attempt,
-            audit_id: audit_id(&run.view.run_id, attempt),
-            output: output.clone(),
-            deadline: now.plus_millis(checks.timeout_ms() + RECORD_GRACE_MS),
-        })],
+        Some(checks) => vec![checking(&run.view.run_id, attempt, output.clone(), &checks, now)],
     }
+}
+
+/// A check run (a `check` step) being submitted: what it checks is its input's
+/// `candidate` when there is one (an `evaluate` step's input), else its input.
+pub(super) fn check_run(run_id: &Token, step: Option<&Workflow>, input: &Document, now: Timestamp) -> Option<RunEvent> {
+    let Some(Workflow::Check(check)) = step else { return None };
+    let candidate = match input {
+        Document::Map(fields) => fields.iter().find(|(key, _)| key.as_str() == Some("candidate")).map(|(_, v)| v),
+        _ => None,
+    };
+    Some(checking(run_id.as_str(), 1, candidate.unwrap_or(input).clone(), &check.checks(), now))
+}
+
+fn checking(run_id: &str, attempt: u32, output: Document, checks: &Checks, now: Timestamp) -> RunEvent {
+    RunEvent::Checking(Checking {
+        attempt,
+        audit_id: audit_id(run_id, attempt),
+        output,
+        deadline: now.plus_millis(checks.timeout_ms() + RECORD_GRACE_MS),
+    })
 }
 
 /// The audit entry `entry` was recorded: if it is the one the run waits for, decide.
@@ -81,7 +96,7 @@ pub(super) fn deadline_passed(run: &Run, attempt: u32, now: Timestamp) -> Vec<Ru
         judge: None,
         missing: Some(format!(
             "the quality service recorded no audit entry within {} ms",
-            run.view.options.checks.as_ref().map_or(0, |checks| checks.timeout_ms()) + RECORD_GRACE_MS
+            run.checks().map_or(0, |checks| checks.timeout_ms()) + RECORD_GRACE_MS
         )),
     };
     decide(run, verdict, now)
@@ -90,8 +105,7 @@ pub(super) fn deadline_passed(run: &Run, attempt: u32, now: Timestamp) -> Vec<Ru
 /// Records the verdict on the held output and what follows from it. Anything but the
 /// audit the run waits for, while it waits, changes nothing.
 fn decide(run: &Run, mut verdict: Checked, now: Timestamp) -> Vec<RunEvent> {
-    let (Phase::Checking { attempt }, Some(held), Some(checks)) = (&run.phase, &run.held, &run.view.options.checks)
-    else {
+    let (Phase::Checking { attempt }, Some(held), Some(checks)) = (&run.phase, &run.held, run.checks()) else {
         return vec![];
     };
     if held.audit_id != verdict.audit_id {
@@ -104,6 +118,11 @@ fn decide(run: &Run, mut verdict: Checked, now: Timestamp) -> Vec<RunEvent> {
     let found = verdict.findings.critical > 0 || verdict.findings.major > 0 || verdict.opinion == Opinion::Adverse;
     let missing_fails = verdict.opinion == Opinion::Disclaimer && checks.on_missing_evidence == OnMissingEvidence::Fail;
     verdict.passed = !found && !missing_fails;
+    if run.is_check() {
+        // A check run completes with the evaluation, passed or not: its parent decides.
+        let output = evaluation(&verdict, &checks.rules);
+        return vec![RunEvent::Checked(verdict), RunEvent::Completed(Completed { attempt, output })];
+    }
     if verdict.passed {
         let completed = Completed { attempt, output: held.output.clone() };
         return vec![RunEvent::Checked(verdict), RunEvent::Completed(completed)];
@@ -158,6 +177,28 @@ fn check_error(verdict: &Checked) -> TaskError {
         message.push_str("...");
     }
     TaskError { kind: CHECK_FAILED.into(), message, details: Some(feedback(verdict)) }
+}
+
+/// A check run's output: `{score, passed, feedback, auditId, opinion}`, what an
+/// evaluator-optimizer reads of an evaluation. The score is the judge's when it judged,
+/// else the share of rules passed (0 when nothing could be checked).
+fn evaluation(verdict: &Checked, rules: &[String]) -> Document {
+    let score = match &verdict.judge {
+        Some(judge) => judge.score,
+        None if rules.is_empty() => 0.0,
+        None => {
+            let failed = verdict.failed.iter().filter(|result| rules.contains(&result.rule_name)).count();
+            (rules.len() - failed.min(rules.len())) as f64 / rules.len() as f64
+        }
+    };
+    let value = serde_json::json!({
+        "score": score,
+        "passed": verdict.passed,
+        "feedback": osp_protocol::json::from_msgpack_value(&feedback(verdict)),
+        "auditId": verdict.audit_id.as_str(),
+        "opinion": verdict.opinion,
+    });
+    osp_protocol::registry::document::from_json(&value)
 }
 
 /// What an agent is told of a failed check (the task's `feedback`, the error's
@@ -350,5 +391,49 @@ mod tests {
         let events = given_run(checking(gate)).when(&RunCommand::Checked(judged)).events();
         let Some(RunEvent::Failed(failed)) = events.last() else { panic!("{events:?}") };
         assert!(failed.error.message.contains("judge: score 0.40: too vague"), "{}", failed.error.message);
+    }
+}
+
+#[cfg(test)]
+mod check_step {
+    use osp_protocol::quality::Opinion;
+    use osp_protocol::registry::document::from_json;
+    use osp_protocol::scheduler::{Command, RunEvent, Submit};
+    use osp_protocol::Token;
+    use serde_json::json;
+
+    use super::super::fixtures::*;
+    use super::super::RunCommand;
+
+    /// The submit of a check step's run `test` on `input`.
+    fn check_submit(input: serde_json::Value) -> RunCommand {
+        let step = serde_json::from_value(json!({"check": {"rules": ["has-summary"]}})).unwrap();
+        RunCommand::from(Command::Submit(Submit {
+            run_id: Token::new("run_id", "test").unwrap(),
+            capability: None,
+            workflow: Some(Box::new(step)),
+            parent: None,
+            input: from_json(&input),
+            options: options(),
+            metadata: None,
+        }))
+    }
+
+    #[test]
+    fn a_check_step_checks_its_candidate_at_once_and_completes_with_the_evaluation() {
+        let events = given_run([]).when(&check_submit(json!({"candidate": {"summary": "x"}, "iteration": 2}))).events();
+        let [RunEvent::Submitted(_), RunEvent::Checking(checking)] = events.as_slice() else { panic!("{events:?}") };
+        assert_eq!(checking.output, from_json(&json!({"summary": "x"})), "the candidate, not the whole input");
+        let mut history = events.clone();
+        for (opinion, passed, score) in [(Opinion::Adverse, false, 0.0), (Opinion::Unqualified, true, 1.0)] {
+            let decided = given_run(history.clone()).when(&audit_recorded(1, opinion)).events();
+            let Some(RunEvent::Completed(completed)) = decided.last() else { panic!("{decided:?}") };
+            let evaluation = osp_protocol::json::from_msgpack_value(&completed.output);
+            assert_eq!((evaluation["passed"].as_bool(), evaluation["score"].as_f64()), (Some(passed), Some(score)));
+            assert_eq!(evaluation["opinion"], json!(opinion));
+        }
+        // Without a candidate, the whole input is checked.
+        history = given_run([]).when(&check_submit(json!({"summary": "y"}))).events();
+        assert!(matches!(&history[1], RunEvent::Checking(c) if c.output == from_json(&json!({"summary": "y"}))));
     }
 }

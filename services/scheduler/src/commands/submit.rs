@@ -4,10 +4,10 @@
 //! A run of one task is dispatched in the same event; a workflow run starts its first
 //! steps in a decision of its own ([`super::steps`]), which the submit's event causes.
 
-use osp_protocol::scheduler::{ApprovalRequested, RunEvent, Submit, Submitted};
+use osp_protocol::scheduler::{ApprovalRequested, RunEvent, Submit, Submitted, Workflow};
 use osp_protocol::{Error, Timestamp};
 
-use super::attempts;
+use super::{attempts, checks};
 use crate::run::Run;
 
 pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
@@ -55,6 +55,12 @@ pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<R
                 auto_approve_on_timeout: approval.auto_approve_on_timeout,
             }),
         ],
+        // A check step has no agent: its input is checked at once.
+        None if matches!(submit.workflow.as_deref(), Some(Workflow::Check(_))) => {
+            let mut events = vec![submitted(None)];
+            events.extend(checks::check_run(&submit.run_id, submit.workflow.as_deref(), &submit.input, now));
+            events
+        }
         None if submit.workflow.is_some() => vec![submitted(None)],
         // The common case is one event: submitting is a single append.
         None => vec![submitted(Some(attempts::dispatched(&submit.options, 1, 1, now)))],

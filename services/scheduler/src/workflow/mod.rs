@@ -166,8 +166,8 @@ impl Steps {
 /// What `workflow`, run on `input`, does next, given the steps so far.
 pub fn next(workflow: &Workflow, input: &Value, steps: &Steps) -> Next {
     match workflow {
-        // A single task is a run of its own, never a workflow run.
-        Workflow::Task(_) => Next::Wait,
+        // A single task, or a check, is a run of its own, never a workflow run.
+        Workflow::Task(_) | Workflow::Check(_) => Next::Wait,
         Workflow::Routing(routing) => routing::next(routing, input, steps),
         Workflow::Parallelization(parallel) => parallel::next(parallel, input, steps),
         Workflow::OrchestratorWorkers(orchestrator) => orchestrator::next(orchestrator, input, steps),

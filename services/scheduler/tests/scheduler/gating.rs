@@ -200,3 +200,37 @@ async fn with_no_quality_service_the_checks_deadline_counts_evidence_as_missing(
     agent.shutdown().await;
     scheduler.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_evaluator_optimizer_can_evaluate_with_a_quality_check() {
+    let (server, scheduler, client) = system_with_agent("writer", "write").await;
+    let quality = quality_with_rule(&server.url()).await;
+    // The writer forgets the summary until it is given feedback.
+    let agent = worker(&server.url(), "writer", "write", 4, |task: osp_client::Task| async move {
+        Ok(match task.input()["feedback"].is_null() {
+            true => json!({"text": "a draft"}),
+            false => json!({"summary": "a summary, after feedback"}),
+        })
+    })
+    .await;
+    let definition = serde_json::from_value(json!({"evaluatorOptimizer": {
+        "generate": {"task": {"capability": "write"}},
+        "evaluate": {"check": {"rules": ["has-summary"]}},
+        "maxIterations": 3}}))
+    .unwrap();
+    let submission = osp_client::Submission::workflow(definition, json!({"topic": "foxes"})).run_id("eo");
+    client.scheduler().submit(&submission).await.unwrap();
+    let run = wait(&client, "eo").await;
+    assert_eq!(run.status(), RunStatus::Completed, "{:?}", run.error);
+    let output = osp_protocol::json::from_msgpack_value(run.output.as_ref().unwrap());
+    assert_eq!((output["iteration"].as_u64(), output["stoppedBecause"].as_str()), (Some(2), Some("passed")));
+    assert_eq!(output["iterations"][0]["feedback"]["failed"][0]["ruleName"], "has-summary");
+    // Each evaluation is an audit entry of its own, of the step's run.
+    let evaluation = client.scheduler().get("eo:evaluate:1").await.unwrap().expect("the first evaluate step");
+    let audit_id = evaluation.attempts[0].check.as_ref().expect("checked").audit_id.clone();
+    let entry = client.quality().wait_recorded(&audit_id, RUN_WITHIN).await.unwrap();
+    assert_eq!(entry.execution_id.as_deref(), Some("eo:evaluate:1"));
+    agent.shutdown().await;
+    quality.shutdown().await;
+    scheduler.shutdown().await;
+}

@@ -50,6 +50,52 @@ pub enum Workflow {
     OrchestratorWorkers(OrchestratorWorkers),
     /// Generate, evaluate, optimize with the feedback, until good enough.
     EvaluatorOptimizer(EvaluatorOptimizer),
+    /// A check by the quality service, as a step: no agent of its own; its output is the
+    /// evaluation `{score, passed, feedback, auditId, opinion}` (an evaluator-optimizer's
+    /// `evaluate` step can be one).
+    Check(CheckStep),
+}
+
+/// A check of the step's input by the quality service: its `candidate` when the input
+/// has one (the input of an `evaluate` step), else the whole input. Its run completes
+/// with the evaluation, whether the check passed or not: `score` is the judge's when
+/// there is one, else the share of rules passed; `passed` means no critical or major
+/// finding and no missing evidence; `feedback` lists what failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckStep {
+    /// Rules of the quality service's catalog.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
+    /// A judge, too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<crate::quality::JudgeSpec>,
+    /// What the check is for (kept in the audit entry).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objectives: Vec<String>,
+    /// How long the judge and custom rules may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Never set: a check step has no run options of its own (kept for
+    /// [`Workflow::options`]).
+    #[serde(skip)]
+    pub options: RunOptions,
+}
+
+impl CheckStep {
+    /// The check as the run option `checks` says it (what the scheduler sends).
+    pub fn checks(&self) -> crate::scheduler::Checks {
+        crate::scheduler::Checks {
+            rules: self.rules.clone(),
+            judge: self.judge.clone(),
+            on_failure: crate::scheduler::OnCheckFailure::Fail,
+            on_missing_evidence: crate::scheduler::OnMissingEvidence::Fail,
+            objectives: self.objectives.clone(),
+            timeout_ms: self.timeout_ms,
+            approvers: None,
+            required_approvals: None,
+        }
+    }
 }
 
 /// One task.
@@ -209,6 +255,7 @@ impl Workflow {
             Workflow::Parallelization(_) => "parallelization",
             Workflow::OrchestratorWorkers(_) => "orchestrator-workers",
             Workflow::EvaluatorOptimizer(_) => "evaluator-optimizer",
+            Workflow::Check(_) => "check",
         }
     }
 
@@ -220,6 +267,7 @@ impl Workflow {
             Workflow::Parallelization(w) => &w.options,
             Workflow::OrchestratorWorkers(w) => &w.options,
             Workflow::EvaluatorOptimizer(w) => &w.options,
+            Workflow::Check(w) => &w.options,
         }
     }
 
@@ -239,6 +287,9 @@ impl Workflow {
         let mut found = BTreeSet::new();
         self.visit(&mut |step| {
             found.extend(step.options().checks.iter().flat_map(|checks| checks.rules.iter().map(String::as_str)));
+            if let Workflow::Check(check) = step {
+                found.extend(check.rules.iter().map(String::as_str));
+            }
         });
         found
     }
@@ -248,7 +299,7 @@ impl Workflow {
         each(self);
         let mut steps: Vec<&Workflow> = Vec::new();
         match self {
-            Workflow::Task(_) => {}
+            Workflow::Task(_) | Workflow::Check(_) => {}
             Workflow::Routing(w) => {
                 steps.push(&w.classify);
                 steps.extend(w.routes.values());
@@ -277,6 +328,11 @@ impl Workflow {
     pub fn describe(&self) -> String {
         match self {
             Workflow::Task(task) => format!("task {}", task.capability),
+            Workflow::Check(check) => {
+                let mut parts = check.rules.clone();
+                parts.extend(check.judge.as_ref().map(|_| "judge".to_owned()));
+                format!("check {}", parts.join(", "))
+            }
             other => other.pattern().to_owned(),
         }
     }
@@ -316,6 +372,13 @@ impl Workflow {
             |step: &Workflow, name: &str, steps: &mut usize| step.check_at(&format!("{here}.{name}"), depth + 1, steps);
         match self {
             Workflow::Task(_) => {}
+            // The check's fields sit in the step itself, not under `options.checks`.
+            Workflow::Check(check) => check.checks().check().map_err(|e| match e {
+                Error::Invalid { field, reason } => {
+                    invalid(&format!("{here}.{}", field.trim_start_matches("options.checks.")), reason)
+                }
+                other => other,
+            })?,
             Workflow::Routing(routing) => {
                 child(&routing.classify, "classify", steps)?;
                 if routing.routes.is_empty() {
@@ -466,6 +529,7 @@ fn field_name(workflow: &Workflow) -> &'static str {
         Workflow::Parallelization(_) => "parallelization",
         Workflow::OrchestratorWorkers(_) => "orchestratorWorkers",
         Workflow::EvaluatorOptimizer(_) => "evaluatorOptimizer",
+        Workflow::Check(_) => "check",
     }
 }
 
