@@ -93,16 +93,7 @@ pub struct KeyQuery {
 }
 
 /// `settings`: every setting, a page at a time.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    /// Start after this key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-    /// At most this many entries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
+pub use crate::page::PageRequest as PageQuery;
 
 /// `preferences`: one agent's or user's preferences.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

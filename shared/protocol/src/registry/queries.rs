@@ -47,17 +47,7 @@ pub struct GetQuery {
     pub name: String,
 }
 
-/// Where a page starts and how long it may be.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PageRequest {
-    /// Start after this name (the previous page's `next`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<String>,
-    /// At most this many entries.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
-}
+pub use crate::page::PageRequest;
 
 /// `list`: a registry's entries, by name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
