@@ -111,3 +111,30 @@ async fn racing_executors_each_land_once_and_a_repeat_is_recognised() {
     assert_eq!(h.log.load::<CounterEvent>(&aggregate).await.unwrap().events.len(), 40);
     shutdown.cancel();
 }
+
+#[tokio::test]
+async fn a_queue_on_one_aggregate_is_decided_in_order_each_from_its_predecessors_state() {
+    let h = Harness::start().await;
+    let shutdown = CancellationToken::new();
+    let executor = executor(&h, &shutdown).await;
+    let aggregate = counter("queued");
+    // Places are taken in order, then all run at once: each decision must see every
+    // event of the ones before it, though the view has not applied them yet.
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        let place = executor.queue(&aggregate).await;
+        let (executor, aggregate) = (executor.clone(), aggregate.clone());
+        tasks.push(tokio::spawn(async move {
+            let executed = executor.execute(place, &aggregate, &Ask::Add(1), &meta(&format!("q-{i}"))).await;
+            (i, executed.map(|e| (e.state.state.value, e.appended)))
+        }));
+    }
+    for task in tasks {
+        let (i, executed) = task.await.unwrap();
+        let Ok((value, appended)) = executed else { panic!("command {i} was not decided") };
+        assert_eq!((value, appended), (Some(i + 1), 1), "command {i} decided on the state after the {i} before it");
+    }
+    let history = h.log.load::<CounterEvent>(&aggregate).await.unwrap();
+    assert_eq!(history.events.len(), 200);
+    shutdown.cancel();
+}

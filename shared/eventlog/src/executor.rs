@@ -73,23 +73,22 @@ const MAX_CONFLICTS: usize = 32;
 const SETTLE_WITHIN: Duration = Duration::from_secs(2);
 
 /// Decides and appends commands for aggregates of type `A` held in view `V`.
-pub struct Executor<A, V> {
+pub struct Executor<A: Aggregate, V> {
     log: EventLog,
     projection: Projection<V>,
-    locks: Arc<AggregateLocks>,
-    marker: std::marker::PhantomData<fn() -> A>,
+    locks: Arc<AggregateLocks<Folded<A>>>,
 }
 
 /// A place in an aggregate's queue: commands on one aggregate are decided one at a
 /// time, in the order their places were taken ([`Executor::queue`]).
-pub struct Place {
-    turn: Pin<Box<dyn Future<Output = Turn> + Send>>,
+pub struct Place<A: Aggregate> {
+    turn: Pin<Box<dyn Future<Output = Turn<Folded<A>>> + Send>>,
 }
 
 impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
     /// An executor over `projection`, appending to `log`.
     pub fn new(log: EventLog, projection: Projection<V>) -> Executor<A, V> {
-        Executor { log, projection, locks: Arc::default(), marker: std::marker::PhantomData }
+        Executor { log, projection, locks: Arc::default() }
     }
 
     /// The projection it decides from.
@@ -100,8 +99,9 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
     /// Takes the next place in `aggregate`'s queue, now: call it in the order commands
     /// arrive, then [`execute`](Self::execute) them in any order or concurrently, and
     /// each is decided in its turn.
-    pub async fn queue(&self, aggregate: &AggregateRef) -> Place {
-        let mut turn: Pin<Box<dyn Future<Output = Turn> + Send>> = Box::pin(self.locks.clone().lock(aggregate.clone()));
+    pub async fn queue(&self, aggregate: &AggregateRef) -> Place<A> {
+        let mut turn: Pin<Box<dyn Future<Output = Turn<Folded<A>>> + Send>> =
+            Box::pin(self.locks.clone().lock(aggregate.clone()));
         // Polled once, the request for the lock is in the (FIFO) queue from this moment.
         if let Poll::Ready(turn) = futures::poll!(turn.as_mut()) {
             return Place { turn: Box::pin(std::future::ready(turn)) };
@@ -111,16 +111,48 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
 
     /// Decides `command` on `aggregate` in its turn and appends the outcome. Across
     /// instances, optimistic concurrency keeps decisions consistent.
+    ///
+    /// The turn passes the state it leaves to the next command in line for the
+    /// aggregate, so a queue of commands on one aggregate is decided back to back, each
+    /// from the state its predecessor appended, without waiting for the projection to
+    /// apply each event; the caller still returns only once the projection has applied
+    /// its own events (or [`SETTLE_WITHIN`] passed), so a reply is read-your-writes.
     #[tracing::instrument(skip_all, fields(%aggregate, command_id = %meta.id))]
     pub async fn execute(
         &self,
-        place: Place,
+        place: Place<A>,
         aggregate: &AggregateRef,
         command: &A::Command,
         meta: &CommandMeta,
     ) -> Result<Executed<A>, Refusal> {
-        let _turn = place.turn.await;
-        let mut folded = self.projection.read().folded(aggregate).cloned().unwrap_or_default();
+        let mut turn = place.turn.await;
+        let executed = self.decide_in_turn(&mut turn, aggregate, command, meta).await;
+        drop(turn);
+        if let Ok(executed) = &executed {
+            if executed.appended > 0 && self.projection.wait_applied(executed.seq, SETTLE_WITHIN).await.is_err() {
+                tracing::warn!(seq = executed.seq, "the projection has not applied this instance's own append yet");
+            }
+        }
+        executed
+    }
+
+    /// The decision loop of [`Executor::execute`], in the aggregate's turn: the state is
+    /// the newer of the projection's and the one the previous command in line left.
+    async fn decide_in_turn(
+        &self,
+        turn: &mut Turn<Folded<A>>,
+        aggregate: &AggregateRef,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Executed<A>, Refusal> {
+        let mut folded = {
+            let view = self.projection.read();
+            match (view.folded(aggregate), turn.state.as_ref()) {
+                (Some(viewed), Some(left)) if left.head.seq > viewed.head.seq => left.clone(),
+                (Some(viewed), _) => viewed.clone(),
+                (None, left) => left.cloned().unwrap_or_default(),
+            }
+        };
         let mut fresh = false;
         let cause = format!("{aggregate}/{}", meta.id);
         for _ in 0..MAX_CONFLICTS {
@@ -163,9 +195,7 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
                         folded.apply(event);
                     }
                     let seq = appended.head.seq;
-                    if self.projection.wait_applied(seq, SETTLE_WITHIN).await.is_err() {
-                        tracing::warn!(seq, "the projection has not applied this instance's own append yet");
-                    }
+                    *turn.state = Some(folded.clone());
                     return Ok(Executed { state: folded, seq, appended: appended.events.len() });
                 }
                 Err(error) if error.is_conflict() => {
@@ -237,33 +267,42 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
     }
 }
 
-/// One turn at a time per aggregate, in this process. Entries are removed when nobody
+/// One turn at a time per aggregate, in this process, each turn passing the state it
+/// left to the next (`S`, the aggregate's folded state). Entries are removed when nobody
 /// holds or waits for them, so the map stays as small as the work in flight.
-#[derive(Default)]
-struct AggregateLocks {
-    locks: Mutex<HashMap<AggregateRef, Arc<tokio::sync::Mutex<()>>>>,
+struct AggregateLocks<S> {
+    locks: Mutex<HashMap<AggregateRef, Slot<S>>>,
 }
 
-/// An aggregate's turn, held until dropped.
-struct Turn {
-    locks: Arc<AggregateLocks>,
+/// An aggregate's lock, and the state the last turn left in it.
+type Slot<S> = Arc<tokio::sync::Mutex<Option<S>>>;
+
+impl<S> Default for AggregateLocks<S> {
+    fn default() -> Self {
+        AggregateLocks { locks: Mutex::default() }
+    }
+}
+
+/// An aggregate's turn, held until dropped, with the state the previous turn left.
+struct Turn<S> {
+    locks: Arc<AggregateLocks<S>>,
     aggregate: AggregateRef,
-    _held: OwnedMutexGuard<()>,
+    state: OwnedMutexGuard<Option<S>>,
 }
 
-impl AggregateLocks {
-    async fn lock(self: Arc<Self>, aggregate: AggregateRef) -> Turn {
+impl<S> AggregateLocks<S> {
+    async fn lock(self: Arc<Self>, aggregate: AggregateRef) -> Turn<S> {
         let lock = self.map().entry(aggregate.clone()).or_default().clone();
-        let held = lock.lock_owned().await;
-        Turn { locks: self, aggregate, _held: held }
+        let state = lock.lock_owned().await;
+        Turn { locks: self, aggregate, state }
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<AggregateRef, Arc<tokio::sync::Mutex<()>>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<AggregateRef, Slot<S>>> {
         self.locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
-impl Drop for Turn {
+impl<S> Drop for Turn<S> {
     fn drop(&mut self) {
         let mut map = self.locks.map();
         // Two references: the map's and the one this turn holds. More means a waiter.

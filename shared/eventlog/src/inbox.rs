@@ -89,7 +89,7 @@ const HAND_BACK_DELAY: Duration = Duration::from_secs(2);
 struct Parsed<H: CommandHandler> {
     aggregate: AggregateRef,
     command: H::Command,
-    place: Place,
+    place: Place<H::Aggregate>,
 }
 
 /// Hands back what was pulled but not started, so another instance takes it soon rather
