@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use osp_context::sealing::SealKey;
 use osp_eventlog::Definitions;
 use osp_local_nats::{NatsServer, ServerOptions};
 
@@ -60,8 +61,12 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
 
     // The person running `osp dev` may reveal sensitive environment values.
     let operator = connect::operator_actor();
-    let context_config =
-        osp_context::Config { definitions, reveal_to: vec![operator.clone()], ..osp_context::Config::default() };
+    let context_config = osp_context::Config {
+        definitions,
+        reveal_to: vec![operator.clone()],
+        seal_key: Some(dev_seal_key(&args.data)?),
+        ..osp_context::Config::default()
+    };
     let context = osp_context::Context::start(connect::client(&url).await?, context_config)
         .await
         .with_context(|| format!("starting the context service on {url}"))?;
@@ -94,6 +99,27 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     }
     println!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key `osp dev`'s context service seals sensitive values with: `OSP_CONTEXT_SEAL_KEY`,
+/// else the one kept in `<data>/context-seal.key`, made there (readable by its owner only)
+/// the first time, so a restart still opens what was sealed before.
+fn dev_seal_key(data: &std::path::Path) -> anyhow::Result<SealKey> {
+    if let Ok(text) = std::env::var("OSP_CONTEXT_SEAL_KEY") {
+        return SealKey::from_hex(&text).context("OSP_CONTEXT_SEAL_KEY");
+    }
+    let file = data.join("context-seal.key");
+    if !file.exists() {
+        std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options.open(&file).with_context(|| format!("creating {}", file.display()))?;
+        std::io::Write::write_all(&mut out, SealKey::generate_hex().as_bytes())?;
+    }
+    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+    SealKey::from_hex(&text).with_context(|| format!("{}", file.display()))
 }
 
 /// The nats-server to run locally: found, or else the pinned one installed into

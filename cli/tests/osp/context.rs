@@ -12,7 +12,8 @@ use crate::common::{exits, fails, json_lines, ok};
 async fn the_context_commands() {
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let config = osp_context::Config { reveal_to: vec!["user:ops".into()], ..Default::default() };
+    let seal_key = osp_context::sealing::SealKey::from_hex(&osp_context::sealing::SealKey::generate_hex()).ok();
+    let config = osp_context::Config { reveal_to: vec!["user:ops".into()], seal_key, ..Default::default() };
     let instance = osp_context::Context::start(osp_tests::connect(&url).await, config).await.unwrap();
 
     let first =

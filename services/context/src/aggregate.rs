@@ -189,6 +189,7 @@ mod tests {
             read_only: false,
             target: vec![],
             sensitive: false,
+            sealed: false,
         }
     }
 

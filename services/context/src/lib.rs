@@ -13,7 +13,8 @@
 //! - [`aggregate`]: a scope's entries or embeddings, `decide` / `evolve`;
 //! - [`access`]: who may read and write which scope, and the archive policy;
 //! - [`view`]: the read model, [`index`]: the embeddings laid out for exact search;
-//! - [`embed`]: a search by text, through a run of the `embed` capability.
+//! - [`embed`]: a search by text, through a run of the `embed` capability;
+//! - [`sealing`]: sensitive values encrypted before they reach the log.
 
 pub mod access;
 pub mod aggregate;
@@ -22,6 +23,7 @@ pub mod index;
 mod input;
 mod queries;
 pub mod runs;
+pub mod sealing;
 pub mod view;
 
 use std::sync::Arc;
@@ -43,6 +45,7 @@ use crate::access::Access;
 use crate::aggregate::ScopeState;
 use crate::embed::Embedder;
 pub use crate::input::ContextInput;
+use crate::sealing::SealKey;
 use crate::view::{entry_view, ContextView, RevealPolicy};
 
 /// How a context instance runs.
@@ -57,6 +60,9 @@ pub struct Config {
     pub reveal_to: Vec<String>,
     /// How long a search by text waits for its embedding run.
     pub embed_timeout: Duration,
+    /// The key sensitive values are sealed with on the log (the same on every instance).
+    /// Without one, a sensitive `set_env` is refused and sealed values cannot be revealed.
+    pub seal_key: Option<SealKey>,
 }
 
 impl Default for Config {
@@ -66,6 +72,7 @@ impl Default for Config {
             definitions: Definitions::builtin(),
             reveal_to: Vec::new(),
             embed_timeout: Duration::from_secs(10),
+            seal_key: None,
         }
     }
 }
@@ -93,8 +100,8 @@ impl Context {
         let filters = filters.each_ref().map(String::as_str);
         let projection = Projection::<ContextView>::start_on(&log, &filters, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
-        let policy = Arc::new(RevealPolicy { operators: config.reveal_to.clone() });
-        let commands = Commands { log: log.clone(), view: projection.clone() };
+        let policy = Arc::new(RevealPolicy { operators: config.reveal_to.clone(), key: config.seal_key.clone() });
+        let commands = Commands { log: log.clone(), view: projection.clone(), seal_key: config.seal_key.clone() };
         let embedder = Embedder::new(log.clone(), config.embed_timeout);
         let inbox = Inbox::new(service.clone(), log, commands, executor).with_ack_wait(config.ack_wait);
         let counts = inbox.counts();
@@ -130,6 +137,33 @@ impl Context {
 struct Commands {
     log: EventLog,
     view: Projection<ContextView>,
+    seal_key: Option<SealKey>,
+}
+
+impl Commands {
+    /// `command` as the aggregate decides it: a sensitive environment value sealed with
+    /// the service's key, so the log never holds it in clear (deterministically: the same
+    /// value sent again is recognised as the same).
+    fn seal(&self, command: &Command) -> Result<Command, ProtocolError> {
+        let Command::Set { scope, entry } = command else { return Ok(command.clone()) };
+        if !entry.sensitive || entry.sealed {
+            return Ok(command.clone());
+        }
+        let Some(key) = &self.seal_key else {
+            return Err(ProtocolError::Invalid {
+                field: "sensitive".into(),
+                reason: "this context service has no seal key, so it cannot keep a sensitive value off the log in clear; start it with OSP_CONTEXT_SEAL_KEY".into(),
+            });
+        };
+        let value = entry.value.as_str().ok_or_else(|| ProtocolError::Invalid {
+            field: "value".into(),
+            reason: "an environment value is a string".into(),
+        })?;
+        let mut sealed = entry.clone();
+        sealed.value = key.seal(&sealing::place(scope, &entry.key), value).into();
+        sealed.sealed = true;
+        Ok(Command::Set { scope: scope.clone(), entry: sealed })
+    }
 }
 
 /// A command as the inbox holds it: what the aggregate decides, who sent it (access is
@@ -188,7 +222,7 @@ impl CommandHandler for Commands {
             }
         }
         check()?;
-        Ok(request.command.clone())
+        self.seal(&request.command)
     }
 
     fn outcome(&self, request: &Request, executed: &Executed<ScopeState>) -> Outcome {

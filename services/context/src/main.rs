@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use osp_context::sealing::SealKey;
 use osp_context::{Config, Context};
 use osp_eventlog::Definitions;
 
@@ -38,6 +39,15 @@ struct Args {
     /// How long a search by text waits for an agent of the `embed` capability.
     #[arg(long, env = "OSP_CONTEXT_EMBED_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     embed_timeout: Duration,
+    /// The key sensitive values are sealed with on the log: 64 hex digits (e.g. `openssl
+    /// rand -hex 32`), the same on every instance. Keep it as any secret. Without it,
+    /// sensitive environment values are refused.
+    #[arg(long, env = "OSP_CONTEXT_SEAL_KEY", hide_env_values = true, value_parser = seal_key)]
+    seal_key: Option<SealKey>,
+}
+
+fn seal_key(text: &str) -> Result<SealKey, String> {
+    SealKey::from_hex(text).map_err(|e| e.to_string())
 }
 
 #[tokio::main]
@@ -47,7 +57,16 @@ async fn main() -> anyhow::Result<()> {
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-context", &args.nats_url).await?;
     let reveal_to = args.reveal_to.into_iter().map(|actor| actor.trim().to_owned()).filter(|a| !a.is_empty()).collect();
-    let config = Config { ack_wait: args.ack_wait, definitions, reveal_to, embed_timeout: args.embed_timeout };
+    if args.seal_key.is_none() {
+        tracing::warn!("no seal key (OSP_CONTEXT_SEAL_KEY): sensitive environment values will be refused");
+    }
+    let config = Config {
+        ack_wait: args.ack_wait,
+        definitions,
+        reveal_to,
+        embed_timeout: args.embed_timeout,
+        seal_key: args.seal_key,
+    };
     let context = Context::start(client, config)
         .await
         .with_context(|| format!("starting the context service on {}", args.nats_url))?;

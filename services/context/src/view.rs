@@ -19,15 +19,19 @@ use crate::aggregate::{ScopeState, Stored};
 use crate::index::{matches_filter, VectorIndex};
 use crate::input::ContextInput;
 use crate::runs::{Registry, Runs};
+use crate::sealing::{self, SealKey};
 
 /// How many keys of each scope a system context lists.
 const SYSTEM_KEYS: usize = 100;
 
-/// Who may see sensitive values in clear, besides the agents an entry's target names.
+/// Who may see sensitive values in clear, besides the agents an entry's target names,
+/// and the key that opens them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RevealPolicy {
     /// Operators (`user:ana`, ...) allowed to reveal any sensitive value they may read.
     pub operators: Vec<String>,
+    /// The seal key sensitive values are sealed with on the log.
+    pub key: Option<SealKey>,
 }
 
 impl RevealPolicy {
@@ -128,7 +132,26 @@ fn page_limit(limit: Option<u32>) -> Result<usize, Error> {
     }
 }
 
-/// An entry as a reader sees it: its value masked when sensitive and not `revealed`.
+/// An entry as a reader allowed to see its value in clear sees it: a sealed value is
+/// opened with the policy's key.
+fn revealed_view(scope: &Scope, stored: &Stored, policy: &RevealPolicy) -> Result<EntryView, Error> {
+    let mut view = entry_view(scope, stored, true);
+    if stored.entry.sealed {
+        let unavailable = |reason: String| Error::Unavailable { reason };
+        let key = policy.key.as_ref().ok_or_else(|| {
+            unavailable("this context instance has no seal key to open sensitive values (OSP_CONTEXT_SEAL_KEY)".into())
+        })?;
+        let sealed = stored.entry.value.as_str().unwrap_or_default();
+        let value = key
+            .unseal(&sealing::place(scope, &stored.entry.key), sealed)
+            .map_err(|e| unavailable(format!("cannot reveal {} of {scope}: {e}", stored.entry.key)))?;
+        view.value = value.into();
+    }
+    Ok(view)
+}
+
+/// An entry as a reader sees it: its value masked when sensitive and not `revealed`
+/// (a revealed sealed value is opened by [`revealed_view`]).
 pub fn entry_view(scope: &Scope, stored: &Stored, revealed: bool) -> EntryView {
     let entry = &stored.entry;
     let masked = entry.sensitive && !revealed;
@@ -193,7 +216,7 @@ impl ContextView {
         }
         let stored = self.scope(scope).and_then(|state| state.entry(Section::Env, key)).expect("read just now");
         match policy.allows(actor, stored) {
-            true => Ok(entry_view(scope, stored, true)),
+            true => revealed_view(scope, stored, policy),
             false => Err(Error::Forbidden {
                 field: "Osp-Actor header".into(),
                 value: actor.to_owned(),
@@ -230,9 +253,12 @@ impl ContextView {
                 out.next = out.entries.last().map(|entry| entry.key.clone());
                 break;
             }
-            let revealed = page.reveal && policy.allows(actor, stored);
             debug_assert_eq!(key, &stored.entry.key);
-            out.entries.push(entry_view(scope, stored, revealed));
+            let revealed = match page.reveal && policy.allows(actor, stored) {
+                true => revealed_view(scope, stored, policy)?,
+                false => entry_view(scope, stored, false),
+            };
+            out.entries.push(revealed);
         }
         Ok(out)
     }

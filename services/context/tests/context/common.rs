@@ -17,8 +17,12 @@ pub async fn server() -> NatsServer {
 
 /// A context instance with its own connection.
 pub async fn context(url: &str) -> Context {
-    let config =
-        Config { reveal_to: vec!["user:ops".into()], embed_timeout: Duration::from_secs(5), ..Config::default() };
+    let config = Config {
+        reveal_to: vec!["user:ops".into()],
+        embed_timeout: Duration::from_secs(5),
+        seal_key: Some(seal_key()),
+        ..Config::default()
+    };
     Context::start(osp_tests::connect(url).await, config).await.expect("start the context service")
 }
 
@@ -42,6 +46,7 @@ pub async fn spawn_context(url: &str, log: &str) -> (Child, Arc<Mutex<Vec<String
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_osp-context"))
         .args(["--nats-url", url, "--ack-wait", "2s", "--reveal-to", "user:ops"])
         .env("OSP_LOG", log)
+        .env("OSP_CONTEXT_SEAL_KEY", "5e".repeat(32))
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -69,3 +74,8 @@ pub async fn spawn_context(url: &str, log: &str) -> (Child, Arc<Mutex<Vec<String
 }
 
 pub use osp_tests::eventually;
+
+/// The seal key the tests' context instances share.
+pub fn seal_key() -> osp_context::sealing::SealKey {
+    osp_context::sealing::SealKey::from_hex(&"5e".repeat(32)).expect("a valid key")
+}

@@ -261,6 +261,7 @@ fn entry(section: Section, wire: Wire) -> Result<EntrySet, Error> {
         read_only: wire.read_only.unwrap_or(false),
         target,
         sensitive: wire.sensitive.unwrap_or(false),
+        sealed: false,
     })
 }
 

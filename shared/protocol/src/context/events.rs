@@ -7,9 +7,11 @@
 //! | `embeddings`, `osp.v1.evt.embeddings.<scope>` | `embeddings.upserted` `{entries: [{id, content, metadata?, vector}]}` | embeddings are added or replaced |
 //! | | `embeddings.removed` `{id}` | an embedding is removed |
 //!
-//! The log holds values as they were sent, a sensitive environment value included: the
-//! log is the truth every instance rebuilds from. Reads, replies, the service's tracing
-//! and the CLI mask it (see `docs/protocol.md` §20).
+//! The log holds values as they were sent, but for a sensitive environment value, which
+//! it holds sealed (encrypted with the service's seal key, `sealed: true`): the log is
+//! the truth every instance rebuilds from, and is readable by whoever may read the
+//! stream. Reads, replies, the service's tracing and the CLI mask it too (see
+//! `docs/protocol.md` §20).
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +38,10 @@ pub struct EntrySet {
     /// An environment entry whose value is masked in every read.
     #[serde(default, skip_serializing_if = "is_false")]
     pub sensitive: bool,
+    /// The value is sealed: the string `v1:<key id>:<hex>` that only the context
+    /// service's seal key opens. Set by the service, never by a sender.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sealed: bool,
 }
 
 /// An entry was removed.
