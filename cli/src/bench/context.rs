@@ -3,7 +3,9 @@
 //!
 //! - KV set/s: `--ops` sets of a `--value-bytes` value through the service (a command
 //!   through the inbox, decided, appended, answered), `--in-flight` at once, over
-//!   `--keys` keys of one scope; next to `kv.put` of the same sizes and keys;
+//!   `--keys` keys spread over `--scopes` scopes (a scope is an aggregate, so the sets to
+//!   one scope are decided one after another); next to `kv.put` of the same sizes and
+//!   keys;
 //! - KV get/s: `--ops` gets through the service (a query answered from memory); next to
 //!   `kv.get`;
 //! - search: `--vectors` random vectors of `--dimension` loaded in batches of 1,000, then
@@ -36,6 +38,10 @@ pub struct ContextArgs {
     /// Distinct keys.
     #[arg(long, default_value_t = 1_000)]
     keys: usize,
+    /// Scopes the keys are spread over (`session:bench-<n>`); the sets to one scope are
+    /// decided one after another, those to several side by side.
+    #[arg(long, default_value_t = 16)]
+    scopes: usize,
     /// Size of a value, as JSON text.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
@@ -53,21 +59,21 @@ pub struct ContextArgs {
     json: bool,
 }
 
-/// The scope of the benchmark's entries and vectors.
+/// The scope of the benchmark's vectors.
 const SCOPE: &str = "session:bench";
 /// The target of the KV ratios.
 const KV_TARGET: f64 = 0.5;
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
-    if args.ops == 0 || args.in_flight == 0 || args.keys == 0 || args.vectors == 0 || args.searches == 0 {
-        bail!("--ops, --in-flight, --keys, --vectors and --searches must be more than zero");
+    if [args.ops, args.in_flight, args.keys, args.scopes, args.vectors, args.searches].contains(&0) {
+        bail!("--ops, --in-flight, --keys, --scopes, --vectors and --searches must be more than zero");
     }
     let (binary, server) = super::start_server().await?;
     let url = server.url();
     eprintln!(
-        "bench context: nats-server {} ({}), {} ops of {} B, {} in flight",
-        binary.version, binary.source, args.ops, args.value_bytes, args.in_flight
+        "bench context: nats-server {} ({}), {} ops of {} B, {} in flight, {} keys over {} scopes",
+        binary.version, binary.source, args.ops, args.value_bytes, args.in_flight, args.keys, args.scopes
     );
     let service = osp_context::Context::start(crate::connect::client(&url).await?, osp_context::Config::default())
         .await
@@ -83,6 +89,7 @@ pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
         .context("creating the raw KV bucket")?;
     let bytes = bytes::Bytes::from(serde_json::to_vec(&value)?);
     let key = |i: usize| format!("k{}", i % args.keys);
+    let scope = |i: usize| format!("session:bench-{}", (i % args.keys) % args.scopes);
 
     let raw_put = throughput(args.ops, args.in_flight, |i| {
         let (kv, bytes, key) = (kv.clone(), bytes.clone(), key(i));
@@ -90,8 +97,8 @@ pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     let set = throughput(args.ops, args.in_flight, |i| {
-        let (context, value, key) = (context.clone(), value.clone(), key(i));
-        async move { context.set(SCOPE, &key, value).await.map(drop).map_err(anyhow::Error::from) }
+        let (context, value, key, scope) = (context.clone(), value.clone(), key(i), scope(i));
+        async move { context.set(&scope, &key, value).await.map(drop).map_err(anyhow::Error::from) }
     })
     .await?;
     let raw_get = throughput(args.ops, args.in_flight, |i| {
@@ -100,8 +107,8 @@ pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
     })
     .await?;
     let get = throughput(args.ops, args.in_flight, |i| {
-        let (context, key) = (context.clone(), key(i));
-        async move { context.get(SCOPE, &key).await?.map(drop).context("a key set just now") }
+        let (context, key, scope) = (context.clone(), key(i), scope(i));
+        async move { context.get(&scope, &key).await?.map(drop).context("a key set just now") }
     })
     .await?;
 
@@ -151,7 +158,7 @@ pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
             "{}",
             json!({
                 "benchmark": "context", "server_version": binary.version.to_string(), "ops": args.ops,
-                "in_flight": args.in_flight, "keys": args.keys, "value_bytes": args.value_bytes,
+                "in_flight": args.in_flight, "keys": args.keys, "scopes": args.scopes, "value_bytes": args.value_bytes,
                 "kv_set_per_sec": round2(set), "raw_kv_put_per_sec": round2(raw_put), "kv_set_ratio": round2(set_ratio),
                 "kv_get_per_sec": round2(get), "raw_kv_get_per_sec": round2(raw_get), "kv_get_ratio": round2(get_ratio),
                 "vectors": args.vectors, "dimension": args.dimension, "vector_load_secs": round2(load.as_secs_f64()),
