@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use osp_context::{Config, Context};
-use osp_eventlog::Definitions;
+use osp_eventlog::{Definitions, Snapshots};
 
 /// The allocator, as in the other services.
 #[global_allocator]
@@ -47,7 +47,9 @@ async fn main() -> anyhow::Result<()> {
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-context", &args.nats_url).await?;
     let reveal_to = args.reveal_to.into_iter().map(|actor| actor.trim().to_owned()).filter(|a| !a.is_empty()).collect();
-    let config = Config { ack_wait: args.ack_wait, definitions, reveal_to, embed_timeout: args.embed_timeout };
+    let snapshots = Snapshots::from_env()?;
+    let config =
+        Config { ack_wait: args.ack_wait, definitions, reveal_to, embed_timeout: args.embed_timeout, snapshots };
     let context = Context::start(client, config)
         .await
         .with_context(|| format!("starting the context service on {}", args.nats_url))?;

@@ -74,6 +74,22 @@ impl Default for Snapshots {
 impl Snapshots {
     /// Neither read nor saved: the view is always folded from the first event.
     pub const OFF: Snapshots = Snapshots { every: 0, read: false };
+
+    /// What a service binary runs with: the default, or `OSP_SNAPSHOT_EVERY` events
+    /// between snapshots (0: never save; `off`: neither read nor save).
+    pub fn from_env() -> Result<Snapshots> {
+        match std::env::var("OSP_SNAPSHOT_EVERY") {
+            Err(_) => Ok(Snapshots::default()),
+            Ok(value) if value.trim() == "off" => Ok(Snapshots::OFF),
+            Ok(value) => match value.trim().parse() {
+                Ok(every) => Ok(Snapshots { every, read: true }),
+                Err(_) => Err(Error::Definition {
+                    file: "OSP_SNAPSHOT_EVERY".into(),
+                    reason: format!("{value:?} is not a number of events (or `off`)"),
+                }),
+            },
+        }
+    }
 }
 
 /// What a snapshot covers: enough to check it against the log and the view reading it.
