@@ -14,6 +14,7 @@ mod json_args;
 mod output;
 mod quality;
 mod registry;
+mod replay;
 mod run;
 mod time_args;
 mod verify;
@@ -51,6 +52,10 @@ enum Command {
     /// Check the event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Replay runs from the log: a run's timeline across services and its state at any
+    /// point; where two runs diverged.
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
     /// Registries of agents, tools, skills, MCP servers: list, get, find, register,
     /// unregister.
     Registry(registry::RegistryArgs),
@@ -100,6 +105,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
             Command::Events(command) => events::run(command, &url()).await,
             Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
+            Command::Replay(command) => replay::run(command, &url()).await,
             Command::Registry(args) => registry::run(args, &url()).await,
             Command::Agents(args) => agents::run(args, &url()).await,
             Command::Run(args) => run::run(args, &url()).await,

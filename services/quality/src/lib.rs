@@ -47,6 +47,9 @@ use crate::aggregate::{CheckCommand, QualityCommand, Record};
 use crate::audit::RunEnd;
 use crate::view::QualityView;
 
+/// The aggregate kinds the quality service's view folds (what `osp log verify` rebuilds).
+pub const VIEW_KINDS: [&str; 2] = [RULE_KIND, AUDIT_KIND];
+
 /// How a quality instance runs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -80,8 +83,7 @@ impl Quality {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
-        let filters =
-            [RULE_KIND, AUDIT_KIND].map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
+        let filters = VIEW_KINDS.map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
         let filters = filters.each_ref().map(String::as_str);
         let projection =
             Projection::<QualityView>::start_with(&log, &filters, config.snapshots, shutdown.clone()).await?;

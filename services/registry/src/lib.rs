@@ -34,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 use crate::entry::Entry;
 use crate::view::RegistryView;
 
+/// The aggregate kinds the registry's view folds (what `osp log verify` rebuilds).
+pub const VIEW_KINDS: [&str; 1] = [ENTRY_KIND];
+
 /// How a registry instance runs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -75,7 +78,7 @@ impl Registry {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
-        let filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
+        let filter = subject::events_of_kind(&Token::new("kind", VIEW_KINDS[0]).expect("valid token"));
         let projection =
             Projection::<RegistryView>::start_with(&log, &[&filter], config.snapshots, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));

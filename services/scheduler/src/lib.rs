@@ -50,6 +50,9 @@ use crate::run::{Phase, Run};
 use crate::shell::Shell;
 use crate::view::SchedulerView;
 
+/// The aggregate kinds the scheduler's run view folds (what `osp log verify` rebuilds).
+pub const VIEW_KINDS: [&str; 1] = [RUN_KIND];
+
 /// How a scheduler instance runs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -83,7 +86,7 @@ impl Scheduler {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
-        let runs_filter = subject::events_of_kind(&Token::new("kind", RUN_KIND).expect("valid token"));
+        let runs_filter = subject::events_of_kind(&Token::new("kind", VIEW_KINDS[0]).expect("valid token"));
         let snapshots = config.snapshots;
         let runs = Projection::<SchedulerView>::start_with(&log, &[&runs_filter], snapshots, shutdown.clone()).await?;
         let entries_filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));

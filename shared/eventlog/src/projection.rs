@@ -237,6 +237,39 @@ impl<V: Snapshot> Projection<V> {
     }
 }
 
+impl EventLog {
+    /// A view folded once from the first event matching `filters` up to `up_to` (the
+    /// log's end when `None`), with no follow and no snapshot: what a projection rebuilt
+    /// from scratch holds at that point (`osp log verify` compares it with the live one).
+    /// `progress` is called with (events applied, events still pending).
+    pub async fn fold<V: View>(
+        &self,
+        filters: &[&str],
+        up_to: Option<u64>,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<V> {
+        let mut view = V::default();
+        let mut follow = self.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
+        let mut applied = 0;
+        while let Some(item) = follow.next().await {
+            match item? {
+                LogItem::Event(event) if up_to.is_some_and(|up_to| event.seq > up_to) => break,
+                LogItem::Event(event) => {
+                    view.apply(&event);
+                    applied += 1;
+                    progress(applied, follow.pending());
+                }
+                LogItem::Malformed(bad) if up_to.is_some_and(|up_to| bad.seq > up_to) => break,
+                LogItem::Malformed(bad) => {
+                    tracing::warn!(seq = bad.seq, subject = %bad.subject, error = %bad.error, "unreadable event skipped")
+                }
+                LogItem::CaughtUp(_) => break,
+            }
+        }
+        Ok(view)
+    }
+}
+
 /// Applies one step of the follow; true once caught up.
 fn apply_item<V: View>(folded: &Folding<V>, item: LogItem<Recorded<V::Event>>, filter: &str) -> bool {
     match item {
