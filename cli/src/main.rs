@@ -90,8 +90,10 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LogCommand {
-    /// Decode every event and check every aggregate's hash chain; report the first
-    /// bad link per aggregate. Exits with status 1 when a problem is found.
+    /// Decode every event and check every aggregate's hash chain (report the first bad
+    /// link per aggregate); then check that each running service's live state is the
+    /// state rebuilt from the log from scratch. Exits with status 1 when a problem is
+    /// found.
     Verify(verify::VerifyArgs),
 }
 
