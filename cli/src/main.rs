@@ -17,6 +17,7 @@ mod registry;
 mod replay;
 mod run;
 mod time_args;
+mod transfer;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -95,6 +96,12 @@ enum LogCommand {
     /// state rebuilt from the log from scratch. Exits with status 1 when a problem is
     /// found.
     Verify(verify::VerifyArgs),
+    /// Write a run (with its descendants) or the whole log to a portable NDJSON file,
+    /// every event's stored bytes and hash included.
+    Export(transfer::ExportArgs),
+    /// Append the events of an exported file to an empty log, after checking every hash
+    /// and chain in it; the same bytes, so the same hashes.
+    Import(transfer::ImportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -107,6 +114,8 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
             Command::Events(command) => events::run(command, &url()).await,
             Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
+            Command::Log(LogCommand::Export(args)) => transfer::export(args, &url()).await,
+            Command::Log(LogCommand::Import(args)) => transfer::import(args, &url()).await,
             Command::Replay(command) => replay::run(command, &url()).await,
             Command::Registry(args) => registry::run(args, &url()).await,
             Command::Agents(args) => agents::run(args, &url()).await,
