@@ -221,7 +221,10 @@ pub fn read(path: &Path) -> anyhow::Result<(Header, Vec<StoredMessage>)> {
 /// Runs `osp log import`.
 pub async fn import(args: ImportArgs, url: &str) -> anyhow::Result<ExitCode> {
     let (header, messages) = read(&args.file)?;
-    let log = connect::event_log(url).await?;
+    // A server of its own may be new: the streams are created as a service would.
+    let log = EventLog::start(connect::client(url).await?, &osp_eventlog::Definitions::builtin())
+        .await
+        .with_context(|| format!("opening the OSP event log on {url}"))?;
     let held = log.last_sequence().await?;
     if held > 0 {
         bail!("the log on {url} is not empty (it holds events up to seq {held}): import into a server of its own, e.g. `osp dev --data <new folder>`");

@@ -82,10 +82,12 @@ fn short(digest: &str) -> &str {
     &digest[..digest.len().min(12)]
 }
 
-/// Compares service `service`'s live digest (`ask`: digest and the sequence its state is
-/// at) with `V` folded from the log's events of `kinds` up to that sequence.
+/// Compares service `service`'s live digest (`ask`: digest and the sequence of the last
+/// event in its state, asked once it had applied the log up to `up_to`) with `V` folded
+/// from the log's events of `kinds` up to the later of the two.
 async fn compare<V: View, F>(
     log: &EventLog,
+    up_to: u64,
     service: &'static str,
     kinds: &[&str],
     ask: F,
@@ -99,6 +101,9 @@ where
             osp_client::Error::NoResponders { .. } => "not running".to_owned(),
             other => other.to_string(),
         })?;
+        // It answered once it had applied the log up to `up_to` (and its last event
+        // applied may be later): everything up to there must be in its state.
+        let applied = applied.max(up_to);
         let filters: Vec<String> = kinds
             .iter()
             .map(|kind| Token::new("kind", *kind).map(|kind| subject::events_of_kind(&kind)))
@@ -129,6 +134,7 @@ async fn check_services(log: &EventLog, url: &str, up_to: u64) -> anyhow::Result
     Ok(vec![
         compare(
             log,
+            up_to,
             "registry",
             &osp_registry::VIEW_KINDS,
             async { client.registry().digest().await.map(|a| (a.result.digest, a.result.last_seq)) },
@@ -137,6 +143,7 @@ async fn check_services(log: &EventLog, url: &str, up_to: u64) -> anyhow::Result
         .await,
         compare(
             log,
+            up_to,
             "scheduler",
             &osp_scheduler::VIEW_KINDS,
             async { client.scheduler().digest().await.map(|a| (a.result.digest, a.result.applied)) },
@@ -145,6 +152,7 @@ async fn check_services(log: &EventLog, url: &str, up_to: u64) -> anyhow::Result
         .await,
         compare(
             log,
+            up_to,
             "quality",
             &osp_quality::VIEW_KINDS,
             async { client.quality().digest().await.map(|a| (a.result.digest, a.result.applied)) },
@@ -153,6 +161,7 @@ async fn check_services(log: &EventLog, url: &str, up_to: u64) -> anyhow::Result
         .await,
         compare(
             log,
+            up_to,
             "context",
             &osp_context::KINDS,
             async { client.context().digest().await.map(|a| (a.result.digest, a.result.applied)) },

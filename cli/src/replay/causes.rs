@@ -14,9 +14,10 @@
 //! | `started:<run>:<attempt>:<dispatch>:<agent>` | an agent taking a task | that dispatch of that attempt |
 //! | `completed:`, `failed:`, `progress:`, `log:<run>:<attempt>` | an agent reporting | the start of that attempt |
 //! | `check:<audit>` | scheduler, checking an output | the run's `run.checking` of that audit |
+//! | `checked:<audit>` | scheduler, reading a check's outcome | that audit's `audit.recorded` |
 //! | `submit:<part run>` | quality, running a check's part | the `audit.opened` naming that run |
 //! | `run-ended:<run>` | scheduler, telling quality | that run's end |
-//! | `<blake3(run) prefix>-<kind>-<n>` | a fired durable timer | the event that set it |
+//! | `timer:<run>:<kind>:<n>` | a fired timer (timeout, retry, approval, cancel, check) | the event that set it |
 //!
 //! Any other id is a command from outside (a person, an agent, a client) and is shown as
 //! such. An agent speaking the wire protocol with ids of its own loses only the arrows of
@@ -57,8 +58,8 @@ pub struct Causes {
     parts: HashMap<String, u64>,
     /// (run, timer kind, n) → the event that set that timer.
     timers: HashMap<(String, &'static str, u64), u64>,
-    /// The runs seen, by the first 32 hex digits of their BLAKE3 hash (timer ids).
-    runs_by_hash: HashMap<String, String>,
+    /// audit id → its `audit.recorded`.
+    recorded: HashMap<String, u64>,
     /// Every sequence seen.
     seqs: std::collections::HashSet<u64>,
 }
@@ -92,8 +93,10 @@ impl Causes {
                 self.starts.get(&(run.to_owned(), attempt.parse().ok()?)).copied()
             }
             "check" => self.checks.get(rest).or_else(|| self.checks.get(rest.rsplit_once(':')?.0)).copied(),
+            "checked" => self.recorded.get(rest).copied(),
             "submit" => self.parts.get(rest).copied(),
-            _ => self.timer(id),
+            "timer" => self.timer(rest),
+            _ => None,
         }
     }
 
@@ -102,23 +105,18 @@ impl Causes {
         text.match_indices(':').map(move |(i, _)| (&text[..i], &text[i + 1..])).collect::<Vec<_>>().into_iter().rev()
     }
 
-    /// `<hash32>-<kind>-<n>`: a durable timer of the run whose hash starts so.
-    fn timer(&self, id: &str) -> Option<u64> {
-        let mut parts = id.rsplitn(3, '-');
-        let (n, kind, hash) = (parts.next()?.parse::<u64>().ok()?, parts.next()?, parts.next()?);
-        let run = self.runs_by_hash.get(hash)?;
+    /// `<run>:<kind>:<n>`: a timer of that run, set by the event that noted it.
+    fn timer(&self, rest: &str) -> Option<u64> {
+        let mut parts = rest.rsplitn(3, ':');
+        let (n, kind, run) = (parts.next()?.parse::<u64>().ok()?, parts.next()?, parts.next()?);
         let set = |n: u64| self.timers.iter().find(|((r, k, m), _)| r == run && *k == kind && *m == n);
         set(n).or_else(|| set(ANY_N)).map(|(_, seq)| *seq)
     }
 
     /// Records what event `seq` of `aggregate` (`<kind>:<id>`) lets later ids lead to.
-    pub fn note(&mut self, seq: u64, kind: &str, id: &str, event_type: &str, payload: &Value) {
+    pub fn note(&mut self, seq: u64, id: &str, event_type: &str, payload: &Value) {
         self.seqs.insert(seq);
         let attempt = payload["attempt"].as_u64();
-        if kind == "run" && !self.runs_by_hash.values().any(|run| run == id) {
-            let hash = blake3::hash(id.as_bytes()).to_hex();
-            self.runs_by_hash.insert(hash[..32].to_owned(), id.to_owned());
-        }
         let run = || id.to_owned();
         match event_type {
             "run.submitted" => {
@@ -162,6 +160,9 @@ impl Causes {
             "run.cancel_requested" => {
                 self.timers.insert((run(), "cancel", ANY_N), seq);
             }
+            "audit.recorded" => {
+                self.recorded.insert(id.to_owned(), seq);
+            }
             "audit.opened" => {
                 for part in payload["parts"].as_array().into_iter().flatten() {
                     if let Some(part_run) = part["run_id"].as_str() {
@@ -190,22 +191,22 @@ mod tests {
 
     fn noted() -> Causes {
         let mut causes = Causes::default();
-        causes.note(2, "run", "r1", "run.submitted", &json!({"workflow": {}}));
+        causes.note(2, "r1", "run.submitted", &json!({"workflow": {}}));
         causes.note(
             3,
-            "run",
             "r1",
             "run.steps_started",
             &json!({"steps": [{"key": "route:tech", "run_id": "r1:route:tech"}]}),
         );
-        causes.note(4, "run", "r1:route:tech", "run.submitted", &json!({"dispatched": {"attempt": 1, "dispatch": 1}}));
-        causes.note(5, "run", "r1:route:tech", "run.started", &json!({"attempt": 1, "agent": "a"}));
-        causes.note(6, "run", "r1:route:tech", "run.attempt_failed", &json!({"attempt": 1}));
-        causes.note(7, "run", "r1:route:tech", "run.retry_scheduled", &json!({"attempt": 2}));
-        causes.note(8, "run", "r1:route:tech", "run.dispatched", &json!({"attempt": 2, "dispatch": 1}));
-        causes.note(9, "run", "r1:route:tech", "run.checking", &json!({"attempt": 2, "audit_id": "au-1"}));
-        causes.note(10, "audit", "au-1", "audit.opened", &json!({"parts": [{"run_id": "au-1:judge"}]}));
-        causes.note(11, "run", "r1:route:tech", "run.completed", &json!({"attempt": 2}));
+        causes.note(4, "r1:route:tech", "run.submitted", &json!({"dispatched": {"attempt": 1, "dispatch": 1}}));
+        causes.note(5, "r1:route:tech", "run.started", &json!({"attempt": 1, "agent": "a"}));
+        causes.note(6, "r1:route:tech", "run.attempt_failed", &json!({"attempt": 1}));
+        causes.note(7, "r1:route:tech", "run.retry_scheduled", &json!({"attempt": 2}));
+        causes.note(8, "r1:route:tech", "run.dispatched", &json!({"attempt": 2, "dispatch": 1}));
+        causes.note(9, "r1:route:tech", "run.checking", &json!({"attempt": 2, "audit_id": "au-1"}));
+        causes.note(10, "au-1", "audit.opened", &json!({"parts": [{"run_id": "au-1:judge"}]}));
+        causes.note(11, "r1:route:tech", "run.completed", &json!({"attempt": 2}));
+        causes.note(12, "au-1", "audit.recorded", &json!({"entry": {}}));
         causes
     }
 
@@ -223,6 +224,7 @@ mod tests {
             ("submit:au-1:judge", 10),
             ("step-ended:r1:route:tech", 11),
             ("run-ended:r1:route:tech", 11),
+            ("checked:au-1", 12),
         ] {
             assert_eq!(causes.resolve(Some(id)), Cause::Event(seq), "{id}");
         }
@@ -231,12 +233,10 @@ mod tests {
     #[test]
     fn a_fired_timer_leads_to_the_event_that_set_it() {
         let causes = noted();
-        let hash = &blake3::hash(b"r1:route:tech").to_hex()[..32];
-        assert_eq!(causes.resolve(Some(&format!("{hash}-retry-2"))), Cause::Event(7));
-        assert_eq!(causes.resolve(Some(&format!("{hash}-timeout-2"))), Cause::Event(8));
-        assert_eq!(causes.resolve(Some(&format!("{hash}-check-2"))), Cause::Event(9));
-        let other = &blake3::hash(b"r2").to_hex()[..32];
-        assert_eq!(causes.resolve(Some(&format!("{other}-retry-2"))), Cause::Command(format!("{other}-retry-2")));
+        assert_eq!(causes.resolve(Some("timer:r1:route:tech:retry:2")), Cause::Event(7));
+        assert_eq!(causes.resolve(Some("timer:r1:route:tech:timeout:2")), Cause::Event(8));
+        assert_eq!(causes.resolve(Some("timer:r1:route:tech:check:2")), Cause::Event(9));
+        assert_eq!(causes.resolve(Some("timer:r2:retry:2")), Cause::Command("timer:r2:retry:2".into()));
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub fn build(root: &str, events: &[Recorded<AnyPayload>]) -> Timeline {
             payload["value"] = Value::String(MASK.into());
         }
         let cause = causes.resolve(envelope.causation_id.as_deref());
-        causes.note(event.seq, kind, id, event_type, &payload);
+        causes.note(event.seq, id, event_type, &payload);
         let attempt = payload["attempt"].as_u64().filter(|attempt| *attempt > 0);
         let duration_ms = duration(&mut began, kind, id, event_type, attempt, &payload, envelope.occurred_at);
         lines.push(Line {
@@ -318,17 +318,14 @@ mod tests {
     /// A workflow whose one step failed once, was retried, then completed.
     fn events() -> Vec<Recorded<AnyPayload>> {
         let child = "run:r1:step:a";
+        let failure = json!({"attempt": 1, "error": {"kind": "flaky", "message": "try again"}});
+        let secret = json!({"key": "token", "value": "s3cret", "sensitive": true});
+        let steps = json!({"steps": [{"key": "step:a", "run_id": "r1:step:a"}]});
+        let ended = json!({"key": "step:a", "status": "completed", "duration_ms": 630});
         vec![
             event(1, 900, "entry:agents:bob", "entry.registered", "reg", json!({})),
             event(2, 1_000, "run:r1", "run.submitted", "submit:r1:h", json!({"workflow": {"orchestratorWorkers": {}}})),
-            event(
-                3,
-                1_010,
-                "run:r1",
-                "run.steps_started",
-                "advance:r1:2",
-                json!({"steps": [{"key": "step:a", "run_id": "r1:step:a"}]}),
-            ),
+            event(3, 1_010, "run:r1", "run.steps_started", "advance:r1:2", steps),
             event(
                 4,
                 1_020,
@@ -338,42 +335,22 @@ mod tests {
                 json!({"dispatched": {"attempt": 1, "dispatch": 1}}),
             ),
             event(5, 1_100, child, "run.started", "started:r1:step:a:1:1:bob", json!({"attempt": 1, "agent": "bob"})),
+            event(6, 1_300, child, "run.attempt_failed", "failed:r1:step:a:1", failure),
+            event(7, 1_300, child, "run.retry_scheduled", "failed:r1:step:a:1", json!({"attempt": 2, "due_at": 1_400})),
+            event(8, 1_310, "scope:run:r1:step:a", "scope.entry_set", "set-1", secret),
+            event(9, 1_400, child, "run.dispatched", "timer:r1:step:a:retry:2", json!({"attempt": 2, "dispatch": 1})),
+            event(10, 1_450, child, "run.started", "started:r1:step:a:2:1:bob", json!({"attempt": 2, "agent": "bob"})),
             event(
-                6,
-                1_300,
-                child,
-                "run.attempt_failed",
-                "failed:r1:step:a:1",
-                json!({"attempt": 1, "error": {"kind": "flaky", "message": "try again"}}),
-            ),
-            event(
-                7,
-                1_310,
-                "scope:run:r1:step:a",
-                "scope.entry_set",
-                "set-1",
-                json!({"key": "token", "value": "s3cret", "sensitive": true}),
-            ),
-            event(8, 1_400, child, "run.dispatched", "h-retry-2", json!({"attempt": 2, "dispatch": 1})),
-            event(9, 1_450, child, "run.started", "started:r1:step:a:2:1:bob", json!({"attempt": 2, "agent": "bob"})),
-            event(
-                10,
+                11,
                 1_650,
                 child,
                 "run.completed",
                 "completed:r1:step:a:2",
                 json!({"attempt": 2, "output": {"ok": true}}),
             ),
-            event(
-                11,
-                1_700,
-                "run:r1",
-                "run.step_ended",
-                "step-ended:r1:step:a",
-                json!({"key": "step:a", "status": "completed", "duration_ms": 630}),
-            ),
-            event(12, 1_710, "run:r1", "run.completed", "advance:r1:11", json!({"attempt": 0, "output": {}})),
-            event(13, 5_000, "entry:agents:bob", "entry.offline", "liveness", json!({})),
+            event(12, 1_700, "run:r1", "run.step_ended", "step-ended:r1:step:a", ended),
+            event(13, 1_710, "run:r1", "run.completed", "advance:r1:12", json!({"attempt": 0, "output": {}})),
+            event(14, 5_000, "entry:agents:bob", "entry.offline", "liveness", json!({})),
         ]
     }
 
@@ -381,20 +358,20 @@ mod tests {
     fn lines_are_in_log_order_with_times_attempts_durations_and_causes() {
         let timeline = build("r1", &events());
         let seqs: Vec<u64> = timeline.lines.iter().map(|l| l.seq).collect();
-        assert_eq!(seqs, (2..=12).collect::<Vec<_>>(), "the agent's events outside the run are left out");
+        assert_eq!(seqs, (2..=13).collect::<Vec<_>>(), "the agent's events outside the run are left out");
         let line = |seq: u64| timeline.lines.iter().find(|l| l.seq == seq).unwrap();
         assert_eq!(line(2).offset_ms, 0);
-        assert_eq!(line(10).offset_ms, 650);
+        assert_eq!(line(11).offset_ms, 650);
         assert_eq!((line(6).attempt, line(6).duration_ms), (Some(1), Some(200)));
-        assert_eq!((line(10).attempt, line(10).duration_ms), (Some(2), Some(200)));
-        assert_eq!(line(11).duration_ms, Some(630));
-        assert_eq!(line(12).duration_ms, Some(710), "the workflow run, from its submit");
-        assert_eq!(line(12).attempt, None, "a workflow run has no attempt of its own");
-        for (seq, cause) in [(3, 2), (4, 3), (5, 4), (6, 5), (9, 8), (10, 9), (11, 10), (12, 11)] {
+        assert_eq!((line(11).attempt, line(11).duration_ms), (Some(2), Some(200)));
+        assert_eq!(line(12).duration_ms, Some(630));
+        assert_eq!(line(13).duration_ms, Some(710), "the workflow run, from its submit");
+        assert_eq!(line(13).attempt, None, "a workflow run has no attempt of its own");
+        for (seq, cause) in [(3, 2), (4, 3), (5, 4), (6, 5), (9, 7), (10, 9), (11, 10), (12, 11), (13, 12)] {
             assert_eq!(line(seq).cause, Cause::Event(cause), "#{seq}");
         }
         assert_eq!(line(2).cause, Cause::Command("submit:r1:h".into()));
-        assert_eq!(line(7).payload["value"], MASK, "a sensitive value is never shown");
+        assert_eq!(line(8).payload["value"], MASK, "a sensitive value is never shown");
         assert_eq!(timeline.runs(), ["r1", "r1:step:a"]);
     }
 
@@ -402,7 +379,7 @@ mod tests {
     fn text_and_json_say_the_same() {
         let timeline = build("r1", &events());
         let text = timeline.text();
-        assert!(text[0].starts_with("run r1: 11 events, 2 runs, seq 2..12"), "{}", text[0]);
+        assert!(text[0].starts_with("run r1: 12 events, 2 runs, seq 2..13"), "{}", text[0]);
         let failed = text.iter().find(|l| l.contains("run.attempt_failed")).unwrap();
         assert!(
             failed.contains("run :step:a") && failed.contains("<- #5") && failed.contains("flaky: try again"),
@@ -410,7 +387,7 @@ mod tests {
         );
         assert!(!text.iter().any(|l| l.contains("s3cret")));
         let json = timeline.json();
-        assert_eq!(json["events"].as_array().unwrap().len(), 11);
+        assert_eq!(json["events"].as_array().unwrap().len(), 12);
         assert_eq!(json["events"][3]["caused_by_seq"], 4);
         assert_eq!(json["events"][0]["caused_by_command"], "submit:r1:h");
         assert_eq!(json["span_ms"], 710);
