@@ -14,8 +14,10 @@ mod json_args;
 mod output;
 mod quality;
 mod registry;
+mod replay;
 mod run;
 mod time_args;
+mod transfer;
 mod verify;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +53,10 @@ enum Command {
     /// Check the event log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Replay runs from the log: a run's timeline across services and its state at any
+    /// point; where two runs diverged.
+    #[command(subcommand)]
+    Replay(replay::ReplayCommand),
     /// Registries of agents, tools, skills, MCP servers: list, get, find, register,
     /// unregister.
     Registry(registry::RegistryArgs),
@@ -85,9 +91,17 @@ enum Command {
 
 #[derive(Subcommand)]
 enum LogCommand {
-    /// Decode every event and check every aggregate's hash chain; report the first
-    /// bad link per aggregate. Exits with status 1 when a problem is found.
+    /// Decode every event and check every aggregate's hash chain (report the first bad
+    /// link per aggregate); then check that each running service's live state is the
+    /// state rebuilt from the log from scratch. Exits with status 1 when a problem is
+    /// found.
     Verify(verify::VerifyArgs),
+    /// Write a run (with its descendants) or the whole log to a portable NDJSON file,
+    /// every event's stored bytes and hash included.
+    Export(transfer::ExportArgs),
+    /// Append the events of an exported file to an empty log, after checking every hash
+    /// and chain in it; the same bytes, so the same hashes.
+    Import(transfer::ImportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +114,9 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
             Command::Events(command) => events::run(command, &url()).await,
             Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
+            Command::Log(LogCommand::Export(args)) => transfer::export(args, &url()).await,
+            Command::Log(LogCommand::Import(args)) => transfer::import(args, &url()).await,
+            Command::Replay(command) => replay::run(command, &url()).await,
             Command::Registry(args) => registry::run(args, &url()).await,
             Command::Agents(args) => agents::run(args, &url()).await,
             Command::Run(args) => run::run(args, &url()).await,

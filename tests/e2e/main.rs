@@ -7,5 +7,7 @@ mod durability;
 mod executor;
 mod guards;
 mod replay;
+mod snapshots;
 mod timers;
+mod upcast;
 mod verify;

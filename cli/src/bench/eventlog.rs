@@ -255,7 +255,7 @@ async fn append_many(log: &EventLog, kind: &str, count: usize, window: usize) ->
 }
 
 /// A raw ordered consumer reading `count` messages on `filter`.
-async fn raw_read(log: &EventLog, filter: &str, count: usize) -> anyhow::Result<Duration> {
+pub(super) async fn raw_read(log: &EventLog, filter: &str, count: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let stream = log.jetstream().get_stream(EVENTS_STREAM).await?;
     let consumer = stream

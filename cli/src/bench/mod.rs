@@ -6,6 +6,7 @@ pub use context::upsert_batch;
 mod eventlog;
 mod quality;
 mod registry;
+mod replay;
 mod scheduler;
 mod stats;
 mod workflows;
@@ -36,6 +37,10 @@ pub enum BenchCommand {
     /// Context: KV sets/s and gets/s through the service next to a raw JetStream KV bucket,
     /// and exact search over 100,000 vectors of 384 dimensions (p50/p99).
     Context(context::ContextArgs),
+    /// Replay: the scheduler's cold start on a log of 1,000,000 events from scratch and
+    /// from a snapshot, next to a raw ordered read of the same stream; `osp replay run`
+    /// on a run of 10,000 events.
+    Replay(replay::ReplayArgs),
 }
 
 /// Runs a benchmark.
@@ -47,6 +52,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Workflows(args) => workflows::run(args).await,
         BenchCommand::Quality(args) => quality::run(args).await,
         BenchCommand::Context(args) => context::run(args).await,
+        BenchCommand::Replay(args) => replay::run(args).await,
     }
 }
 

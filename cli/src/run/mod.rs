@@ -3,7 +3,7 @@
 
 mod definition;
 mod options;
-mod show;
+pub mod show;
 mod tree;
 mod watch;
 

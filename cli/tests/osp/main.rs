@@ -7,5 +7,6 @@ mod cli;
 mod context;
 mod quality;
 mod registry;
+mod replay;
 mod run;
 mod workflow;

@@ -20,7 +20,7 @@ use osp_protocol::context::{
 use osp_protocol::{Envelope, Error, Timestamp};
 
 /// One aggregate's state, folded from its events.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScopeState {
     /// The entries of every section, by section and key.
     pub entries: BTreeMap<(Section, String), Stored>,
@@ -31,7 +31,7 @@ pub struct ScopeState {
 }
 
 /// An entry as stored, with its story.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stored {
     /// What was set.
     pub entry: Arc<EntrySet>,

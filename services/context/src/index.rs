@@ -16,7 +16,7 @@ use osp_protocol::context::Embedding;
 const LANES: usize = 16;
 
 /// The embeddings of one scope.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct VectorIndex {
     dimension: usize,
     /// `items.len() × dimension` floats, item `i` at `i × dimension`.
@@ -26,7 +26,7 @@ pub struct VectorIndex {
 }
 
 /// What an embedding carries besides its vector.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Item {
     /// Its id.
     pub id: String,

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, DEFAULT_ACK_WAIT,
+    Running, Snapshots, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::context::queries::{Digest, EntryView};
 use osp_protocol::context::{Command, RemoveOutcome, UpsertOutcome, EMBEDDINGS_KIND, SCOPE_KIND, SERVICE};
@@ -63,6 +63,8 @@ pub struct Config {
     /// The key sensitive values are sealed with on the log (the same on every instance).
     /// Without one, a sensitive `set_env` is refused and sealed values cannot be revealed.
     pub seal_key: Option<SealKey>,
+    /// When the view starts from a snapshot and saves them.
+    pub snapshots: Snapshots,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             reveal_to: Vec::new(),
             embed_timeout: Duration::from_secs(10),
             seal_key: None,
+            snapshots: Snapshots::default(),
         }
     }
 }
@@ -98,7 +101,8 @@ impl Context {
         let service = Token::new("service", SERVICE).expect("valid token");
         let filters = KINDS.map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
         let filters = filters.each_ref().map(String::as_str);
-        let projection = Projection::<ContextView>::start_on(&log, &filters, shutdown.clone()).await?;
+        let projection =
+            Projection::<ContextView>::start_with(&log, &filters, config.snapshots, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
         let policy = Arc::new(RevealPolicy { operators: config.reveal_to.clone(), key: config.seal_key.clone() });
         let commands = Commands { log: log.clone(), view: projection.clone(), seal_key: config.seal_key.clone() };

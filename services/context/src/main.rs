@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use osp_context::sealing::SealKey;
 use osp_context::{Config, Context};
-use osp_eventlog::Definitions;
+use osp_eventlog::{Definitions, Snapshots};
 
 /// The allocator, as in the other services.
 #[global_allocator]
@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         reveal_to,
         embed_timeout: args.embed_timeout,
         seal_key: args.seal_key,
+        snapshots: Snapshots::from_env()?,
     };
     let context = Context::start(client, config)
         .await

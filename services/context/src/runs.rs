@@ -10,7 +10,7 @@ use osp_protocol::scheduler::RunEvent;
 use osp_protocol::Envelope;
 
 /// The runs, as far as access to their scopes goes.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Runs {
     runs: HashMap<String, RunFacts>,
     /// The runs each agent started an attempt of.
@@ -18,7 +18,7 @@ pub struct Runs {
 }
 
 /// One run's facts.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunFacts {
     /// The root of its workflow tree (itself for a run of its own).
     pub root: String,
@@ -89,7 +89,7 @@ impl Runs {
 }
 
 /// The registry, as an agent's system context shows it.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Registry {
     /// Entries per registry.
     counts: BTreeMap<String, u64>,

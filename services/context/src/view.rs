@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, Recorded, View};
+use osp_eventlog::{Folded, Holds, Recorded, Snapshot, View};
 use osp_protocol::context::queries::{
     Digest, EmbeddingView, EntryPage, EntryView, KeyPage, PreferenceLevel, RegistryContext, ResolvedPreference,
     ScopeKeys, SearchResult, SystemContext, DEFAULT_LIMIT, MAX_LIMIT,
@@ -46,7 +46,7 @@ impl RevealPolicy {
 }
 
 /// The scopes and what the log says of runs and agents, as this instance has applied it.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct ContextView {
     /// Every aggregate seen, entries or embeddings (its head is needed to append).
     records: HashMap<AggregateRef, Folded<ScopeState>>,
@@ -116,6 +116,12 @@ fn rewrapped<P, Q>(envelope: &osp_protocol::Envelope<P>, payload: Q) -> osp_prot
         prev_hash: envelope.prev_hash,
         payload,
     }
+}
+
+/// Saved whole: every aggregate's folded state and the indexes over them.
+impl Snapshot for ContextView {
+    const NAME: &'static str = "context-scopes";
+    const SHAPE: u32 = 1;
 }
 
 impl Holds<ScopeState> for ContextView {

@@ -15,7 +15,7 @@ use crate::audit::RunEnd;
 use crate::{audit, catalog};
 
 /// One aggregate's state, folded from its events.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Record {
     /// No event yet.
     #[default]
@@ -29,7 +29,7 @@ pub enum Record {
 }
 
 /// A check waiting for its parts' runs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OpenAudit {
     /// What was opened.
     pub opened: AuditOpened,
@@ -47,7 +47,7 @@ impl OpenAudit {
 }
 
 /// A rule's state.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuleState {
     /// Its definition while in the catalog; `None` once removed.
     pub rule: Option<Rule>,
@@ -58,7 +58,7 @@ pub struct RuleState {
 }
 
 /// An audit entry, and the rule definitions it was checked against (as they were then).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditState {
     /// The entry.
     pub entry: AuditEntry,

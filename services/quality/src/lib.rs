@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, Timers, DEFAULT_ACK_WAIT,
+    Running, Snapshots, Timers, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::quality::queries::{Digest, RuleView};
 use osp_protocol::quality::{CheckOutcome, Command, OpenCheck, RemoveOutcome, Rule, AUDIT_KIND, RULE_KIND, SERVICE};
@@ -47,6 +47,9 @@ use crate::aggregate::{CheckCommand, QualityCommand, Record};
 use crate::audit::RunEnd;
 use crate::view::QualityView;
 
+/// The aggregate kinds the quality service's view folds (what `osp log verify` rebuilds).
+pub const VIEW_KINDS: [&str; 2] = [RULE_KIND, AUDIT_KIND];
+
 /// How a quality instance runs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -55,11 +58,13 @@ pub struct Config {
     pub ack_wait: Duration,
     /// The streams and consumers to apply at start-up.
     pub definitions: Definitions,
+    /// When the view starts from a snapshot and saves them.
+    pub snapshots: Snapshots,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin() }
+        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin(), snapshots: Snapshots::default() }
     }
 }
 
@@ -78,10 +83,10 @@ impl Quality {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
-        let filters =
-            [RULE_KIND, AUDIT_KIND].map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
+        let filters = VIEW_KINDS.map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
         let filters = filters.each_ref().map(String::as_str);
-        let projection = Projection::<QualityView>::start_on(&log, &filters, shutdown.clone()).await?;
+        let projection =
+            Projection::<QualityView>::start_with(&log, &filters, config.snapshots, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
         let commands = Commands { log: log.clone(), view: projection.clone() };
         let view = projection.clone();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::Definitions;
+use osp_eventlog::{Definitions, Snapshots};
 use osp_quality::{Config, Quality};
 
 /// The allocator, as in the other services (mimalloc answers more queries per second).
@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-quality", &args.nats_url).await?;
-    let config = Config { ack_wait: args.ack_wait, definitions };
+    let config = Config { ack_wait: args.ack_wait, definitions, snapshots: Snapshots::from_env()? };
     let quality = Quality::start(client, config)
         .await
         .with_context(|| format!("starting the quality service on {}", args.nats_url))?;

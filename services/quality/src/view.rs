@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, Recorded, View};
+use osp_eventlog::{Folded, Holds, Recorded, Snapshot, View};
 use osp_protocol::quality::queries::{
     AuditPage, AuditQuery, AuditView, Digest, RulePage, RuleView, RulesQuery, DEFAULT_LIMIT, MAX_LIMIT,
 };
@@ -18,7 +18,7 @@ use crate::aggregate::{OpenAudit, Record, RuleState};
 const PAGE_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
 
 /// The catalog and the audit entries, as this instance has applied the log.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct QualityView {
     /// Every aggregate seen, rule or audit, present or not (its head is needed to append).
     records: HashMap<AggregateRef, Folded<Record>>,
@@ -53,6 +53,12 @@ impl View for QualityView {
             Record::Empty | Record::Open(_) => {}
         }
     }
+}
+
+/// Saved whole: every aggregate's folded state and the indexes over them.
+impl Snapshot for QualityView {
+    const NAME: &'static str = "quality-records";
+    const SHAPE: u32 = 1;
 }
 
 impl Holds<Record> for QualityView {

@@ -8,7 +8,7 @@ use osp_protocol::registry::{
 use osp_protocol::{Envelope, Error, Timestamp};
 
 /// One entry's state, folded from its events.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
     /// Its content while registered; `None` before the first registration and after
     /// an unregister.

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, DEFAULT_ACK_WAIT,
+    Running, Snapshots, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
 use osp_protocol::registry::{Command, ENTRY_KIND, OFFLINE_AFTER, SERVICE};
@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::entry::Entry;
 use crate::view::RegistryView;
+
+/// The aggregate kinds the registry's view folds (what `osp log verify` rebuilds).
+pub const VIEW_KINDS: [&str; 1] = [ENTRY_KIND];
 
 /// How a registry instance runs.
 #[derive(Clone, Debug)]
@@ -45,11 +48,18 @@ pub struct Config {
     /// The streams and consumers to apply at start-up (a deployment's own replicas and
     /// limits, or the built-in ones).
     pub definitions: Definitions,
+    /// When the view starts from a snapshot and saves them.
+    pub snapshots: Snapshots,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { offline_after: OFFLINE_AFTER, ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin() }
+        Config {
+            offline_after: OFFLINE_AFTER,
+            ack_wait: DEFAULT_ACK_WAIT,
+            definitions: Definitions::builtin(),
+            snapshots: Snapshots::default(),
+        }
     }
 }
 
@@ -68,8 +78,9 @@ impl Registry {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
-        let filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
-        let projection = Projection::<RegistryView>::start(&log, &filter, shutdown.clone()).await?;
+        let filter = subject::events_of_kind(&Token::new("kind", VIEW_KINDS[0]).expect("valid token"));
+        let projection =
+            Projection::<RegistryView>::start_with(&log, &[&filter], config.snapshots, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
         let inbox = Inbox::new(service.clone(), log, Commands, executor.clone()).with_ack_wait(config.ack_wait);
         let counts = inbox.counts();

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::Definitions;
+use osp_eventlog::{Definitions, Snapshots};
 use osp_registry::{Config, Registry};
 
 /// The allocator: services allocate and free a reply's worth of small values per query,
@@ -43,7 +43,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-registry", &args.nats_url).await?;
-    let config = Config { offline_after: args.offline_after, ack_wait: args.ack_wait, definitions };
+    let snapshots = Snapshots::from_env()?;
+    let config = Config { offline_after: args.offline_after, ack_wait: args.ack_wait, definitions, snapshots };
     let registry =
         Registry::start(client, config).await.with_context(|| format!("starting the registry on {}", args.nats_url))?;
     osp_eventlog::stop_requested().await?;

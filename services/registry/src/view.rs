@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, QueryResult, Recorded, View};
+use osp_eventlog::{Folded, Holds, QueryResult, Recorded, Snapshot, View};
 use osp_protocol::registry::queries::{Digest, EntryView, Page, DEFAULT_LIMIT, MAX_LIMIT, PAGE_BYTES};
 use osp_protocol::registry::{Document, EntryEvent, EntryKey, EntryName, RegistryName};
 use osp_protocol::{AggregateRef, Encoding, Error};
@@ -51,6 +51,56 @@ impl View for RegistryView {
             }
         }
         folded.apply(event);
+        self.relist(&key, aggregate, content_changes);
+    }
+}
+
+/// What a snapshot of the view holds: every entry's folded state. The listings and the
+/// index are rebuilt from them.
+#[derive(serde::Serialize)]
+struct Saved<'a> {
+    entries: &'a HashMap<AggregateRef, Folded<Entry>>,
+    last_seq: u64,
+}
+
+/// A snapshot, read back.
+#[derive(serde::Deserialize)]
+struct Restored {
+    entries: HashMap<AggregateRef, Folded<Entry>>,
+    last_seq: u64,
+}
+
+impl serde::Serialize for RegistryView {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Saved { entries: &self.entries, last_seq: self.last_seq }.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RegistryView {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RegistryView, D::Error> {
+        let restored = Restored::deserialize(deserializer)?;
+        let mut view =
+            RegistryView { entries: restored.entries, last_seq: restored.last_seq, ..RegistryView::default() };
+        let aggregates: Vec<AggregateRef> = view.entries.keys().cloned().collect();
+        for aggregate in aggregates {
+            if let Ok(key) = EntryKey::from_aggregate_id(aggregate.id.as_str()) {
+                view.relist(&key, &aggregate, true);
+            }
+        }
+        Ok(view)
+    }
+}
+
+impl Snapshot for RegistryView {
+    const NAME: &'static str = "registry-entries";
+    const SHAPE: u32 = 1;
+}
+
+impl RegistryView {
+    /// Lists `aggregate`'s entry as its state now says (or unlists it), and indexes its
+    /// resource when its content may have changed.
+    fn relist(&mut self, key: &EntryKey, aggregate: &AggregateRef, content_changes: bool) {
+        let Some(folded) = self.entries.get(aggregate) else { return };
         let names = self.registries.entry(key.registry.clone()).or_default();
         match &folded.state.doc {
             Some(doc) => {
@@ -62,7 +112,7 @@ impl View for RegistryView {
                     // A value that decoded but will not encode again: the entry cannot be
                     // shown, but the view goes on (stopping here would stop the service).
                     Err(error) => {
-                        tracing::error!(seq = event.seq, %aggregate, %error, "an entry cannot be shown; not listed");
+                        tracing::error!(seq = folded.head.seq, %aggregate, %error, "an entry cannot be shown; not listed");
                         names.remove(&key.name);
                     }
                 }
@@ -517,6 +567,23 @@ mod tests {
                 prop_assert!(view.entry(&aggregate).is_some_and(|e| e.is_registered() && e.online), "{}", name);
             }
             prop_assert_eq!(view.digest().unwrap(), view_of_log(&log).digest().unwrap());
+            // A snapshot restores the same entries, listings and index.
+            let restored: RegistryView = rmp_serde::from_slice(&rmp_serde::to_vec_named(&view).unwrap()).unwrap();
+            prop_assert_eq!(restored.digest().unwrap(), view.digest().unwrap());
+            // (The live index may keep a registry's map after its last entry left.)
+            let postings = |view: &RegistryView| {
+                view.index.iter().filter(|(_, postings)| !postings.is_empty()).map(|(r, p)| (r.clone(), p.clone())).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(postings(&restored).len(), postings(&view).len());
+            for (registry, postings) in postings(&view) {
+                prop_assert_eq!(restored.index.get(&registry), Some(&postings));
+            }
+            for registry in ["agents", "tools"] {
+                let registry = RegistryName::new("registry", registry).unwrap();
+                let listed = |view: &RegistryView| view.list(&registry, &all(MAX_LIMIT)).page();
+                prop_assert_eq!(listed(&restored), listed(&view));
+            }
+            prop_assert_eq!(restored.online_agents(), view.online_agents());
         }
 
         /// Pages, followed cursor to cursor, give the whole list once.

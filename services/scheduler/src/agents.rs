@@ -6,21 +6,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use osp_eventlog::{Recorded, View};
+use osp_eventlog::{Recorded, Snapshot, View};
 use osp_protocol::registry::{document, EntryEvent, EntryKey, AGENTS};
 use osp_protocol::Timestamp;
 
 /// Registered agents, by name.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct AgentsView {
     agents: HashMap<String, Agent>,
     /// How many registered agents offer each capability.
     offered: BTreeMap<String, usize>,
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Agent {
     capabilities: Vec<String>,
     offline_since: Option<Timestamp>,
+}
+
+impl Snapshot for AgentsView {
+    const NAME: &'static str = "scheduler-agents";
+    const SHAPE: u32 = 1;
 }
 
 impl View for AgentsView {

@@ -5,13 +5,18 @@
 
 use std::collections::BTreeSet;
 
-use osp_eventlog::{Recorded, View};
+use osp_eventlog::{Recorded, Snapshot, View};
 use osp_protocol::quality::QualityEvent;
 
 /// The names of the rules in the catalog.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct CatalogView {
     rules: BTreeSet<String>,
+}
+
+impl Snapshot for CatalogView {
+    const NAME: &'static str = "scheduler-catalog";
+    const SHAPE: u32 = 1;
 }
 
 impl View for CatalogView {

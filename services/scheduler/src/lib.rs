@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use osp_eventlog::{
     serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, Timers, DEFAULT_ACK_WAIT,
+    Running, Snapshots, Timers, DEFAULT_ACK_WAIT,
 };
 use osp_protocol::quality;
 use osp_protocol::registry::ENTRY_KIND;
@@ -50,6 +50,9 @@ use crate::run::{Phase, Run};
 use crate::shell::Shell;
 use crate::view::SchedulerView;
 
+/// The aggregate kinds the scheduler's run view folds (what `osp log verify` rebuilds).
+pub const VIEW_KINDS: [&str; 1] = [RUN_KIND];
+
 /// How a scheduler instance runs.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -59,11 +62,13 @@ pub struct Config {
     pub ack_wait: Duration,
     /// The streams and consumers to apply at start-up.
     pub definitions: Definitions,
+    /// When the views start from snapshots and save them.
+    pub snapshots: Snapshots,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin() }
+        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin(), snapshots: Snapshots::default() }
     }
 }
 
@@ -81,12 +86,15 @@ impl Scheduler {
         let shutdown = CancellationToken::new();
         let log = EventLog::start(client.clone(), &config.definitions).await?;
         let service = Token::new("service", SERVICE).expect("valid token");
-        let runs_filter = subject::events_of_kind(&Token::new("kind", RUN_KIND).expect("valid token"));
-        let runs = Projection::<SchedulerView>::start(&log, &runs_filter, shutdown.clone()).await?;
+        let runs_filter = subject::events_of_kind(&Token::new("kind", VIEW_KINDS[0]).expect("valid token"));
+        let snapshots = config.snapshots;
+        let runs = Projection::<SchedulerView>::start_with(&log, &[&runs_filter], snapshots, shutdown.clone()).await?;
         let entries_filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
-        let agents = Projection::<AgentsView>::start(&log, &entries_filter, shutdown.clone()).await?;
+        let agents =
+            Projection::<AgentsView>::start_with(&log, &[&entries_filter], snapshots, shutdown.clone()).await?;
         let rules_filter = subject::events_of_kind(&Token::new("kind", quality::RULE_KIND).expect("valid token"));
-        let catalog = Projection::<CatalogView>::start(&log, &rules_filter, shutdown.clone()).await?;
+        let catalog =
+            Projection::<CatalogView>::start_with(&log, &[&rules_filter], snapshots, shutdown.clone()).await?;
         let executor = Arc::new(Executor::new(log.clone(), runs.clone()));
         let timers = Timers::open(log.jetstream(), service.clone()).await?;
         let shell = Arc::new(Shell {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::Definitions;
+use osp_eventlog::{Definitions, Snapshots};
 use osp_scheduler::{Config, Scheduler};
 
 /// The allocator: services allocate and free a command's worth of small values per
@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-scheduler", &args.nats_url).await?;
-    let config = Config { ack_wait: args.ack_wait, definitions };
+    let config = Config { ack_wait: args.ack_wait, definitions, snapshots: Snapshots::from_env()? };
     let scheduler = Scheduler::start(client, config)
         .await
         .with_context(|| format!("starting the scheduler on {}", args.nats_url))?;

@@ -19,7 +19,7 @@ use crate::commands::{self, RunCommand};
 use crate::workflow::{StepEnd, StepRecord, Steps};
 
 /// One run's state, folded from its events.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Run {
     /// What queries show.
     pub view: RunView,
@@ -35,7 +35,7 @@ pub struct Run {
 }
 
 /// An output waiting for its checks (see [`crate::commands::checks`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HeldOutput {
     /// The attempt that produced it.
     pub attempt: u32,
@@ -48,7 +48,7 @@ pub struct HeldOutput {
 }
 
 /// A workflow run's definition, input and steps.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkflowState {
     /// The definition.
     pub definition: Workflow,
@@ -65,7 +65,7 @@ pub struct WorkflowState {
 }
 
 /// Where a run's task is.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// Not submitted.
     #[default]

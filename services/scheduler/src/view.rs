@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use osp_eventlog::{Folded, Holds, Recorded, View};
+use osp_eventlog::{Folded, Holds, Recorded, Snapshot, View};
 use osp_protocol::scheduler::queries::{Digest, ListQuery, RunPage, RunSummary, RunView, DEFAULT_LIMIT, MAX_LIMIT};
 use osp_protocol::scheduler::RunEvent;
 use osp_protocol::{AggregateRef, Error, Timestamp};
@@ -11,7 +11,7 @@ use osp_protocol::{AggregateRef, Error, Timestamp};
 use crate::run::Run;
 
 /// Every run, by id.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerView {
     runs: BTreeMap<String, Folded<Run>>,
     held: HashMap<String, Held>,
@@ -19,7 +19,7 @@ pub struct SchedulerView {
 }
 
 /// An attempt an agent holds.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Held {
     /// The attempt.
     pub attempt: u32,
@@ -56,6 +56,12 @@ impl View for SchedulerView {
             }
         }
     }
+}
+
+/// Saved whole: every run's folded state, who holds what, and how far it has applied.
+impl Snapshot for SchedulerView {
+    const NAME: &'static str = "scheduler-runs";
+    const SHAPE: u32 = 1;
 }
 
 impl Holds<Run> for SchedulerView {

@@ -95,8 +95,10 @@ impl Client {
         self.seen.load(Ordering::Relaxed)
     }
 
-    /// Raises the read-your-writes mark to `seq` (an event this client has seen).
-    pub(crate) fn saw(&self, seq: u64) {
+    /// Raises the read-your-writes mark to `seq`: an event this client has seen, or a
+    /// place in the log its next queries must reflect (`osp log verify` asks for digests
+    /// at the log's end).
+    pub fn saw(&self, seq: u64) {
         self.seen.fetch_max(seq, Ordering::Relaxed);
     }
 

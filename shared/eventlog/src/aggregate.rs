@@ -32,8 +32,9 @@ pub trait Aggregate: Clone + Default + Send + Sync + 'static {
 pub const REMEMBERED_CAUSES: usize = 64;
 
 /// An aggregate's state folded from its events, with what the shell needs to append
-/// after them: the head, and the commands that caused its latest events.
-#[derive(Clone, Debug, Default)]
+/// after them: the head, and the commands that caused its latest events. It serialises
+/// whole (for snapshots) when its state does.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Folded<A> {
     /// The state.
     pub state: A,

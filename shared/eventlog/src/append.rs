@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::{Error, EventLog, FromStored, Recorded, Result, StoredMessage};
 
 /// What the caller knows about the end of an aggregate's history.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Head {
     /// Stream sequence of the aggregate's last event; 0 when it has none.
     pub seq: u64,

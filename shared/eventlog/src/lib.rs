@@ -16,7 +16,9 @@
 //!   folded from the log, with read-your-writes), [`Executor`] (decide, append, retry on
 //!   conflict), [`Inbox`] (commands in, rejections recorded, replies out) and
 //!   [`serve_queries`] (micro-service endpoints over the view). A service plugs in its
-//!   aggregate and view; everything else is here, once.
+//!   aggregate and view; everything else is here, once;
+//! - [`snapshot`]: a view's state saved in the object store, so a start replays only the
+//!   rest of the log (a cache, checked before it is trusted).
 
 mod aggregate;
 mod append;
@@ -31,6 +33,7 @@ mod queries;
 mod read;
 mod rejection;
 mod running;
+pub mod snapshot;
 pub mod testing;
 mod timers;
 mod verify;
@@ -49,6 +52,7 @@ pub use projection::{Projection, View};
 pub use queries::{serve_queries, Caller, Query, QueryResult, MIN_SEQ_WAIT};
 pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
 pub use running::{stop_requested, Running};
+pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};
 pub use timers::{fired_timer_id, Timers};
 pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport};
 pub use work::{Deliveries, Delivery, WorkConfig, WorkConsumer};

@@ -245,6 +245,16 @@ impl EventLog {
         Ok(first)
     }
 
+    /// The hash of the message stored at `seq` (none when there is none), asked of the
+    /// stream leader: what a snapshot's last event is checked against.
+    pub async fn stored_hash(&self, seq: u64) -> Result<Option<EventHash>> {
+        match self.events.get_raw_message(seq).await {
+            Ok(message) => Ok(Some(EventHash::of(&message.payload))),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(Error::Nats { operation: "read a stored event", source: Box::new(e) }),
+        }
+    }
+
     /// The sequence of the last message stored in the log (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64> {
         let info = self

@@ -22,6 +22,7 @@ mod reply;
 pub mod scheduler;
 pub mod subject;
 mod timestamp;
+pub mod upcast;
 
 pub use codec::{check_size, Encoding, CONTENT_TYPE, JSON, MAX_MESSAGE_BYTES, MSGPACK};
 pub use envelope::{derived_event_id, Envelope};
@@ -32,6 +33,9 @@ pub use rejection::{RejectionEvent, RejectionRecorded, REJECTION_KIND};
 pub use reply::{encode_ok_with, Reply};
 pub use subject::{AggregateRef, Token};
 pub use timestamp::Timestamp;
+pub use upcast::Upcaster;
 
+#[doc(hidden)]
+pub use rmpv as __rmpv;
 #[doc(hidden)]
 pub use serde as __serde;

@@ -47,7 +47,32 @@ pub trait EventPayload: Sized {
 /// ```
 ///
 /// A payload written with a newer schema than the one declared is refused as unknown
-/// rather than misread.
+/// rather than misread. One written with an older schema is read as the current one: after
+/// `upcasters: EXPR;` (a `&'static [Upcaster]`, see [`crate::upcast`]), the steps from its
+/// schema are applied first; a schema with no step is read as it is (fields were added).
+///
+/// ```
+/// use osp_protocol::upcast::{take_field, set_field, Upcaster};
+/// use serde::{Deserialize, Serialize};
+/// #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// pub struct Opened { pub opened_by: String }
+///
+/// /// Schema 1 called the field `by`.
+/// fn opened_v1(mut payload: rmpv::Value) -> Result<rmpv::Value, String> {
+///     let by = take_field(&mut payload, "by").ok_or("no field `by`")?;
+///     set_field(&mut payload, "opened_by", by)?;
+///     Ok(payload)
+/// }
+///
+/// osp_protocol::event_payload! {
+///     /// What can happen to a door.
+///     #[derive(Clone, Debug, PartialEq)]
+///     pub enum DoorEvent {
+///         Opened(Opened) = ("door.opened", 2),
+///     }
+///     upcasters: &[Upcaster { event_type: "door.opened", from: 1, upcast: opened_v1 }];
+/// }
+/// ```
 #[macro_export]
 macro_rules! event_payload {
     (
@@ -55,6 +80,7 @@ macro_rules! event_payload {
         $vis:vis enum $name:ident {
             $( $(#[$vmeta:meta])* $variant:ident($ty:ty) = ($wire:literal, $schema:literal) ),+ $(,)?
         }
+        $(upcasters: $upcasters:expr;)?
     ) => {
         $(#[$meta])*
         $vis enum $name {
@@ -84,9 +110,18 @@ macro_rules! event_payload {
                 schema: u16,
                 deserializer: D,
             ) -> ::std::result::Result<Self, D::Error> {
+                let upcasters: &[$crate::upcast::Upcaster] = $crate::__upcasters!($($upcasters)?);
                 match event_type {
                     $( $wire if schema <= $schema => {
-                        <$ty as $crate::__serde::Deserialize>::deserialize(deserializer).map($name::$variant)
+                        if $crate::upcast::needs_upcast(upcasters, event_type, schema, $schema) {
+                            use $crate::__serde::de::Error as _;
+                            let old = <$crate::__rmpv::Value as $crate::__serde::Deserialize>::deserialize(deserializer)?;
+                            let current = $crate::upcast::upcast(upcasters, event_type, schema, $schema, old)
+                                .map_err(D::Error::custom)?;
+                            $crate::__rmpv::ext::from_value::<$ty>(current).map($name::$variant).map_err(D::Error::custom)
+                        } else {
+                            <$ty as $crate::__serde::Deserialize>::deserialize(deserializer).map($name::$variant)
+                        }
                     } )+
                     _ => Err(<D::Error as $crate::__serde::de::Error>::custom(
                         $crate::Error::UnknownEventType { event_type: event_type.to_owned(), schema },
@@ -94,6 +129,18 @@ macro_rules! event_payload {
                 }
             }
         }
+    };
+}
+
+/// The upcasters an [`event_payload!`](crate::event_payload) enum declared, or none.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __upcasters {
+    () => {
+        &[]
+    };
+    ($upcasters:expr) => {
+        $upcasters
     };
 }
 

@@ -198,3 +198,93 @@ fn a_schema_written_after_the_payload_is_still_honoured() {
     let any: Envelope<AnyPayload> = Encoding::Json.decode(json.as_bytes()).unwrap();
     assert_eq!(any.payload.schema, 5);
 }
+
+mod upcasting {
+    use osp_protocol::upcast::{set_field, take_field, Upcaster};
+
+    use super::*;
+
+    /// Schema 1 of `door.opened`, as an old writer wrote it.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct OpenedV1 {
+        by: String,
+    }
+
+    osp_protocol::event_payload! {
+        #[derive(Clone, Debug, PartialEq)]
+        enum OldDoorEvent {
+            Opened(OpenedV1) = ("door.opened", 1),
+        }
+    }
+
+    /// Schema 3: `by` became `opened_by` (schema 2), then `times` was added (schema 3,
+    /// with a default: no upcaster).
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Opened {
+        opened_by: String,
+        #[serde(default)]
+        times: u32,
+    }
+
+    fn opened_v1(mut payload: rmpv::Value) -> Result<rmpv::Value, String> {
+        let by = take_field(&mut payload, "by").ok_or("no field `by`")?;
+        set_field(&mut payload, "opened_by", by)?;
+        Ok(payload)
+    }
+
+    osp_protocol::event_payload! {
+        #[derive(Clone, Debug, PartialEq)]
+        enum DoorEvent {
+            Opened(Opened) = ("door.opened", 3),
+        }
+        upcasters: &[Upcaster { event_type: "door.opened", from: 1, upcast: opened_v1 }];
+    }
+
+    fn door<P>(payload: P) -> Envelope<P> {
+        Envelope {
+            id: derived_event_id("open", 0, Timestamp(1_700_000_000_000)),
+            aggregate: AggregateRef::new("door", "d-1").unwrap(),
+            version: 1,
+            occurred_at: Timestamp(1_700_000_000_000),
+            actor: "user:ana".into(),
+            correlation_id: None,
+            causation_id: None,
+            prev_hash: None,
+            payload,
+        }
+    }
+
+    #[test]
+    fn an_event_written_with_an_old_schema_is_read_as_the_current_one() {
+        let old = door(OldDoorEvent::Opened(OpenedV1 { by: "ana".into() }));
+        for encoding in [Encoding::MessagePack, Encoding::Json] {
+            let bytes = encoding.encode(&old).unwrap();
+            let read: Envelope<DoorEvent> = encoding.decode(&bytes).unwrap();
+            assert_eq!(read.payload, DoorEvent::Opened(Opened { opened_by: "ana".into(), times: 0 }), "{encoding:?}");
+            assert_eq!(read.payload.schema(), 3, "it is the current schema now");
+            // Untyped readers (verify, export) see what was written.
+            let any: Envelope<AnyPayload> = encoding.decode(&bytes).unwrap();
+            assert_eq!(any.payload.schema, 1);
+        }
+    }
+
+    #[test]
+    fn the_current_schema_is_read_directly_and_a_bad_old_payload_says_why() {
+        let current = door(DoorEvent::Opened(Opened { opened_by: "bo".into(), times: 2 }));
+        let read = Envelope::<DoorEvent>::decode(&current.encode().unwrap()).unwrap();
+        assert_eq!(read, current);
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        struct Wrong {
+            who: String,
+        }
+        osp_protocol::event_payload! {
+            #[derive(Clone, Debug, PartialEq)]
+            enum WrongDoorEvent {
+                Opened(Wrong) = ("door.opened", 1),
+            }
+        }
+        let bytes = door(WrongDoorEvent::Opened(Wrong { who: "x".into() })).encode().unwrap();
+        let error = Envelope::<DoorEvent>::decode(&bytes).unwrap_err().to_string();
+        assert!(error.contains("door.opened schema 1 cannot be upcast to 2: no field `by`"), "{error}");
+    }
+}

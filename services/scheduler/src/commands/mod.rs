@@ -264,6 +264,9 @@ mod properties {
                 }
             }
             prop_assert_eq!(&state, &fold::<Run>(&history));
+            // What a snapshot saves is what it restores.
+            let saved = rmp_serde::to_vec_named(&state).unwrap();
+            prop_assert_eq!(&rmp_serde::from_slice::<Run>(&saved).unwrap(), &state);
             let ends = history.iter().filter(|e| matches!(e, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_))).count();
             prop_assert!(ends <= 1);
             let mut started = std::collections::HashSet::new();

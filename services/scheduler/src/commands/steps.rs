@@ -288,6 +288,9 @@ mod tests {
                     prop_assert!(running <= 2, "{running} subtasks at once");
                 }
                 prop_assert_eq!(&state, &fold::<crate::run::Run>(&history));
+                // What a snapshot saves is what it restores.
+                let saved = rmp_serde::to_vec_named(&state).unwrap();
+                prop_assert_eq!(&rmp_serde::from_slice::<crate::run::Run>(&saved).unwrap(), &state);
                 let ends = history.iter().filter(|e| matches!(e, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_))).count();
                 prop_assert!(ends <= 1);
                 let keys = started_keys(&history);

@@ -52,7 +52,7 @@ pub struct StepSpec {
 }
 
 /// One step a workflow run started, and how it ended.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
     /// Its key.
     pub key: String,
@@ -69,7 +69,7 @@ pub struct StepRecord {
 }
 
 /// How a step ended.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepEnd {
     /// `completed`, `failed` or `cancelled`.
     pub status: RunStatus,
@@ -117,7 +117,7 @@ impl StepEnd {
 }
 
 /// The steps of a workflow run so far, by key.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Steps {
     records: Vec<StepRecord>,
     by_key: HashMap<String, usize>,
