@@ -125,6 +125,8 @@ pub async fn recorded_audits(url: &str) -> BTreeMap<String, Vec<AuditRecorded>> 
         match item.expect("a readable log") {
             LogItem::Event(event) => match event.envelope.payload {
                 QualityEvent::AuditRecorded(audit) => recorded.entry(audit.entry.id.clone()).or_default().push(audit),
+                // The steps of a check agents help make.
+                QualityEvent::AuditOpened(_) | QualityEvent::AuditPartEnded(_) => {}
                 other => panic!("not an audit event on an audit subject: {other:?}"),
             },
             LogItem::Malformed(bad) => panic!("unreadable event: {bad:?}"),
@@ -141,3 +143,8 @@ pub fn rules_of(values: &[Value]) -> Vec<Rule> {
 
 #[allow(unused_imports)] // not every module polls
 pub use osp_tests::eventually;
+
+/// An `osp-quality` process, as an operator runs it; returns once it serves.
+pub async fn spawn_quality(url: &str) -> tokio::process::Child {
+    osp_tests::spawn_service(env!("CARGO_BIN_EXE_osp-quality"), url, &["--ack-wait", "2s"], "quality started").await
+}

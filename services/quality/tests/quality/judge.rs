@@ -149,3 +149,50 @@ async fn a_custom_rule_is_checked_by_an_agent_of_its_capability() {
     scheduler.shutdown().await;
     quality.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_quality_instance_killed_while_checks_wait_for_their_judge_loses_nothing() {
+    let server = crate::common::server().await;
+    let url = server.url();
+    let mut instances = vec![crate::common::spawn_quality(&url).await, crate::common::spawn_quality(&url).await];
+    let scheduler = scheduler(&url).await;
+    // A slow judge, so the checks are still open when an instance dies.
+    let client_of_judge = client(&url).await;
+    let judge_agent = osp_client::Worker::builder(&client_of_judge, "judge-slow")
+        .capability("judge")
+        .max_concurrency(4)
+        .start(|task: osp_client::Task| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let score = if task.input()["output"]["n"].as_u64().unwrap_or(0) % 2 == 0 { 0.9 } else { 0.1 };
+            Ok::<_, TaskFailure>(json!({"score": score, "reasoning": "even numbers please"}))
+        })
+        .await
+        .expect("start the judge");
+    let client = client(&url).await.with_timeout(Duration::from_secs(5));
+    let requests: Vec<CheckRequest> = (0..24)
+        .map(|n| {
+            CheckRequest::new(json!({"n": n}), Vec::<String>::new())
+                .audit_id(format!("j-{n:02}"))
+                .judge(judge(0.5))
+                .timeout_ms(30_000)
+        })
+        .collect();
+    for request in &requests {
+        // A check in the hands of an instance killed later is sent again by the waiting below.
+        client.quality().check(request).await.expect("the check is accepted");
+    }
+    let mut victim = instances.remove(0);
+    victim.start_kill().expect("SIGKILL");
+    victim.wait().await.unwrap();
+
+    for (n, request) in requests.iter().enumerate() {
+        let entry = client.quality().check_and_wait(request, WITHIN).await.expect("the entry is recorded");
+        let judged = entry.judge_result.as_ref().unwrap_or_else(|| panic!("check {n} lost its judge: {entry:?}"));
+        assert_eq!(judged.passed, n % 2 == 0, "check {n}");
+    }
+    let recorded = crate::common::recorded_audits(&url).await;
+    assert_eq!(recorded.len(), requests.len());
+    assert!(recorded.values().all(|entries| entries.len() == 1), "each entry recorded once");
+    judge_agent.shutdown().await;
+    scheduler.shutdown().await;
+}

@@ -11,16 +11,10 @@ use osp_eventlog::{EventLog, Projection};
 use osp_protocol::quality::AuditEntry;
 use osp_quality::view::QualityView;
 use serde_json::json;
-use tokio::process::Child;
 
-use crate::common::{add_three, client, digest, eventually, recorded_audits, server, THREE};
+use crate::common::{add_three, client, digest, eventually, recorded_audits, server, spawn_quality, THREE};
 
 const CHECKS: usize = 200;
-
-/// An `osp-quality` process, as an operator runs it; returns once it serves.
-async fn spawn_quality(url: &str) -> Child {
-    osp_tests::spawn_service(env!("CARGO_BIN_EXE_osp-quality"), url, &["--ack-wait", "2s"], "quality started").await
-}
 
 /// The output of check `i`: a mix of passes and failures.
 fn output(i: usize) -> serde_json::Value {
