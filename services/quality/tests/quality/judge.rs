@@ -163,7 +163,7 @@ async fn a_quality_instance_killed_while_checks_wait_for_their_judge_loses_nothi
         .max_concurrency(4)
         .start(|task: osp_client::Task| async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            let score = if task.input()["output"]["n"].as_u64().unwrap_or(0) % 2 == 0 { 0.9 } else { 0.1 };
+            let score = if task.input()["output"]["n"].as_u64().unwrap_or(0).is_multiple_of(2) { 0.9 } else { 0.1 };
             Ok::<_, TaskFailure>(json!({"score": score, "reasoning": "even numbers please"}))
         })
         .await
