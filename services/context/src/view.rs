@@ -308,8 +308,8 @@ impl ContextView {
         user: Option<&Token>,
     ) -> Result<ResolvedPreference, Error> {
         let levels = [
-            (PreferenceLevel::Agent, agent.map(|name| Scope::Agent(name.clone()))),
-            (PreferenceLevel::User, user.map(|name| Scope::User(name.clone()))),
+            (PreferenceLevel::Agent, agent.map(|name| Scope::of("agent", name.as_str())).transpose()?),
+            (PreferenceLevel::User, user.map(|name| Scope::of("user", name.as_str())).transpose()?),
         ];
         for (level, scope) in levels {
             let Some(scope) = scope else { continue };
@@ -392,24 +392,24 @@ impl ContextView {
 
     /// What agent `agent` may see, in one answer (environment values masked).
     pub fn system(&self, actor: &str, agent: &Token) -> Result<SystemContext, Error> {
-        let own = Scope::Agent(agent.clone());
+        let own = Scope::of("agent", agent.as_str())?;
         self.check(actor, Access::Read, &own)?;
         let as_agent = format!("agent:{agent}");
         let runs = self.runs.worked_on_by(agent.as_str());
         let mut readable = vec![Scope::Global, own];
         let mut users = Vec::new();
+        // A run, session or user whose name is too long for a scope has none: skipped.
         for run_id in &runs {
-            readable.push(Scope::Run(Token::new("run", *run_id)?));
+            readable.extend(Scope::of("run", run_id).ok());
             let Some(facts) = self.runs.run(run_id) else { continue };
             if let Some(session) = &facts.session {
-                readable.push(Scope::Session(Token::new("session", session.as_str())?));
+                readable.extend(Scope::of("session", session).ok());
             }
-            if let Some(user) = facts.submitter.strip_prefix("user:") {
-                let user = Token::new("user", user)?;
-                if !users.contains(&user) {
-                    readable.push(Scope::User(user.clone()));
-                    users.push(user);
-                }
+            let user =
+                facts.submitter.strip_prefix("user:").and_then(|user| Some((Token::new("user", user).ok()?, user)));
+            if let Some((token, user)) = user.filter(|(token, _)| !users.contains(token)) {
+                readable.extend(Scope::of("user", user).ok());
+                users.push(token);
             }
         }
         readable.sort();

@@ -97,3 +97,21 @@ async fn send_as(nats: &async_nats::Client, actor: &str, command: &str, payload:
     let reply = tokio::time::timeout(std::time::Duration::from_secs(10), replies.next()).await.unwrap().unwrap();
     serde_json::from_slice(&reply.payload).unwrap()
 }
+
+#[tokio::test]
+async fn names_too_long_for_a_scope_are_refused_by_queries_not_a_panic() {
+    let server = server().await;
+    let url = server.url();
+    let instance = context(&url).await;
+    // A valid token of 128 bytes, too long once `agent:` is put before it.
+    let long = "a".repeat(128);
+    let ops = client(&url, "user:ops").await.context();
+    let error = crate::common::refusal(ops.system(Some(&long)).await);
+    assert_eq!(error.code(), "invalid_token", "{error}");
+    let error = crate::common::refusal(ops.preference("tone", Some(&long), None).await);
+    assert_eq!(error.code(), "invalid_token", "{error}");
+    // Still serving.
+    ops.set("global", "after", json!(true)).await.unwrap();
+    assert!(ops.system(Some("a1")).await.is_ok());
+    instance.shutdown().await;
+}

@@ -49,6 +49,15 @@ impl Scope {
         Ok(make(Token::new(field, id)?))
     }
 
+    /// The scope of kind `kind` (`run`, `agent`, `session`, `user`) of `owner`, checked as
+    /// [`Scope::parse`] checks a sent one: the whole text must be a token (so a run id or
+    /// a name longer than 124 bytes or so has no scope). Code that builds a scope from a
+    /// run id or a name builds it here, never with the variant itself, so that
+    /// [`Scope::aggregate`] always has a valid subject.
+    pub fn of(kind: &str, owner: &str) -> Result<Scope, Error> {
+        Scope::parse("scope", &format!("{kind}:{owner}"))
+    }
+
     /// The scope's kind: `global`, `run`, `agent`, `session` or `user`.
     pub fn kind(&self) -> &'static str {
         match self {
