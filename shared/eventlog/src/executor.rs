@@ -195,7 +195,9 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
                         folded.apply(event);
                     }
                     let seq = appended.head.seq;
-                    *turn.state = Some(folded.clone());
+                    // Handed over only when another command waits (saves a clone per
+                    // command otherwise); never left stale for one that comes later.
+                    *turn.state = turn.has_waiters().then(|| folded.clone());
                     return Ok(Executed { state: folded, seq, appended: appended.events.len() });
                 }
                 Err(error) if error.is_conflict() => {
@@ -302,11 +304,18 @@ impl<S> AggregateLocks<S> {
     }
 }
 
+impl<S> Turn<S> {
+    /// Whether another command waits for this aggregate (only then is the state worth
+    /// handing over). References to the lock: the map's, this turn's, one per waiter.
+    fn has_waiters(&self) -> bool {
+        Arc::strong_count(OwnedMutexGuard::mutex(&self.state)) > 2
+    }
+}
+
 impl<S> Drop for Turn<S> {
     fn drop(&mut self) {
         let mut map = self.locks.map();
-        // Two references: the map's and the one this turn holds. More means a waiter.
-        if map.get(&self.aggregate).is_some_and(|lock| Arc::strong_count(lock) <= 2) {
+        if !self.has_waiters() {
             map.remove(&self.aggregate);
         }
     }
