@@ -76,11 +76,10 @@ pub struct CheckStep {
     /// How long the judge and custom rules may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// Never set: a check step has no run options of its own (kept for
-    /// [`Workflow::options`]).
-    #[serde(skip)]
-    pub options: RunOptions,
 }
+
+/// The run options of a step that takes none (a check).
+static NO_OPTIONS: std::sync::LazyLock<RunOptions> = std::sync::LazyLock::new(RunOptions::default);
 
 impl CheckStep {
     /// The check as the run option `checks` says it (what the scheduler sends).
@@ -267,7 +266,7 @@ impl Workflow {
             Workflow::Parallelization(w) => &w.options,
             Workflow::OrchestratorWorkers(w) => &w.options,
             Workflow::EvaluatorOptimizer(w) => &w.options,
-            Workflow::Check(w) => &w.options,
+            Workflow::Check(_) => &NO_OPTIONS,
         }
     }
 
