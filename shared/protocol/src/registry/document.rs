@@ -89,3 +89,12 @@ mod tests {
         );
     }
 }
+
+/// Reads an optional document whose absence is an absent field
+/// (`skip_serializing_if = "Option::is_none"`): a field that is there is `Some`, even when
+/// it holds nil. Plain `Option` reads nil as `None`, so a nil output or answer (a task
+/// may complete with none) would come back from a snapshot, or a reply, as no output or
+/// no answer at all.
+pub fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Document>, D::Error> {
+    <Document as serde::Deserialize>::deserialize(deserializer).map(Some)
+}

@@ -217,7 +217,7 @@ pub struct InputView {
     /// The question.
     pub question: Document,
     /// The answer, once given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::registry::document::present")]
     pub answer: Option<Document>,
     /// Who answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -276,7 +276,7 @@ pub struct RunView {
     /// The agent's questions.
     pub inputs: Vec<InputView>,
     /// The output, once completed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::registry::document::present")]
     pub output: Option<Document>,
     /// The error, once failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -448,6 +448,25 @@ pub struct Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nil_output_or_answer_stays_a_nil_output_or_answer_through_either_encoding() {
+        let mut view = RunView { output: Some(Document::Nil), ..RunView::default() };
+        view.inputs.push(InputView {
+            request_id: "q1".into(),
+            attempt: 1,
+            question: "go?".into(),
+            answer: Some(Document::Nil),
+            answered_by: Some("ann".into()),
+        });
+        let none = RunView::default();
+        for encoding in [crate::Encoding::MessagePack, crate::Encoding::Json] {
+            let back: RunView = encoding.decode(&encoding.encode(&view).unwrap()).unwrap();
+            assert_eq!((back.output, back.inputs[0].answer.clone()), (Some(Document::Nil), Some(Document::Nil)));
+            let back: RunView = encoding.decode(&encoding.encode(&none).unwrap()).unwrap();
+            assert_eq!(back.output, None, "{encoding:?}: no output stays none");
+        }
+    }
 
     #[test]
     fn statuses_use_the_spec_names() {
