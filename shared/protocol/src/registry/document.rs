@@ -71,6 +71,15 @@ pub fn from_json(json: &serde_json::Value) -> Document {
     }
 }
 
+/// Reads an optional document whose absence is an absent field
+/// (`skip_serializing_if = "Option::is_none"`): a field that is there is `Some`, even when
+/// it holds nil. Plain `Option` reads nil as `None`, so a nil output or answer (a task
+/// may complete with none) would come back from a snapshot, or a reply, as no output or
+/// no answer at all.
+pub fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Document>, D::Error> {
+    <Document as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,13 +97,4 @@ mod tests {
             serde_json::json!({"capabilities": ["a", "b"], "n": 1.5, "u": 7})
         );
     }
-}
-
-/// Reads an optional document whose absence is an absent field
-/// (`skip_serializing_if = "Option::is_none"`): a field that is there is `Some`, even when
-/// it holds nil. Plain `Option` reads nil as `None`, so a nil output or answer (a task
-/// may complete with none) would come back from a snapshot, or a reply, as no output or
-/// no answer at all.
-pub fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Document>, D::Error> {
-    <Document as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
