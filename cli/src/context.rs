@@ -447,7 +447,7 @@ pub async fn embed(args: EmbedArgs, url: &str) -> anyhow::Result<ExitCode> {
             let context = context(url, common).await?;
             let mut lines = Lines::new(common.json, true);
             let dimension = entries.first().map_or(1, |entry| entry.vector.len());
-            for batch in entries.chunks(crate::bench::upsert_batch(dimension)) {
+            for batch in entries.chunks(osp_protocol::context::upsert_batch(dimension)) {
                 let outcome = context.upsert_embeddings(&scope, batch).await.map_err(service_error)?;
                 let o = outcome.result;
                 lines.line(&match common.json {

@@ -3,22 +3,9 @@
 //! It speaks to the system only through NATS, like any other client: point it at a
 //! server with `--nats-url` or `OSP_NATS_URL`, or let `osp dev` start one.
 
-mod agents;
 mod bench;
-mod connect;
-mod context;
-mod dev;
-mod entries;
-mod events;
-mod json_args;
-mod output;
-mod quality;
-mod registry;
-mod replay;
-mod run;
-mod time_args;
-mod transfer;
-mod verify;
+
+use osp_cli::{agents, context, dev, events, output, quality, registry, replay, run, transfer, verify};
 
 use clap::{Parser, Subcommand};
 
@@ -84,9 +71,9 @@ enum Command {
     Env(context::EnvArgs),
     /// Embeddings: upsert, search (by vector or text), get, rm.
     Embed(context::EmbedArgs),
-    /// Measure throughput and latency next to raw JetStream, on a server of its own.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// Measure throughput and latency next to raw JetStream, on a server of its own (runs
+    /// the osp-bench binary; `osp bench --help` lists the benchmarks).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -128,7 +115,7 @@ fn main() -> std::process::ExitCode {
             Command::Prefs(args) => context::prefs(args, &url()).await,
             Command::Env(args) => context::env(args, &url()).await,
             Command::Embed(args) => context::embed(args, &url()).await,
-            Command::Bench(command) => bench::run(command).await,
+            Command::Bench(args) => bench::run(args),
         }
     });
     match outcome {

@@ -43,6 +43,12 @@ pub const MAX_ENTRIES_PER_SECTION: usize = 10_000;
 pub const MAX_EMBEDDINGS_PER_SCOPE: usize = 250_000;
 /// Most embeddings in one `upsert_embeddings`.
 pub const MAX_UPSERT_BATCH: usize = 1_000;
+
+/// How many embeddings of `dimension` fit one upsert command (1 MiB, MessagePack f32 of
+/// 5 bytes), with room for ids and content.
+pub fn upsert_batch(dimension: usize) -> usize {
+    (800_000 / (dimension * 5 + 200)).clamp(1, MAX_UPSERT_BATCH)
+}
 /// Largest dimension of a vector.
 pub const MAX_DIMENSION: usize = 4_096;
 /// Largest content of an embedding.

@@ -49,8 +49,8 @@ use serde_json::json;
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{percentiles, rate, round2, Percentiles};
-use super::Table;
+use crate::stats::{percentiles, rate, round2, Percentiles};
+use crate::Table;
 
 /// Options of `osp bench scheduler`.
 #[derive(Args)]
@@ -111,7 +111,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     if args.duration.is_zero() || args.raw_duration.is_zero() {
         bail!("--duration and --raw-duration must be more than zero");
     }
-    let (binary, server) = super::start_server().await?;
+    let (binary, server) = crate::start_server().await?;
     let url = server.url();
     let task_bytes = task_message_bytes()?;
     eprintln!(
@@ -125,8 +125,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     // heartbeat the registry), and it is stopped before anything is measured.
     let registry_config =
         osp_registry::Config { offline_after: Duration::from_secs(3600), ..osp_registry::Config::default() };
-    let registry = osp_registry::Registry::start(crate::connect::client(&url).await?, registry_config).await?;
-    let client = Client::new(crate::connect::client(&url).await?).with_actor("service:bench");
+    let registry = osp_registry::Registry::start(osp_cli::connect::client(&url).await?, registry_config).await?;
+    let client = Client::new(osp_cli::connect::client(&url).await?).with_actor("service:bench");
     for i in 0..args.agents {
         let entry = Agent::builder(agent_name(i))
             .description(format!("benchmark agent {i}"))
@@ -140,7 +140,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<ExitCode> {
     let js = jetstream::new(client.nats().clone());
     let raw = measure_raw(&url, &js, task_bytes, &args).await?;
 
-    let scheduler = osp_scheduler::Scheduler::start(crate::connect::client(&url).await?, Default::default())
+    let scheduler = osp_scheduler::Scheduler::start(osp_cli::connect::client(&url).await?, Default::default())
         .await
         .context("starting the scheduler")?;
     let tracker = Arc::new(Tracker::default());
@@ -204,7 +204,7 @@ pub(super) fn task_message_bytes() -> anyhow::Result<usize> {
 /// A worker on a connection of its own whose handler notes when it is called and
 /// returns the input.
 async fn start_worker(url: &str, i: usize, concurrency: u32, tracker: Arc<Tracker>) -> anyhow::Result<Worker> {
-    let client = Client::new(crate::connect::client(url).await?);
+    let client = Client::new(osp_cli::connect::client(url).await?);
     let worker = Worker::builder(&client, agent_name(i))
         .capability(CAPABILITY)
         .max_concurrency(concurrency)
@@ -337,7 +337,7 @@ async fn raw_work_queue(
     let deadline = base + duration;
     let mut readers = Vec::with_capacity(consumers);
     for _ in 0..consumers {
-        let consumer: PullConsumer = jetstream::new(crate::connect::client(url).await?)
+        let consumer: PullConsumer = jetstream::new(osp_cli::connect::client(url).await?)
             .get_consumer_from_stream(RAW_CONSUMER, RAW_STREAM)
             .await
             .context("binding to the raw consumer")?;

@@ -32,8 +32,8 @@ use osp_protocol::registry::{document::from_json, EntryDoc, AGENTS, SERVICE};
 use osp_protocol::{headers, subject, Encoding, Reply, Token};
 use serde_json::json;
 
-use super::stats::{percentiles, rate, round2, Percentiles};
-use super::Table;
+use crate::stats::{percentiles, rate, round2, Percentiles};
+use crate::Table;
 
 /// Options of `osp bench registry`.
 #[derive(Args)]
@@ -84,11 +84,11 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<ExitCode> {
     if args.capabilities < PER_AGENT {
         bail!("--capabilities must be at least {PER_AGENT}: each agent has {PER_AGENT} distinct ones");
     }
-    let (binary, server) = super::start_server().await?;
+    let (binary, server) = crate::start_server().await?;
     let url = server.url();
     let config = osp_registry::Config { offline_after: Duration::from_secs(3600), ..osp_registry::Config::default() };
-    let service = osp_registry::Registry::start(crate::connect::client(&url).await?, config).await?;
-    let client = osp_client::Client::new(crate::connect::client(&url).await?).with_actor("service:bench");
+    let service = osp_registry::Registry::start(osp_cli::connect::client(&url).await?, config).await?;
+    let client = osp_client::Client::new(osp_cli::connect::client(&url).await?).with_actor("service:bench");
 
     let entries = (0..args.agents).map(|i| agent_entry(i, args.capabilities)).collect::<anyhow::Result<Vec<_>>>()?;
     let command_bytes = Encoding::MessagePack.encode(&entries[0])?.len();
@@ -178,7 +178,7 @@ async fn measure_finds(url: &str, client: &osp_client::Client, args: &RegistryAr
         Reply::Err { error, .. } => bail!("find failed: {error}"),
     };
     ensure!(reply_entries <= matching, "find gave {reply_entries} entries, {matching} agents match");
-    let responder_nats = crate::connect::client(url).await?;
+    let responder_nats = osp_cli::connect::client(url).await?;
     let requests = responder_nats.queue_subscribe(RAW_QUERY_SUBJECT, "q".into()).await?;
     let headers = reply.headers.clone().unwrap_or_default();
     let responder = tokio::spawn(respond_raw(requests, responder_nats, headers, reply.payload.clone()));
@@ -361,7 +361,7 @@ struct ApiTap {
 
 impl ApiTap {
     async fn start(url: &str) -> anyhow::Result<ApiTap> {
-        let nats = crate::connect::client(url).await?;
+        let nats = osp_cli::connect::client(url).await?;
         let mut requests = nats.subscribe("$JS.API.>").await?;
         nats.flush().await?;
         let stop = tokio_util::sync::CancellationToken::new();

@@ -42,12 +42,12 @@ use osp_protocol::scheduler::{child_run_id, Workflow};
 use osp_protocol::Token;
 use serde_json::{json, Value};
 
-use super::scheduler::{
+use crate::scheduler::{
     agent_name, drive, follow_runs, measure_raw, ms, one_run, task_message_bytes, Latencies, Ours, Phase, Progress,
     Raw, SchedulerArgs, Tracker, CAPABILITY, IDLE, RUN_WITHIN,
 };
-use super::stats::{percentiles, round2, Percentiles};
-use super::Table;
+use crate::stats::{percentiles, round2, Percentiles};
+use crate::Table;
 
 /// Options of `osp bench workflows`.
 #[derive(Args)]
@@ -90,7 +90,7 @@ pub async fn run(args: WorkflowsArgs) -> anyhow::Result<ExitCode> {
     if args.duration.is_zero() || args.raw_duration.is_zero() {
         bail!("--duration and --raw-duration must be more than zero");
     }
-    let (binary, server) = super::start_server().await?;
+    let (binary, server) = crate::start_server().await?;
     let url = server.url();
     let (parallel, dag) = (Shape::parallelization(), Shape::orchestrator_workers());
     eprintln!(
@@ -109,7 +109,7 @@ pub async fn run(args: WorkflowsArgs) -> anyhow::Result<ExitCode> {
     let js = jetstream::new(client.nats().clone());
     let raw = measure_raw(&url, &js, task_message_bytes()?, &args.raw_args()).await?;
 
-    let scheduler = osp_scheduler::Scheduler::start(crate::connect::client(&url).await?, Default::default())
+    let scheduler = osp_scheduler::Scheduler::start(osp_cli::connect::client(&url).await?, Default::default())
         .await
         .context("starting the scheduler")?;
     let tracker = Arc::new(Tracker::default());
@@ -163,8 +163,8 @@ impl WorkflowsArgs {
 async fn register_agents(url: &str, args: &WorkflowsArgs) -> anyhow::Result<Client> {
     let offline_after = Duration::from_secs(3600);
     let config = osp_registry::Config { offline_after, ..osp_registry::Config::default() };
-    let registry = osp_registry::Registry::start(crate::connect::client(url).await?, config).await?;
-    let client = Client::new(crate::connect::client(url).await?).with_actor("service:bench");
+    let registry = osp_registry::Registry::start(osp_cli::connect::client(url).await?, config).await?;
+    let client = Client::new(osp_cli::connect::client(url).await?).with_actor("service:bench");
     for name in (0..args.agents).map(agent_name) {
         let agent = Agent::builder(name.as_str()).capabilities([CAPABILITY]).max_concurrency(args.concurrency);
         client.registry().register(&agent.entry()?).await.with_context(|| format!("registering {name}"))?;
@@ -182,7 +182,7 @@ async fn start_worker(
     tracker: Arc<Tracker>,
     agent_time: Arc<AgentTime>,
 ) -> anyhow::Result<Worker> {
-    let client = Client::new(crate::connect::client(url).await?);
+    let client = Client::new(osp_cli::connect::client(url).await?);
     let answers = Arc::new(Answers::new());
     Worker::builder(&client, agent_name(i))
         .capability(CAPABILITY)

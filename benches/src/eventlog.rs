@@ -22,8 +22,8 @@ use osp_protocol::{derived_event_id, AggregateRef, Envelope, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::stats::{percentiles, rate, round2, Percentiles};
-use super::Table;
+use crate::stats::{percentiles, rate, round2, Percentiles};
+use crate::Table;
 
 /// Options of `osp bench eventlog`.
 #[derive(Args)]
@@ -88,8 +88,8 @@ pub async fn run(args: EventlogArgs) -> anyhow::Result<ExitCode> {
     if args.events == 0 || args.window == 0 || args.samples == 0 {
         bail!("--events, --window and --samples must be at least 1");
     }
-    let (binary, server) = super::start_server().await?;
-    let client = crate::connect::client(&server.url()).await?;
+    let (binary, server) = crate::start_server().await?;
+    let client = osp_cli::connect::client(&server.url()).await?;
     let log = EventLog::start(client.clone(), &Definitions::builtin()).await?;
     let event_bytes = sample_event_bytes()?;
     eprintln!(

@@ -29,7 +29,7 @@ use osp_scheduler::view::SchedulerView;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::stats::{rate, round2};
+use crate::stats::{rate, round2};
 
 /// Options of `osp bench replay`.
 #[derive(Args)]
@@ -59,8 +59,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if args.events_per_run < 4 || args.long_run < 4 || args.events <= args.long_run || args.window == 0 {
         bail!("--events-per-run and --long-run must be at least 4, --events more than --long-run, --window at least 1");
     }
-    let (binary, server) = super::start_server().await?;
-    let log = EventLog::start(crate::connect::client(&server.url()).await?, &Definitions::builtin()).await?;
+    let (binary, server) = crate::start_server().await?;
+    let log = EventLog::start(osp_cli::connect::client(&server.url()).await?, &Definitions::builtin()).await?;
     let runs = (args.events - args.long_run) / args.events_per_run;
     let events = runs * args.events_per_run + args.long_run;
     eprintln!(
@@ -78,7 +78,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(written == events, "wrote {written} events, meant {events}");
 
     let filter = osp_protocol::subject::events_of_kind(&Token::new("kind", RUN_KIND)?);
-    let raw_read_time = super::eventlog::raw_read(&log, &filter, events).await?;
+    let raw_read_time = crate::eventlog::raw_read(&log, &filter, events).await?;
 
     let shutdown = CancellationToken::new();
     let started = Instant::now();
@@ -100,7 +100,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     shutdown.cancel();
 
     let started = Instant::now();
-    let timeline = crate::replay::timeline_of(&log, LONG_RUN).await?;
+    let timeline = osp_cli::replay::timeline_of(&log, LONG_RUN).await?;
     let text = timeline.text();
     let replay_run_time = started.elapsed();
     anyhow::ensure!(timeline.lines.len() == args.long_run && text.len() > args.long_run, "the long run's timeline");

@@ -1,8 +1,10 @@
-//! `osp bench ...`: each figure printed next to a raw-NATS baseline measured in the
-//! same run, on a nats-server the benchmark starts for itself.
+//! `osp-bench`, run as `osp bench ...`: each figure printed next to a raw-NATS baseline
+//! measured in the same run, on a nats-server the benchmark starts for itself.
+//!
+//! A binary of its own, apart from `osp`, so the command operators install carries no
+//! benchmark code: `osp bench` runs the `osp-bench` found beside it (or on `PATH`).
 
 mod context;
-pub use context::upsert_batch;
 mod eventlog;
 mod quality;
 mod registry;
@@ -13,12 +15,25 @@ mod workflows;
 
 use std::process::ExitCode;
 
-use clap::Subcommand;
+use clap::{Parser, Subcommand};
 use osp_local_nats::{Binary, NatsServer, ServerOptions};
+
+/// The same allocator as `osp` and the services' binaries, so the services measured here
+/// allocate as they do in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Measure throughput and latency next to raw JetStream, on a server of its own.
+#[derive(Parser)]
+#[command(name = "osp-bench", bin_name = "osp bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
 
 /// The benchmarks.
 #[derive(Subcommand)]
-pub enum BenchCommand {
+enum BenchCommand {
     /// The event store: append throughput, replay throughput and append latency.
     Eventlog(eventlog::EventlogArgs),
     /// The registry: registrations/s, and `find` by capability (queries/s, latency)
@@ -43,8 +58,20 @@ pub enum BenchCommand {
     Replay(replay::ReplayArgs),
 }
 
-/// Runs a benchmark.
-pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
+    osp_eventlog::init_tracing("warn");
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Eventlog(args) => eventlog::run(args).await,
         BenchCommand::Registry(args) => registry::run(args).await,
@@ -59,7 +86,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
 /// A nats-server of the benchmark's own (temporary store, free port), and the binary it
 /// runs, whose version the report names.
 async fn start_server() -> anyhow::Result<(Binary, NatsServer)> {
-    let binary = crate::dev::nats_server_binary()?;
+    let binary = osp_cli::dev::nats_server_binary()?;
     let server = NatsServer::start_with(&binary, ServerOptions::default()).await?;
     Ok((binary, server))
 }

@@ -20,11 +20,11 @@ use async_nats::jetstream;
 use clap::Args;
 use futures::StreamExt;
 use osp_client::SearchBy;
-use osp_protocol::context::Embedding;
+use osp_protocol::context::{upsert_batch, Embedding};
 use serde_json::json;
 
-use super::stats::{percentiles, rate, round2, Percentiles};
-use super::Table;
+use crate::stats::{percentiles, rate, round2, Percentiles};
+use crate::Table;
 
 /// Options of `osp bench context`.
 #[derive(Args)]
@@ -69,16 +69,16 @@ pub async fn run(args: ContextArgs) -> anyhow::Result<ExitCode> {
     if [args.ops, args.in_flight, args.keys, args.scopes, args.vectors, args.searches].contains(&0) {
         bail!("--ops, --in-flight, --keys, --scopes, --vectors and --searches must be more than zero");
     }
-    let (binary, server) = super::start_server().await?;
+    let (binary, server) = crate::start_server().await?;
     let url = server.url();
     eprintln!(
         "bench context: nats-server {} ({}), {} ops of {} B, {} in flight, {} keys over {} scopes",
         binary.version, binary.source, args.ops, args.value_bytes, args.in_flight, args.keys, args.scopes
     );
-    let service = osp_context::Context::start(crate::connect::client(&url).await?, osp_context::Config::default())
+    let service = osp_context::Context::start(osp_cli::connect::client(&url).await?, osp_context::Config::default())
         .await
         .context("starting the context service")?;
-    let client = osp_client::Client::new(crate::connect::client(&url).await?).with_actor("user:bench");
+    let client = osp_client::Client::new(osp_cli::connect::client(&url).await?).with_actor("user:bench");
     let context = client.context();
     let value = json!("v".repeat(args.value_bytes.saturating_sub(2)));
 
@@ -186,12 +186,6 @@ fn print_search(args: &ContextArgs, load: Duration, search: Percentiles) {
         search.p50,
         search.p99
     );
-}
-
-/// How many embeddings of `dimension` fit one upsert command (1 MiB, MessagePack f32 of
-/// 5 bytes), with room for ids and content.
-pub fn upsert_batch(dimension: usize) -> usize {
-    (800_000 / (dimension * 5 + 200)).clamp(1, osp_protocol::context::MAX_UPSERT_BATCH)
 }
 
 /// Operations per second of `count` calls of `call(i)`, `in_flight` at once.

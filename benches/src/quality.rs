@@ -38,8 +38,8 @@ use osp_protocol::{headers, Encoding, Timestamp, Token};
 use osp_quality::rules::{prepare, sample_catalog, sample_output, PreparedRule};
 use serde_json::{json, Value};
 
-use super::stats::{percentiles, rate, round2, Percentiles};
-use super::Table;
+use crate::stats::{percentiles, rate, round2, Percentiles};
+use crate::Table;
 
 /// Options of `osp bench quality`.
 #[derive(Args)]
@@ -84,7 +84,7 @@ pub async fn run(args: QualityArgs) -> anyhow::Result<ExitCode> {
         bail!("--checks, --in-flight, --samples, --runs and --eval-duration must be more than zero");
     }
     let workload = Workload::sample()?;
-    let (binary, server) = super::start_server().await?;
+    let (binary, server) = crate::start_server().await?;
     let url = server.url();
     eprintln!(
         "bench quality: nats-server {} ({}), {} rules, output {} B, check command {} B, {} in flight",
@@ -97,10 +97,10 @@ pub async fn run(args: QualityArgs) -> anyhow::Result<ExitCode> {
     );
 
     let evaluator = measure_evaluator(&workload, args.eval_duration)?;
-    let service = osp_quality::Quality::start(crate::connect::client(&url).await?, osp_quality::Config::default())
+    let service = osp_quality::Quality::start(osp_cli::connect::client(&url).await?, osp_quality::Config::default())
         .await
         .context("starting the quality service")?;
-    let client = osp_client::Client::new(crate::connect::client(&url).await?).with_actor("service:bench");
+    let client = osp_client::Client::new(osp_cli::connect::client(&url).await?).with_actor("service:bench");
     let checks = measure_service(&client, &workload, &evaluator.results, &args).await?;
     let gated = measure_gated(&client, &url, &workload, &evaluator.results, args.runs).await?;
     service.shutdown().await;
@@ -392,7 +392,7 @@ async fn measure_gated(
     results: &[RuleResult],
     runs: usize,
 ) -> anyhow::Result<Gated> {
-    let scheduler = osp_scheduler::Scheduler::start(crate::connect::client(url).await?, Default::default())
+    let scheduler = osp_scheduler::Scheduler::start(osp_cli::connect::client(url).await?, Default::default())
         .await
         .context("starting the scheduler")?;
     let output = workload.output.clone();
