@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
+use osp_client::local_dev::DevRecord;
 use osp_context::sealing::SealKey;
 use osp_eventlog::Definitions;
 use osp_local_nats::{NatsServer, ServerOptions};
@@ -16,28 +17,46 @@ use crate::connect;
 /// Options of `osp dev`.
 #[derive(Args)]
 pub struct DevArgs {
-    /// Port for the local nats-server; the next free one is used if it is taken.
-    #[arg(long, default_value_t = 4222)]
-    port: u16,
-    /// Folder for the server's data and log.
-    #[arg(long, default_value = ".osp")]
-    data: PathBuf,
+    /// Port for the local nats-server; the next free one is used if it is taken
+    /// [default: 4222].
+    #[arg(long)]
+    port: Option<u16>,
+    /// Folder for the server's data and log [default: .osp].
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Apply the stream definitions in this folder instead of the built-in ones.
     #[arg(long)]
     streams: Option<PathBuf>,
     /// Silence after which the registry marks an agent offline (e.g. 30s, 2m) [default: 15s].
     #[arg(long, value_parser = humantime::parse_duration)]
     offline_after: Option<Duration>,
+    /// Before the services start, import this file of `osp log export` into the new
+    /// (empty) log: a system holding a bug report's run, to replay it here.
+    #[arg(long, value_name = "FILE")]
+    import: Option<PathBuf>,
+}
+
+impl DevArgs {
+    fn data(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(|| PathBuf::from(".osp"))
+    }
 }
 
 /// Runs `osp dev` until Ctrl-C. With `external_url`, uses that server instead of
 /// starting one.
 pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<ExitCode> {
     let mut server = match external_url {
+        Some(url) if args.data.is_some() || args.port.is_some() => bail!(
+            "--data and --port are for a server `osp dev` starts, but it was told to use {url} (by OSP_NATS_URL or \
+             --nats-url): unset OSP_NATS_URL to start a server of its own"
+        ),
         Some(_) => None,
         None => Some(start_local_server(&args).await?),
     };
     let url = server.as_ref().map_or_else(|| external_url.unwrap_or_default().to_owned(), NatsServer::url);
+    if let Some(file) = &args.import {
+        crate::transfer::import(crate::transfer::ImportArgs { file: file.clone() }, &url).await?;
+    }
     let definitions = Definitions::for_deployment(args.streams.as_deref(), None)?;
     let streams: Vec<String> = definitions.streams.iter().map(|(_, c)| c.name.clone()).collect();
     let client = connect::client(&url).await?;
@@ -64,7 +83,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     let context_config = osp_context::Config {
         definitions,
         reveal_to: vec![operator.clone()],
-        seal_key: Some(dev_seal_key(&args.data)?),
+        seal_key: Some(dev_seal_key(&args.data())?),
         ..osp_context::Config::default()
     };
     let context = osp_context::Context::start(connect::client(&url).await?, context_config)
@@ -78,8 +97,14 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     }
     println!("  streams: {}", streams.join(", "));
     println!("  services: registry, scheduler, quality, context (sensitive values revealed to {operator})");
+    // Written once everything is up, so a command in another terminal that finds it finds
+    // a system ready to answer.
+    let record = DevRecord::publish(&url).context("recording the URL for the other terminals")?;
     println!();
-    println!("  export OSP_NATS_URL={url}");
+    match &record {
+        Some(_) => println!("  osp commands and agents on this machine use it (unless OSP_NATS_URL says otherwise)"),
+        None => println!("  export OSP_NATS_URL={url}     # in other terminals (no HOME to record it in)"),
+    }
     println!("  osp events tail                    # watch the log");
     println!("  osp agents --live                  # the agents online now");
     println!("  osp agents --capability summarize  # the agents that can summarize");
@@ -90,6 +115,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("Ctrl-C to stop.");
 
     osp_eventlog::stop_requested().await.context("waiting for Ctrl-C or SIGTERM")?;
+    drop(record);
     context.shutdown().await;
     quality.shutdown().await;
     scheduler.shutdown().await;
@@ -139,9 +165,10 @@ pub fn nats_server_binary() -> anyhow::Result<osp_local_nats::Binary> {
 /// Finds (or installs) the pinned nats-server and starts it with data under `.osp/`.
 async fn start_local_server(args: &DevArgs) -> anyhow::Result<NatsServer> {
     let binary = nats_server_binary()?;
-    let port = free_port_from(args.port)?;
-    std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
-    let data = args.data.canonicalize()?;
+    let port = free_port_from(args.port.unwrap_or(4222))?;
+    let data = args.data();
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
     let options = ServerOptions {
         port: Some(port),
         store_dir: Some(data.join("data")),

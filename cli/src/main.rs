@@ -18,16 +18,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "osp", version, about, propagate_version = true)]
 struct Cli {
-    /// NATS server to talk to [default: nats://127.0.0.1:4222; `osp dev` starts its own
-    /// unless this is given].
+    /// NATS server to talk to [default: the newest `osp dev` running on this machine, else
+    /// nats://127.0.0.1:4222; `osp dev` starts its own unless this is given].
     #[arg(long, global = true, env = "OSP_NATS_URL")]
     nats_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
-
-/// Where a local NATS usually listens.
-const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 
 #[derive(Subcommand)]
 enum Command {
@@ -96,7 +93,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
     let outcome = runtime.block_on(async move {
-        let url = || cli.nats_url.clone().unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
+        let url = || cli.nats_url.clone().unwrap_or_else(osp_client::local_dev::nats_url);
         match cli.command {
             Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
             Command::Events(command) => events::run(command, &url()).await,

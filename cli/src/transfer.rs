@@ -59,7 +59,7 @@ pub struct ExportArgs {
 #[derive(Args)]
 pub struct ImportArgs {
     /// A file written by `osp log export`.
-    file: PathBuf,
+    pub file: PathBuf,
 }
 
 /// The first line of an export.

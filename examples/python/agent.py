@@ -845,13 +845,41 @@ async def run(args: argparse.Namespace) -> int:
             await nc.drain()  # sends what is buffered, then closes
 
 
+def default_nats_url() -> str:
+    """$OSP_NATS_URL, else the newest ``osp dev`` running on this machine, else port 4222.
+
+    ``osp dev`` records its URL in ``<state>/osp/dev/<pid>.url`` ($XDG_STATE_HOME, else
+    ~/.local/state) while it runs; a record whose process is gone is skipped.
+    """
+    if os.environ.get("OSP_NATS_URL", "").strip():
+        return os.environ["OSP_NATS_URL"]
+    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    records = []
+    folder = os.path.join(state, "osp", "dev")
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        pid = name.removesuffix(".url")
+        if not name.endswith(".url") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except PermissionError:
+            pass  # alive, someone else's
+        except OSError:
+            continue
+        path = os.path.join(folder, name)
+        with open(path, encoding="utf-8") as record:
+            records.append((os.path.getmtime(path), record.read().strip()))
+    return max(records)[1] if records else "nats://127.0.0.1:4222"
+
+
 def parse_args() -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         description="An OSP agent that registers, heartbeats, executes tasks and unregisters."
     )
-    parser.add_argument("--nats-url", default=os.environ.get("OSP_NATS_URL", "nats://127.0.0.1:4222"),
-                        help="NATS server (default: $OSP_NATS_URL or nats://127.0.0.1:4222)")
+    parser.add_argument("--nats-url", default=default_nats_url(),
+                        help="NATS server (default: $OSP_NATS_URL, else the newest `osp dev` on this machine, "
+                             "else nats://127.0.0.1:4222)")
     parser.add_argument("--name", default="python-agent-1",
                         help="agent name, unique among agents (no '.', '*', '>' or spaces)")
     parser.add_argument("--description", default="An example agent written in Python", help="for people")

@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 /// A deterministic embedder agent.
 #[derive(Parser)]
 struct Args {
-    /// NATS server.
-    #[arg(long, env = "OSP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server (unless given: the newest `osp dev` running on this machine).
+    #[arg(long, env = "OSP_NATS_URL", default_value_t = osp_client::local_dev::nats_url())]
     nats_url: String,
     /// The agent's name, unique among agents.
     #[arg(long, default_value = "embedder")]

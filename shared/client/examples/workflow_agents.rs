@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! osp dev                                                                   # another terminal
-//! cargo run -p osp-client --example workflow_agents -- --nats-url nats://127.0.0.1:4222
+//! target/release/examples/workflow_agents                                   # finds osp dev by itself
 //! examples/workflows/run routing                                            # or all of it at once
 //! ```
 //!
@@ -55,8 +55,8 @@ const CAPABILITIES: [&str; 14] = [
 /// Deterministic agents for the workflow examples.
 #[derive(Parser)]
 struct Args {
-    /// NATS server.
-    #[arg(long, env = "OSP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    /// NATS server (unless given: the newest `osp dev` running on this machine).
+    #[arg(long, env = "OSP_NATS_URL", default_value_t = osp_client::local_dev::nats_url())]
     nats_url: String,
     /// The agent's name, unique among agents.
     #[arg(long, default_value = "workflow-agents")]

@@ -12,6 +12,7 @@ mod agent;
 mod client;
 mod context;
 mod error;
+pub mod local_dev;
 mod quality;
 mod registry;
 mod replies;
