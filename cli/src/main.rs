@@ -5,6 +5,7 @@
 
 mod agents;
 mod bench;
+mod clock;
 mod connect;
 mod context;
 mod dev;
@@ -35,6 +36,10 @@ struct Cli {
     /// unless this is given].
     #[arg(long, global = true, env = "OSP_NATS_URL")]
     nats_url: Option<String>,
+    /// Show times in UTC instead of the local time zone (`TZ`, else the system's).
+    /// `--json` output is always in UTC.
+    #[arg(long, global = true, env = "OSP_UTC", value_parser = clap::builder::BoolishValueParser::new())]
+    utc: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -107,6 +112,9 @@ enum LogCommand {
 fn main() -> std::process::ExitCode {
     osp_eventlog::init_tracing("warn");
     let cli = Cli::parse();
+    if cli.utc {
+        clock::use_utc();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
     let outcome = runtime.block_on(async move {
         let url = || cli.nats_url.clone().unwrap_or_else(|| DEFAULT_NATS_URL.to_owned());
