@@ -342,8 +342,14 @@ pub async fn ctx(args: CtxArgs, url: &str) -> anyhow::Result<ExitCode> {
         }
         CtxCommand::System { agent } => {
             let system = context(url, common).await?.system(agent.as_deref()).await.map_err(service_error)?;
-            let value = serde_json::to_value(&system)?;
-            let text = if common.json { value.to_string() } else { serde_json::to_string_pretty(&value)? };
+            let mut value = serde_json::to_value(&system)?;
+            let text = match common.json {
+                true => value.to_string(),
+                false => {
+                    crate::clock::for_people(&mut value);
+                    serde_json::to_string_pretty(&value)?
+                }
+            };
             Lines::new(common.json, false).line(&text)?;
         }
     }
@@ -537,7 +543,7 @@ fn print_entry(entry: &EntryView, json: bool) -> std::io::Result<()> {
     lines.line(&format!("{}{masked}", shown(&entry.value)))?;
     lines
         .line(&format!("  scope {}  key {}  revision {}  seq {}", entry.scope, entry.key, entry.revision, entry.seq))?;
-    lines.line(&format!("  set at {} by {}", entry.updated_at, entry.updated_by))?;
+    lines.line(&format!("  set at {} by {}", crate::clock::time(entry.updated_at), entry.updated_by))?;
     if let Some(description) = &entry.description {
         lines.line(&format!("  {description}"))?;
     }

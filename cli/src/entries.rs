@@ -5,8 +5,10 @@ use comfy_table::{presets, Table};
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::registry::queries::EntryView;
 use osp_protocol::registry::AgentCard;
+use osp_protocol::Timestamp;
 use serde_json::Value;
 
+use crate::clock;
 use crate::output::Lines;
 
 /// Longest description shown in a table, in characters; `get` shows it whole.
@@ -31,7 +33,7 @@ impl Columns {
 
     fn row(self, entry: &EntryView) -> Vec<String> {
         let (name, status, updated) =
-            (entry.name.clone(), entry.status.as_str().to_owned(), entry.updated_at.to_rfc3339());
+            (entry.name.clone(), entry.status.as_str().to_owned(), clock::time(entry.updated_at));
         match self {
             Columns::Entries => {
                 vec![name, status, entry.revision.to_string(), updated, truncate(&entry.description, DESCRIPTION_WIDTH)]
@@ -88,7 +90,7 @@ pub fn print_one(entry: &EntryView, json: bool) -> std::io::Result<()> {
     if json {
         lines.line(&to_json(entry).to_string())?;
     } else {
-        for (key, value) in fields(entry) {
+        for (key, value) in fields(entry, clock::time) {
             let text = match value {
                 Value::Null => continue,
                 Value::String(text) => text,
@@ -105,19 +107,21 @@ pub fn print_one(entry: &EntryView, json: bool) -> std::io::Result<()> {
 
 /// An entry as one JSON object, with times in RFC 3339.
 pub fn to_json(entry: &EntryView) -> Value {
-    Value::Object(fields(entry).into_iter().map(|(key, value)| (key.to_owned(), value)).collect())
+    Value::Object(
+        fields(entry, Timestamp::to_rfc3339).into_iter().map(|(key, value)| (key.to_owned(), value)).collect(),
+    )
 }
 
-/// An entry's fields, in the order people read them.
-fn fields(entry: &EntryView) -> [(&'static str, Value); 10] {
+/// An entry's fields, in the order people read them, with times as `time` writes them.
+fn fields(entry: &EntryView, time: fn(Timestamp) -> String) -> [(&'static str, Value); 10] {
     [
         ("registry", entry.registry.clone().into()),
         ("name", entry.name.clone().into()),
         ("description", entry.description.clone().into()),
         ("status", entry.status.as_str().into()),
         ("revision", entry.revision.into()),
-        ("registered_at", entry.registered_at.to_rfc3339().into()),
-        ("updated_at", entry.updated_at.to_rfc3339().into()),
+        ("registered_at", time(entry.registered_at).into()),
+        ("updated_at", time(entry.updated_at).into()),
         ("seq", entry.seq.into()),
         ("resource", from_msgpack_value(&entry.resource)),
         ("metadata", entry.metadata.as_ref().map_or(Value::Null, from_msgpack_value)),
@@ -141,7 +145,6 @@ mod tests {
     use super::*;
     use osp_protocol::registry::document::from_json;
     use osp_protocol::registry::Status;
-    use osp_protocol::Timestamp;
     use serde_json::json;
 
     fn agent(resource: Value) -> EntryView {
@@ -169,14 +172,9 @@ mod tests {
     #[test]
     fn rows_read_the_agent_card() {
         let entry = agent(json!({"capabilities": ["summarize", "translate"], "max_concurrency": 4}));
-        assert_eq!(
-            Columns::Agents.row(&entry),
-            ["a1", "online", "summarize,translate", "4", "-", "1970-01-01T00:00:01.5Z"]
-        );
-        assert_eq!(
-            Columns::Entries.row(&entry),
-            ["a1", "online", "2", "1970-01-01T00:00:01.5Z", "Summarises documents"]
-        );
+        let updated = clock::time(Timestamp(1_500));
+        assert_eq!(Columns::Agents.row(&entry), ["a1", "online", "summarize,translate", "4", "-", &updated]);
+        assert_eq!(Columns::Entries.row(&entry), ["a1", "online", "2", &updated, "Summarises documents"]);
         assert_eq!(Columns::Agents.row(&agent(json!({"not": "a card"})))[2..5], ["-", "-", "-"]);
     }
 

@@ -2,6 +2,7 @@
 //! can reuse how the CLI connects, finds a nats-server and builds a run's timeline.
 
 pub mod agents;
+pub mod clock;
 pub mod connect;
 pub mod context;
 pub mod dev;

@@ -5,7 +5,7 @@
 
 mod bench;
 
-use osp_cli::{agents, context, dev, events, output, quality, registry, replay, run, transfer, verify};
+use osp_cli::{agents, clock, context, dev, events, output, quality, registry, replay, run, transfer, verify};
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +22,10 @@ struct Cli {
     /// nats://127.0.0.1:4222; `osp dev` starts its own unless this is given].
     #[arg(long, global = true, env = "OSP_NATS_URL")]
     nats_url: Option<String>,
+    /// Show times in UTC instead of the local time zone (`TZ`, else the system's).
+    /// `--json` output is always in UTC.
+    #[arg(long, global = true, env = "OSP_UTC", value_parser = clap::builder::BoolishValueParser::new())]
+    utc: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,6 +95,9 @@ enum LogCommand {
 fn main() -> std::process::ExitCode {
     osp_eventlog::init_tracing("warn");
     let cli = Cli::parse();
+    if cli.utc {
+        clock::use_utc();
+    }
     let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
     let outcome = runtime.block_on(async move {
         let url = || cli.nats_url.clone().unwrap_or_else(osp_client::local_dev::nats_url);

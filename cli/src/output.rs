@@ -7,17 +7,48 @@ use osp_eventlog::{Malformed, Recorded};
 use osp_protocol::AnyPayload;
 use serde_json::json;
 
+use crate::clock;
+
 /// Standard output, line by line, flushed per line when following live.
 pub struct Lines {
     out: std::io::BufWriter<std::io::Stdout>,
     json: bool,
     flush_each: bool,
+    columns: EventColumns,
+}
+
+/// The padded columns of an event line: aggregate, version, type and actor. Lines are
+/// printed as they come, so a column cannot be sized to its widest value beforehand: each
+/// starts wide enough for the usual values (`entry:agents:summarizer`, `v12`,
+/// `run.approval_requested`, `service:scheduler`), and a longer one widens it from that
+/// line on.
+struct EventColumns {
+    widths: [usize; 4],
+}
+
+impl EventColumns {
+    fn new() -> EventColumns {
+        EventColumns { widths: [24, 4, 22, 17] }
+    }
+
+    /// The cells, each padded to its column's width, two spaces apart.
+    fn pad(&mut self, cells: [String; 4]) -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&mut self.widths)
+            .map(|(cell, width)| {
+                *width = (*width).max(cell.chars().count());
+                format!("{cell:<width$}", width = *width)
+            })
+            .collect();
+        padded.join("  ")
+    }
 }
 
 impl Lines {
     /// `json`: NDJSON instead of text; `flush_each`: for live output.
     pub fn new(json: bool, flush_each: bool) -> Lines {
-        Lines { out: std::io::BufWriter::new(std::io::stdout()), json, flush_each }
+        Lines { out: std::io::BufWriter::new(std::io::stdout()), json, flush_each, columns: EventColumns::new() }
     }
 
     /// Prints one event.
@@ -44,16 +75,11 @@ impl Lines {
             })
             .to_string()
         } else {
-            format!(
-                "#{:<8} {}  {} v{}  {}  by {}  {}",
-                event.seq,
-                e.occurred_at,
-                e.aggregate,
-                e.version,
-                e.payload.event_type,
-                e.actor,
-                e.payload.to_json()
-            )
+            let cells =
+                [e.aggregate.to_string(), format!("v{}", e.version), e.payload.event_type.clone(), e.actor.clone()];
+            let mut payload = e.payload.to_json();
+            clock::for_people(&mut payload);
+            format!("#{:<8} {}  {}  {payload}", event.seq, clock::time(e.occurred_at), self.columns.pad(cells))
         };
         self.line(&line)
     }
@@ -119,4 +145,27 @@ pub fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String
     }
     table.add_rows(rows);
     table.trim_fmt()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_columns_line_up_and_widen_for_a_longer_value() {
+        let mut columns = EventColumns::new();
+        let cells = |aggregate: &str, actor: &str| {
+            [aggregate.to_owned(), "v1".to_owned(), "run.started".to_owned(), actor.to_owned()]
+        };
+        let first = columns.pad(cells("run:r-1", "agent:a1"));
+        let second = columns.pad(cells("entry:agents:summarizer", "service:scheduler"));
+        assert_eq!(first.find("v1"), second.find("v1"));
+        assert_eq!(first.find("run.started"), second.find("run.started"));
+        assert_eq!(first.len(), second.len(), "{first:?}\n{second:?}");
+
+        let long = columns.pad(cells("run:0193a1b2-7c4d-7e5f-8a9b-0c1d2e3f4a5b", "agent:a1"));
+        let after = columns.pad(cells("run:r-1", "agent:a1"));
+        assert!(long.find("v1") > first.find("v1"), "{long:?}");
+        assert_eq!(long.find("v1"), after.find("v1"), "the column stays as wide: {after:?}");
+    }
 }

@@ -255,10 +255,14 @@ pub async fn import(args: ImportArgs, url: &str) -> anyhow::Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // The file's own words when its time does not read (it was written by hand, say).
+    let exported = match header.exported_at.parse::<jiff::Timestamp>() {
+        Ok(at) => crate::clock::time(Timestamp(at.as_millisecond())),
+        Err(_) => header.exported_at.clone(),
+    };
     println!(
-        "imported {imported} events ({}, exported {}); {}",
+        "imported {imported} events ({}, exported {exported}); {}",
         header.what,
-        header.exported_at,
         match same_seqs {
             true => "every event has its original sequence",
             false => "sequences differ from the original log (a part of it was exported); hashes are the same",

@@ -222,7 +222,7 @@ fn print_entries(entries: &[AuditEntry], json: bool) -> std::io::Result<()> {
         let rows = entries.iter().map(|entry| {
             vec![
                 entry.id.clone(),
-                entry.created_at.to_rfc3339(),
+                crate::clock::time(entry.created_at),
                 opinion_name(entry.opinion),
                 entry.findings.critical.to_string(),
                 entry.findings.major.to_string(),

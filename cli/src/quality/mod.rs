@@ -15,6 +15,7 @@ use anyhow::Context;
 use osp_protocol::quality::{AuditEntry, Opinion, RuleResult, Severity};
 use serde_json::Value;
 
+use crate::clock;
 use crate::entries::truncate;
 use crate::output::Lines;
 
@@ -87,7 +88,7 @@ fn print_entry(entry: &AuditEntry, json: bool) -> std::io::Result<()> {
         "findings: {} critical, {} major, {} minor",
         findings.critical, findings.major, findings.minor
     ))?;
-    lines.line(&format!("created_at: {}", entry.created_at.to_rfc3339()))?;
+    lines.line(&format!("created_at: {}", clock::time(entry.created_at)))?;
     for (key, value) in [("agent", &entry.agent_id), ("execution", &entry.execution_id)] {
         if let Some(value) = value {
             lines.line(&format!("{key}: {value}"))?;

@@ -257,7 +257,7 @@ fn print_all(rules: &[RuleView], json: bool) -> std::io::Result<()> {
                 severity_word(view.rule.severity, view.rule.critical),
                 view.rule.kind.name().to_owned(),
                 view.revision.to_string(),
-                view.updated_at.to_rfc3339(),
+                crate::clock::time(view.updated_at),
                 truncate(&view.rule.description, DESCRIPTION_WIDTH),
             ]
         });
@@ -280,7 +280,7 @@ fn print_one(view: &RuleView, json: bool) -> std::io::Result<()> {
     lines.line(&format!("severity: {}", severity_word(rule.severity, rule.critical)))?;
     lines.line(&format!("kind: {}", rule.kind.name()))?;
     lines.line(&format!("revision: {}", view.revision))?;
-    lines.line(&format!("updated_at: {}", view.updated_at.to_rfc3339()))?;
+    lines.line(&format!("updated_at: {}", crate::clock::time(view.updated_at)))?;
     let params = serde_json::to_value(&rule.kind).ok().and_then(|kind| kind.get("params").cloned());
     if let Some(params) = params {
         let text = serde_json::to_string_pretty(&params).expect("a JSON value always serializes");

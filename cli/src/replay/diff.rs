@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::timeline::{seconds, Line, Timeline};
+use super::timeline::{Line, Timeline};
+use crate::clock;
 
 /// A duration at least this many times the other's is a timing outlier…
 pub const OUTLIER_RATIO: u64 = 3;
@@ -235,7 +236,7 @@ impl Diff {
 fn describe(divergence: &Divergence, a: &str, b: &str) -> String {
     let step = if divergence.step.is_empty() { "the root run".to_owned() } else { format!("step {}", divergence.step) };
     let show = |value: &Value| match divergence.kind {
-        Kind::Timing => seconds(value.as_i64().unwrap_or(0)),
+        Kind::Timing => clock::duration(value.as_u64().unwrap_or(0)),
         _ => value.as_str().map_or_else(|| value.to_string(), str::to_owned),
     };
     format!("{step} ({}): {a} {}, {b} {}", divergence.kind.as_str(), show(&divergence.a), show(&divergence.b))
@@ -328,6 +329,11 @@ mod tests {
         assert_eq!(
             (timing[0].step.as_str(), timing[0].a.clone(), timing[0].b.clone()),
             (":route:tech", json!(35), json!(875))
+        );
+        assert!(
+            diff.text().iter().any(|line| line.ends_with("step :route:tech (timing): a 35ms, b 875ms")),
+            "{:?}",
+            diff.text()
         );
     }
 

@@ -80,7 +80,7 @@ pub async fn run(command: ReplayCommand, url: &str) -> anyhow::Result<ExitCode> 
                     let state = state::at(&collected, seq)?;
                     match args.json {
                         true => lines.line(&state.to_string())?,
-                        false => state::text(&state).iter().try_for_each(|line| lines.line(line))?,
+                        false => state::text(&collected, &state).iter().try_for_each(|line| lines.line(line))?,
                     }
                 }
                 None => {

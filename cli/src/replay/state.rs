@@ -98,9 +98,15 @@ pub fn at(collected: &Collected, at: u64) -> anyhow::Result<Value> {
     }))
 }
 
-/// The state as text: what each run, scope, audit and agent was at that point.
-pub fn text(state: &Value) -> Vec<String> {
-    let mut lines = vec![format!("run {} as of seq {}:", state["root"].as_str().unwrap_or(""), state["at_seq"])];
+/// The state as text: what each run, scope, audit and agent was at that point, and since
+/// when (the tree's last event up to it, as stored in the `collected` log).
+pub fn text(collected: &Collected, state: &Value) -> Vec<String> {
+    let at = state["at_seq"].as_u64().unwrap_or(0);
+    let since = match collected.stored.iter().filter(|message| message.seq <= at).map(|m| m.stored_at).max() {
+        Some(stored_at) => format!(" ({})", crate::clock::time(stored_at)),
+        None => String::new(),
+    };
+    let mut lines = vec![format!("run {} as of seq {at}{since}:", state["root"].as_str().unwrap_or(""))];
     let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_owned);
     for run in state["scheduler"]["runs"].as_array().into_iter().flatten() {
         let attempts = run["attempts"].as_array().map_or(0, Vec::len);

@@ -10,6 +10,7 @@ use osp_protocol::{AnyPayload, Timestamp};
 use serde_json::{json, Value};
 
 use super::causes::{Cause, Causes};
+use crate::clock;
 use crate::entries::truncate;
 
 /// Longest detail shown on a text line, in characters.
@@ -150,6 +151,11 @@ impl Timeline {
         runs
     }
 
+    /// The time the lines' offsets count from: the tree's first event's.
+    fn start(&self) -> Timestamp {
+        self.lines.first().map(|line| Timestamp(line.occurred_at.millis() - line.offset_ms)).unwrap_or_default()
+    }
+
     /// From the first event to the last, in milliseconds.
     pub fn span_ms(&self) -> i64 {
         self.lines.iter().map(|line| line.offset_ms).max().unwrap_or(0)
@@ -193,15 +199,20 @@ impl Timeline {
     /// The timeline as text: a heading, then one line per event.
     pub fn text(&self) -> Vec<String> {
         let heading = format!(
-            "run {}: {} events, {} runs, {} ({} from first to last event)",
+            "run {}: {} events, {} runs, {}",
             self.root,
             self.lines.len(),
             self.runs().len(),
             match (self.lines.first(), self.lines.last()) {
-                (Some(first), Some(last)) => format!("seq {}..{}", first.seq, last.seq),
+                (Some(first), Some(last)) => format!(
+                    "seq {}..{}, from {} ({} to the last event)",
+                    first.seq,
+                    last.seq,
+                    clock::time(self.start()),
+                    clock::duration(self.span_ms().max(0) as u64)
+                ),
                 _ => "no events".to_owned(),
             },
-            seconds(self.span_ms()),
         );
         let rows = self.lines.iter().map(|line| {
             vec![
@@ -210,7 +221,7 @@ impl Timeline {
                 short_aggregate(&self.root, line),
                 line.event_type.clone(),
                 line.attempt.map(|a| a.to_string()).unwrap_or_default(),
-                line.duration_ms.map(|ms| seconds(ms as i64)).unwrap_or_default(),
+                line.duration_ms.map(clock::duration).unwrap_or_default(),
                 match &line.cause {
                     Cause::Event(seq) => format!("<- #{seq}"),
                     Cause::Command(_) => format!("<- {}", line.actor),
@@ -224,8 +235,8 @@ impl Timeline {
     }
 }
 
-/// `1.234s`.
-pub fn seconds(ms: i64) -> String {
+/// `1.234s`: the time since the first event, to the millisecond as events are apart.
+fn seconds(ms: i64) -> String {
     format!("{}.{:03}s", ms / 1000, (ms % 1000).abs())
 }
 
@@ -241,9 +252,11 @@ fn short_aggregate(root: &str, line: &Line) -> String {
     }
 }
 
-/// What a line says of its event, briefly.
+/// What a line says of its event, briefly, with times and durations for people.
 fn detail(line: &Line) -> String {
-    let p = &line.payload;
+    let mut p = line.payload.clone();
+    clock::for_people(&mut p);
+    let p = &p;
     let text = |value: &Value| value.as_str().map_or_else(|| compact(value), str::to_owned);
     match line.event_type.as_str() {
         "run.submitted" => match p["workflow"].as_object() {
@@ -377,9 +390,15 @@ mod tests {
 
     #[test]
     fn text_and_json_say_the_same() {
+        let time = |ms: i64| clock::time(Timestamp(ms));
         let timeline = build("r1", &events());
         let text = timeline.text();
-        assert!(text[0].starts_with("run r1: 12 events, 2 runs, seq 2..13"), "{}", text[0]);
+        let heading = format!("run r1: 12 events, 2 runs, seq 2..13, from {} (710ms to the last event)", time(1_000));
+        assert_eq!(text[0], heading);
+        let retry = text.iter().find(|l| l.contains("run.retry_scheduled")).unwrap();
+        assert!(retry.contains(&format!("attempt 2 due {}", time(1_400))), "{retry}");
+        let completed = text.iter().find(|l| l.contains("run.completed") && l.contains("run (root)")).unwrap();
+        assert!(completed.contains(" 710ms "), "{completed}");
         let failed = text.iter().find(|l| l.contains("run.attempt_failed")).unwrap();
         assert!(
             failed.contains("run :step:a") && failed.contains("<- #5") && failed.contains("flaky: try again"),

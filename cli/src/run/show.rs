@@ -1,6 +1,8 @@
-//! How runs are printed: `key: value` lines and tables for people, JSON for tools (one
-//! object, or one per line for lists), with every time in RFC 3339.
+//! How runs are printed: `key: value` lines and tables for people, with times and
+//! durations as [`clock`] shows them; JSON for tools (one object, or one per line for
+//! lists), with every time in RFC 3339.
 
+use crate::clock::{self, with_rfc3339_times};
 use crate::output::table;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::registry::Document;
@@ -17,44 +19,6 @@ use crate::output::Lines;
 const LOG_LINES: usize = 10;
 /// Longest cell of free text in a table, in characters.
 const CELL_WIDTH: usize = 60;
-
-/// The keys whose values are times (Unix ms on the wire).
-const TIME_KEYS: &[&str] = &[
-    "at",
-    "submitted_at",
-    "updated_at",
-    "ended_at",
-    "dispatched_at",
-    "started_at",
-    "deadline",
-    "expires_at",
-    "cancelling_until",
-    "retry_at",
-    "due_at",
-    "occurred_at",
-];
-/// The keys whose values are the users' own documents: never rewritten.
-const DOCUMENT_KEYS: &[&str] = &["input", "output", "metadata", "question", "answer", "details", "options"];
-
-/// `value` (a run, a summary, an event payload) with its times in RFC 3339, leaving the
-/// users' documents alone.
-pub fn with_rfc3339_times(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, value) in map.iter_mut() {
-                if DOCUMENT_KEYS.contains(&key.as_str()) {
-                    continue;
-                }
-                match value.as_i64() {
-                    Some(ms) if TIME_KEYS.contains(&key.as_str()) => *value = Timestamp(ms).to_rfc3339().into(),
-                    _ => with_rfc3339_times(value),
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(with_rfc3339_times),
-        _ => {}
-    }
-}
 
 /// A document as JSON (bytes as hex, as everywhere in the CLI).
 pub fn document(doc: &Document) -> Value {
@@ -121,8 +85,8 @@ pub fn print_summaries(runs: &[RunSummary], json: bool, parents: bool) -> std::i
                 status(run.status, run.paused),
                 run.attempts.to_string(),
                 run.progress.as_ref().map_or_else(|| "-".to_owned(), |p| progress(p.current, p.total, None)),
-                run.submitted_at.to_rfc3339(),
-                run.updated_at.to_rfc3339(),
+                clock::time(run.submitted_at),
+                clock::time(run.updated_at),
             ];
             if parents {
                 row.insert(1, run.parent.clone().unwrap_or_else(|| "-".to_owned()));
@@ -160,20 +124,22 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
         out.push(format!("step: {} of run {} (root {})", parent.step, parent.run_id, parent.root));
     }
     out.push(format!("status: {}", status(run.status(), run.paused)));
-    out.push(format!("submitted: {} by {}", run.submitted_at, run.submitted_by));
-    out.push(format!("updated: {}", run.updated_at));
+    out.push(format!("submitted: {} by {}", clock::time(run.submitted_at), run.submitted_by));
+    out.push(format!("updated: {}", clock::time(run.updated_at)));
     if let Some(ended) = run.ended_at {
-        out.push(format!("ended: {ended}"));
+        out.push(format!("ended: {}", clock::time(ended)));
     }
     if let Some(until) = run.cancelling_until {
-        out.push(format!("cancelling: the agent has until {until} to stop"));
+        out.push(format!("cancelling: the agent has until {} to stop", clock::time(until)));
     }
     if let Some(at) = run.retry_at {
-        out.push(format!("next attempt: {at}"));
+        out.push(format!("next attempt: {}", clock::time(at)));
     }
     out.push(format!("input: {}", compact(&document(&run.input))));
     if run.options != Default::default() {
-        out.push(format!("options: {}", serde_json::to_string(&run.options).unwrap_or_default()));
+        let mut options = serde_json::to_value(&run.options).unwrap_or_default();
+        clock::for_people(&mut options);
+        out.push(format!("options: {options}"));
     }
     if let Some(metadata) = &run.metadata {
         out.push(format!("metadata: {}", compact(&document(metadata))));
@@ -192,7 +158,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
             format!("approval: {} ({approvals} of {} approvals; from {who}", approval.state, approval.required);
         if let Some(expires) = approval.expires_at.filter(|_| approval.state == "pending") {
             let then = if approval.auto_approve_on_timeout { "approved" } else { "cancelled" };
-            line.push_str(&format!("; expires {expires}, then {then}"));
+            line.push_str(&format!("; expires {}, then {then}", clock::time(expires)));
         }
         line.push(')');
         out.push(line);
@@ -201,7 +167,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
             let rows = approval.decisions.iter().map(|d| {
                 let decision = if d.approved { "approved" } else { "rejected" };
                 let reason = d.reason.as_deref().map_or_else(|| "-".to_owned(), |r| truncate(r, CELL_WIDTH));
-                vec![d.approver.clone(), decision.to_owned(), d.at.to_rfc3339(), reason]
+                vec![d.approver.clone(), decision.to_owned(), clock::time(d.at), reason]
             });
             out.push(indent(&table(&["APPROVER", "DECISION", "AT", "REASON"], rows)));
         }
@@ -227,7 +193,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
     }
     if !run.attempts.is_empty() {
         out.push("attempts:".to_owned());
-        let time = |at: Option<Timestamp>| at.map_or_else(|| "-".to_owned(), |at| at.to_rfc3339());
+        let time = |at: Option<Timestamp>| at.map_or_else(|| "-".to_owned(), clock::time);
         let checked = run.attempts.iter().any(|a| a.check.is_some());
         let rows = run.attempts.iter().map(|a| {
             let mut error = a.error.as_ref().map_or_else(|| "-".to_owned(), |e| truncate(&e.to_string(), CELL_WIDTH));
@@ -273,7 +239,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
         let shown = &run.logs[run.logs.len().saturating_sub(LOG_LINES)..];
         out.push(format!("logs (the last {} of {}):", shown.len(), run.log_count.max(run.logs.len() as u64)));
         for line in shown {
-            out.push(format!("  {}  #{} {:<5} {}", line.at, line.attempt, line.level, line.message));
+            out.push(format!("  {}  #{} {:<5} {}", clock::time(line.at), line.attempt, line.level, line.message));
         }
     }
     for line in out {

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -15,6 +14,7 @@ use osp_protocol::Timestamp;
 use serde_json::Value;
 
 use super::show::{progress, run_json};
+use crate::clock;
 use crate::entries::truncate;
 
 /// How deep nested workflow runs are fetched: as deep as workflows may nest.
@@ -162,13 +162,13 @@ fn rows_of(tree: &Tree, depth: usize, now: Timestamp, rows: &mut Vec<Row>) {
     }
 }
 
-/// How long the step's run took (`1s 20ms`), or has taken so far.
+/// How long the step's run took (`1.2s`), or has taken so far.
 fn duration(step: &StepView, now: Timestamp) -> String {
     let (ms, suffix) = match step.duration_ms {
         Some(ms) => (ms, ""),
         None => (now.millis_since(step.started_at), " so far"),
     };
-    format!("{}{suffix}", humantime::format_duration(Duration::from_millis(ms)))
+    format!("{}{suffix}", clock::duration(ms))
 }
 
 /// The tree as one JSON object: the run as `osp run get --json` prints it, each nested
@@ -250,7 +250,7 @@ mod tests {
                 "  STEP         RUNS                 STATUS       DURATION   ERROR",
                 "  classify     task classify        completed    20ms",
                 "  route:a      parallelization 2/4  in-progress  3s so far",
-                "    subtask:a  task work            completed    1s 200ms",
+                "    subtask:a  task work            completed    1.2s",
                 "    subtask:b  task work            failed       5ms        boom: no good",
                 "    merge      task merge           in-progress  3s so far",
             ]

@@ -13,8 +13,9 @@ use osp_protocol::{EventPayload, Timestamp};
 use serde::Serialize;
 use serde_json::json;
 
-use super::show::{compact, document, progress, with_rfc3339_times};
+use super::show::{compact, document, progress};
 use super::tree::{self, Tree};
+use crate::clock::{self, with_rfc3339_times};
 use crate::entries::truncate;
 use crate::output::Lines;
 
@@ -185,14 +186,7 @@ fn new_bar(total: Option<u64>) -> ProgressBar {
 
 /// One event for people: `<time>  <type>  <gist>`.
 pub fn update_line(update: &RunUpdate) -> String {
-    format!("{}  {:<22} {}", fixed_width(update.occurred_at), update.event.event_type(), gist(update))
-}
-
-/// RFC 3339 in UTC with exactly three decimals, so the lines of a watch stay aligned.
-fn fixed_width(at: Timestamp) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    at.to_offset_date_time().format(FORMAT).unwrap_or_else(|_| at.to_rfc3339())
+    format!("{}  {:<22} {}", clock::time(update.occurred_at), update.event.event_type(), gist(update))
 }
 
 /// What an event says, in a few words.
@@ -209,7 +203,7 @@ fn gist(update: &RunUpdate) -> String {
             if let Some(dispatched) = &e.dispatched {
                 text.push_str(&format!("; attempt {} dispatched", dispatched.attempt));
                 if let Some(deadline) = dispatched.deadline {
-                    text.push_str(&format!(", deadline {deadline}"));
+                    text.push_str(&format!(", deadline {}", clock::time(deadline)));
                 }
             }
             text
@@ -219,7 +213,7 @@ fn gist(update: &RunUpdate) -> String {
             let mut text = format!("{:?}: {} approval(s) from {who}", e.message, e.required);
             if let Some(at) = e.expires_at {
                 let then = if e.auto_approve_on_timeout { "approved" } else { "cancelled" };
-                text.push_str(&format!("; expires {at}, then {then}"));
+                text.push_str(&format!("; expires {}, then {then}", clock::time(at)));
             }
             text
         }
@@ -238,7 +232,7 @@ fn gist(update: &RunUpdate) -> String {
                 text.push_str(&format!(" (dispatch {})", e.dispatch));
             }
             if let Some(deadline) = e.deadline {
-                text.push_str(&format!(", deadline {deadline}"));
+                text.push_str(&format!(", deadline {}", clock::time(deadline)));
             }
             text
         }
@@ -287,16 +281,13 @@ fn gist(update: &RunUpdate) -> String {
             if e.retryable { ", retryable" } else { "" },
             truncate(&e.error.to_string(), 200)
         ),
-        RunEvent::RetryScheduled(e) => format!(
-            "attempt {} in {} (at {})",
-            e.attempt,
-            humantime::format_duration(std::time::Duration::from_millis(e.delay_ms)),
-            e.due_at
-        ),
+        RunEvent::RetryScheduled(e) => {
+            format!("attempt {} in {} (at {})", e.attempt, clock::duration(e.delay_ms), clock::time(e.due_at))
+        }
         RunEvent::TimedOut(e) => format!(
             "attempt {} after {}: {}",
             e.attempt,
-            humantime::format_duration(std::time::Duration::from_millis(e.after_ms)),
+            clock::duration(e.after_ms),
             match e.action {
                 OnTimeout::Fail => "failing it",
                 OnTimeout::Cancel => "cancelling the run",
@@ -306,17 +297,21 @@ fn gist(update: &RunUpdate) -> String {
         RunEvent::Paused(e) => with_reason(format!("by {by}"), e.reason.as_deref()),
         RunEvent::Resumed(_) => format!("by {by}"),
         RunEvent::CancelRequested(e) => {
-            format!("by {by}: {}; the agent has until {} to stop", e.reason, e.deadline)
+            format!("by {by}: {}; the agent has until {} to stop", e.reason, clock::time(e.deadline))
         }
         RunEvent::StepsStarted(e) => {
             let steps: Vec<String> = e.steps.iter().map(|s| format!("{} ({})", s.key, s.step.describe())).collect();
             format!("started {}", truncate(&steps.join(", "), 200))
         }
         RunEvent::StepEnded(e) => match &e.error {
-            Some(error) => {
-                format!("{} {} after {} ms: {}", e.key, e.status, e.duration_ms, truncate(&error.to_string(), 200))
-            }
-            None => format!("{} {} after {} ms", e.key, e.status, e.duration_ms),
+            Some(error) => format!(
+                "{} {} after {}: {}",
+                e.key,
+                e.status,
+                clock::duration(e.duration_ms),
+                truncate(&error.to_string(), 200)
+            ),
+            None => format!("{} {} after {}", e.key, e.status, clock::duration(e.duration_ms)),
         },
         RunEvent::Completed(e) if e.attempt == 0 => compact(&document(&e.output)),
         RunEvent::Completed(e) => format!("attempt {}: {}", e.attempt, compact(&document(&e.output))),
@@ -382,7 +377,10 @@ mod tests {
             total: Some(4),
             message: Some("x".into()),
         }));
-        assert_eq!(update_line(&progressed), "1970-01-01T00:00:01.000Z  run.progress           attempt 1: 2/4 x");
+        assert_eq!(
+            update_line(&progressed),
+            format!("{}  run.progress           attempt 1: 2/4 x", clock::time(Timestamp(1_000)))
+        );
         let failed = update(RunEvent::AttemptFailed(AttemptFailed {
             attempt: 2,
             error: TaskError { kind: "timeout".into(), message: "too slow".into(), details: None },

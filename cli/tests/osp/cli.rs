@@ -58,7 +58,36 @@ async fn osp_dev_then_replay_verify_and_ctrl_c() {
     let from = osp(&url, &["events", "replay", "--from-seq", "3"]);
     let text = String::from_utf8(from.stdout).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(text.contains("counter:cli v3") && text.contains("counter.added"), "{text}");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!((words[0], &words[4..7]), ("#3", &["counter:cli", "v3", "counter.added"][..]), "{text}");
+
+    // Times for people: in the zone of TZ, or in UTC with --utc (or OSP_UTC); the JSON's
+    // stay RFC 3339 or milliseconds, whatever the zone.
+    let occurred = events[2]["occurred_at"].as_i64().unwrap();
+    let shown_in = |offset: time::UtcOffset| {
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(occurred) * 1_000_000).unwrap();
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3] [offset_hour sign:mandatory]:[offset_minute]"
+        );
+        at.to_offset(offset).format(format).unwrap()
+    };
+    let (kolkata, utc) = (shown_in(time::macros::offset!(+5:30)), shown_in(time::UtcOffset::UTC));
+    let replayed = |vars: &[(&str, &str)], args: &[&str]| {
+        let out = crate::common::osp_with(&url, vars, &[&["events", "replay", "--from-seq", "3"], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let in_kolkata = replayed(&[("TZ", "Asia/Kolkata")], &[]);
+    assert!(in_kolkata.starts_with(&format!("#3        {kolkata}  counter:cli")), "{kolkata} in\n{in_kolkata}");
+    assert!(kolkata.ends_with(" +05:30"), "{kolkata}");
+    for (vars, args) in
+        [(&[("TZ", "Asia/Kolkata")][..], &["--utc"][..]), (&[("TZ", "Asia/Kolkata"), ("OSP_UTC", "1")], &[])]
+    {
+        let in_utc = replayed(vars, args);
+        assert!(in_utc.starts_with(&format!("#3        {utc}  counter:cli")), "{utc} in\n{in_utc}");
+    }
+    let json = replayed(&[("TZ", "Asia/Kolkata")], &["--json"]);
+    assert!(json.contains(&format!("\"occurred_at\":{occurred},")) && json.contains("Z\","), "{json}");
 
     let clean = osp(&url, &["log", "verify"]);
     assert!(clean.status.success());

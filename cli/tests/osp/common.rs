@@ -15,7 +15,14 @@ use tokio::process::{Child, ChildStdout};
 
 /// Runs `osp args...` against the server at `url` and waits for it to finish.
 pub fn osp(url: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_osp")).args(args).env("OSP_NATS_URL", url).output().expect("run osp")
+    osp_with(url, &[], args)
+}
+
+/// Runs `osp args...` against the server at `url` with the environment variables `vars`
+/// (a time zone, say) and waits for it to finish.
+pub fn osp_with(url: &str, vars: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_osp"));
+    command.args(args).env("OSP_NATS_URL", url).envs(vars.iter().copied()).output().expect("run osp")
 }
 
 /// `osp dev` running in `folder` on a free port, and what it printed on starting.
