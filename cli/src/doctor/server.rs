@@ -79,7 +79,7 @@ pub(super) fn server_version(client: &async_nats::Client) -> Check {
             NAME,
             error.to_string(),
             format!(
-                "upgrade nats-server: `scripts/install-nats-server` installs {}, the version OSP is tested with; `osp dev` runs it",
+                "if this is not the server you meant (`osp dev` takes the next free port when another server holds 4222), point OSP_NATS_URL / --nats-url at the URL `osp dev` printed; else upgrade it: `scripts/install-nats-server` installs {}, the version OSP is tested with",
                 osp_local_nats::PINNED_VERSION
             ),
         ),
