@@ -6,6 +6,7 @@ pub mod clock;
 pub mod connect;
 pub mod context;
 pub mod dev;
+pub mod doctor;
 mod entries;
 pub mod events;
 mod json_args;

@@ -5,7 +5,7 @@
 
 mod bench;
 
-use osp_cli::{agents, clock, context, dev, events, output, quality, registry, replay, run, transfer, verify};
+use osp_cli::{agents, clock, context, dev, doctor, events, output, quality, registry, replay, run, transfer, verify};
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +35,11 @@ enum Command {
     /// Run the whole system locally: a nats-server (installed if needed) with the OSP
     /// streams and the services (the registry, the scheduler, the quality and the context services), until Ctrl-C.
     Dev(dev::DevArgs),
+    /// Check a deployment and say what to do about each problem: the connection, the
+    /// server's version, JetStream, the streams and their safety settings, each service's
+    /// instances and lag, the services' consumers' backlogs, and the credentials in use.
+    /// Exits with status 1 when a check fails (warnings pass).
+    Doctor(doctor::DoctorArgs),
     /// Read the event log.
     #[command(subcommand)]
     Events(events::EventsCommand),
@@ -103,6 +108,7 @@ fn main() -> std::process::ExitCode {
         let url = || cli.nats_url.clone().unwrap_or_else(osp_client::local_dev::nats_url);
         match cli.command {
             Command::Dev(args) => dev::run(args, cli.nats_url.as_deref()).await,
+            Command::Doctor(args) => doctor::run(args, &url()).await,
             Command::Events(command) => events::run(command, &url()).await,
             Command::Log(LogCommand::Verify(args)) => verify::run(args, &url()).await,
             Command::Log(LogCommand::Export(args)) => transfer::export(args, &url()).await,

@@ -49,7 +49,7 @@ pub use executor::{CommandMeta, Executed, Executor, Holds, Place, Refusal};
 pub use inbound::Inbound;
 pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use projection::{Projection, View};
-pub use queries::{serve_queries, Caller, Query, QueryResult, MIN_SEQ_WAIT};
+pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
 pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
 pub use running::{stop_requested, Running};
 pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};

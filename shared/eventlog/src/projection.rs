@@ -150,6 +150,11 @@ impl<V: View> Projection<V> {
         &self.log
     }
 
+    /// The subjects of the events it reads.
+    pub(crate) fn filters(&self) -> &[String] {
+        &self.filters
+    }
+
     /// Every matching event up to this stream sequence has been applied.
     pub fn applied(&self) -> u64 {
         *self.applied.borrow()

@@ -3,8 +3,9 @@
 //! Each query is a core NATS request to `osp.v1.q.<service>.<query>`, answered by any
 //! instance (queue group `q`) from its in-memory view, in the request's encoding, as an
 //! `osp_protocol::Reply`. The service also answers the standard `$SRV.PING|INFO|STATS`
-//! discovery, so `nats micro list` shows it. An `Osp-Min-Seq` header makes the
-//! instance wait (a few seconds at most) until it has applied the log that far.
+//! discovery, so `nats micro list` shows it; every instance's stats say how far its view
+//! has applied the log ([`ViewProgress`]). An `Osp-Min-Seq` header makes the instance
+//! wait (a few seconds at most) until it has applied the log that far.
 //!
 //! A query is asked by someone (`Osp-Actor`, a [`Caller`]); a service whose reads are
 //! access-controlled answers with what the caller may see, and a query it refuses as
@@ -20,7 +21,7 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use osp_protocol::{headers, subject, Encoding, Error as ProtocolError, Reply, Token, CONTENT_TYPE, MAX_MESSAGE_BYTES};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,18 @@ pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
 /// Queries one instance lets wait for their `Osp-Min-Seq` at once; beyond that they are
 /// answered `lagging` at once (the client asks again, maybe of another instance).
 const MAX_WAITING: usize = 1024;
+
+/// How far one instance's view has applied the log: the `data` of each of its endpoints
+/// in its `$SRV.STATS` reply. Every instance answers `$SRV.STATS` (a query is answered by
+/// one instance of the queue group), so this is how an operator sees each instance's lag.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewProgress {
+    /// Every event the view reads up to this stream sequence is applied.
+    pub applied: u64,
+    /// The subjects of the events it reads: an event past `applied` on any other subject
+    /// is not one it lags behind.
+    pub reads: Vec<String>,
+}
 
 /// Who asks a query.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,9 +202,14 @@ pub async fn serve_queries<V: View>(
     shutdown: CancellationToken,
 ) -> Result<JoinHandle<()>> {
     let nats_error = |e: async_nats::Error| Error::Nats { operation: "start the query endpoints", source: e };
+    let stats = projection.clone();
     let micro = client
         .service_builder()
         .description(format!("OSP {service} queries"))
+        .stats_handler(move |_, _| {
+            let progress = ViewProgress { applied: stats.applied(), reads: stats.filters().to_vec() };
+            serde_json::to_value(progress).expect("plain data serialises")
+        })
         .start(format!("osp-{service}"), version)
         .await
         .map_err(nats_error)?;
