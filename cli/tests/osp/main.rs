@@ -7,6 +7,7 @@ mod cli;
 mod context;
 mod doctor;
 mod quality;
+mod readme;
 mod registry;
 mod replay;
 mod run;
