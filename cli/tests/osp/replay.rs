@@ -344,7 +344,8 @@ async fn verify_snapshots_and_export_import_keep_every_state_and_hash() {
     // Export the whole log and the run; import each into an empty server of its own.
     let whole = folder.path().join("log.ndjson");
     let run = folder.path().join("run.ndjson");
-    ok(&url, &["log", "export", "-o", whole.to_str().unwrap()]).await;
+    let (_, wrote) = exits(0, &url, &["log", "export", "-o", whole.to_str().unwrap()]).await;
+    assert!(wrote.starts_with("exported ") && wrote.contains(&format!(" to {}", whole.display())), "{wrote}");
     ok(&url, &["log", "export", "--run", "flaky-2", "-o", run.to_str().unwrap()]).await;
     let before = system.digests().await;
     let timeline = replay_json(&url, &["replay", "run", "flaky-2", "--json"]);
