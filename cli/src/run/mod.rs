@@ -236,7 +236,7 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
             let definition = match workflow.as_deref().map(definition::read).transpose() {
                 Ok(definition) => definition,
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    crate::output::print_error(&error);
                     return Ok(ExitCode::from(USAGE_ERROR));
                 }
             };
@@ -392,7 +392,7 @@ fn watch_exit(watched: anyhow::Result<ExitCode>) -> ExitCode {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {:#}", error.context("watching the run"));
+            crate::output::print_error(&error.context("watching the run"));
             ExitCode::from(watch::WATCH_FAILED)
         }
     }

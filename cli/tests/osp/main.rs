@@ -5,6 +5,7 @@ mod common;
 
 mod cli;
 mod context;
+mod errors;
 mod quality;
 mod registry;
 mod replay;
