@@ -261,7 +261,10 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
             // A query fails at once when no scheduler runs, where a command would wait
             // and stay stored for whenever one starts.
             scheduler.get(submission.id()).await.map_err(service_error)?;
-            let answer = scheduler.submit(&submission).await.map_err(service_error)?;
+            let answer = scheduler.submit(&submission).await.map_err(|error| match error.rejection() {
+                Some(refusal) => anyhow!(options::in_flags(&refusal.to_string())),
+                None => service_error(error),
+            })?;
             if json {
                 show::print_outcome(&answer.result, answer.seq)?;
             } else {

@@ -165,7 +165,7 @@ async fn submit_and_watch_to_the_end_then_get_and_list() {
     // A capability nobody offers is refused, unless the run waits for an agent.
     let refused = fails(&url, &["run", "submit", "nobody"]).await;
     assert!(refused.contains("no registered agent offers it (offered: work)"), "{refused}");
-    assert!(refused.contains("waitForAgent"), "{refused}");
+    assert!(refused.contains("set --wait-for-agent to queue the run") && !refused.contains("options."), "{refused}");
     let queued = ok(&url, &["run", "submit", "nobody", "--wait-for-agent", "--run-id", "queued", "--json"]).await;
     let queued: Value = serde_json::from_str(&queued).unwrap();
     assert_eq!(
@@ -387,7 +387,7 @@ async fn bad_flags_are_refused_before_anything_is_sent() {
         (&["--backoff", "linear"][..], "error: --backoff needs a retry policy: add --retry N"),
         (&["--on-timeout", "cancel"][..], "error: --on-timeout needs a timeout: add --timeout DURATION"),
         (&["--approvers", "user:ann"][..], "error: --approvers needs an approval: add --require-approval MESSAGE"),
-        (&["--timeout", "0s"][..], "error: invalid options.timeout.ms: must be more than 0 ms"),
+        (&["--timeout", "0s"][..], "error: invalid --timeout: must be more than 0 ms"),
         (&["--options", r#"{"retries": 3}"#][..], "error: --options: unknown field `retries`"),
         (&["--input", "{oops"][..], "error: --input: invalid JSON"),
         (&["--input", "-", "--options", "-"][..], "error: only one of --input, --metadata and --options"),
