@@ -40,7 +40,13 @@ async fn the_context_commands() {
     assert!(revealed.starts_with("s3cr3t-value"), "{revealed}");
 
     ok(&url, &["settings", "set", "max_tokens", "4096", "--read-only", "--description", "the cap"]).await;
-    assert!(fails(&url, &["settings", "set", "max_tokens", "1"]).await.contains("read-only"));
+    let locked = fails(&url, &["settings", "set", "max_tokens", "1"]).await;
+    assert!(
+        locked.starts_with("error: cannot set setting max_tokens: it is read-only; user:tester made it"),
+        "{locked}"
+    );
+    let locked = fails(&url, &["settings", "rm", "max_tokens"]).await;
+    assert!(locked.starts_with("error: cannot remove setting max_tokens: it is read-only"), "{locked}");
     assert!(ok(&url, &["settings", "ls"]).await.contains("read-only"));
     ok(&url, &["prefs", "set", "user:tester", "tone", "dry"]).await;
     let tone = json_lines(&ok(&url, &["prefs", "get", "tone", "--json"]).await).remove(0);
