@@ -35,7 +35,9 @@ async fn the_context_commands() {
     let shown = ok(&url, &["env", "get", "global", "API_KEY"]).await;
     assert!(shown.contains("********") && !shown.contains("s3cr3t-value"), "{shown}");
     assert!(!ok(&url, &["env", "ls", "global"]).await.contains("s3cr3t-value"));
-    assert!(fails(&url, &["env", "get", "global", "API_KEY", "--reveal"]).await.contains("may not reveal"));
+    let refused = fails(&url, &["env", "get", "global", "API_KEY", "--reveal"]).await;
+    assert!(refused.contains("may not reveal API_KEY of global: only user:ops may"), "{refused}");
+    assert!(refused.contains("OSP_CONTEXT_REVEAL_TO"), "{refused}");
     let revealed = ok(&url, &["env", "get", "global", "API_KEY", "--reveal", "--as", "user:ops"]).await;
     assert!(revealed.starts_with("s3cr3t-value"), "{revealed}");
 

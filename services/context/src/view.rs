@@ -35,6 +35,23 @@ pub struct RevealPolicy {
 }
 
 impl RevealPolicy {
+    /// Who may see `stored`'s value in clear, and how one becomes one of them: what a
+    /// refused reveal says, so the person refused knows whom to ask or what to set.
+    pub fn who_may_reveal(&self, stored: &Stored) -> String {
+        let agents = stored.entry.target.iter().filter(|target| agent_of(target).is_some());
+        let allowed: Vec<&str> = self.operators.iter().chain(agents).map(String::as_str).collect();
+        match allowed.is_empty() {
+            true => "nobody may: add operators to the context service's OSP_CONTEXT_REVEAL_TO (--reveal-to of \
+                     osp-context), or name an agent:<name> in the entry's target"
+                .to_owned(),
+            false => format!(
+                "only {} may (the operators in the context service's OSP_CONTEXT_REVEAL_TO, --reveal-to of \
+                 osp-context, and the agents the entry's target names)",
+                allowed.join(", ")
+            ),
+        }
+    }
+
     /// Whether `actor` may see `stored`'s value in clear: an operator of the list, or an
     /// agent its target names (`agent:<name>`): its own secret, to use.
     pub fn allows(&self, actor: &str, stored: &Stored) -> bool {
@@ -226,9 +243,7 @@ impl ContextView {
             false => Err(Error::Forbidden {
                 field: "Osp-Actor header".into(),
                 value: actor.to_owned(),
-                reason: format!(
-                    "may not reveal {key} of {scope}: sensitive values are shown to the agents their target names and to the operators the service is configured to reveal to"
-                ),
+                reason: format!("may not reveal {key} of {scope}: {}", policy.who_may_reveal(stored)),
             }),
         }
     }
@@ -545,6 +560,39 @@ mod tests {
 
     fn keys(page: &EntryPage) -> Vec<&str> {
         page.entries.iter().map(|entry| entry.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_refused_reveal_says_who_may_and_how_to_become_one() {
+        let secret = |target: &[&str]| Stored {
+            entry: std::sync::Arc::new(EntrySet {
+                section: Section::Env,
+                key: "API_KEY".into(),
+                value: json!("sealed"),
+                description: None,
+                read_only: false,
+                target: target.iter().map(|t| (*t).to_owned()).collect(),
+                sensitive: true,
+                sealed: true,
+            }),
+            revision: 1,
+            updated_at: osp_protocol::Timestamp(0),
+            updated_by: "user:ana".into(),
+            seq: 1,
+        };
+        let nobody = RevealPolicy::default().who_may_reveal(&secret(&["prod"]));
+        assert!(
+            nobody.starts_with("nobody may: add operators to the context service's OSP_CONTEXT_REVEAL_TO"),
+            "{nobody}"
+        );
+        let policy = RevealPolicy { operators: vec!["user:ops".into()], key: None };
+        let some = policy.who_may_reveal(&secret(&["prod", "agent:a1"]));
+        assert!(
+            some.starts_with(
+                "only user:ops, agent:a1 may (the operators in the context service's OSP_CONTEXT_REVEAL_TO"
+            ),
+            "{some}"
+        );
     }
 
     #[test]
