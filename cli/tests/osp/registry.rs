@@ -160,6 +160,12 @@ async fn register_list_find_and_unregister_through_the_cli() {
     for expected in ["CAPABILITIES", "MAX", "VERSION", "summarize,translate", "1.2.0", "offline"] {
         assert!(agents.contains(expected), "{expected} in\n{agents}");
     }
+    // Under each agent's row, the rest of its card.
+    let lines: Vec<&str> = agents.lines().collect();
+    let row = lines.iter().position(|line| line.starts_with("summarizer-1 ")).unwrap();
+    assert_eq!(lines[row + 1..row + 3], ["    Summarises documents", r#"    endpoint: {"region":"eu"}"#], "{agents}");
+    let row = lines.iter().position(|line| line.starts_with("translator-1 ")).unwrap();
+    assert_eq!(lines[row + 1], r#"    endpoint: {"region":"us"}"#, "{agents}");
     beater.shutdown().await.unwrap();
 
     // Unregister; then the entry is gone.
