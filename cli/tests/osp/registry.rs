@@ -99,6 +99,15 @@ async fn register_list_find_and_unregister_through_the_cli() {
     {
         assert!(table.contains(expected), "{expected} in\n{table}");
     }
+    // The registries themselves, with their counts.
+    let registries = json_lines(&url, &["registry", "ls"]);
+    assert_eq!(registries.len(), 2, "{registries:?}");
+    assert_eq!((&registries[0]["registry"], &registries[0]["entries"]), (&json!("agents"), &json!(2)));
+    assert!(registries[0]["online"].is_u64(), "agents say how many are online: {registries:?}");
+    assert_eq!(registries[1], json!({"registry": "tools", "entries": 1}));
+    let table = ok(&url, &["registry", "list"]);
+    let words: Vec<Vec<&str>> = table.lines().map(|line| line.split_whitespace().collect()).collect();
+    assert_eq!((&words[0], &words[2]), (&vec!["REGISTRY", "ENTRIES", "ONLINE"], &vec!["tools", "1", "-"]), "{table}");
     let tools = json_lines(&url, &["registry", "list", "tools"]);
     assert_eq!(names(&tools), ["grep"]);
     let grep = &tools[0];
