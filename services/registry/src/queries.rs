@@ -30,7 +30,7 @@ pub fn all() -> Vec<Query<RegistryView>> {
             if q.live && !registry.is_agents() {
                 return Err(Error::Invalid {
                     field: "live".into(),
-                    reason: format!("only agents have liveness; the {registry:?} registry has none"),
+                    reason: format!("only agents have liveness; the {} registry has none", registry.as_str()),
                 });
             }
             Ok(view.find(&registry, &criteria, q.live, &PageSpec::new(q.after, q.limit)?).answer(encoding))
