@@ -24,14 +24,14 @@ pub enum Columns {
 }
 
 impl Columns {
-    fn header(self) -> &'static [&'static str] {
+    pub fn header(self) -> &'static [&'static str] {
         match self {
             Columns::Entries => &["NAME", "STATUS", "REVISION", "UPDATED", "DESCRIPTION"],
             Columns::Agents => &["NAME", "STATUS", "CAPABILITIES", "MAX", "VERSION", "UPDATED"],
         }
     }
 
-    fn row(self, entry: &EntryView) -> Vec<String> {
+    pub fn row(self, entry: &EntryView) -> Vec<String> {
         let (name, status, updated) =
             (entry.name.clone(), entry.status.as_str().to_owned(), clock::time(entry.updated_at));
         match self {

@@ -133,7 +133,7 @@ fn main() -> std::process::ExitCode {
         // `osp events replay | head` closes our stdout early: that is not an error.
         Err(error) if output::is_broken_pipe(&error) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            output::print_error(&error);
             std::process::ExitCode::FAILURE
         }
     }

@@ -109,6 +109,12 @@ impl Lines {
     }
 }
 
+/// Says `error` on stderr as every command does: `error: ` then the error and its causes,
+/// each once ([`osp_client::explain`]).
+pub fn print_error(error: &anyhow::Error) {
+    eprintln!("error: {}", osp_client::explain(error.as_ref()));
+}
+
 /// True when `error` is stdout having been closed by the reader.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error

@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
 use osp_protocol::registry::document::from_json;
+use osp_protocol::registry::queries::RegistryCount;
 use osp_protocol::registry::EntryDoc;
 use serde_json::json;
 
 use crate::connect::{self, service_error};
 use crate::entries::{self, Columns};
 use crate::json_args;
-use crate::output::Lines;
+use crate::output::{table, Lines};
 
 /// Options of `osp registry`.
 #[derive(Args)]
@@ -27,10 +28,12 @@ pub struct RegistryArgs {
 
 #[derive(Subcommand)]
 enum RegistryCommand {
-    /// Every entry of a registry, by name.
+    /// Every entry of a registry, by name; without one, the registries that hold
+    /// entries, and how many.
+    #[command(visible_alias = "ls")]
     List {
         /// The registry: agents, tools, skills, mcp-servers, or any other.
-        registry: String,
+        registry: Option<String>,
     },
     /// One entry, whole.
     ///
@@ -109,10 +112,14 @@ impl fmt::Display for Key {
 pub async fn run(args: RegistryArgs, url: &str) -> anyhow::Result<ExitCode> {
     let json = args.json;
     match args.command {
-        RegistryCommand::List { registry } => {
+        RegistryCommand::List { registry: Some(registry) } => {
             let entries =
                 connect::osp_client(url).await?.registry().list_all(&registry).await.map_err(service_error)?;
             entries::print_all(&entries, Columns::Entries, json)?;
+        }
+        RegistryCommand::List { registry: None } => {
+            let registries = connect::osp_client(url).await?.registry().registries().await.map_err(service_error)?;
+            print_registries(&registries.registries, json)?;
         }
         RegistryCommand::Get(key) => {
             let found = connect::osp_client(url).await?.registry().get(&key.registry, &key.name).await;
@@ -166,4 +173,24 @@ pub async fn run(args: RegistryArgs, url: &str) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The registries as a table (REGISTRY, ENTRIES, ONLINE), or one JSON object each. None
+/// at all is a note on stderr, so stdout holds only registries.
+fn print_registries(registries: &[RegistryCount], json: bool) -> std::io::Result<()> {
+    let mut lines = Lines::new(json, false);
+    if json {
+        for registry in registries {
+            lines.line(&serde_json::to_string(registry).map_err(std::io::Error::other)?)?;
+        }
+    } else if registries.is_empty() {
+        eprintln!("no registries: nothing is registered yet");
+    } else {
+        let rows = registries.iter().map(|r| {
+            let online = r.online.map_or_else(|| "-".to_owned(), |online| online.to_string());
+            vec![r.registry.clone(), r.entries.to_string(), online]
+        });
+        lines.line(&table(&["REGISTRY", "ENTRIES", "ONLINE"], rows))?;
+    }
+    lines.flush()
 }

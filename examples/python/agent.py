@@ -560,7 +560,7 @@ async def summarize(task: TaskRun, task_input: Any) -> Any:
     words = task_input.get("text", "").split()
 
     await task.progress(1, 2, "read the input")
-    await task.log("info", f"summarizing {len(words)} words")
+    await task.log("info", f"summarizing {len(words)} word{'' if len(words) == 1 else 's'}")
     if sleep_ms:
         await task.sleep(sleep_ms / 1000)
     output: dict[str, Any] = {"summary": " ".join(words[:5]), "words": len(words)}
@@ -735,9 +735,12 @@ async def connect(url: str, name: str) -> NATS:
     last_error: list[Exception] = []
 
     async def on_error(error: Exception) -> None:
+        # While the server is down nats-py reports every failed reconnect, every two
+        # seconds: say a cause once, not once per try.
+        repeated = bool(last_error) and str(last_error[-1]) == str(error)
         last_error.append(error)
-        if nc_ready.is_set():
-            print(f"agent: nats: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+        if nc_ready.is_set() and not repeated:
+            complain(f"NATS: {str(error).removeprefix('nats: ')} (reconnecting)")
 
     nc_ready = asyncio.Event()
     try:
@@ -900,21 +903,38 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def failure(error: Exception, url: str) -> str:
+    """What went wrong talking to NATS, in words, with what to check: the exception's
+    class name and nats-py's terse text ("nats: timeout") say little on their own."""
+    if isinstance(error, ConnectionError):
+        return str(error)  # raised by connect(), which says it all
+    lost = (
+        nats.errors.ConnectionClosedError,
+        nats.errors.ConnectionReconnectingError,
+        nats.errors.StaleConnectionError,
+        nats.errors.NoServersError,
+    )
+    if isinstance(error, lost):
+        return f"lost the connection to NATS at {url} ({error}): is the server still running?"
+    if isinstance(error, nats.errors.NoRespondersError):
+        return f"no registry answers at {url}: start `osp dev`, or osp-registry, against it"
+    if isinstance(error, nats.js.errors.NoStreamResponseError):
+        return f"the NATS server at {url} has no OSP streams: start `osp dev`, or an OSP service, against it"
+    # A command that timed out waiting for its answer is still in the inbox: a registry
+    # that starts later applies it (an agent registered that way, never beating, is
+    # marked offline after the timeout).
+    if isinstance(error, asyncio.TimeoutError):  # nats.errors.TimeoutError is one
+        return f"no answer in time from the registry at {url}: is it running?"
+    return f"{error} (talking to NATS at {url})"
+
+
 def main() -> None:
     """Runs the agent; exits 0 when it unregistered, 2 when refused, 1 on other failures."""
     args = parse_args()
     try:
         status = asyncio.run(run(args))
-    except ConnectionError as error:
-        complain(str(error))
-        status = 1
-    except (nats.errors.Error, asyncio.TimeoutError) as error:
-        # nats.errors.TimeoutError: no answer in time; nats.errors.NoRespondersError: no
-        # one answers queries; nats.js.errors.NoStreamResponseError: no inbox stream. A
-        # command that timed out waiting for its answer is still in the inbox: a registry
-        # that starts later applies it (an agent registered that way, never beating, is
-        # marked offline after the timeout).
-        complain(f"{type(error).__name__}: {error} (is the registry running at {args.nats_url}?)")
+    except (ConnectionError, nats.errors.Error, asyncio.TimeoutError) as error:
+        complain(f"error: {failure(error, args.nats_url)}")
         status = 1
     sys.exit(status)
 

@@ -140,7 +140,11 @@ pub async fn run(args: AuditArgs, url: &str) -> anyhow::Result<ExitCode> {
             let view = quality().await?.audit(&id).await.map_err(service_error)?.ok_or_else(|| not_found(&id))?;
             let markdown = to_markdown(&view.entry);
             match output {
-                Some(path) => std::fs::write(&path, markdown).with_context(|| format!("cannot write {path}"))?,
+                Some(path) => {
+                    std::fs::write(&path, markdown).with_context(|| format!("cannot write {path}"))?;
+                    // On stderr, as `osp log export -o` says it: stdout holds entries only.
+                    eprintln!("wrote audit {id} to {path}");
+                }
                 None => Lines::new(false, false).line(markdown.trim_end_matches('\n'))?,
             }
         }

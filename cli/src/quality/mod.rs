@@ -27,7 +27,7 @@ const MESSAGE_WIDTH: usize = 80;
 
 /// Says what is wrong with the input, and gives the usage exit status.
 fn usage_error(error: &anyhow::Error) -> ExitCode {
-    eprintln!("error: {error:#}");
+    crate::output::print_error(error);
     ExitCode::from(USAGE_ERROR)
 }
 

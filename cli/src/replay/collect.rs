@@ -68,7 +68,7 @@ pub async fn run_tree(log: &EventLog, root: &str) -> anyhow::Result<Collected> {
         }
     }
     if !stored.iter().any(|message| message.subject == aggregates[0].subject()) {
-        anyhow::bail!("the log has no run {root:?}");
+        anyhow::bail!("the log has no run {:?} (osp run list shows the runs)", root.as_str());
     }
     stored.sort_by_key(|message| message.seq);
     stored.dedup_by_key(|message| message.seq);

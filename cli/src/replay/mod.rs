@@ -11,9 +11,10 @@ mod timeline;
 
 use std::process::ExitCode;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use osp_eventlog::EventLog;
+use osp_protocol::Timestamp;
 use time::OffsetDateTime;
 
 pub use collect::run_tree;
@@ -41,7 +42,8 @@ pub struct RunArgs {
     /// The run (the root of a workflow's tree, or any run).
     run_id: String,
     /// Instead of the timeline, the state at this point of the log: a stream sequence
-    /// (`1234`), or a time (RFC 3339, or an age such as `5m`).
+    /// (`1234`), or a time (RFC 3339, or an age such as `5m`). A sequence past the end of
+    /// the log, or a time to come, shows the state at the log's end and says so on stderr.
     #[arg(long, value_name = "SEQ|TIME")]
     at: Option<String>,
     /// One JSON object.
@@ -70,13 +72,16 @@ pub async fn run(command: ReplayCommand, url: &str) -> anyhow::Result<ExitCode> 
             let collected = run_tree(&log, &args.run_id).await?;
             match args.at {
                 Some(at) => {
-                    let seq = match at.parse::<u64>() {
-                        Ok(seq) => seq,
-                        Err(_) => state::seq_at(
-                            &collected,
-                            crate::time_args::parse_time("--at", &at, OffsetDateTime::now_utc())?,
-                        ),
+                    let now = OffsetDateTime::now_utc();
+                    let point = match at.parse::<u64>() {
+                        Ok(seq) => state::Point::Seq(seq),
+                        Err(_) => state::Point::Time(crate::time_args::parse_time("--at", &at, now)?),
                     };
+                    let last = log.last_sequence().await.context("reading how far the log goes")?;
+                    let (seq, beyond) = state::landing(&collected, point, last, Timestamp::from_offset_date_time(now));
+                    if let Some(note) = beyond {
+                        eprintln!("--at {at} {note}");
+                    }
                     let state = state::at(&collected, seq)?;
                     match args.json {
                         true => lines.line(&state.to_string())?,

@@ -20,10 +20,38 @@ use serde_json::{json, Value};
 use super::collect::Collected;
 use crate::run::show::run_json;
 
-/// The sequence `--at` names: a sequence as given, or for a time the last event of the
-/// tree stored at or before it (0 when the tree had not begun).
-pub fn seq_at(collected: &Collected, time: Timestamp) -> u64 {
-    collected.stored.iter().filter(|message| message.stored_at <= time).map(|message| message.seq).max().unwrap_or(0)
+/// A point of the log, as `--at` names it.
+#[derive(Clone, Copy, Debug)]
+pub enum Point {
+    /// A stream sequence.
+    Seq(u64),
+    /// A time.
+    Time(Timestamp),
+}
+
+/// The sequence whose state `--at point` shows: a sequence as given, or for a time the
+/// last event of the tree stored at or before it (0 when the tree had not begun). A
+/// point beyond the log (a sequence past `last`, a time after `now`) is read as its end,
+/// and the note says so: a typo'd sequence showing the latest state without a word would
+/// pass for the state asked for.
+pub fn landing(collected: &Collected, point: Point, last: u64, now: Timestamp) -> (u64, Option<String>) {
+    match point {
+        Point::Seq(seq) if seq > last => {
+            (last, Some(format!("is past the end of the log (last sequence {last}); showing the state at {last}")))
+        }
+        Point::Seq(seq) => (seq, None),
+        Point::Time(time) => {
+            let seq = collected
+                .stored
+                .iter()
+                .filter(|message| message.stored_at <= time)
+                .map(|message| message.seq)
+                .max()
+                .unwrap_or(0);
+            let note = (time > now).then(|| format!("is still to come; showing the state now (seq {seq} of the run)"));
+            (seq, note)
+        }
+    }
 }
 
 /// Folds the tree's events of `kinds` stored up to `at` into a new `V`.
@@ -141,4 +169,37 @@ pub fn text(collected: &Collected, state: &Value) -> Vec<String> {
         lines.push(format!("  {service} digest {}", text(&state[service]["digest"]["digest"])));
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use osp_eventlog::StoredMessage;
+    use osp_protocol::Token;
+
+    use super::*;
+
+    #[test]
+    fn a_point_beyond_the_log_is_its_end_and_says_so() {
+        let stored = [(3, 1_000), (7, 2_000)]
+            .map(|(seq, at)| StoredMessage {
+                seq,
+                subject: "osp.v1.evt.run.r-1".into(),
+                stored_at: Timestamp(at),
+                payload: Default::default(),
+            })
+            .to_vec();
+        let collected =
+            Collected { root: Token::new("run id", "r-1").unwrap(), stored, events: vec![], aggregates: vec![] };
+        let now = Timestamp(5_000);
+        assert_eq!(landing(&collected, Point::Seq(5), 9, now), (5, None));
+        let (seq, note) = landing(&collected, Point::Seq(99_999), 9, now);
+        assert_eq!(
+            (seq, note.as_deref()),
+            (9, Some("is past the end of the log (last sequence 9); showing the state at 9"))
+        );
+        assert_eq!(landing(&collected, Point::Time(Timestamp(1_500)), 9, now), (3, None));
+        assert_eq!(landing(&collected, Point::Time(Timestamp(500)), 9, now), (0, None));
+        let (seq, note) = landing(&collected, Point::Time(Timestamp(9_000)), 9, now);
+        assert_eq!((seq, note.as_deref()), (7, Some("is still to come; showing the state now (seq 7 of the run)")));
+    }
 }

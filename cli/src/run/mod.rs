@@ -4,6 +4,7 @@
 mod definition;
 mod options;
 pub mod show;
+mod steer;
 mod tree;
 mod watch;
 
@@ -12,14 +13,16 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use clap::{ArgGroup, Args, Subcommand};
-use osp_client::{Scheduler, Submission};
+use osp_client::{Answer, Scheduler, Submission};
 use osp_protocol::scheduler::queries::{ListQuery, RunStatus, RunSummary, MAX_LIMIT};
+use osp_protocol::scheduler::RunOutcome;
 use osp_protocol::Token;
 use serde_json::Value;
 
 use crate::connect::{self, service_error};
 use crate::json_args;
 use crate::output::is_broken_pipe;
+use steer::Steer;
 
 /// Options of `osp run`.
 #[derive(Args)]
@@ -233,7 +236,7 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
             let definition = match workflow.as_deref().map(definition::read).transpose() {
                 Ok(definition) => definition,
                 Err(error) => {
-                    eprintln!("error: {error:#}");
+                    crate::output::print_error(&error);
                     return Ok(ExitCode::from(USAGE_ERROR));
                 }
             };
@@ -258,9 +261,12 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
             // A query fails at once when no scheduler runs, where a command would wait
             // and stay stored for whenever one starts.
             scheduler.get(submission.id()).await.map_err(service_error)?;
-            let answer = scheduler.submit(&submission).await.map_err(service_error)?;
+            let answer = scheduler.submit(&submission).await.map_err(|error| match error.rejection() {
+                Some(refusal) => anyhow!(options::in_flags(&refusal.to_string())),
+                None => service_error(error),
+            })?;
             if json {
-                show::print_outcome(&answer.result, answer.seq, true)?;
+                show::print_outcome(&answer.result, answer.seq)?;
             } else {
                 crate::output::Lines::new(false, true).line(&answer.result.run_id)?;
                 if !answer.result.created {
@@ -312,37 +318,52 @@ pub async fn run(args: RunArgs, url: &str) -> anyhow::Result<ExitCode> {
         RunCommand::Cancel { run_id, reason, graceful } => {
             let scheduler = existing(scheduler().await?, &run_id).await?;
             let answer = scheduler.cancel(&run_id, reason.as_deref(), graceful).await.map_err(service_error)?;
-            show::print_outcome(&answer.result, answer.seq, json)?;
+            steered(Steer::Cancel { graceful }, &answer, json)?;
         }
         RunCommand::Pause { run_id, reason } => {
             let scheduler = existing(scheduler().await?, &run_id).await?;
             let answer = scheduler.pause(&run_id, reason.as_deref()).await.map_err(service_error)?;
-            show::print_outcome(&answer.result, answer.seq, json)?;
+            steered(Steer::Pause, &answer, json)?;
         }
         RunCommand::Resume { run_id } => {
             let scheduler = existing(scheduler().await?, &run_id).await?;
             let answer = scheduler.resume(&run_id).await.map_err(service_error)?;
-            show::print_outcome(&answer.result, answer.seq, json)?;
+            steered(Steer::Resume, &answer, json)?;
         }
         RunCommand::Approve { run_id, reason } => {
             let scheduler = existing(scheduler().await?, &run_id).await?;
             let answer = scheduler.approve(&run_id, reason.as_deref()).await.map_err(service_error)?;
-            show::print_outcome(&answer.result, answer.seq, json)?;
+            // The count of approvals is the run's, read after the approval (the client
+            // reads its own writes).
+            let run = match json {
+                true => None,
+                false => scheduler.get(&run_id).await.map_err(service_error)?,
+            };
+            let approval = run.as_ref().and_then(|run| run.approval.as_ref());
+            steered(Steer::Approve { approval }, &answer, json)?;
         }
         RunCommand::Reject { run_id, reason } => {
             let scheduler = existing(scheduler().await?, &run_id).await?;
             let answer = scheduler.reject(&run_id, reason.as_deref()).await.map_err(service_error)?;
-            show::print_outcome(&answer.result, answer.seq, json)?;
+            steered(Steer::Reject, &answer, json)?;
         }
         RunCommand::Answer { run_id, answer, request_id } => {
             let answer = json_args::read("ANSWER", &answer)
                 .map_err(|error| anyhow!("{error} (an answer is JSON: quote a string, '\"yes\"')"))?;
             let scheduler = existing(scheduler().await?, &run_id).await?;
             let reply = scheduler.answer(&run_id, request_id.as_deref(), answer).await.map_err(service_error)?;
-            show::print_outcome(&reply.result, reply.seq, json)?;
+            steered(Steer::Answer { request_id: request_id.as_deref() }, &reply, json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what a steering command did: a sentence, or the outcome as JSON.
+fn steered(steer: Steer<'_>, answer: &Answer<RunOutcome>, json: bool) -> std::io::Result<()> {
+    match json {
+        true => show::print_outcome(&answer.result, answer.seq),
+        false => crate::output::Lines::new(false, true).line(&steer::said(steer, &answer.result)),
+    }
 }
 
 /// A client acting as `actor`, or as the person at the keyboard.
@@ -374,7 +395,7 @@ fn watch_exit(watched: anyhow::Result<ExitCode>) -> ExitCode {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {:#}", error.context("watching the run"));
+            crate::output::print_error(&error.context("watching the run"));
             ExitCode::from(watch::WATCH_FAILED)
         }
     }

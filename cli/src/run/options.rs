@@ -130,7 +130,7 @@ impl OptionFlags {
         self.approval_onto(&mut options)?;
         self.checks_onto(&mut options)?;
         options.wait_for_agent |= self.wait_for_agent;
-        options.check()?;
+        options.check().map_err(|refusal| anyhow!(in_flags(&refusal.to_string())))?;
         Ok(options)
     }
 
@@ -287,6 +287,63 @@ impl OptionFlags {
 /// The judge's threshold when `--judge-threshold` is not given.
 const DEFAULT_JUDGE_THRESHOLD: f64 = 0.7;
 
+/// The fields of a run's options on the wire, and the flags of `osp run submit` that set
+/// them. A refusal names the field, in the words every client shares; the person at the
+/// command line set a flag, and is told the flag.
+const FLAGS: &[(&str, &str)] = &[
+    ("options.timeout.ms", "--timeout"),
+    ("options.timeout.onTimeout", "--on-timeout"),
+    ("options.heartbeatTimeoutMs", "--heartbeat-timeout"),
+    ("options.retry.attempts", "--retry"),
+    ("options.retry.delayMs", "--retry-delay"),
+    ("options.retry.backoff", "--backoff"),
+    ("options.retry.maxDelayMs", "--max-delay"),
+    ("options.retry.retryOn", "--retry-on"),
+    ("options.approval.message", "--require-approval"),
+    ("options.approval.approvers", "--approvers"),
+    ("options.approval.requiredApprovals", "--approvals"),
+    ("options.approval.timeoutMs", "--approval-timeout"),
+    ("options.approval.autoApproveOnTimeout", "--auto-approve"),
+    ("options.waitForAgent", "--wait-for-agent"),
+    ("options.checks.rules", "--checks"),
+    ("options.checks.judge.criteria", "--judge"),
+    ("options.checks.judge.threshold", "--judge-threshold"),
+    ("options.checks.onFailure", "--on-check-failure"),
+    ("options.checks.onMissingEvidence", "--pass-on-missing-evidence"),
+];
+
+/// `message` (a refusal of a run's options, the client's own check or the scheduler's)
+/// with every field of [`FLAGS`] it names said as its flag: the field at fault
+/// (`invalid options.timeout.ms` → `invalid --timeout`, an item of a list,
+/// `options.checks.rules[1]`, as the list's flag) and any its reason points to
+/// (`set options.waitForAgent` → `set --wait-for-agent`). A field within another
+/// (`workflow.task.options.retry.attempts`, set in a workflow file) stays as it is.
+pub fn in_flags(message: &str) -> String {
+    let in_field = |c: char| c.is_alphanumeric() || c == '.' || c == '_';
+    let mut said = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("options.") {
+        let (before, from) = rest.split_at(at);
+        said.push_str(before);
+        let length = from.find(|c: char| !in_field(c)).unwrap_or(from.len());
+        let field = from[..length].trim_end_matches('.');
+        let flag = FLAGS.iter().find(|(wire, _)| *wire == field).map(|(_, flag)| *flag);
+        match flag.filter(|_| !before.ends_with(in_field)) {
+            Some(flag) => {
+                said.push_str(flag);
+                let after = &from[field.len()..];
+                rest = after.strip_prefix('[').and_then(|index| index.split_once(']')).map_or(after, |(_, tail)| tail);
+            }
+            None => {
+                said.push_str(&from[..length]);
+                rest = &from[length..];
+            }
+        }
+    }
+    said.push_str(rest);
+    said
+}
+
 /// Whole milliseconds (a duration under 1 ms is 0, which the check refuses where 0 is
 /// not allowed).
 fn millis(duration: Duration) -> u64 {
@@ -405,21 +462,43 @@ mod tests {
             (&["--on-timeout", "cancel"][..], "--on-timeout needs a timeout: add --timeout DURATION"),
             (&["--backoff", "linear"][..], "--backoff needs a retry policy: add --retry N"),
             (&["--approvers", "ann"][..], "--approvers needs an approval: add --require-approval MESSAGE"),
-            (&["--timeout", "0s"][..], "invalid options.timeout.ms: must be more than 0 ms"),
+            (&["--timeout", "0s"][..], "invalid --timeout: must be more than 0 ms"),
             (
                 &["--require-approval", "ok?", "--approvers", "ann", "--approvals", "2"][..],
-                "invalid options.approval.requiredApprovals: 2 approvals required but only 1 distinct approvers listed",
+                "invalid --approvals: 2 approvals required but only 1 distinct approvers listed",
             ),
             (&["--options", r#"{"retries": 3}"#][..], "--options: unknown field `retries`"),
             (&["--options", "[1]"][..], "--options: must be a JSON object"),
             (&["--options", "{"][..], "--options: invalid JSON"),
             (&["--on-check-failure", "retry"][..], "--on-check-failure needs checks: add --checks RULE,..."),
             (&["--checks", "a", "--judge-threshold", "0.5"][..], "--judge-threshold needs --judge CRITERION"),
-            (&["--judge", "clear", "--judge-threshold", "2"][..], "invalid options.checks.judge.threshold"),
-            (&["--checks", "a.b"][..], "options.checks.rules[0]"),
+            (&["--judge", "clear", "--judge-threshold", "2"][..], "invalid --judge-threshold"),
+            (&["--checks", "a.b"][..], "invalid --checks \"a.b\""),
         ] {
             let err = build(args).unwrap_err().to_string();
             assert!(err.contains(expected), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn wire_fields_are_said_as_their_flags() {
+        assert_eq!(
+            in_flags(
+                "capability \"x\" not found: no registered agent offers it; set options.waitForAgent to queue the run."
+            ),
+            "capability \"x\" not found: no registered agent offers it; set --wait-for-agent to queue the run."
+        );
+        assert_eq!(
+            in_flags("invalid options.approval.approvers[1] \"a b\": no spaces"),
+            "invalid --approvers \"a b\": no spaces"
+        );
+        for untouched in [
+            "invalid workflow.task.options.retry.attempts: at most 100",
+            "invalid options.notify.service: unknown",
+            "invalid options.retry.attemptsX: no",
+            "no options. here",
+        ] {
+            assert_eq!(in_flags(untouched), untouched);
         }
     }
 }

@@ -54,16 +54,11 @@ pub fn summary_json(run: &RunSummary) -> Value {
     value
 }
 
-/// What a command did to a run: `r-1: pending, paused`, or the outcome as JSON.
-pub fn print_outcome(outcome: &RunOutcome, seq: u64, json: bool) -> std::io::Result<()> {
-    let line = if json {
-        json!({"run_id": outcome.run_id, "status": outcome.status, "paused": outcome.paused,
-               "created": outcome.created, "seq": seq})
-        .to_string()
-    } else {
-        format!("{}: {}", outcome.run_id, status(outcome.status, outcome.paused))
-    };
-    Lines::new(json, true).line(&line)
+/// What a command did to a run, as JSON (people read [`super::steer::said`]).
+pub fn print_outcome(outcome: &RunOutcome, seq: u64) -> std::io::Result<()> {
+    let line = json!({"run_id": outcome.run_id, "status": outcome.status, "paused": outcome.paused,
+                      "created": outcome.created, "seq": seq});
+    Lines::new(true, true).line(&line.to_string())
 }
 
 /// Prints runs as a table, or one JSON object per line. An empty table is a note on

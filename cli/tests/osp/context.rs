@@ -35,12 +35,20 @@ async fn the_context_commands() {
     let shown = ok(&url, &["env", "get", "global", "API_KEY"]).await;
     assert!(shown.contains("********") && !shown.contains("s3cr3t-value"), "{shown}");
     assert!(!ok(&url, &["env", "ls", "global"]).await.contains("s3cr3t-value"));
-    assert!(fails(&url, &["env", "get", "global", "API_KEY", "--reveal"]).await.contains("may not reveal"));
+    let refused = fails(&url, &["env", "get", "global", "API_KEY", "--reveal"]).await;
+    assert!(refused.contains("may not reveal API_KEY of global: only user:ops may"), "{refused}");
+    assert!(refused.contains("OSP_CONTEXT_REVEAL_TO"), "{refused}");
     let revealed = ok(&url, &["env", "get", "global", "API_KEY", "--reveal", "--as", "user:ops"]).await;
     assert!(revealed.starts_with("s3cr3t-value"), "{revealed}");
 
     ok(&url, &["settings", "set", "max_tokens", "4096", "--read-only", "--description", "the cap"]).await;
-    assert!(fails(&url, &["settings", "set", "max_tokens", "1"]).await.contains("read-only"));
+    let locked = fails(&url, &["settings", "set", "max_tokens", "1"]).await;
+    assert!(
+        locked.starts_with("error: cannot set setting max_tokens: it is read-only; user:tester made it"),
+        "{locked}"
+    );
+    let locked = fails(&url, &["settings", "rm", "max_tokens"]).await;
+    assert!(locked.starts_with("error: cannot remove setting max_tokens: it is read-only"), "{locked}");
     assert!(ok(&url, &["settings", "ls"]).await.contains("read-only"));
     ok(&url, &["prefs", "set", "user:tester", "tone", "dry"]).await;
     let tone = json_lines(&ok(&url, &["prefs", "get", "tone", "--json"]).await).remove(0);
@@ -71,5 +79,39 @@ async fn the_context_commands() {
     assert_eq!((found.len(), found[0]["id"].as_str()), (1, Some("y")));
     let (_, stderr) = exits(1, &url, &["embed", "search", "global", "--vector", "[1, 0, 0]"]).await;
     assert!(stderr.contains("dimensions"), "{stderr}");
+    instance.shutdown().await;
+}
+
+/// The sections of a scope share one log and one ordered map in the service: listing one
+/// must show all of its entries whatever the others hold.
+#[tokio::test]
+async fn each_section_lists_its_own_entries() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let seal_key = osp_context::sealing::SealKey::from_hex(&osp_context::sealing::SealKey::generate_hex()).ok();
+    let config = osp_context::Config { seal_key, ..Default::default() };
+    let instance = osp_context::Context::start(osp_tests::connect(&url).await, config).await.unwrap();
+    for key in ["a", "m", "z"] {
+        ok(&url, &["ctx", "set", "global", key, "1"]).await;
+    }
+    for key in ["max_tokens", "model"] {
+        ok(&url, &["settings", "set", key, "1"]).await;
+    }
+    for key in ["HOME", "PATH"] {
+        ok(&url, &["env", "set", "global", key, "/x"]).await;
+    }
+    ok(&url, &["env", "set", "global", "TOKEN", "t0k3n", "--sensitive"]).await;
+    let keys = |stdout: String| {
+        json_lines(&stdout).iter().map(|entry| entry["key"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert_eq!(keys(ok(&url, &["settings", "ls", "--json"]).await), ["max_tokens", "model"]);
+    assert_eq!(keys(ok(&url, &["env", "ls", "global", "--json"]).await), ["HOME", "PATH", "TOKEN"]);
+    assert_eq!(ok(&url, &["ctx", "ls", "global"]).await, "a\nm\nz\n");
+    ok(&url, &["ctx", "set", "user:tester", "a", "1"]).await;
+    ok(&url, &["env", "set", "user:tester", "LANG", "en"]).await;
+    ok(&url, &["prefs", "set", "user:tester", "tone", "dry"]).await;
+    assert_eq!(keys(ok(&url, &["prefs", "ls", "user:tester", "--json"]).await), ["tone"]);
+    let table = ok(&url, &["settings", "ls"]).await;
+    assert!(table.contains("max_tokens") && table.contains("model"), "{table}");
     instance.shutdown().await;
 }

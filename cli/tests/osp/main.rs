@@ -6,6 +6,7 @@ mod common;
 mod cli;
 mod context;
 mod doctor;
+mod errors;
 mod quality;
 mod readme;
 mod registry;

@@ -243,7 +243,8 @@ async fn an_exported_entry_imports_back_to_the_recorded_one() {
 
     let exported = quality.folder.path().join("a-rt.md");
     let path = exported.to_str().unwrap();
-    ok(&url, &["audit", "export", "a-rt", "-o", path]).await;
+    let (_, wrote) = exits(0, &url, &["audit", "export", "a-rt", "-o", path]).await;
+    assert_eq!(wrote, format!("wrote audit a-rt to {path}\n"));
     let markdown = std::fs::read_to_string(&exported).unwrap();
     assert!(markdown.starts_with("---\nid: a-rt\n"), "{markdown}");
     assert_eq!(ok(&url, &["audit", "export", "a-rt"]).await, markdown, "stdout holds the same file");

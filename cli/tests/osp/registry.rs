@@ -99,6 +99,15 @@ async fn register_list_find_and_unregister_through_the_cli() {
     {
         assert!(table.contains(expected), "{expected} in\n{table}");
     }
+    // The registries themselves, with their counts.
+    let registries = json_lines(&url, &["registry", "ls"]);
+    assert_eq!(registries.len(), 2, "{registries:?}");
+    assert_eq!((&registries[0]["registry"], &registries[0]["entries"]), (&json!("agents"), &json!(2)));
+    assert!(registries[0]["online"].is_u64(), "agents say how many are online: {registries:?}");
+    assert_eq!(registries[1], json!({"registry": "tools", "entries": 1}));
+    let table = ok(&url, &["registry", "list"]);
+    let words: Vec<Vec<&str>> = table.lines().map(|line| line.split_whitespace().collect()).collect();
+    assert_eq!((&words[0], &words[2]), (&vec!["REGISTRY", "ENTRIES", "ONLINE"], &vec!["tools", "1", "-"]), "{table}");
     let tools = json_lines(&url, &["registry", "list", "tools"]);
     assert_eq!(names(&tools), ["grep"]);
     let grep = &tools[0];
@@ -160,6 +169,12 @@ async fn register_list_find_and_unregister_through_the_cli() {
     for expected in ["CAPABILITIES", "MAX", "VERSION", "summarize,translate", "1.2.0", "offline"] {
         assert!(agents.contains(expected), "{expected} in\n{agents}");
     }
+    // Under each agent's row, the rest of its card.
+    let lines: Vec<&str> = agents.lines().collect();
+    let row = lines.iter().position(|line| line.starts_with("summarizer-1 ")).unwrap();
+    assert_eq!(lines[row + 1..row + 3], ["    Summarises documents", r#"    endpoint: {"region":"eu"}"#], "{agents}");
+    let row = lines.iter().position(|line| line.starts_with("translator-1 ")).unwrap();
+    assert_eq!(lines[row + 1], r#"    endpoint: {"region":"us"}"#, "{agents}");
     beater.shutdown().await.unwrap();
 
     // Unregister; then the entry is gone.

@@ -251,6 +251,14 @@ async fn a_workflow_run_replays_with_its_causes_its_states_and_where_another_div
     let route_then = before["scheduler"]["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == route).unwrap();
     assert_eq!(route_then["status"], "pending", "waiting for its retry then: {route_then}");
     assert_eq!(route_then["attempts"].as_array().unwrap().len(), 1);
+    // Past the end of the log: the state at its end, and a word on stderr.
+    let last = system.log().await.last_sequence().await.unwrap();
+    let (text, note) = exits(0, &url, &["replay", "run", "flaky-1", "--at", "99999999"]).await;
+    assert_eq!(
+        note,
+        format!("--at 99999999 is past the end of the log (last sequence {last}); showing the state at {last}\n")
+    );
+    assert!(text.starts_with(&format!("run flaky-1 as of seq {last}:")), "{text}");
 
     // Diff: the same workflow, whose step did not fail this time.
     run_workflow(&system, folder.path(), "steady-1").await;
@@ -344,7 +352,8 @@ async fn verify_snapshots_and_export_import_keep_every_state_and_hash() {
     // Export the whole log and the run; import each into an empty server of its own.
     let whole = folder.path().join("log.ndjson");
     let run = folder.path().join("run.ndjson");
-    ok(&url, &["log", "export", "-o", whole.to_str().unwrap()]).await;
+    let (_, wrote) = exits(0, &url, &["log", "export", "-o", whole.to_str().unwrap()]).await;
+    assert!(wrote.starts_with("exported ") && wrote.contains(&format!(" to {}", whole.display())), "{wrote}");
     ok(&url, &["log", "export", "--run", "flaky-2", "-o", run.to_str().unwrap()]).await;
     let before = system.digests().await;
     let timeline = replay_json(&url, &["replay", "run", "flaky-2", "--json"]);

@@ -232,7 +232,7 @@ async fn a_failing_workflow_exits_1_and_the_scheduler_refusals_are_said() {
         "routing: {classify: {task: {capability: classify}}, routes: {a: {task: {capability: nobody}}}}",
     );
     let (_, refused) = exits(1, &url, &["run", "submit", "--workflow", &nobody]).await;
-    assert!(refused.contains("nobody") && refused.contains("waitForAgent"), "{refused}");
+    assert!(refused.contains("nobody") && refused.contains("--wait-for-agent"), "{refused}");
 
     services.stop(worker).await;
 }

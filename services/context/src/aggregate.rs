@@ -101,7 +101,7 @@ impl Aggregate for ScopeState {
         match command {
             Command::Set { scope, entry } => {
                 let current = self.entry(entry.section, &entry.key);
-                refuse_read_only(current, "set_setting")?;
+                refuse_read_only(current, "set")?;
                 match current {
                     Some(stored) if *stored.entry == *entry => Ok(vec![]),
                     Some(_) => Ok(vec![ContextEvent::EntrySet(entry.clone())]),
@@ -117,7 +117,7 @@ impl Aggregate for ScopeState {
             }
             Command::Remove { entry, .. } => {
                 let current = self.entry(entry.section, &entry.key);
-                refuse_read_only(current, "remove_setting")?;
+                refuse_read_only(current, "remove")?;
                 Ok(match current {
                     Some(_) => vec![ContextEvent::EntryRemoved(EntryRemoved {
                         section: entry.section,
@@ -156,15 +156,17 @@ impl Aggregate for ScopeState {
     }
 }
 
-/// A read-only setting is never changed nor removed at runtime.
-fn refuse_read_only(current: Option<&Stored>, command: &str) -> Result<(), Error> {
+/// A read-only setting is never changed nor removed at runtime. The refusal says what
+/// was tried in words (`cannot set setting max_tokens`), not the command's wire name.
+fn refuse_read_only(current: Option<&Stored>, verb: &str) -> Result<(), Error> {
     match current {
         Some(stored) if stored.entry.read_only => Err(Error::IllegalTransition {
-            command: command.into(),
+            command: format!("{verb} {} {}", stored.entry.section.noun(), stored.entry.key),
             state: "read-only".into(),
             reason: format!(
-                "setting {:?} was made read-only by {}; a read-only setting cannot be changed or removed at runtime",
-                stored.entry.key, stored.updated_by
+                "{} made it read-only, and a read-only {} is never changed nor removed at runtime",
+                stored.updated_by,
+                stored.entry.section.noun()
             ),
         }),
         _ => Ok(()),
@@ -240,11 +242,11 @@ mod tests {
         let history = [ContextEvent::EntrySet(locked.clone())];
         let error = given::<ScopeState>(history.clone())
             .when(&set(Section::Setting, "max_tokens", json!(1)))
-            .then_refused("read-only");
+            .then_refused("cannot set setting max_tokens: it is read-only; test made it read-only");
         assert_eq!(error.code(), "illegal_transition");
         given::<ScopeState>(history.clone())
             .when(&remove(Section::Setting, "max_tokens"))
-            .then_refused("cannot be changed or removed");
+            .then_refused("cannot remove setting max_tokens: it is read-only");
         let same = Command::Set { scope: Scope::Global, entry: locked };
         given::<ScopeState>(history).when(&same).then_refused("read-only");
         // A writable setting may be made read-only.

@@ -86,10 +86,18 @@ impl Embedder {
         let encoding =
             Encoding::from_content_type(reply.headers.as_ref().and_then(|h| h.get(CONTENT_TYPE)).map(|v| v.as_str()))?;
         if let Reply::Err { error, .. } = encoding.decode::<Reply<serde_json::Value>>(&reply.payload)? {
-            return Err(Error::NotFound {
-                field: "text".into(),
-                value: EMBED_CAPABILITY.into(),
-                reason: format!("a search by text needs an agent with the {EMBED_CAPABILITY} capability; the scheduler refused the run: {error}"),
+            // The scheduler's refusal speaks to whoever submits (`set options.waitForAgent`);
+            // the searcher submitted nothing, and is told what it can do.
+            return Err(match error {
+                Error::NotFound { field, .. } if field == "capability" => Error::NotFound {
+                    field: "capability".into(),
+                    value: EMBED_CAPABILITY.into(),
+                    reason: format!(
+                        "a search by text needs an agent with the {EMBED_CAPABILITY} capability, and no registered \
+                         agent offers it: start one (shared/client/examples/embedder.rs is one), or search by vector"
+                    ),
+                },
+                other => unavailable("the scheduler refused the embed run", &other),
             });
         }
         while let Some(item) = events.next().await {

@@ -35,6 +35,23 @@ pub struct RevealPolicy {
 }
 
 impl RevealPolicy {
+    /// Who may see `stored`'s value in clear, and how one becomes one of them: what a
+    /// refused reveal says, so the person refused knows whom to ask or what to set.
+    pub fn who_may_reveal(&self, stored: &Stored) -> String {
+        let agents = stored.entry.target.iter().filter(|target| agent_of(target).is_some());
+        let allowed: Vec<&str> = self.operators.iter().chain(agents).map(String::as_str).collect();
+        match allowed.is_empty() {
+            true => "nobody may: add operators to the context service's OSP_CONTEXT_REVEAL_TO (--reveal-to of \
+                     osp-context), or name an agent:<name> in the entry's target"
+                .to_owned(),
+            false => format!(
+                "only {} may (the operators in the context service's OSP_CONTEXT_REVEAL_TO, --reveal-to of \
+                 osp-context, and the agents the entry's target names)",
+                allowed.join(", ")
+            ),
+        }
+    }
+
     /// Whether `actor` may see `stored`'s value in clear: an operator of the list, or an
     /// agent its target names (`agent:<name>`): its own secret, to use.
     pub fn allows(&self, actor: &str, stored: &Stored) -> bool {
@@ -226,9 +243,7 @@ impl ContextView {
             false => Err(Error::Forbidden {
                 field: "Osp-Actor header".into(),
                 value: actor.to_owned(),
-                reason: format!(
-                    "may not reveal {key} of {scope}: sensitive values are shown to the agents their target names and to the operators the service is configured to reveal to"
-                ),
+                reason: format!("may not reveal {key} of {scope}: {}", policy.who_may_reveal(stored)),
             }),
         }
     }
@@ -247,7 +262,12 @@ impl ContextView {
         let limit = page_limit(page.limit)?;
         let mut out = EntryPage::default();
         let Some(state) = self.scope(scope) else { return Ok(out) };
-        let from = page.after.map_or(Bound::Unbounded, |after| Bound::Excluded((section, after.to_owned())));
+        // The sections share one ordered map: a page starts within its own section, never
+        // at the map's first entry (another section's, which would end the page at once).
+        let from = match page.after {
+            Some(after) => Bound::Excluded((section, after.to_owned())),
+            None => Bound::Included((section, String::new())),
+        };
         let entries = state.entries.range((from, Bound::Unbounded)).take_while(|((s, _), _)| *s == section);
         for ((_, key), stored) in entries {
             if page.target.is_some_and(|target| {
@@ -505,4 +525,95 @@ pub struct Page<'a> {
     pub target: Option<&'a str>,
     /// Show sensitive values to a reader allowed to see them.
     pub reveal: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use osp_eventlog::testing::envelope;
+    use osp_protocol::context::EntrySet;
+    use osp_protocol::EventHash;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A view that has applied `entries` to the global scope, in order.
+    fn global_with(entries: &[(Section, &str)]) -> ContextView {
+        let mut view = ContextView::default();
+        for (i, (section, key)) in entries.iter().enumerate() {
+            let set = EntrySet {
+                section: *section,
+                key: (*key).into(),
+                value: json!(i),
+                description: None,
+                read_only: false,
+                target: vec![],
+                sensitive: false,
+                sealed: false,
+            };
+            let version = i as u64 + 1;
+            let mut envelope = envelope(ContextInput::Context(ContextEvent::EntrySet(set)), version);
+            envelope.aggregate = Scope::Global.entries();
+            view.apply(&Recorded { seq: version, stored_at: envelope.occurred_at, hash: EventHash([0; 32]), envelope });
+        }
+        view
+    }
+
+    fn keys(page: &EntryPage) -> Vec<&str> {
+        page.entries.iter().map(|entry| entry.key.as_str()).collect()
+    }
+
+    #[test]
+    fn a_refused_reveal_says_who_may_and_how_to_become_one() {
+        let secret = |target: &[&str]| Stored {
+            entry: std::sync::Arc::new(EntrySet {
+                section: Section::Env,
+                key: "API_KEY".into(),
+                value: json!("sealed"),
+                description: None,
+                read_only: false,
+                target: target.iter().map(|t| (*t).to_owned()).collect(),
+                sensitive: true,
+                sealed: true,
+            }),
+            revision: 1,
+            updated_at: osp_protocol::Timestamp(0),
+            updated_by: "user:ana".into(),
+            seq: 1,
+        };
+        let nobody = RevealPolicy::default().who_may_reveal(&secret(&["prod"]));
+        assert!(
+            nobody.starts_with("nobody may: add operators to the context service's OSP_CONTEXT_REVEAL_TO"),
+            "{nobody}"
+        );
+        let policy = RevealPolicy { operators: vec!["user:ops".into()], key: None };
+        let some = policy.who_may_reveal(&secret(&["prod", "agent:a1"]));
+        assert!(
+            some.starts_with(
+                "only user:ops, agent:a1 may (the operators in the context service's OSP_CONTEXT_REVEAL_TO"
+            ),
+            "{some}"
+        );
+    }
+
+    #[test]
+    fn each_section_lists_its_own_entries_whatever_the_others_hold() {
+        let view = global_with(&[
+            (Section::Kv, "a"),
+            (Section::Env, "HOME"),
+            (Section::Setting, "max_tokens"),
+            (Section::Kv, "b"),
+            (Section::Setting, "model"),
+            (Section::Env, "PATH"),
+        ]);
+        let policy = RevealPolicy::default();
+        let list = |section, page| view.entries("user:ana", &Scope::Global, section, page, &policy).unwrap();
+        assert_eq!(keys(&list(Section::Setting, Page::default())), ["max_tokens", "model"]);
+        assert_eq!(keys(&list(Section::Env, Page::default())), ["HOME", "PATH"]);
+        assert!(list(Section::Preference, Page::default()).entries.is_empty());
+        let first = list(Section::Setting, Page { limit: Some(1), ..Page::default() });
+        assert_eq!((keys(&first), first.next.as_deref()), (vec!["max_tokens"], Some("max_tokens")));
+        let rest = list(Section::Setting, Page { after: first.next.as_deref(), ..Page::default() });
+        assert_eq!((keys(&rest), rest.next.as_deref()), (vec!["model"], None));
+        assert_eq!(view.keys("user:ana", &Scope::Global, "", None, None).unwrap().keys, ["a", "b"]);
+    }
 }

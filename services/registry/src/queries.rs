@@ -1,7 +1,7 @@
 //! The registry's query endpoints (`osp.v1.q.registry.*`): thin readers of the view.
 
 use osp_eventlog::Query;
-use osp_protocol::registry::queries::{DigestQuery, FindQuery, GetQuery, ListQuery, PageRequest};
+use osp_protocol::registry::queries::{DigestQuery, FindQuery, GetQuery, ListQuery, PageRequest, RegistriesQuery};
 use osp_protocol::registry::{Document, EntryKey, RegistryName};
 use osp_protocol::Error;
 
@@ -30,7 +30,7 @@ pub fn all() -> Vec<Query<RegistryView>> {
             if q.live && !registry.is_agents() {
                 return Err(Error::Invalid {
                     field: "live".into(),
-                    reason: format!("only agents have liveness; the {registry:?} registry has none"),
+                    reason: format!("only agents have liveness; the {} registry has none", registry.as_str()),
                 });
             }
             Ok(view.find(&registry, &criteria, q.live, &PageSpec::new(q.after, q.limit)?).answer(encoding))
@@ -38,6 +38,7 @@ pub fn all() -> Vec<Query<RegistryView>> {
         Query::encoded("live", |view: &RegistryView, q: PageRequest, encoding| {
             Ok(view.live(&PageSpec::new(q.after, q.limit)?).answer(encoding))
         }),
+        Query::new("registries", |view: &RegistryView, _: RegistriesQuery| Ok(view.registries())),
         Query::new("digest", |view: &RegistryView, _: DigestQuery| view.digest()),
     ]
 }

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use osp_eventlog::{Folded, Holds, QueryResult, Recorded, Snapshot, View};
-use osp_protocol::registry::queries::{Digest, EntryView, Page, DEFAULT_LIMIT, MAX_LIMIT, PAGE_BYTES};
+use osp_protocol::registry::queries::{
+    Digest, EntryView, Page, Registries, RegistryCount, DEFAULT_LIMIT, MAX_LIMIT, PAGE_BYTES,
+};
 use osp_protocol::registry::{Document, EntryEvent, EntryKey, EntryName, RegistryName};
 use osp_protocol::{AggregateRef, Encoding, Error};
 
@@ -310,6 +312,28 @@ impl RegistryView {
             .collect()
     }
 
+    /// The registries that hold entries, by name, with their counts (and the agents
+    /// online now).
+    pub fn registries(&self) -> Registries {
+        let registries = self
+            .held()
+            .map(|(registry, names)| {
+                let online = registry.is_agents().then(|| {
+                    let online = |listed: &&Listed| self.entries.get(&listed.aggregate).is_some_and(|f| f.state.online);
+                    names.values().filter(online).count() as u64
+                });
+                RegistryCount { registry: registry.to_string(), entries: names.len() as u64, online }
+            })
+            .collect();
+        Registries { registries }
+    }
+
+    /// The registries that hold entries, and their entries by name: a registry whose
+    /// entries were all unregistered is gone.
+    fn held(&self) -> impl Iterator<Item = (&RegistryName, &BTreeMap<EntryName, Listed>)> {
+        self.registries.iter().filter(|(_, names)| !names.is_empty())
+    }
+
     /// The entry's state, registered or not.
     pub fn entry(&self, aggregate: &AggregateRef) -> Option<&Entry> {
         self.entries.get(aggregate).map(|folded| &folded.state)
@@ -336,12 +360,7 @@ impl RegistryView {
             );
             hasher.update(&rmp_serde::to_vec(&record).map_err(|e| Error::Encode { reason: e.to_string() })?);
         }
-        let registries = self
-            .registries
-            .iter()
-            .filter(|(_, names)| !names.is_empty())
-            .map(|(registry, names)| (registry.to_string(), names.len() as u64))
-            .collect();
+        let registries = self.held().map(|(registry, names)| (registry.to_string(), names.len() as u64)).collect();
         Ok(Digest { last_seq: self.last_seq, digest: hasher.finalize().to_hex().to_string(), registries })
     }
 }
@@ -551,6 +570,18 @@ mod tests {
                     let agent = registry.is_agents();
                     prop_assert_eq!(entry.status == osp_protocol::registry::Status::Registered, !agent);
                 }
+            }
+            // The registries are those listing entries, with their counts (and, for the
+            // agents, those online).
+            let counts = view.registries().registries;
+            prop_assert!(counts.iter().all(|count| count.entries > 0));
+            for registry in ["agents", "tools"] {
+                let name = RegistryName::new("registry", registry).unwrap();
+                let listed = view.list(&name, &all(MAX_LIMIT)).page().entries;
+                let online = listed.iter().filter(|e| e.status == osp_protocol::registry::Status::Online).count() as u64;
+                let expected = (!listed.is_empty()).then(|| (listed.len() as u64, name.is_agents().then_some(online)));
+                let found = counts.iter().find(|count| count.registry == registry).map(|c| (c.entries, c.online));
+                prop_assert_eq!(found, expected);
             }
             // The index holds exactly the keys of the registered resources: nothing stale.
             for (registry, postings) in &view.index {

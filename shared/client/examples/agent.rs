@@ -17,6 +17,8 @@
 //! - `echo`: returns its input.
 //! - anything else: fails permanently (kind `unsupported`).
 
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -45,8 +47,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    common::exit(run(Args::parse()).await)
+}
+
+/// The agent's life, from connecting to unregistering.
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&args.nats_url).await?;
     let agent = Agent::builder(&args.name)
         .description("An example agent written with osp-client")
@@ -128,8 +134,8 @@ async fn summarize(task: &Task) -> Result<Value, TaskFailure> {
             task.log(LogLevel::Info, format!("cancelled after {done} of {total} sentences")).await;
             return Err(TaskFailure::cancelled());
         }
-        let words = sentence.split_whitespace().count();
-        task.progress(done as u64 + 1, Some(total), Some(&format!("read a sentence of {words} words"))).await;
+        let words = common::count(sentence.split_whitespace().count() as u64, "word");
+        task.progress(done as u64 + 1, Some(total), Some(&format!("read a sentence of {words}"))).await;
     }
     if let Some(message) = input["fail"].as_str() {
         return Err(TaskFailure::new(message).kind("requested"));

@@ -14,6 +14,8 @@
 //!
 //! Task input `{"text": "...", "dimension"?: n}` (384 by default); output `{"vector": [...]}`.
 
+mod common;
+
 use clap::Parser;
 use osp_client::{hashing_embedder, Agent, Client, Task, TaskFailure, Worker};
 use serde_json::{json, Value};
@@ -33,8 +35,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    common::exit(run(Args::parse()).await)
+}
+
+/// The agent's life, from connecting to unregistering.
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&args.nats_url).await?.with_actor(format!("agent:{}", args.name));
     let agent = Agent::builder(&args.name)
         .description("A deterministic embedder (hashed bag of words), for examples and tests")
@@ -48,10 +54,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_concurrency(args.max_concurrency)
         .start(embed)
         .await?;
-    println!("embedder {} ready; Ctrl-C to stop", agent.name());
+    println!("agents/{} ready to embed texts; Ctrl-C to stop", agent.name());
     tokio::signal::ctrl_c().await?;
     let stats = worker.shutdown().await;
-    println!("embedded {} texts", stats.completed);
+    println!("embedded {}", common::count(stats.completed, "text"));
     agent.shutdown().await?;
     Ok(())
 }

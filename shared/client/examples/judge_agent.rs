@@ -13,6 +13,8 @@
 //! Task input `{output, criteria, threshold, model?, objectives?}`; output `{score,
 //! reasoning, ruleResults}` with one result per criterion.
 
+mod common;
+
 use clap::Parser;
 use osp_client::{Agent, Client, Task, TaskFailure, Worker};
 use serde_json::{json, Value};
@@ -32,8 +34,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    common::exit(run(Args::parse()).await)
+}
+
+/// The agent's life, from connecting to unregistering.
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&args.nats_url).await?.with_actor(format!("agent:{}", args.name));
     let agent = Agent::builder(&args.name)
         .description("A deterministic judge (criteria words found in the output), for examples and tests")
@@ -47,10 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_concurrency(args.max_concurrency)
         .start(judge)
         .await?;
-    println!("judge {} ready; Ctrl-C to stop", agent.name());
+    println!("agents/{} ready to judge outputs; Ctrl-C to stop", agent.name());
     tokio::signal::ctrl_c().await?;
     let stats = worker.shutdown().await;
-    println!("judged {} outputs", stats.completed);
+    println!("judged {}", common::count(stats.completed, "output"));
     agent.shutdown().await?;
     Ok(())
 }

@@ -28,6 +28,8 @@
 //!
 //! It prints a line per task done, and unregisters on Ctrl-C or SIGTERM (exit 0).
 
+mod common;
+
 use std::time::Duration;
 
 use clap::Parser;
@@ -70,8 +72,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+async fn main() -> std::process::ExitCode {
+    common::exit(run(Args::parse()).await)
+}
+
+/// The agent's life, from connecting to unregistering.
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&args.nats_url).await?;
     let agent = Agent::builder(&args.name)
         .description("Deterministic agents for the workflow examples (no model)")
@@ -103,7 +109,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         done.failed += stats.failed;
     }
     agent.shutdown().await?;
-    println!("unregistered agents/{}: {} tasks completed, {} failed", args.name, done.completed, done.failed);
+    let completed = common::count(done.completed, "task");
+    println!("unregistered agents/{}: {completed} completed, {} failed", args.name, done.failed);
     Ok(())
 }
 

@@ -79,8 +79,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// A NATS-level failure (the client's error is the `source()`, not repeated here).
-    #[error("{operation}")]
+    /// A NATS-level failure (the client's error is the `source()`, not repeated here:
+    /// [`explain`] says both).
+    #[error("cannot {operation}")]
     Nats {
         /// What we were doing.
         operation: &'static str,
@@ -113,5 +114,40 @@ impl Error {
     }
 }
 
+/// `error` and its causes on one line, `a: b: c`, each said once: what to show a person.
+///
+/// Many errors, async-nats's among them, write their source into their own text *and*
+/// return it from `source()`, so printing every link of the chain says the same cause
+/// twice (`IO error: Connection refused: Connection refused`). A cause whose text is
+/// already in the line is left out; its own causes are still looked at.
+pub fn explain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = current.source();
+    }
+    line
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let nats = async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, refused);
+        assert_eq!(nats.to_string(), "IO error: Connection refused", "async-nats writes its source in");
+        let error = Error::nats("connect to NATS", nats);
+        assert_eq!(error.to_string(), "cannot connect to NATS");
+        assert_eq!(explain(&error), "cannot connect to NATS: IO error: Connection refused");
+    }
+}

@@ -22,7 +22,7 @@ mod worker;
 pub use agent::{Agent, AgentBuilder};
 pub use client::{Answer, Client, DEFAULT_TIMEOUT};
 pub use context::{hashing_embedder, Context, EnvEntry, SearchBy};
-pub use error::{Error, Result};
+pub use error::{explain, Error, Result};
 pub use quality::{CheckRequest, Quality};
 pub use registry::Registry;
 pub use scheduler::{is_final, RunUpdate, RunWatch, Scheduler, Submission};

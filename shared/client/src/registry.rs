@@ -1,8 +1,8 @@
-//! The registry, typed: register, unregister, get, list, find, live, digest.
+//! The registry, typed: register, unregister, get, list, find, live, registries, digest.
 
 use osp_protocol::registry::queries::{
-    Digest, DigestQuery, EntryView, FindQuery, GetQuery, ListQuery, Page, PageRequest, RegisterOutcome,
-    UnregisterOutcome,
+    Digest, DigestQuery, EntryView, FindQuery, GetQuery, ListQuery, Page, PageRequest, RegisterOutcome, Registries,
+    RegistriesQuery, UnregisterOutcome,
 };
 use osp_protocol::registry::{Document, EntryDoc, Unregister, SERVICE};
 
@@ -83,6 +83,11 @@ impl Registry {
             async move { self.find(&query).await }
         })
         .await
+    }
+
+    /// The registries that hold entries, with how many each holds.
+    pub async fn registries(&self) -> Result<Registries> {
+        Ok(self.client.query(SERVICE, "registries", &RegistriesQuery {}).await?.result)
     }
 
     /// A fingerprint of the answering instance's whole state.

@@ -59,7 +59,7 @@ pub enum Error {
     },
     /// Any other error from NATS.
     /// The client's error is the `source()`, not repeated in the message.
-    #[error("{operation}")]
+    #[error("cannot {operation}")]
     Nats {
         /// What we were doing.
         operation: &'static str,

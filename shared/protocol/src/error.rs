@@ -94,7 +94,8 @@ pub enum Error {
     /// (approve a completed run, resume a running one).
     #[error("cannot {command}: it is {state}{}", reason_suffix(.reason))]
     IllegalTransition {
-        /// The command (`approve`, `resume`, ...).
+        /// What was tried, in the words of the people who try it (`approve`, `resume`,
+        /// `set setting max_tokens`), not necessarily the command's wire name.
         command: String,
         /// The state what it addresses is in (`completed`, `in-progress`, ...).
         state: String,

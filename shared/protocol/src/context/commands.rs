@@ -180,7 +180,7 @@ impl Command {
                 field: "scope".into(),
                 reason: format!(
                     "preferences belong to an agent (agent:<name>) or a user (user:<name>), not {scope}; \
-                     system-level preferences are the settings (set_setting)"
+                     system-level preferences are the settings"
                 ),
             });
         }

@@ -44,6 +44,9 @@ impl Scope {
             "user" => Scope::User,
             _ => return Err(invalid(format!("unknown scope kind {kind:?}: use {SCOPE_FORMS}"))),
         };
+        if id.is_empty() {
+            return Err(invalid(format!("{text:?} names no {kind}: use {SCOPE_FORMS}")));
+        }
         // The whole text names the aggregate's subject: it must be a token too.
         Token::new(field, text)?;
         Ok(make(Token::new(field, id)?))
@@ -169,7 +172,7 @@ mod tests {
         for (text, words) in [
             ("planet:x", "unknown scope kind"),
             ("run", "is not a scope"),
-            ("run:", "empty"),
+            ("run:", "\"run:\" names no run: use global, run:<id>"),
             ("run:a.b", "'.'"),
             ("agent:*", "wildcards"),
             ("session:a b", "whitespace"),

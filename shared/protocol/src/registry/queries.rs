@@ -7,6 +7,7 @@
 //! | `list` | `{registry, after?, limit?}` | [`Page`] of the registry's entries, by name |
 //! | `find` | `{registry, criteria?, live?, after?, limit?}` | [`Page`] of the entries whose resource matches |
 //! | `live` | `{after?, limit?}` | [`Page`] of the agents online now |
+//! | `registries` | `{}` | [`Registries`]: the registries that hold entries, and how many |
 //! | `digest` | `{}` | [`Digest`]: a hash of the whole state, to compare instances |
 //!
 //! Pages hold at most `limit` entries (default [`DEFAULT_LIMIT`], at most
@@ -35,7 +36,7 @@ pub const MAX_LIMIT: u32 = 1000;
 pub const PAGE_BYTES: usize = 768 * 1024;
 
 /// The query names (endpoints) of the registry.
-pub const QUERIES: &[&str] = &["get", "list", "find", "live", "digest"];
+pub const QUERIES: &[&str] = &["get", "list", "find", "live", "registries", "digest"];
 
 /// `get`: one entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +82,30 @@ pub struct FindQuery {
     /// At most this many entries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// `registries`: takes no fields.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistriesQuery {}
+
+/// The registries that hold entries, by name: a registry exists while it has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registries {
+    /// By registry name.
+    pub registries: Vec<RegistryCount>,
+}
+
+/// A registry and how many entries it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCount {
+    /// Its name.
+    pub registry: String,
+    /// Its registered entries.
+    pub entries: u64,
+    /// For `agents`, the only registry with liveness: how many are online now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online: Option<u64>,
 }
 
 /// `digest`: takes no fields.
