@@ -189,7 +189,8 @@ impl Session {
     /// Runs `line` to its end (or for a few seconds, if it follows until stopped) and
     /// returns its exit code and output.
     fn run(&self, line: &str, follows: bool) -> (i32, String) {
-        let mut child = self.bash(line).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
+        let mut child =
+            self.bash(line).stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).spawn().unwrap();
         let readers = [child.stdout.take().map(read_all_boxed), child.stderr.take().map(read_all_boxed)];
         let deadline = Instant::now() + if follows { Duration::from_secs(3) } else { Duration::from_secs(180) };
         let code = loop {
@@ -273,7 +274,9 @@ fn every_readme_command_runs_in_order_as_written() {
                 continue;
             }
             if line.background {
-                let ready = expected.and_then(|e| e.shows.first()).unwrap_or_else(|| panic!("`{text}` runs in the background: name its ready line in EXPECTED"));
+                let ready = expected
+                    .and_then(|e| e.shows.first())
+                    .unwrap_or_else(|| panic!("`{text}` runs in the background: name its ready line in EXPECTED"));
                 session.start(text, ready);
                 continue;
             }
