@@ -109,6 +109,14 @@ impl Lines {
     }
 }
 
+/// `n` and `noun`, the noun in the plural unless `n` is 1: "1 approval", "2 approvals".
+pub fn count(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 /// Says `error` on stderr as every command does: `error: ` then the error and its causes,
 /// each once ([`osp_client::explain`]).
 pub fn print_error(error: &anyhow::Error) {

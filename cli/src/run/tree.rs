@@ -156,8 +156,9 @@ fn rows_of(tree: &Tree, depth: usize, now: Timestamp, rows: &mut Vec<Row>) {
     }
     if tree.unfetched > 0 {
         rows.push(Row::Note(format!(
-            "{indent}… {} nested workflow run(s) not shown: osp run get {}",
-            tree.unfetched, tree.run.run_id
+            "{indent}… {} not shown: osp run get {}",
+            crate::output::count(tree.unfetched as u64, "nested workflow run"),
+            tree.run.run_id
         )));
     }
 }
@@ -266,7 +267,7 @@ mod tests {
         let root = run("w", vec![step("route:a", "routing", RunStatus::Completed, Some(1))], 1);
         let tree = Tree { run: root, nested: BTreeMap::new(), unfetched: 1 };
         let lines = block(&tree, Timestamp(0));
-        assert_eq!(lines.last().unwrap(), "  … 1 nested workflow run(s) not shown: osp run get w");
+        assert_eq!(lines.last().unwrap(), "  … 1 nested workflow run not shown: osp run get w");
         assert_eq!(json(&tree)["steps_not_fetched"], 1);
         let budget = AtomicUsize::new(5);
         assert_eq!((take(&budget, 3), take(&budget, 3), take(&budget, 1)), (3, 2, 0));

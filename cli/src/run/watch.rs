@@ -210,7 +210,8 @@ fn gist(update: &RunUpdate) -> String {
         }
         RunEvent::ApprovalRequested(e) => {
             let who = if e.approvers.is_empty() { "anyone".to_owned() } else { e.approvers.join(", ") };
-            let mut text = format!("{:?}: {} approval(s) from {who}", e.message, e.required);
+            let mut text =
+                format!("{:?}: {} from {who}", e.message, crate::output::count(e.required.into(), "approval"));
             if let Some(at) = e.expires_at {
                 let then = if e.auto_approve_on_timeout { "approved" } else { "cancelled" };
                 text.push_str(&format!("; expires {}, then {then}", clock::time(at)));
@@ -222,7 +223,11 @@ fn gist(update: &RunUpdate) -> String {
             with_reason(format!("{decision} by {}", e.approver), e.reason.as_deref())
         }
         RunEvent::ApprovalExpired(e) => {
-            format!("after {} approval(s); {}", e.approvals, if e.auto_approved { "approved" } else { "cancelling" })
+            format!(
+                "after {}; {}",
+                crate::output::count(e.approvals.into(), "approval"),
+                if e.auto_approved { "approved" } else { "cancelling" }
+            )
         }
         RunEvent::Approved(e) if e.on_expiry => "on expiry".to_owned(),
         RunEvent::Approved(e) => format!("by {}", e.by.join(", ")),
@@ -317,7 +322,11 @@ fn gist(update: &RunUpdate) -> String {
         RunEvent::Completed(e) => format!("attempt {}: {}", e.attempt, compact(&document(&e.output))),
         // A workflow run has no attempts: its steps failed.
         RunEvent::Failed(e) if e.attempts == 0 => truncate(&e.error.to_string(), 200),
-        RunEvent::Failed(e) => format!("after {} attempt(s): {}", e.attempts, truncate(&e.error.to_string(), 200)),
+        RunEvent::Failed(e) => format!(
+            "after {}: {}",
+            crate::output::count(e.attempts.into(), "attempt"),
+            truncate(&e.error.to_string(), 200)
+        ),
         RunEvent::Cancelled(e) => format!("{}{}", e.reason, if e.forced { " (forced)" } else { "" }),
     }
 }

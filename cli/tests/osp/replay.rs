@@ -258,7 +258,7 @@ async fn a_workflow_run_replays_with_its_causes_its_states_and_where_another_div
         note,
         format!("--at 99999999 is past the end of the log (last sequence {last}); showing the state at {last}\n")
     );
-    assert!(text.starts_with(&format!("run flaky-1 as of seq {last}:")), "{text}");
+    assert!(text.starts_with(&format!("run flaky-1 as of seq {last} (")), "{text}");
 
     // Diff: the same workflow, whose step did not fail this time.
     run_workflow(&system, folder.path(), "steady-1").await;

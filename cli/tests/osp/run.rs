@@ -132,7 +132,7 @@ async fn submit_and_watch_to_the_end_then_get_and_list() {
         "run.attempt_failed",
         "attempt 1 (agent, retryable): boom: no good",
         "run.failed",
-        "after 1 attempt(s): boom: no good",
+        "after 1 attempt: boom: no good",
     ] {
         assert!(failed.contains(expected), "{expected} in\n{failed}");
     }
@@ -275,7 +275,7 @@ async fn approvers_decide_as_themselves() {
     let (watched, _) = exits(0, &url, &["run", "watch", "gate"]).await;
     for expected in [
         "run.approval_requested",
-        "\"ship it?\": 1 approval(s) from user:ann, user:bob",
+        "\"ship it?\": 1 approval from user:ann, user:bob",
         "run.approval_decided",
         "approved by user:ann: lgtm",
         "run.approved",
