@@ -43,9 +43,11 @@ mod tests {
         assert_eq!(at("2h"), "2026-11-24T10:00:00Z");
         assert_eq!(at("1d"), "2026-11-23T12:00:00Z");
         assert_eq!(at("1h 30m"), "2026-11-24T10:30:00Z");
-        assert_eq!(at("2026-11-24 16:00:05.120 +05:30"), at("2026-11-24T10:30:05.120Z"));
-        let printed = crate::clock::time(parse_time("--at", "2026-11-24T10:30:05.120Z", now).unwrap());
-        assert_eq!(at(&printed), "2026-11-24T10:30:05.120Z", "{printed}");
+        // A time as osp prints it, in any zone, is the instant it shows.
+        let exact = parse_time("--at", "2026-11-24T10:30:05.120Z", now).unwrap();
+        assert_eq!(parse_time("--at", "2026-11-24 16:00:05.120 +05:30", now).unwrap(), exact);
+        let printed = crate::clock::time(exact);
+        assert_eq!(parse_time("--at", &printed, now).unwrap(), exact, "{printed}");
         for bad in ["", "yesterday", "m", "-5m"] {
             let error = parse_time("--since", bad, now).unwrap_err().to_string();
             assert!(error.starts_with("--since") && error.contains("RFC 3339"), "{bad}: {error}");
