@@ -99,11 +99,16 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("  services: registry, scheduler, quality, context (sensitive values revealed to {operator})");
     // Written once everything is up, so a command in another terminal that finds it finds
     // a system ready to answer.
-    let record = DevRecord::publish(&url).context("recording the URL for the other terminals")?;
+    // The record only saves an export: a state folder that cannot be written (a read-only
+    // HOME, say) must not keep the system from running.
+    let record = DevRecord::publish(&url).unwrap_or_else(|error| {
+        eprintln!("warning: cannot record the URL for the other terminals: {error}");
+        None
+    });
     println!();
     match &record {
         Some(_) => println!("  osp commands and agents on this machine use it (unless OSP_NATS_URL says otherwise)"),
-        None => println!("  export OSP_NATS_URL={url}     # in other terminals (no HOME to record it in)"),
+        None => println!("  export OSP_NATS_URL={url}     # in other terminals (no record of it was written)"),
     }
     println!("  osp events tail                    # watch the log");
     println!("  osp agents --live                  # the agents online now");
