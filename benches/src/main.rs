@@ -59,7 +59,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
-    osp_eventlog::init_tracing("warn");
+    osp_runtime::init_tracing("warn");
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
     match runtime.block_on(run(cli.command)) {

@@ -19,12 +19,13 @@ use async_nats::jetstream::message::PublishMessage;
 use clap::Args;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use osp_eventlog::{Definitions, EventLog, Projection, Snapshots};
+use osp_eventlog::{Definitions, EventLog};
 use osp_protocol::registry::document::from_json;
 use osp_protocol::scheduler::{
     Completed, Dispatched, Logged, Progressed, RunEvent, RunOptions, Started, Submitted, RUN_KIND,
 };
 use osp_protocol::{derived_event_id, AggregateRef, Envelope, EventHash, Timestamp, Token};
+use osp_runtime::{Projection, Snapshots};
 use osp_scheduler::view::SchedulerView;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -213,7 +214,7 @@ impl Figures {
 
 /// The size of the newest snapshot in the store.
 async fn snapshot_size(log: &EventLog) -> anyhow::Result<u64> {
-    let store = log.jetstream().get_object_store(osp_eventlog::SNAPSHOTS_BUCKET).await?;
+    let store = log.jetstream().get_object_store(osp_runtime::SNAPSHOTS_BUCKET).await?;
     let mut list = store.list().await?;
     let mut size = 0;
     while let Ok(Some(object)) = tokio::time::timeout(Duration::from_secs(2), list.next()).await {

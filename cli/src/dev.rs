@@ -119,7 +119,7 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     println!("  osp ctx set global greeting '\"hi\"'  # a key-value entry in the global scope");
     println!("Ctrl-C to stop.");
 
-    osp_eventlog::stop_requested().await.context("waiting for Ctrl-C or SIGTERM")?;
+    osp_runtime::stop_requested().await.context("waiting for Ctrl-C or SIGTERM")?;
     drop(record);
     context.shutdown().await;
     quality.shutdown().await;

@@ -98,7 +98,7 @@ enum LogCommand {
 }
 
 fn main() -> std::process::ExitCode {
-    osp_eventlog::init_tracing("warn");
+    osp_runtime::init_tracing("warn");
     let cli = Cli::parse();
     if cli.utc {
         clock::use_utc();

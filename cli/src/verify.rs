@@ -10,9 +10,10 @@ use std::future::Future;
 use std::process::ExitCode;
 
 use clap::Args;
-use osp_eventlog::{EventLog, View};
+use osp_eventlog::EventLog;
 use osp_protocol::subject::{self, ALL_EVENTS};
 use osp_protocol::Token;
+use osp_runtime::View;
 use serde_json::json;
 
 use crate::{connect, output};
@@ -111,12 +112,11 @@ where
             .map_err(|e| e.to_string())?;
         let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
         let mut bar: Option<indicatif::ProgressBar> = None;
-        let view: V = log
-            .fold(&filters, Some(applied), |done, pending| {
-                bar.get_or_insert_with(|| output::progress(done + pending, &format!("rebuilding {service}"))).inc(1)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        let view: V = osp_runtime::fold(&log, &filters, Some(applied), |done, pending| {
+            bar.get_or_insert_with(|| output::progress(done + pending, &format!("rebuilding {service}"))).inc(1)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
         if let Some(bar) = bar {
             bar.finish_and_clear();
         }

@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use osp_eventlog::{Aggregate, CommandMeta, Executor, Folded, Holds, Projection, Recorded, Refusal, View};
+use osp_eventlog::Recorded;
 use osp_protocol::{AggregateRef, Envelope, Error, Timestamp};
+use osp_runtime::{Aggregate, CommandMeta, Executor, Folded, Holds, Projection, Refusal, View};
 use osp_tests::{added, counter, CounterEvent, Harness};
 use tokio_util::sync::CancellationToken;
 

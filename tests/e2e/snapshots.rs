@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use osp_eventlog::snapshot::{self, object_name};
-use osp_eventlog::{Head, Projection, Recorded, Snapshot, Snapshots, View, SNAPSHOTS_BUCKET};
+use osp_eventlog::{Head, Recorded};
+use osp_runtime::snapshot::{self, object_name};
+use osp_runtime::{Projection, Snapshot, Snapshots, View, SNAPSHOTS_BUCKET};
 use osp_tests::{added, counter, eventually, value, CounterEvent, Harness};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use osp_eventlog::{Head, NewEvent, Projection, Recorded, View};
+use osp_eventlog::{Head, NewEvent, Recorded};
 use osp_protocol::upcast::{field, set_field, take_field, Upcaster};
 use osp_protocol::{derived_event_id, AggregateRef, EventPayload, Timestamp};
+use osp_runtime::{Projection, View};
 use osp_tests::Harness;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;

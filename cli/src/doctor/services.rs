@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 use async_nats::StatusCode;
 use futures::StreamExt;
-use osp_eventlog::ViewProgress;
 use osp_protocol::{context, quality, registry, scheduler};
+use osp_runtime::ViewProgress;
 
 use super::{age, ago, bounded, count, first_from, Check, RETRY};
 

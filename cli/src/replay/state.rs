@@ -8,12 +8,13 @@
 //! digest at that point.
 
 use osp_context::view::{entry_view, ContextView};
-use osp_eventlog::{FromStored, Recorded, View};
+use osp_eventlog::{FromStored, Recorded};
 use osp_protocol::context::{Scope, Section};
 use osp_protocol::registry::EntryKey;
 use osp_protocol::{AggregateRef, Timestamp};
 use osp_quality::view::QualityView;
 use osp_registry::view::RegistryView;
+use osp_runtime::View;
 use osp_scheduler::view::SchedulerView;
 use serde_json::{json, Value};
 

@@ -11,11 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use osp_client::{Client, Task, TaskFailure, Worker};
-use osp_eventlog::{EventLog, Projection, Snapshot, Snapshots};
+use osp_eventlog::EventLog;
 use osp_local_nats::NatsServer;
 use osp_protocol::registry::document::from_json;
 use osp_protocol::registry::EntryDoc;
 use osp_protocol::scheduler::queries::RunStatus;
+use osp_runtime::{Projection, Snapshot, Snapshots};
 use osp_scheduler::view::SchedulerView;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -290,7 +291,7 @@ async fn from_snapshot_and_scratch<V: Snapshot>(log: &EventLog, kinds: &[&str], 
 /// The names of the snapshots in the store.
 async fn snapshots(log: &EventLog) -> Vec<String> {
     use futures::StreamExt;
-    let store = log.jetstream().get_object_store(osp_eventlog::SNAPSHOTS_BUCKET).await.unwrap();
+    let store = log.jetstream().get_object_store(osp_runtime::SNAPSHOTS_BUCKET).await.unwrap();
     let mut list = store.list().await.unwrap();
     let mut names = Vec::new();
     while let Ok(Some(Ok(object))) = tokio::time::timeout(Duration::from_secs(2), list.next()).await {
@@ -407,13 +408,13 @@ async fn verify_finds_a_live_state_that_is_not_the_logs() {
     let log = system.log().await;
     let url = system.url.clone();
     let filter = "osp.v1.evt.run.*";
-    let whole: SchedulerView = log.fold(&[filter], None, |_, _| {}).await.unwrap();
+    let whole: SchedulerView = osp_runtime::fold(&log, &[filter], None, |_, _| {}).await.unwrap();
     let last_run_event = whole.digest().unwrap().applied;
-    let earlier: SchedulerView = log.fold(&[filter], Some(last_run_event - 1), |_, _| {}).await.unwrap();
+    let earlier: SchedulerView = osp_runtime::fold(&log, &[filter], Some(last_run_event - 1), |_, _| {}).await.unwrap();
     let last = log.last_sequence().await.unwrap();
-    let bytes = osp_eventlog::snapshot::encode(&earlier, last, &[filter.to_owned()], None).unwrap();
-    let store = log.jetstream().get_object_store(osp_eventlog::SNAPSHOTS_BUCKET).await.unwrap();
-    let name = osp_eventlog::snapshot::object_name(SchedulerView::NAME, SchedulerView::SHAPE, last);
+    let bytes = osp_runtime::snapshot::encode(&earlier, last, &[filter.to_owned()], None).unwrap();
+    let store = log.jetstream().get_object_store(osp_runtime::SNAPSHOTS_BUCKET).await.unwrap();
+    let name = osp_runtime::snapshot::object_name(SchedulerView::NAME, SchedulerView::SHAPE, last);
     store.put(name.as_str(), &mut bytes.as_slice()).await.unwrap();
     // Only an instance that trusted it answers.
     let System { scheduler, .. } = system;

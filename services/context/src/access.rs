@@ -89,10 +89,10 @@ fn why_not(scope: &Scope, access: Access) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use osp_eventlog::testing::envelope;
     use osp_protocol::registry::document::from_json;
     use osp_protocol::scheduler::{Completed, RunEvent, RunOptions, Started, Submitted};
     use osp_protocol::Token;
+    use osp_runtime::testing::envelope;
 
     use super::*;
 

@@ -12,12 +12,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use osp_eventlog::Aggregate;
 use osp_protocol::context::{
     Command, ContextEvent, EmbeddingRemoved, EmbeddingsUpserted, EntryRemoved, EntrySet, Section,
     MAX_EMBEDDINGS_PER_SCOPE, MAX_ENTRIES_PER_SECTION,
 };
 use osp_protocol::{Envelope, Error, Timestamp};
+use osp_runtime::Aggregate;
 
 /// One aggregate's state, folded from its events.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -175,8 +175,8 @@ fn refuse_read_only(current: Option<&Stored>, verb: &str) -> Result<(), Error> {
 
 #[cfg(test)]
 mod tests {
-    use osp_eventlog::testing::{fold, given};
     use osp_protocol::context::{Embedding, Scope};
+    use osp_runtime::testing::{fold, given};
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -302,9 +302,9 @@ mod tests {
         fn replaying_the_decided_events_gives_the_same_state(commands in prop::collection::vec(command(), 1..40)) {
             let (mut state, mut log) = (ScopeState::default(), Vec::new());
             for command in &commands {
-                if let Ok(events) = state.decide(command, osp_eventlog::testing::TEST_TIME) {
+                if let Ok(events) = state.decide(command, osp_runtime::testing::TEST_TIME) {
                     for event in events {
-                        state.evolve(&osp_eventlog::testing::envelope(event.clone(), log.len() as u64 + 1));
+                        state.evolve(&osp_runtime::testing::envelope(event.clone(), log.len() as u64 + 1));
                         log.push(event);
                     }
                 }

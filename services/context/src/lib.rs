@@ -29,15 +29,16 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{
-    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, Snapshots, DEFAULT_ACK_WAIT,
-};
+use osp_eventlog::{Definitions, EventLog};
 use osp_protocol::context::queries::{Digest, EntryView};
 use osp_protocol::context::{Command, RemoveOutcome, UpsertOutcome, EMBEDDINGS_KIND, SCOPE_KIND, SERVICE};
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::RUN_KIND;
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use osp_runtime::{
+    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
+    DEFAULT_ACK_WAIT,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

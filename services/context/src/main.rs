@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use osp_context::sealing::SealKey;
 use osp_context::{Config, Context};
-use osp_eventlog::{Definitions, Snapshots};
+use osp_eventlog::Definitions;
+use osp_runtime::Snapshots;
 
 /// The allocator, as in the other services.
 #[global_allocator]
@@ -52,7 +53,7 @@ fn seal_key(text: &str) -> Result<SealKey, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    osp_eventlog::init_tracing("info");
+    osp_runtime::init_tracing("info");
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-context", &args.nats_url).await?;
@@ -71,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let context = Context::start(client, config)
         .await
         .with_context(|| format!("starting the context service on {}", args.nats_url))?;
-    osp_eventlog::stop_requested().await?;
+    osp_runtime::stop_requested().await?;
     tracing::info!("stopping");
     context.shutdown().await;
     Ok(())

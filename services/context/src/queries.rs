@@ -4,13 +4,13 @@
 
 use std::sync::Arc;
 
-use osp_eventlog::{Caller, Folded, Projection, Query};
 use osp_protocol::context::queries::{
     DigestQuery, EmbeddingQuery, EntryView, EnvQuery, EnvsQuery, GetQuery, HistoryQuery, KeyQuery, ListQuery,
     PageQuery, PreferenceQuery, ScopePageQuery, SearchQuery, SearchResult, SystemQuery,
 };
 use osp_protocol::context::{agent_of, check_vector, ContextEvent, Scope, Section};
 use osp_protocol::{Error, Token};
+use osp_runtime::{Caller, Folded, Projection, Query};
 
 use crate::access::Access;
 use crate::aggregate::ScopeState;

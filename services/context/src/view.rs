@@ -6,13 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, Recorded, Snapshot, View};
+use osp_eventlog::Recorded;
 use osp_protocol::context::queries::{
     Digest, EmbeddingView, EntryPage, EntryView, KeyPage, PreferenceLevel, RegistryContext, ResolvedPreference,
     ScopeKeys, SearchResult, SystemContext, DEFAULT_LIMIT, MAX_LIMIT,
 };
 use osp_protocol::context::{agent_of, ContextEvent, Scope, Section, EMBEDDINGS_KIND, MASK, MAX_TOP_K};
 use osp_protocol::{AggregateRef, Encoding, Error, Token};
+use osp_runtime::{Folded, Holds, Snapshot, View};
 
 use crate::access::{self, Access};
 use crate::aggregate::{ScopeState, Stored};
@@ -529,9 +530,9 @@ pub struct Page<'a> {
 
 #[cfg(test)]
 mod tests {
-    use osp_eventlog::testing::envelope;
     use osp_protocol::context::EntrySet;
     use osp_protocol::EventHash;
+    use osp_runtime::testing::envelope;
     use serde_json::json;
 
     use super::*;

@@ -7,9 +7,9 @@
 //! Pure: no I/O, no clock. The catalog's decisions are in [`crate::catalog`], a check's in
 //! [`crate::audit`].
 
-use osp_eventlog::Aggregate;
 use osp_protocol::quality::{AuditEntry, AuditOpened, AuditPartEnded, Check, QualityEvent, Rule};
 use osp_protocol::{Envelope, Error, Timestamp, Token};
+use osp_runtime::Aggregate;
 
 use crate::audit::RunEnd;
 use crate::{audit, catalog};

@@ -299,9 +299,9 @@ fn same_check(entry: &AuditEntry, check: &Check) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use osp_eventlog::testing::{given, TEST_TIME};
     use osp_protocol::quality::{JudgeSpec, RuleKind, Severity};
     use osp_protocol::Token;
+    use osp_runtime::testing::{given, TEST_TIME};
     use serde_json::json;
 
     use super::*;

@@ -52,9 +52,9 @@ pub fn remove(current: Option<&Rule>) -> Vec<QualityEvent> {
 
 #[cfg(test)]
 mod tests {
-    use osp_eventlog::testing::given;
     use osp_protocol::quality::{RuleKind, Severity};
     use osp_protocol::Token;
+    use osp_runtime::testing::given;
 
     use super::*;
     use crate::aggregate::{QualityCommand, Record};

@@ -15,11 +15,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{CommandMeta, Delivery, EventLog, Executor, FromStored, Projection, Recorded, Timers, WorkConfig};
+use osp_eventlog::{Delivery, EventLog, FromStored, Recorded, Timers, WorkConfig};
 use osp_eventlog::{WorkConsumer, EVENTS_STREAM};
 use osp_protocol::quality::{AgentPart, AuditOpened, CustomRuleTask, JudgeTask, QualityEvent, AUDIT_KIND, SERVICE};
 use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, SubmitBody, Timeout};
 use osp_protocol::{subject, AggregateRef, Token};
+use osp_runtime::{CommandMeta, Executor, Projection};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

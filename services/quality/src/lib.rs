@@ -31,15 +31,16 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{
-    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, Snapshots, Timers, DEFAULT_ACK_WAIT,
-};
+use osp_eventlog::{Definitions, EventLog, Timers};
 use osp_protocol::quality::queries::{Digest, RuleView};
 use osp_protocol::quality::{CheckOutcome, Command, OpenCheck, RemoveOutcome, Rule, AUDIT_KIND, RULE_KIND, SERVICE};
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{RunEvent, TaskError, RUN_KIND};
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use osp_runtime::{
+    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
+    DEFAULT_ACK_WAIT,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

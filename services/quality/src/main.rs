@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::{Definitions, Snapshots};
+use osp_eventlog::Definitions;
 use osp_quality::{Config, Quality};
+use osp_runtime::Snapshots;
 
 /// The allocator, as in the other services (mimalloc answers more queries per second).
 #[global_allocator]
@@ -35,7 +36,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    osp_eventlog::init_tracing("info");
+    osp_runtime::init_tracing("info");
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-quality", &args.nats_url).await?;
@@ -43,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
     let quality = Quality::start(client, config)
         .await
         .with_context(|| format!("starting the quality service on {}", args.nats_url))?;
-    osp_eventlog::stop_requested().await?;
+    osp_runtime::stop_requested().await?;
     tracing::info!("stopping");
     quality.shutdown().await;
     Ok(())

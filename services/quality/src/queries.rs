@@ -1,9 +1,9 @@
 //! The quality service's query endpoints (`osp.v1.q.quality.*`): thin readers of the view.
 
-use osp_eventlog::Query;
 use osp_protocol::quality::queries::{AuditIdQuery, AuditQuery, DigestQuery, RuleQuery, RulesQuery};
 use osp_protocol::quality::AUDIT_KIND;
 use osp_protocol::{AggregateRef, Error};
+use osp_runtime::Query;
 
 use crate::view::QualityView;
 

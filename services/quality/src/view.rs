@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, Recorded, Snapshot, View};
+use osp_eventlog::Recorded;
 use osp_protocol::quality::queries::{
     AuditPage, AuditQuery, AuditView, Digest, RulePage, RuleView, RulesQuery, DEFAULT_LIMIT, MAX_LIMIT,
 };
 use osp_protocol::quality::{AuditEntry, QualityEvent, Rule, AUDIT_KIND};
 use osp_protocol::{AggregateRef, Encoding, Error, Timestamp, MAX_MESSAGE_BYTES};
+use osp_runtime::{Folded, Holds, Snapshot, View};
 
 use crate::aggregate::{OpenAudit, Record, RuleState};
 

@@ -1,11 +1,11 @@
 //! A registry entry as an aggregate: what may happen to it (`decide`) and what each
 //! event does to it (`evolve`). Pure: no I/O, no clock.
 
-use osp_eventlog::Aggregate;
 use osp_protocol::registry::{
     CameOnline, Command, EntryDoc, EntryEvent, Status, Unregister, Unregistered, WentOffline,
 };
 use osp_protocol::{Envelope, Error, Timestamp};
+use osp_runtime::Aggregate;
 
 /// One entry's state, folded from its events.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -145,8 +145,8 @@ impl Aggregate for Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osp_eventlog::testing::given;
     use osp_protocol::registry::document::from_json;
+    use osp_runtime::testing::given;
     use serde_json::json;
 
     fn doc(registry: &str, name: &str, capabilities: &[&str]) -> EntryDoc {
@@ -163,7 +163,7 @@ mod tests {
 
     /// Offline, judged on an agent registered by the first test event.
     fn offline() -> EntryCommand {
-        offline_since(osp_eventlog::testing::envelope((), 1).occurred_at)
+        offline_since(osp_runtime::testing::envelope((), 1).occurred_at)
     }
 
     fn offline_since(since: Timestamp) -> EntryCommand {
@@ -216,7 +216,7 @@ mod tests {
         let updated = EntryEvent::Updated(doc("agents", "a1", &["summarize"]));
         given::<Entry>([registered("agents"), updated]).when(&offline()).then(vec![]);
         // Judged on the re-registration itself: now it may go.
-        let since = osp_eventlog::testing::envelope((), 2).occurred_at;
+        let since = osp_runtime::testing::envelope((), 2).occurred_at;
         given::<Entry>([registered("agents"), EntryEvent::Updated(doc("agents", "a1", &[]))])
             .when(&offline_since(since))
             .then(vec![went_offline()]);

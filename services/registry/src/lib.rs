@@ -21,13 +21,14 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{
-    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, Snapshots, DEFAULT_ACK_WAIT,
-};
+use osp_eventlog::{Definitions, EventLog};
 use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
 use osp_protocol::registry::{Command, ENTRY_KIND, OFFLINE_AFTER, SERVICE};
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use osp_runtime::{
+    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
+    DEFAULT_ACK_WAIT,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

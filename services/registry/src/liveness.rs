@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use osp_eventlog::{CommandMeta, Executor, Holds};
 use osp_protocol::registry::{EntryKey, EntryName, RegistryName, WentOffline, AGENTS};
 use osp_protocol::{subject, AggregateRef, Timestamp};
+use osp_runtime::{CommandMeta, Executor, Holds};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

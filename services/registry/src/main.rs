@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::{Definitions, Snapshots};
+use osp_eventlog::Definitions;
 use osp_registry::{Config, Registry};
+use osp_runtime::Snapshots;
 
 /// The allocator: services allocate and free a reply's worth of small values per query,
 /// where mimalloc measured about 1.6 times the queries per second of the system one.
@@ -39,7 +40,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    osp_eventlog::init_tracing("info");
+    osp_runtime::init_tracing("info");
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-registry", &args.nats_url).await?;
@@ -47,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config { offline_after: args.offline_after, ack_wait: args.ack_wait, definitions, snapshots };
     let registry =
         Registry::start(client, config).await.with_context(|| format!("starting the registry on {}", args.nats_url))?;
-    osp_eventlog::stop_requested().await?;
+    osp_runtime::stop_requested().await?;
     tracing::info!("stopping");
     registry.shutdown().await;
     Ok(())

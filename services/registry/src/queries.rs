@@ -1,9 +1,9 @@
 //! The registry's query endpoints (`osp.v1.q.registry.*`): thin readers of the view.
 
-use osp_eventlog::Query;
 use osp_protocol::registry::queries::{DigestQuery, FindQuery, GetQuery, ListQuery, PageRequest, RegistriesQuery};
 use osp_protocol::registry::{Document, EntryKey, RegistryName};
 use osp_protocol::Error;
+use osp_runtime::Query;
 
 use crate::criteria;
 use crate::view::{PageSpec, RegistryView};

@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::{Folded, Holds, QueryResult, Recorded, Snapshot, View};
+use osp_eventlog::Recorded;
 use osp_protocol::registry::queries::{
     Digest, EntryView, Page, Registries, RegistryCount, DEFAULT_LIMIT, MAX_LIMIT, PAGE_BYTES,
 };
 use osp_protocol::registry::{Document, EntryEvent, EntryKey, EntryName, RegistryName};
 use osp_protocol::{AggregateRef, Encoding, Error};
+use osp_runtime::{Folded, Holds, QueryResult, Snapshot, View};
 
 use crate::criteria::{self, Scalar};
 use crate::entry::Entry;
@@ -393,10 +394,10 @@ fn size_of(listed: &Listed) -> usize {
 mod tests {
     use std::collections::BTreeMap;
 
-    use osp_eventlog::Aggregate;
     use osp_protocol::registry::document::from_json;
     use osp_protocol::registry::{EntryDoc, Unregister, WentOffline};
     use osp_protocol::{Envelope, EventHash, Timestamp};
+    use osp_runtime::Aggregate;
     use proptest::prelude::*;
     use serde_json::json;
 

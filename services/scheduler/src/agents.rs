@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use osp_eventlog::{Recorded, Snapshot, View};
+use osp_eventlog::Recorded;
 use osp_protocol::registry::{document, EntryEvent, EntryKey, AGENTS};
 use osp_protocol::Timestamp;
+use osp_runtime::{Snapshot, View};
 
 /// Registered agents, by name.
 #[derive(Default, serde::Serialize, serde::Deserialize)]

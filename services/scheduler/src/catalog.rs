@@ -5,8 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use osp_eventlog::{Recorded, Snapshot, View};
+use osp_eventlog::Recorded;
 use osp_protocol::quality::QualityEvent;
+use osp_runtime::{Snapshot, View};
 
 /// The names of the rules in the catalog.
 #[derive(Default, serde::Serialize, serde::Deserialize)]

@@ -265,7 +265,7 @@ fn stop(attempt: u32, reason: &str) -> Effect {
 mod tests {
     use super::*;
     use crate::commands::fixtures::*;
-    use osp_eventlog::testing::fold;
+    use osp_runtime::testing::fold;
 
     fn effects(history: &[RunEvent]) -> Vec<Effect> {
         let run: Run = fold(history);

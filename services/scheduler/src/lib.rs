@@ -29,10 +29,7 @@ pub mod workflow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{
-    serve_queries, CommandHandler, Definitions, EventLog, Executed, Executor, Inbound, Inbox, InboxCounts, Projection,
-    Running, Snapshots, Timers, DEFAULT_ACK_WAIT,
-};
+use osp_eventlog::{Definitions, EventLog, Timers};
 use osp_protocol::quality;
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::queries::RunStatus;
@@ -40,6 +37,10 @@ use osp_protocol::scheduler::{
     Command, Origin, ReportKind, ReportOutcome, RunOutcome, StartOutcome, RUN_KIND, SERVICE,
 };
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
+use osp_runtime::{
+    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
+    DEFAULT_ACK_WAIT,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::{Definitions, Snapshots};
+use osp_eventlog::Definitions;
+use osp_runtime::Snapshots;
 use osp_scheduler::{Config, Scheduler};
 
 /// The allocator: services allocate and free a command's worth of small values per
@@ -36,7 +37,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    osp_eventlog::init_tracing("info");
+    osp_runtime::init_tracing("info");
     let args = Args::parse();
     let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
     let client = osp_eventlog::connect("osp-scheduler", &args.nats_url).await?;
@@ -44,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let scheduler = Scheduler::start(client, config)
         .await
         .with_context(|| format!("starting the scheduler on {}", args.nats_url))?;
-    osp_eventlog::stop_requested().await?;
+    osp_runtime::stop_requested().await?;
     tracing::info!("stopping");
     scheduler.shutdown().await;
     Ok(())

@@ -1,8 +1,8 @@
 //! The scheduler's query endpoints (`osp.v1.q.scheduler.*`): thin readers of the view.
 
-use osp_eventlog::Query;
 use osp_protocol::scheduler::queries::{GetQuery, ListQuery};
 use osp_protocol::Error;
+use osp_runtime::Query;
 use serde::Deserialize;
 
 use crate::view::SchedulerView;

@@ -6,7 +6,6 @@
 //! its [`WorkflowState`]: the definition and every step's result, which the workflow
 //! engine decides from.
 
-use osp_eventlog::Aggregate;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::scheduler::queries::{
     ApprovalView, AttemptView, CheckView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, StepView,
@@ -14,6 +13,7 @@ use osp_protocol::scheduler::queries::{
 };
 use osp_protocol::scheduler::{Checks, Dispatched, FailureCause, RunEvent, Workflow};
 use osp_protocol::{Envelope, Timestamp};
+use osp_runtime::Aggregate;
 
 use crate::commands::{self, RunCommand};
 use crate::workflow::{StepEnd, StepRecord, Steps};

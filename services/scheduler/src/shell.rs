@@ -1,13 +1,13 @@
 //! The I/O shell around the pure core: deciding the scheduler's own commands (timers,
 //! lost agents) and performing effects (tasks, timers, signals). The inbox (clients'
-//! commands) is `osp_eventlog::Inbox`; everything here is what only the scheduler does.
+//! commands) is `osp_runtime::Inbox`; everything here is what only the scheduler does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use futures::future::join_all;
-use osp_eventlog::{CommandMeta, EventLog, Executor, Projection, Timers};
+use osp_eventlog::{EventLog, Timers};
 use osp_protocol::quality::{self, AuditEntry, Check, QualityEvent};
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{
@@ -15,6 +15,7 @@ use osp_protocol::scheduler::{
     TaskError, TaskMessage, Workflow, RUN_ENDED_COMMAND, RUN_KIND,
 };
 use osp_protocol::{subject, AggregateRef, Timestamp, Token};
+use osp_runtime::{CommandMeta, Executor, Projection};
 
 use crate::agents::AgentsView;
 use crate::commands::{checks, ParentSignal, RunCommand, TimerFired, TimerKind};

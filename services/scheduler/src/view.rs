@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use osp_eventlog::{Folded, Holds, Recorded, Snapshot, View};
+use osp_eventlog::Recorded;
 use osp_protocol::scheduler::queries::{Digest, ListQuery, RunPage, RunSummary, RunView, DEFAULT_LIMIT, MAX_LIMIT};
 use osp_protocol::scheduler::RunEvent;
 use osp_protocol::{AggregateRef, Error, Timestamp};
+use osp_runtime::{Folded, Holds, Snapshot, View};
 
 use crate::run::Run;
 

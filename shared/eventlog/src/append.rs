@@ -198,7 +198,7 @@ impl EventLog {
 
     /// The stream sequence of the last event stored on `subject` (0 when none), asked of
     /// the stream leader.
-    pub(crate) async fn last_of(&self, subject: &str) -> Result<u64> {
+    pub async fn last_of(&self, subject: &str) -> Result<u64> {
         Ok(self.stored_last(subject).await?.map_or(0, |stored| stored.seq))
     }
 

@@ -11,48 +11,26 @@
 //! - [`WorkConsumer`]: shared durable consumers (inbox, work queues) with explicit acks;
 //! - [`Timers`]: durable timers kept by the server;
 //! - [`EventLog::send_command`]: a command to another service's inbox;
-//! - [`ChainVerifier`] and [`EventLog::verify`]: proof the history was not altered;
-//! - the service shell: [`Aggregate`] (pure `decide` / `evolve`), [`Projection`] (a view
-//!   folded from the log, with read-your-writes), [`Executor`] (decide, append, retry on
-//!   conflict), [`Inbox`] (commands in, rejections recorded, replies out) and
-//!   [`serve_queries`] (micro-service endpoints over the view). A service plugs in its
-//!   aggregate and view; everything else is here, once;
-//! - [`snapshot`]: a view's state saved in the object store, so a start replays only the
-//!   rest of the log (a cache, checked before it is trusted).
+//! - [`ChainVerifier`] and [`EventLog::verify`]: proof the history was not altered.
+//!
+//! How a service is built on it (aggregates, views, the inbox, queries, effects) is the
+//! business of `osp-runtime`; this crate knows only streams and messages.
 
-mod aggregate;
 mod append;
 mod definitions;
 mod error;
-mod executor;
-mod inbound;
-mod inbox;
 mod outbound;
-mod projection;
-mod queries;
 mod read;
-mod rejection;
-mod running;
-pub mod snapshot;
-pub mod testing;
 mod timers;
 mod verify;
 mod work;
 
 use async_nats::jetstream::{self, stream};
 
-pub use aggregate::{Aggregate, Folded, REMEMBERED_CAUSES};
 pub use append::{Appended, Head, NewEvent};
 pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STREAM, TIMERS_STREAM, WORK_STREAM};
 pub use error::{Error, Result};
-pub use executor::{CommandMeta, Executed, Executor, Holds, Place, Refusal};
-pub use inbound::Inbound;
-pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
-pub use projection::{Projection, View};
-pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
 pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
-pub use running::{stop_requested, Running};
-pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};
 pub use timers::{fired_timer_id, Timers};
 pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport};
 pub use work::{Deliveries, Delivery, WorkConfig, WorkConsumer};
@@ -113,17 +91,15 @@ impl EventLog {
         &self.jetstream
     }
 
+    /// On how many servers the log is kept (what caches beside it should match).
+    pub fn replicas(&self) -> usize {
+        self.events.cached_info().config.num_replicas.max(1)
+    }
+
     /// The NATS connection this log uses (for replies and subscriptions).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
-}
-
-/// Sends tracing to stderr, filtered by `OSP_LOG` (e.g. `osp_scheduler=debug`), or at
-/// `default` (`info`, `warn`) without it: what every OSP binary does first.
-pub fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OSP_LOG").unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 /// Connects a service process named `name` to the comma-separated server list `urls`

@@ -223,9 +223,28 @@ impl EventLog {
         Ok(Loaded { events, head })
     }
 
+    /// The last event of one aggregate, if it has any, asked of the stream leader (so a
+    /// write just acknowledged is seen): one read of the stream's subject index, where
+    /// [`load`](Self::load) reads the whole history.
+    pub async fn last_event<P: EventPayload>(&self, aggregate: &AggregateRef) -> Result<Option<Recorded<P>>> {
+        let subject = aggregate.subject();
+        let message = match self.events.get_last_raw_message_by_subject(&subject).await {
+            Ok(message) => message,
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+            Err(e) => return Err(Error::Nats { operation: "read an aggregate's last event", source: Box::new(e) }),
+        };
+        let stored = StoredMessage {
+            seq: message.sequence,
+            subject: message.subject.to_string(),
+            stored_at: Timestamp::from_offset_date_time(message.time),
+            payload: message.payload,
+        };
+        Recorded::from_stored(&stored).map(Some).map_err(|error| Error::Malformed { seq: stored.seq, subject, error })
+    }
+
     /// The stream sequence of the first event matching `filter` at or after `from`, if
     /// any, from the stream's index (asked of the leader).
-    pub(crate) async fn next_matching(&self, filter: &str, from: u64) -> Result<Option<u64>> {
+    pub async fn next_matching(&self, filter: &str, from: u64) -> Result<Option<u64>> {
         match self.events.get_first_raw_message_by_subject(filter, from).await {
             Ok(message) => Ok(Some(message.sequence)),
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
@@ -235,7 +254,7 @@ impl EventLog {
 
     /// The first event matching any of `filters` at or after `from`: the earliest of
     /// each filter's [`next_matching`](Self::next_matching).
-    pub(crate) async fn next_matching_any(&self, filters: &[String], from: u64) -> Result<Option<u64>> {
+    pub async fn next_matching_any(&self, filters: &[String], from: u64) -> Result<Option<u64>> {
         let mut first = None;
         for filter in filters {
             if let Some(seq) = self.next_matching(filter, from).await? {

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use osp_client::SearchBy;
 use osp_context::view::ContextView;
-use osp_eventlog::{EventLog, Projection};
+use osp_eventlog::EventLog;
 use osp_protocol::context::Embedding;
+use osp_runtime::Projection;
 use serde_json::json;
 
 use crate::common::{client, context, eventually, server};

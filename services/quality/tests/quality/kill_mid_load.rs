@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use osp_eventlog::{EventLog, Projection};
+use osp_eventlog::EventLog;
 use osp_protocol::quality::AuditEntry;
 use osp_quality::view::QualityView;
+use osp_runtime::Projection;
 use serde_json::json;
 
 use crate::common::{add_three, client, digest, eventually, recorded_audits, server, spawn_quality, THREE};

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use osp_eventlog::{EventLog, Projection};
+use osp_eventlog::EventLog;
 use osp_protocol::quality::AuditEntry;
 use osp_quality::view::QualityView;
+use osp_runtime::Projection;
 use serde_json::json;
 
 use crate::common::{add_three, client, command, digest, eventually, quality, server, THREE};

@@ -6,9 +6,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::common::{client, registry, server, tool};
-use osp_eventlog::{EventLog, Folded};
+use osp_eventlog::EventLog;
 use osp_protocol::registry::{EntryEvent, EntryKey};
 use osp_registry::entry::Entry;
+use osp_runtime::Folded;
 use serde_json::json;
 
 #[tokio::test]

@@ -1,12 +1,12 @@
 //! Commands, events and histories the decision tests are written in.
 
-use osp_eventlog::testing::{given, Given, TEST_TIME};
 use osp_protocol::registry::Document;
 use osp_protocol::scheduler::{
     Approval, Backoff, Cancel, Cancelled, Command, Completed, Decision, Dispatched, OnTimeout, Pause, Paused, Report,
     ReportKind, Retry, RunEvent, RunOptions, Started, Submit, Submitted, TaskError, Timeout,
 };
 use osp_protocol::{Timestamp, Token};
+use osp_runtime::testing::{given, Given, TEST_TIME};
 
 use super::{RunCommand, TimerFired, TimerKind};
 use crate::run::Run;

@@ -157,10 +157,10 @@ pub(crate) mod fixtures;
 mod properties {
     use super::fixtures::*;
     use super::*;
-    use osp_eventlog::testing::{envelope, fold};
-    use osp_eventlog::Aggregate;
     use osp_protocol::quality::Opinion;
     use osp_protocol::scheduler::{Backoff, Checks, OnCheckFailure, OnMissingEvidence};
+    use osp_runtime::testing::{envelope, fold};
+    use osp_runtime::Aggregate;
     use proptest::prelude::*;
 
     /// Any command a run can meet, from any sender, at any moment.

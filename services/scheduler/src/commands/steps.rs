@@ -241,8 +241,8 @@ mod tests {
 
     mod properties {
         use super::*;
-        use osp_eventlog::testing::{envelope, fold};
-        use osp_eventlog::Aggregate;
+        use osp_runtime::testing::{envelope, fold};
+        use osp_runtime::Aggregate;
         use proptest::prelude::*;
 
         fn any_command() -> impl Strategy<Value = RunCommand> {

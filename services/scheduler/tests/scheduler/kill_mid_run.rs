@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use crate::common::{client, eventually, register_agent, server, submission, worker};
 use futures::StreamExt;
-use osp_eventlog::{EventLog, LogItem, Projection, Recorded, Start};
+use osp_eventlog::{EventLog, LogItem, Recorded, Start};
 use osp_protocol::scheduler::RunEvent;
+use osp_runtime::Projection;
 use osp_scheduler::view::SchedulerView;
 use serde_json::json;
 use tokio::process::Child;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 
 use osp_protocol::{Envelope, EventPayload, Timestamp};
 
-use crate::{Head, Recorded};
+use osp_eventlog::{Head, Recorded};
 
 /// One aggregate type of a service: a run, a registry entry, a context scope.
 pub trait Aggregate: Clone + Default + Send + Sync + 'static {

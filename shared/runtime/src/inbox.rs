@@ -25,10 +25,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{
-    Aggregate, CommandMeta, Delivery, Error, EventLog, Executed, Executor, Holds, Inbound, Place, Refusal, WorkConfig,
-    WorkConsumer, INBOX_STREAM,
-};
+use crate::{rejection, Aggregate, CommandMeta, Executed, Executor, Holds, Inbound, Place, Refusal};
+use osp_eventlog::{Delivery, Error, EventLog, WorkConfig, WorkConsumer, INBOX_STREAM};
 
 /// What a service plugs into the inbox: how to read its commands and what to answer.
 pub trait CommandHandler: Send + Sync + 'static {
@@ -94,7 +92,7 @@ struct Parsed<H: CommandHandler> {
 
 /// Hands back what was pulled but not started, so another instance takes it soon rather
 /// than after the ack wait; bounded, since new commands keep arriving meanwhile.
-async fn hand_back(deliveries: &mut crate::Deliveries) {
+async fn hand_back(deliveries: &mut osp_eventlog::Deliveries) {
     let until = Instant::now() + HAND_BACK_FOR;
     while let Ok(Some(Ok(delivery))) = tokio::time::timeout_at(until, deliveries.next()).await {
         if let Err(error) = delivery.retry_after(HAND_BACK_DELAY).await {
@@ -167,7 +165,7 @@ impl<H: CommandHandler> Inbox<H> {
 
     /// Binds to the shared consumer and serves commands until `shutdown`; then finishes
     /// the commands in hand and hands back the ones not started.
-    pub async fn serve(self, shutdown: CancellationToken) -> crate::Result<JoinHandle<()>> {
+    pub async fn serve(self, shutdown: CancellationToken) -> osp_eventlog::Result<JoinHandle<()>> {
         let consumer = WorkConsumer::ensure(
             self.log.jetstream(),
             INBOX_STREAM,
@@ -263,7 +261,7 @@ impl<H: CommandHandler> Inbox<H> {
         parsed: Result<Parsed<H>, ProtocolError>,
     ) -> Result<Reply<H::Outcome>, Error> {
         if inbound.attempt > 1 {
-            if let Some((seq, error)) = self.log.recorded_rejection(&self.service, inbound).await? {
+            if let Some((seq, error)) = rejection::recorded(&self.log, &self.service, inbound).await? {
                 return Ok(Reply::Err { seq: Some(seq), error });
             }
         }
@@ -297,7 +295,7 @@ impl<H: CommandHandler> Inbox<H> {
                 }
             }
         };
-        let seq = self.log.record_rejection(&self.service, inbound, &error, target.as_ref()).await?;
+        let seq = rejection::record(&self.log, &self.service, inbound, &error, target.as_ref()).await?;
         self.counts.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq, %error, "command rejected");
         Ok(Reply::Err { seq: Some(seq), error })

@@ -26,7 +26,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, Inbound, Projection, Result, View};
+use crate::{Inbound, Projection, View};
+use osp_eventlog::{Error, Result};
 
 /// How long a query waits for its `Osp-Min-Seq` before answering `lagging`.
 pub const MIN_SEQ_WAIT: Duration = Duration::from_secs(5);
@@ -337,7 +338,7 @@ impl<V: View> Serving<V> {
         if let Some(error @ ProtocolError::Forbidden { .. }) = &error {
             // A denied read is audited like a refused command.
             tracing::info!(%error, query = %inbound.subject, "query refused");
-            let recorded = self.projection.log().record_rejection(&self.service, inbound, error, None).await;
+            let recorded = crate::rejection::record(self.projection.log(), &self.service, inbound, error, None).await;
             if let Err(failure) = recorded {
                 tracing::warn!(%failure, "could not record a refused query");
             }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use osp_protocol::{headers, subject, Encoding, Error, Timestamp, Token};
 
-use crate::Delivery;
+use osp_eventlog::Delivery;
 
 /// Longest accepted command id and actor (`Osp-Actor`).
 pub const MAX_HEADER_VALUE: usize = 128;

@@ -20,7 +20,8 @@ use std::time::Duration;
 use osp_protocol::{derived_event_id, AggregateRef, Timestamp};
 use tokio::sync::OwnedMutexGuard;
 
-use crate::{Aggregate, Error, EventLog, Folded, NewEvent, Projection, View};
+use crate::{Aggregate, Folded, Projection, View};
+use osp_eventlog::{Error, EventLog, NewEvent};
 
 /// A view that holds the folded state of every aggregate of type `A`. It may read more
 /// than `A`'s events (the context service folds the scheduler's runs into the same view,

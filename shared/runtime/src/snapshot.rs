@@ -29,7 +29,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
-use crate::{Error, EventLog, Result, View};
+use crate::View;
+use osp_eventlog::{Error, EventLog, Result};
 
 /// The object store that holds every service's snapshots.
 pub const SNAPSHOTS_BUCKET: &str = "OSP_SNAPSHOTS";
@@ -215,7 +216,7 @@ pub(crate) async fn store(log: &EventLog) -> Result<ObjectStore> {
         return Ok(store);
     }
     // As many replicas as the log itself has: a cluster keeps its cache as it keeps its log.
-    let replicas = log.events.cached_info().config.num_replicas.max(1);
+    let replicas = log.replicas();
     let config = object_store::Config {
         bucket: SNAPSHOTS_BUCKET.into(),
         description: Some("OSP projection snapshots: a cache of folded state, never the truth".into()),
@@ -330,7 +331,7 @@ async fn read_one<V: Snapshot>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Recorded;
+    use osp_eventlog::Recorded;
 
     #[derive(Default, Debug, PartialEq, Serialize, Deserialize)]
     struct Sum {

@@ -1,8 +1,8 @@
 //! Given / when / then for aggregates: tests of the pure core that need no server.
 //!
 //! ```
-//! # use osp_eventlog::testing::given;
-//! # fn demo<A: osp_eventlog::Aggregate + PartialEq + std::fmt::Debug>(history: Vec<A::Event>, command: A::Command, expected: Vec<A::Event>)
+//! # use osp_runtime::testing::given;
+//! # fn demo<A: osp_runtime::Aggregate + PartialEq + std::fmt::Debug>(history: Vec<A::Event>, command: A::Command, expected: Vec<A::Event>)
 //! # where A::Event: PartialEq + std::fmt::Debug {
 //! given::<A>(history).when(&command).then(expected);
 //! # }

@@ -2,7 +2,7 @@
 //!
 //! A [`Projection`] replays every event matching its filter (or filters: a service that
 //! folds several aggregate kinds into one view, [`Projection::start_on`]), then follows
-//! new ones, on one ordered consumer ([`crate::Follow`]). It can be dropped and rebuilt
+//! new ones, on one ordered consumer ([`osp_eventlog::Follow`]). It can be dropped and rebuilt
 //! at any time: it is a fold of the log, never a source of truth.
 //!
 //! Read-your-writes: every reply of a service carries a log sequence; a query that
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::snapshot::{self, LastEvent, Restored, Snapshot, Snapshots};
-use crate::{EventLog, LogItem, Recorded, Result, Start};
+use osp_eventlog::{EventLog, LogItem, Recorded, Result, Start};
 
 /// A read model that events are applied to, in log order.
 pub trait View: Default + Send + Sync + 'static {
@@ -124,7 +124,7 @@ impl<V: View> Projection<V> {
                 Some(Err(error)) => return Err(error),
                 // Serving from part of the log would answer wrongly: fail the start.
                 None => {
-                    return Err(crate::Error::Unavailable {
+                    return Err(osp_eventlog::Error::Unavailable {
                         operation: "replay the log",
                         reason: format!("the subscription to {filter} ended before it caught up"),
                     })
@@ -242,37 +242,35 @@ impl<V: Snapshot> Projection<V> {
     }
 }
 
-impl EventLog {
-    /// A view folded once from the first event matching `filters` up to `up_to` (the
-    /// log's end when `None`), with no follow and no snapshot: what a projection rebuilt
-    /// from scratch holds at that point (`osp log verify` compares it with the live one).
-    /// `progress` is called with (events applied, events still pending).
-    pub async fn fold<V: View>(
-        &self,
-        filters: &[&str],
-        up_to: Option<u64>,
-        mut progress: impl FnMut(u64, u64),
-    ) -> Result<V> {
-        let mut view = V::default();
-        let mut follow = self.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
-        let mut applied = 0;
-        while let Some(item) = follow.next().await {
-            match item? {
-                LogItem::Event(event) if up_to.is_some_and(|up_to| event.seq > up_to) => break,
-                LogItem::Event(event) => {
-                    view.apply(&event);
-                    applied += 1;
-                    progress(applied, follow.pending());
-                }
-                LogItem::Malformed(bad) if up_to.is_some_and(|up_to| bad.seq > up_to) => break,
-                LogItem::Malformed(bad) => {
-                    tracing::warn!(seq = bad.seq, subject = %bad.subject, error = %bad.error, "unreadable event skipped")
-                }
-                LogItem::CaughtUp(_) => break,
+/// A view folded once from the first event matching `filters` up to `up_to` (the log's
+/// end when `None`), with no follow and no snapshot: what a projection rebuilt from
+/// scratch holds at that point (`osp log verify` compares it with the live one).
+/// `progress` is called with (events applied, events still pending).
+pub async fn fold<V: View>(
+    log: &EventLog,
+    filters: &[&str],
+    up_to: Option<u64>,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<V> {
+    let mut view = V::default();
+    let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
+    let mut applied = 0;
+    while let Some(item) = follow.next().await {
+        match item? {
+            LogItem::Event(event) if up_to.is_some_and(|up_to| event.seq > up_to) => break,
+            LogItem::Event(event) => {
+                view.apply(&event);
+                applied += 1;
+                progress(applied, follow.pending());
             }
+            LogItem::Malformed(bad) if up_to.is_some_and(|up_to| bad.seq > up_to) => break,
+            LogItem::Malformed(bad) => {
+                tracing::warn!(seq = bad.seq, subject = %bad.subject, error = %bad.error, "unreadable event skipped")
+            }
+            LogItem::CaughtUp(_) => break,
         }
-        Ok(view)
     }
+    Ok(view)
 }
 
 /// Applies one step of the follow; true once caught up.
@@ -349,7 +347,7 @@ async fn keep_live<V: View>(
     log: EventLog,
     filters: Vec<String>,
     folded: Arc<Folding<V>>,
-    mut follow: crate::Follow<Recorded<V::Event>>,
+    mut follow: osp_eventlog::Follow<Recorded<V::Event>>,
     mut snapshots: Option<Saving<V>>,
     shutdown: CancellationToken,
 ) {

@@ -1,0 +1,42 @@
+//! The OSP service runtime: how a service is built on the event log.
+//!
+//! A service brings its domain — aggregates with pure `decide` / `evolve`, views folded
+//! from events, query handlers, the effects its events ask for — and this crate does the
+//! rest, the same way for every service:
+//! - [`Aggregate`]: the pure decision functions of one kind of aggregate;
+//! - [`Projection`]: a view folded from the log and followed live, with read-your-writes
+//!   ([`Projection::wait_for`]) and [`snapshot`]s so a start replays only the rest;
+//! - [`Executor`]: decide, append with optimistic concurrency, retry on conflict;
+//! - [`Inbox`]: commands in from any client, refusals recorded, replies out;
+//! - [`serve_queries`]: micro-service endpoints over a view;
+//! - [`testing`]: given / when / then for aggregates, with the replay law checked.
+//!
+//! The JetStream store underneath (append, read, definitions, work consumers, timers,
+//! verify) is `osp-eventlog`.
+
+mod aggregate;
+mod executor;
+mod inbound;
+mod inbox;
+mod projection;
+mod queries;
+mod rejection;
+mod running;
+pub mod snapshot;
+pub mod testing;
+
+pub use aggregate::{Aggregate, Folded, REMEMBERED_CAUSES};
+pub use executor::{CommandMeta, Executed, Executor, Holds, Place, Refusal};
+pub use inbound::Inbound;
+pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
+pub use projection::{fold, Projection, View};
+pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
+pub use running::{stop_requested, Running};
+pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};
+
+/// Sends tracing to stderr, filtered by `OSP_LOG` (e.g. `osp_scheduler=debug`), or at
+/// `default` (`info`, `warn`) without it: what every OSP binary does first.
+pub fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OSP_LOG").unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
