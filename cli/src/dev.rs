@@ -61,27 +61,24 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     let streams: Vec<String> = definitions.streams.iter().map(|(_, c)| c.name.clone()).collect();
     let client = connect::client(&url).await?;
     let version = client.server_info().version;
-    let defaults = osp_registry::Config::default();
-    let offline_after = args.offline_after.unwrap_or(defaults.offline_after);
-    let config = osp_registry::Config { offline_after, definitions: definitions.clone(), ..defaults };
+    let service = osp_runtime::ServiceConfig { definitions, ..Default::default() };
+    let offline_after = args.offline_after.unwrap_or(osp_protocol::registry::OFFLINE_AFTER);
+    let config = osp_registry::Config { offline_after, service: service.clone() };
     // The registry applies the stream definitions (and checks the server's version) first.
     let registry = osp_registry::Registry::start(client, config)
         .await
         .with_context(|| format!("preparing the OSP streams and the registry on {url}"))?;
-    let scheduler_config =
-        osp_scheduler::Config { definitions: definitions.clone(), ..osp_scheduler::Config::default() };
-    let scheduler = osp_scheduler::Scheduler::start(connect::client(&url).await?, scheduler_config)
+    let scheduler = osp_scheduler::Scheduler::start(connect::client(&url).await?, service.clone())
         .await
         .with_context(|| format!("starting the scheduler on {url}"))?;
-    let quality_config = osp_quality::Config { definitions: definitions.clone(), ..osp_quality::Config::default() };
-    let quality = osp_quality::Quality::start(connect::client(&url).await?, quality_config)
+    let quality = osp_quality::Quality::start(connect::client(&url).await?, service.clone())
         .await
         .with_context(|| format!("starting the quality service on {url}"))?;
 
     // The person running `osp dev` may reveal sensitive environment values.
     let operator = connect::operator_actor();
     let context_config = osp_context::Config {
-        definitions,
+        service,
         reveal_to: vec![operator.clone()],
         seal_key: Some(dev_seal_key(&args.data())?),
         ..osp_context::Config::default()

@@ -7,6 +7,7 @@ mod durability;
 mod executor;
 mod guards;
 mod replay;
+mod service;
 mod snapshots;
 mod timers;
 mod upcast;

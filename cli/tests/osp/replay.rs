@@ -55,22 +55,13 @@ impl System {
     async fn on(server: NatsServer, snapshots: Snapshots) -> System {
         let url = server.url();
         let nats = || osp_tests::connect(&url);
-        let registry =
-            osp_registry::Registry::start(nats().await, osp_registry::Config { snapshots, ..Default::default() })
-                .await
-                .unwrap();
-        let scheduler =
-            osp_scheduler::Scheduler::start(nats().await, osp_scheduler::Config { snapshots, ..Default::default() })
-                .await
-                .unwrap();
-        let quality =
-            osp_quality::Quality::start(nats().await, osp_quality::Config { snapshots, ..Default::default() })
-                .await
-                .unwrap();
-        let context =
-            osp_context::Context::start(nats().await, osp_context::Config { snapshots, ..Default::default() })
-                .await
-                .unwrap();
+        let service = osp_runtime::ServiceConfig { snapshots, ..Default::default() };
+        let registry = osp_registry::Config { service: service.clone(), ..Default::default() };
+        let registry = osp_registry::Registry::start(nats().await, registry).await.unwrap();
+        let scheduler = osp_scheduler::Scheduler::start(nats().await, service.clone()).await.unwrap();
+        let quality = osp_quality::Quality::start(nats().await, service.clone()).await.unwrap();
+        let context = osp_context::Config { service, ..Default::default() };
+        let context = osp_context::Context::start(nats().await, context).await.unwrap();
         let client = Client::new(nats().await).with_actor("user:test");
         System { url: url.clone(), server, client, registry, scheduler, quality, context, worker: None }
     }

@@ -29,18 +29,14 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Definitions, EventLog};
+use osp_eventlog::EventLog;
 use osp_protocol::context::queries::{Digest, EntryView};
 use osp_protocol::context::{Command, RemoveOutcome, UpsertOutcome, EMBEDDINGS_KIND, SCOPE_KIND, SERVICE};
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::RUN_KIND;
-use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
-use osp_runtime::{
-    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
-    DEFAULT_ACK_WAIT,
-};
+use osp_protocol::{AggregateRef, Encoding, Error as ProtocolError};
+use osp_runtime::{CommandHandler, Executed, Inbound, InboxCounts, Projection, Running, Service, ServiceConfig, Stop};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::access::Access;
 use crate::aggregate::ScopeState;
@@ -52,10 +48,7 @@ use crate::view::{entry_view, ContextView, RevealPolicy};
 /// How a context instance runs.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// How long an instance has to answer a command before another instance gets it.
-    pub ack_wait: Duration,
-    /// The streams and consumers to apply at start-up.
-    pub definitions: Definitions,
+    pub service: ServiceConfig,
     /// Operators (`user:ana`) who may reveal sensitive values; agents may reveal the
     /// entries whose target names them.
     pub reveal_to: Vec<String>,
@@ -64,19 +57,15 @@ pub struct Config {
     /// The key sensitive values are sealed with on the log (the same on every instance).
     /// Without one, a sensitive `set_env` is refused and sealed values cannot be revealed.
     pub seal_key: Option<SealKey>,
-    /// When the view starts from a snapshot and saves them.
-    pub snapshots: Snapshots,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config {
-            ack_wait: DEFAULT_ACK_WAIT,
-            definitions: Definitions::builtin(),
+            service: ServiceConfig::default(),
             reveal_to: Vec::new(),
             embed_timeout: Duration::from_secs(10),
             seal_key: None,
-            snapshots: Snapshots::default(),
         }
     }
 }
@@ -96,29 +85,18 @@ impl Context {
     /// runs and registry entries into its view, then serves commands and queries until
     /// [`Context::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Context> {
-        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
-        let shutdown = CancellationToken::new();
-        let log = EventLog::start(client.clone(), &config.definitions).await?;
-        let service = Token::new("service", SERVICE).expect("valid token");
-        let filters = KINDS.map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
-        let filters = filters.each_ref().map(String::as_str);
-        let projection =
-            Projection::<ContextView>::start_with(&log, &filters, config.snapshots, shutdown.clone()).await?;
-        let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
-        let policy = Arc::new(RevealPolicy { operators: config.reveal_to.clone(), key: config.seal_key.clone() });
-        let commands = Commands { log: log.clone(), view: projection.clone(), seal_key: config.seal_key.clone() };
+        if config.seal_key.is_none() {
+            tracing::warn!("no seal key (OSP_CONTEXT_SEAL_KEY): sensitive environment values will be refused");
+        }
+        let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config.service).await?;
+        let view = service.view::<ContextView>(&KINDS).await?;
+        let executor = service.executor(&view);
+        let log = service.log().clone();
+        let policy = Arc::new(RevealPolicy { operators: config.reveal_to, key: config.seal_key.clone() });
         let embedder = Embedder::new(log.clone(), config.embed_timeout);
-        let inbox = Inbox::new(service.clone(), log, commands, executor).with_ack_wait(config.ack_wait);
-        let counts = inbox.counts();
-        let queries = queries::all(policy, embedder);
-        let tasks = vec![
-            inbox.serve(shutdown.clone()).await?,
-            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection.clone(), queries, shutdown.clone())
-                .await?,
-        ];
-        client.flush().await?;
-        tracing::info!("context started");
-        Ok(Context { running: Running::new(shutdown, tasks, counts), view: projection })
+        service.inbox(Commands { log, view: view.clone(), seal_key: config.seal_key }, executor).await?;
+        service.queries(view.clone(), queries::all(policy, embedder)).await?;
+        Ok(Context { running: service.running().await?, view })
     }
 
     /// What this instance's inbox has done.
@@ -135,6 +113,12 @@ impl Context {
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
         self.running.shutdown().await
+    }
+}
+
+impl Stop for Context {
+    async fn stop(self) {
+        self.shutdown().await
     }
 }
 

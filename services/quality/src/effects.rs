@@ -1,13 +1,13 @@
 //! What the log's audit events ask of the world, and the deadline of open checks.
 //!
-//! - `effects-quality`, a durable consumer on `osp.v1.evt.audit.*` shared by all
-//!   instances: `audit.opened` submits a run of the scheduler per part agents make (the
-//!   judge, each custom rule) and sets the check's deadline timer; `audit.recorded`
-//!   clears it. Each effect is idempotent (a run id is its part's identity, a timer's
-//!   subject is its identity) and judged against the check's state now, so an event
-//!   handled again, by another instance after a crash, does nothing twice.
-//! - `timers-quality`, the fired deadlines: whatever has not answered is missing
-//!   evidence, and the entry is recorded (`close`).
+//! - [`AuditEffects`] (`effects-quality`, on `osp.v1.evt.audit.*`): `audit.opened` asks
+//!   for a run of the scheduler per part agents make (the judge, each custom rule) that
+//!   has not ended, and for the check's deadline timer; `audit.recorded` clears it
+//!   ([`effects_of`], pure). Each effect is idempotent (a run id is its part's identity, a
+//!   timer's subject is its identity) and the parts are read from the check's state now,
+//!   so an event handled again, by another instance after a crash, does nothing twice.
+//! - fired deadlines (`timers-quality`): whatever has not answered is missing evidence,
+//!   and the entry is recorded (`close`).
 //!
 //! The parts' runs name this service in their `notify` option, so the scheduler sends a
 //! `run_ended` hint to its inbox when each ends; the inbox reads the end from the log.
@@ -15,115 +15,92 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Delivery, EventLog, FromStored, Recorded, Timers, WorkConfig};
-use osp_eventlog::{WorkConsumer, EVENTS_STREAM};
+use osp_eventlog::{EventLog, Recorded, Timers};
 use osp_protocol::quality::{AgentPart, AuditOpened, CustomRuleTask, JudgeTask, QualityEvent, AUDIT_KIND, SERVICE};
 use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, SubmitBody, Timeout};
-use osp_protocol::{subject, AggregateRef, Token};
-use osp_runtime::{CommandMeta, Executor, Projection};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use osp_protocol::{AggregateRef, Timestamp, Token};
+use osp_runtime::{CommandMeta, Executor, Projection, Reactor, TimerHandler};
 
-use crate::aggregate::{QualityCommand, Record};
+use crate::aggregate::{OpenAudit, QualityCommand, Record};
 use crate::view::QualityView;
 
-/// Messages one instance handles at once, per consumer.
-const IN_FLIGHT: usize = 64;
+/// Audit events (and fired deadlines) one instance handles at once.
+pub const IN_FLIGHT: usize = 64;
+/// How long an effect waits for the view to apply its event before it is retried.
+const APPLY_WITHIN: Duration = Duration::from_secs(5);
 /// The actor the quality service's own commands and decisions are recorded under.
 pub const ACTOR: &str = "service:quality";
 
-/// What the effects and the timers share.
-pub struct Effects {
-    /// The log.
+/// What an audit event asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Submit the run of an agent's part of an opened check.
+    Submit(AgentPart),
+    /// Set the check's deadline.
+    SetDeadline(Timestamp),
+    /// The entry is recorded: its deadline no longer matters.
+    ClearDeadline,
+}
+
+/// What `event` on an audit asks for, given the audit's open check as it stands once the
+/// event is applied (`None` once the entry is recorded).
+pub fn effects_of(event: &QualityEvent, open: Option<&OpenAudit>) -> Vec<Effect> {
+    match event {
+        QualityEvent::AuditOpened(opened) => match open {
+            Some(open) => open
+                .opened
+                .parts
+                .iter()
+                .filter(|part| !open.ended(&part.part))
+                .cloned()
+                .map(Effect::Submit)
+                .chain([Effect::SetDeadline(opened.deadline)])
+                .collect(),
+            None => Vec::new(),
+        },
+        QualityEvent::AuditRecorded(_) => vec![Effect::ClearDeadline],
+        _ => Vec::new(),
+    }
+}
+
+/// What the effects and the fired deadlines share.
+pub struct AuditEffects {
     pub log: EventLog,
-    /// Decides the service's own commands.
+    /// Decides the service's own `close` of a check whose deadline passed.
     pub executor: Arc<Executor<Record, QualityView>>,
-    /// The view.
     pub view: Projection<QualityView>,
     /// Deadlines of open checks.
     pub timers: Timers,
 }
 
-/// The effects consumer's settings: every instance creates it the same way.
-pub fn effects_config(ack_wait: Duration) -> WorkConfig {
-    WorkConfig {
-        durable: "effects-quality".into(),
-        filter: subject::events_of_kind(&Token::new("kind", AUDIT_KIND).expect("valid")),
-        ack_wait,
-        max_deliver: -1,
+impl Reactor for AuditEffects {
+    type Event = QualityEvent;
+    type Effect = Effect;
+    const NAME: &'static str = "effects";
+    const KIND: &'static str = AUDIT_KIND;
+
+    async fn ready(&self, seq: u64) -> bool {
+        self.view.wait_applied(seq, APPLY_WITHIN).await.is_ok()
     }
-}
 
-/// Starts both consumers.
-pub async fn start(
-    effects: Arc<Effects>,
-    ack_wait: Duration,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Vec<JoinHandle<()>>> {
-    let events = WorkConsumer::ensure(effects.log.jetstream(), EVENTS_STREAM, &effects_config(ack_wait)).await?;
-    let fired = effects.timers.fired(ack_wait).await?;
-    let on_events = effects.clone();
-    Ok(vec![
-        events
-            .serve("effects", IN_FLIGHT, shutdown.clone(), move |delivery| {
-                let effects = on_events.clone();
-                async move { effects.perform(&delivery).await }
-            })
-            .await?,
-        fired
-            .serve("timers", IN_FLIGHT, shutdown, move |delivery| {
-                let effects = effects.clone();
-                async move { effects.close(&delivery).await }
-            })
-            .await?,
-    ])
-}
+    fn effects_of(&self, event: &Recorded<QualityEvent>) -> Vec<Effect> {
+        effects_of(&event.envelope.payload, self.view.read().open_audit(&event.envelope.aggregate))
+    }
 
-impl Effects {
-    async fn perform(&self, delivery: &Delivery) {
-        let event = match Recorded::<QualityEvent>::from_stored(&delivery.stored()) {
-            Ok(event) => event,
-            Err(error) => {
-                // `osp log verify` names it; no effect can come of it.
-                tracing::error!(subject = delivery.subject(), %error, "unreadable audit event; no effects");
-                let _ = delivery.ack_idempotent().await;
-                return;
-            }
-        };
+    async fn perform(&self, event: &Recorded<QualityEvent>, effect: &Effect) -> osp_eventlog::Result<()> {
         let audit = &event.envelope.aggregate;
-        let done = match &event.envelope.payload {
-            QualityEvent::AuditOpened(opened) => self.open(audit, event.seq, opened).await,
-            QualityEvent::AuditRecorded(_) => self.timers.cancel(&timer_id(audit)).await,
-            _ => Ok(()),
-        };
-        if let Err(error) = done {
-            tracing::warn!(%audit, %error, "effect failed; the event will be handled again");
-            let _ = delivery.retry_after(Duration::from_secs(1)).await;
-            return;
-        }
-        if let Err(error) = delivery.ack_idempotent().await {
-            tracing::debug!(%error, "could not acknowledge an audit event's effects; they are idempotent");
+        match (effect, &event.envelope.payload) {
+            (Effect::Submit(part), QualityEvent::AuditOpened(opened)) => self.submit(audit, opened, part).await,
+            (Effect::SetDeadline(at), _) => {
+                self.timers.set(&timer_id(audit), *at, audit.id.to_string().into_bytes().into()).await
+            }
+            (Effect::ClearDeadline, _) => self.timers.cancel(&timer_id(audit)).await,
+            (Effect::Submit(_), _) => Ok(()),
         }
     }
+}
 
-    /// Submits the runs of the parts still waited for, and sets the deadline.
-    async fn open(&self, audit: &AggregateRef, seq: u64, opened: &AuditOpened) -> osp_eventlog::Result<()> {
-        if self.view.wait_applied(seq, Duration::from_secs(5)).await.is_err() {
-            return Err(osp_eventlog::Error::Unavailable {
-                operation: "apply an opened check",
-                reason: "the view has not applied it yet".into(),
-            });
-        }
-        let pending: Vec<AgentPart> = match self.view.read().open_audit(audit) {
-            Some(open) => open.opened.parts.iter().filter(|part| !open.ended(&part.part)).cloned().collect(),
-            None => return Ok(()),
-        };
-        for part in &pending {
-            self.submit(audit, opened, part).await?;
-        }
-        self.timers.set(&timer_id(audit), opened.deadline, audit.id.to_string().into_bytes().into()).await
-    }
-
+impl AuditEffects {
     /// Submits part `part`'s run: its task, a timeout of the check's, and a `notify` of
     /// this service under the audit's id.
     async fn submit(&self, audit: &AggregateRef, opened: &AuditOpened, part: &AgentPart) -> osp_eventlog::Result<()> {
@@ -165,26 +142,19 @@ impl Effects {
         tracing::info!(%audit, part = %part.part, run_id = %part.run_id, "part submitted");
         Ok(())
     }
+}
 
+impl TimerHandler for AuditEffects {
     /// A check's deadline fired: decide `close` on it.
-    async fn close(&self, delivery: &Delivery) {
-        let id = String::from_utf8_lossy(delivery.payload()).into_owned();
+    async fn fire(&self, fired: &[u8], fired_at: Timestamp) -> osp_eventlog::Result<()> {
+        let id = String::from_utf8_lossy(fired).into_owned();
         let Ok(audit) = AggregateRef::new(AUDIT_KIND, &id) else {
-            tracing::error!(subject = delivery.subject(), "a deadline names no audit; dropped");
-            let _ = delivery.ack_idempotent().await;
-            return;
+            tracing::error!(payload = %id, "a deadline names no audit; dropped");
+            return Ok(());
         };
-        let meta = CommandMeta {
-            id: format!("close:{id}"),
-            received_at: delivery.stored_at(),
-            actor: ACTOR.into(),
-            correlation_id: None,
-        };
-        if self.executor.decide_own(&audit, &QualityCommand::Close, &meta).await.is_err() {
-            let _ = delivery.retry_after(Duration::from_secs(1)).await;
-            return;
-        }
-        let _ = delivery.ack_idempotent().await;
+        let meta =
+            CommandMeta { id: format!("close:{id}"), received_at: fired_at, actor: ACTOR.into(), correlation_id: None };
+        self.executor.decide_own(&audit, &QualityCommand::Close, &meta).await.map(|_| ())
     }
 }
 

@@ -31,43 +31,25 @@ pub mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Definitions, EventLog, Timers};
+use osp_eventlog::EventLog;
 use osp_protocol::quality::queries::{Digest, RuleView};
 use osp_protocol::quality::{CheckOutcome, Command, OpenCheck, RemoveOutcome, Rule, AUDIT_KIND, RULE_KIND, SERVICE};
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{RunEvent, TaskError, RUN_KIND};
-use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
-use osp_runtime::{
-    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
-    DEFAULT_ACK_WAIT,
-};
+use osp_protocol::{AggregateRef, Encoding, Error as ProtocolError, Token};
+use osp_runtime::{CommandHandler, Executed, Inbound, InboxCounts, Projection, Running, Service, ServiceConfig, Stop};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{CheckCommand, QualityCommand, Record};
 use crate::audit::RunEnd;
+use crate::effects::AuditEffects;
 use crate::view::QualityView;
 
 /// The aggregate kinds the quality service's view folds (what `osp log verify` rebuilds).
 pub const VIEW_KINDS: [&str; 2] = [RULE_KIND, AUDIT_KIND];
 
-/// How a quality instance runs.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// How long an instance has to answer a command before another instance gets it
-    /// (how soon a crashed instance's commands are taken up again).
-    pub ack_wait: Duration,
-    /// The streams and consumers to apply at start-up.
-    pub definitions: Definitions,
-    /// When the view starts from a snapshot and saves them.
-    pub snapshots: Snapshots,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin(), snapshots: Snapshots::default() }
-    }
-}
+/// A quality instance needs nothing beyond what every service is configured with.
+pub type Config = ServiceConfig;
 
 /// A running quality instance.
 pub struct Quality {
@@ -80,35 +62,21 @@ impl Quality {
     /// and audit entries into its view, then serves commands and queries until
     /// [`Quality::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Quality> {
-        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
-        let shutdown = CancellationToken::new();
-        let log = EventLog::start(client.clone(), &config.definitions).await?;
-        let service = Token::new("service", SERVICE).expect("valid token");
-        let filters = VIEW_KINDS.map(|kind| subject::events_of_kind(&Token::new("kind", kind).expect("valid")));
-        let filters = filters.each_ref().map(String::as_str);
-        let projection =
-            Projection::<QualityView>::start_with(&log, &filters, config.snapshots, shutdown.clone()).await?;
-        let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
-        let commands = Commands { log: log.clone(), view: projection.clone() };
-        let view = projection.clone();
-        let effects = Arc::new(effects::Effects {
+        let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
+        let view = service.view::<QualityView>(&VIEW_KINDS).await?;
+        let executor = service.executor(&view);
+        let log = service.log().clone();
+        let effects = Arc::new(AuditEffects {
             log: log.clone(),
             executor: executor.clone(),
-            view: projection.clone(),
-            timers: Timers::open(log.jetstream(), service.clone()).await?,
+            view: view.clone(),
+            timers: service.timers().await?,
         });
-        let inbox = Inbox::new(service.clone(), log, commands, executor).with_ack_wait(config.ack_wait);
-        let counts = inbox.counts();
-        let mut tasks = vec![
-            inbox.serve(shutdown.clone()).await?,
-            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection, queries::all(), shutdown.clone())
-                .await?,
-        ];
-        tasks.extend(effects::start(effects, config.ack_wait, shutdown.clone()).await?);
-        // The subscriptions are sent; once the server has them, a query finds responders.
-        client.flush().await?;
-        tracing::info!("quality started");
-        Ok(Quality { running: Running::new(shutdown, tasks, counts), view })
+        service.inbox(Commands { log, view: view.clone() }, executor).await?;
+        service.queries(view.clone(), queries::all()).await?;
+        service.react(effects.clone()).await?;
+        service.on_timers(&effects.timers, effects.clone(), effects::IN_FLIGHT).await?;
+        Ok(Quality { running: service.running().await?, view })
     }
 
     /// What this instance's inbox has done.
@@ -125,6 +93,12 @@ impl Quality {
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
         self.running.shutdown().await
+    }
+}
+
+impl Stop for Quality {
+    async fn stop(self) {
+        self.shutdown().await
     }
 }
 

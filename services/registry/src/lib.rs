@@ -18,19 +18,13 @@ mod liveness;
 mod queries;
 pub mod view;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Definitions, EventLog};
 use osp_protocol::registry::queries::{RegisterOutcome, UnregisterOutcome};
 use osp_protocol::registry::{Command, ENTRY_KIND, OFFLINE_AFTER, SERVICE};
-use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
-use osp_runtime::{
-    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
-    DEFAULT_ACK_WAIT,
-};
+use osp_protocol::{AggregateRef, Encoding, Error as ProtocolError};
+use osp_runtime::{CommandHandler, Executed, Inbound, InboxCounts, Running, Service, ServiceConfig, Stop};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::entry::Entry;
 use crate::view::RegistryView;
@@ -43,24 +37,12 @@ pub const VIEW_KINDS: [&str; 1] = [ENTRY_KIND];
 pub struct Config {
     /// Silence after which an agent is marked offline.
     pub offline_after: Duration,
-    /// How long an instance has to answer a command before another instance gets it
-    /// (how soon a crashed instance's commands are taken up again).
-    pub ack_wait: Duration,
-    /// The streams and consumers to apply at start-up (a deployment's own replicas and
-    /// limits, or the built-in ones).
-    pub definitions: Definitions,
-    /// When the view starts from a snapshot and saves them.
-    pub snapshots: Snapshots,
+    pub service: ServiceConfig,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            offline_after: OFFLINE_AFTER,
-            ack_wait: DEFAULT_ACK_WAIT,
-            definitions: Definitions::builtin(),
-            snapshots: Snapshots::default(),
-        }
+        Config { offline_after: OFFLINE_AFTER, service: ServiceConfig::default() }
     }
 }
 
@@ -75,26 +57,15 @@ impl Registry {
     /// [`Registry::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Registry> {
         anyhow::ensure!(!config.offline_after.is_zero(), "the offline timeout must be more than zero");
-        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
-        let shutdown = CancellationToken::new();
-        let log = EventLog::start(client.clone(), &config.definitions).await?;
-        let service = Token::new("service", SERVICE).expect("valid token");
-        let filter = subject::events_of_kind(&Token::new("kind", VIEW_KINDS[0]).expect("valid token"));
-        let projection =
-            Projection::<RegistryView>::start_with(&log, &[&filter], config.snapshots, shutdown.clone()).await?;
-        let executor = Arc::new(Executor::new(log.clone(), projection.clone()));
-        let inbox = Inbox::new(service.clone(), log, Commands, executor.clone()).with_ack_wait(config.ack_wait);
-        let counts = inbox.counts();
-        let mut tasks = vec![inbox.serve(shutdown.clone()).await?];
-        tasks.push(
-            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), projection, queries::all(), shutdown.clone())
-                .await?,
-        );
-        tasks.extend(liveness::start(&client, executor, config.offline_after, shutdown.clone()).await?);
-        // The subscriptions are sent; once the server has them, a query finds responders.
-        client.flush().await?;
-        tracing::info!(offline_after = ?config.offline_after, "registry started");
-        Ok(Registry { running: Running::new(shutdown, tasks, counts) })
+        let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config.service).await?;
+        let view = service.view::<RegistryView>(&VIEW_KINDS).await?;
+        let executor = service.executor(&view);
+        service.inbox(Commands, executor.clone()).await?;
+        service.queries(view, queries::all()).await?;
+        let heartbeats = liveness::start(service.log().client(), executor, config.offline_after, service.shutdown());
+        service.spawned(heartbeats.await?);
+        tracing::info!(offline_after = ?config.offline_after, "agents are offline after this silence");
+        Ok(Registry { running: service.running().await? })
     }
 
     /// What this instance's inbox has done.
@@ -105,6 +76,12 @@ impl Registry {
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
         self.running.shutdown().await
+    }
+}
+
+impl Stop for Registry {
+    async fn stop(self) {
+        self.shutdown().await
     }
 }
 

@@ -29,24 +29,21 @@ pub mod workflow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Definitions, EventLog, Timers};
+use osp_eventlog::EventLog;
 use osp_protocol::quality;
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{
     Command, Origin, ReportKind, ReportOutcome, RunOutcome, StartOutcome, RUN_KIND, SERVICE,
 };
-use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Token};
-use osp_runtime::{
-    serve_queries, CommandHandler, Executed, Executor, Inbound, Inbox, InboxCounts, Projection, Running, Snapshots,
-    DEFAULT_ACK_WAIT,
-};
+use osp_protocol::{AggregateRef, Encoding, Error as ProtocolError, Token};
+use osp_runtime::{CommandHandler, Executed, Inbound, InboxCounts, Projection, Running, Service, ServiceConfig, Stop};
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
 
 use crate::agents::AgentsView;
 use crate::catalog::CatalogView;
 use crate::commands::RunCommand;
+use crate::consumers::{Audits, RunEffects};
 use crate::run::{Phase, Run};
 use crate::shell::Shell;
 use crate::view::SchedulerView;
@@ -54,24 +51,11 @@ use crate::view::SchedulerView;
 /// The aggregate kinds the scheduler's run view folds (what `osp log verify` rebuilds).
 pub const VIEW_KINDS: [&str; 1] = [RUN_KIND];
 
-/// How a scheduler instance runs.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// How long an instance has to handle a command, an event's effects or a fired
-    /// timer before another instance gets it (how soon a crashed instance's work is
-    /// taken up again).
-    pub ack_wait: Duration,
-    /// The streams and consumers to apply at start-up.
-    pub definitions: Definitions,
-    /// When the views start from snapshots and save them.
-    pub snapshots: Snapshots,
-}
+/// A scheduler instance needs nothing beyond what every service is configured with.
+pub type Config = ServiceConfig;
 
-impl Default for Config {
-    fn default() -> Config {
-        Config { ack_wait: DEFAULT_ACK_WAIT, definitions: Definitions::builtin(), snapshots: Snapshots::default() }
-    }
-}
+/// Fired timers one instance decides at once.
+const TIMERS_IN_FLIGHT: usize = 256;
 
 /// A running scheduler instance.
 pub struct Scheduler {
@@ -83,40 +67,27 @@ impl Scheduler {
     /// into its views, then serves commands, queries, effects, timers and heartbeats
     /// until [`Scheduler::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Scheduler> {
-        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
-        let shutdown = CancellationToken::new();
-        let log = EventLog::start(client.clone(), &config.definitions).await?;
-        let service = Token::new("service", SERVICE).expect("valid token");
-        let runs_filter = subject::events_of_kind(&Token::new("kind", VIEW_KINDS[0]).expect("valid token"));
-        let snapshots = config.snapshots;
-        let runs = Projection::<SchedulerView>::start_with(&log, &[&runs_filter], snapshots, shutdown.clone()).await?;
-        let entries_filter = subject::events_of_kind(&Token::new("kind", ENTRY_KIND).expect("valid token"));
-        let agents =
-            Projection::<AgentsView>::start_with(&log, &[&entries_filter], snapshots, shutdown.clone()).await?;
-        let rules_filter = subject::events_of_kind(&Token::new("kind", quality::RULE_KIND).expect("valid token"));
-        let catalog =
-            Projection::<CatalogView>::start_with(&log, &[&rules_filter], snapshots, shutdown.clone()).await?;
-        let executor = Arc::new(Executor::new(log.clone(), runs.clone()));
-        let timers = Timers::open(log.jetstream(), service.clone()).await?;
+        let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
+        let runs = service.view::<SchedulerView>(&VIEW_KINDS).await?;
+        let agents = service.view::<AgentsView>(&[ENTRY_KIND]).await?;
+        let catalog = service.view::<CatalogView>(&[quality::RULE_KIND]).await?;
+        let executor = service.executor(&runs);
+        let log = service.log().clone();
         let shell = Arc::new(Shell {
             log: log.clone(),
             executor: executor.clone(),
             runs: runs.clone(),
             agents: agents.clone(),
-            timers,
+            timers: service.timers().await?,
         });
-        let handler = Commands { log: log.clone(), runs: runs.clone(), agents, catalog };
-        let inbox = Inbox::new(service.clone(), log, handler, executor).with_ack_wait(config.ack_wait);
-        let counts = inbox.counts();
-        let mut tasks = vec![inbox.serve(shutdown.clone()).await?];
-        tasks.push(
-            serve_queries(&client, &service, env!("CARGO_PKG_VERSION"), runs, queries::all(), shutdown.clone()).await?,
-        );
-        tasks.extend(consumers::start(shell.clone(), config.ack_wait, shutdown.clone()).await?);
-        tasks.extend(liveness::start(&client, shell, shutdown.clone()).await?);
-        client.flush().await?;
-        tracing::info!("scheduler started");
-        Ok(Scheduler { running: Running::new(shutdown, tasks, counts) })
+        service.inbox(Commands { log, runs: runs.clone(), agents, catalog }, executor).await?;
+        service.queries(runs, queries::all()).await?;
+        service.react(Arc::new(RunEffects(shell.clone()))).await?;
+        service.react(Arc::new(Audits(shell.clone()))).await?;
+        service.on_timers(&shell.timers, shell.clone(), TIMERS_IN_FLIGHT).await?;
+        let heartbeats = liveness::start(service.log().client(), shell, service.shutdown());
+        service.spawned(heartbeats.await?);
+        Ok(Scheduler { running: service.running().await? })
     }
 
     /// What this instance's inbox has done.
@@ -127,6 +98,12 @@ impl Scheduler {
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
         self.running.shutdown().await
+    }
+}
+
+impl Stop for Scheduler {
+    async fn stop(self) {
+        self.shutdown().await
     }
 }
 

@@ -1,14 +1,9 @@
 //! `osp-scheduler`: one scheduler instance. Run as many as the load needs; they share
 //! the work through NATS.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use anyhow::Context;
 use clap::Parser;
-use osp_eventlog::Definitions;
-use osp_runtime::Snapshots;
-use osp_scheduler::{Config, Scheduler};
+use osp_runtime::ServiceArgs;
+use osp_scheduler::Scheduler;
 
 /// The allocator: services allocate and free a command's worth of small values per
 /// message, where mimalloc measured about 1.6 times the throughput of the system one.
@@ -19,34 +14,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "osp-scheduler", version, about)]
 struct Args {
-    /// NATS server(s) to use; several, comma-separated, for a cluster.
-    #[arg(long, env = "OSP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
-    /// Apply the stream definitions in this folder (replicas, limits) instead of the
-    /// built-in ones.
-    #[arg(long, env = "OSP_STREAMS")]
-    streams: Option<PathBuf>,
-    /// Keep every stream on this many servers (3 in a 3-node cluster).
-    #[arg(long, env = "OSP_REPLICAS")]
-    replicas: Option<usize>,
-    /// How long an instance has to handle a command, an event's effects or a timer
-    /// before another gets it (how soon a crashed instance's work is taken up again).
-    #[arg(long, env = "OSP_SCHEDULER_ACK_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
-    ack_wait: Duration,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    osp_runtime::init_tracing("info");
     let args = Args::parse();
-    let definitions = Definitions::for_deployment(args.streams.as_deref(), args.replicas)?;
-    let client = osp_eventlog::connect("osp-scheduler", &args.nats_url).await?;
-    let config = Config { ack_wait: args.ack_wait, definitions, snapshots: Snapshots::from_env()? };
-    let scheduler = Scheduler::start(client, config)
-        .await
-        .with_context(|| format!("starting the scheduler on {}", args.nats_url))?;
-    osp_runtime::stop_requested().await?;
-    tracing::info!("stopping");
-    scheduler.shutdown().await;
-    Ok(())
+    osp_runtime::service::main("osp-scheduler", &args.service, Scheduler::start).await
 }

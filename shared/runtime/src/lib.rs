@@ -9,6 +9,10 @@
 //! - [`Executor`]: decide, append with optimistic concurrency, retry on conflict;
 //! - [`Inbox`]: commands in from any client, refusals recorded, replies out;
 //! - [`serve_queries`]: micro-service endpoints over a view;
+//! - [`Reactor`] and [`TimerHandler`]: effects of events, as data, performed idempotently;
+//!   fired timers decided as commands;
+//! - [`Service`]: the one start-up, putting these parts together; [`ServiceArgs`] and
+//!   [`service::main`]: the one command line and `main` of every service binary;
 //! - [`testing`]: given / when / then for aggregates, with the replay law checked.
 //!
 //! The JetStream store underneath (append, read, definitions, work consumers, timers,
@@ -20,8 +24,10 @@ mod inbound;
 mod inbox;
 mod projection;
 mod queries;
+mod reactor;
 mod rejection;
 mod running;
+pub mod service;
 pub mod snapshot;
 pub mod testing;
 
@@ -31,7 +37,9 @@ pub use inbound::Inbound;
 pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use projection::{fold, Projection, View};
 pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
+pub use reactor::{reactor_config, Reactor, TimerHandler};
 pub use running::{stop_requested, Running};
+pub use service::{Service, ServiceArgs, ServiceConfig, Stop};
 pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};
 
 /// Sends tracing to stderr, filtered by `OSP_LOG` (e.g. `osp_scheduler=debug`), or at

@@ -76,19 +76,15 @@ impl Snapshots {
     /// Neither read nor saved: the view is always folded from the first event.
     pub const OFF: Snapshots = Snapshots { every: 0, read: false };
 
-    /// What a service binary runs with: the default, or `OSP_SNAPSHOT_EVERY` events
-    /// between snapshots (0: never save; `off`: neither read nor save).
-    pub fn from_env() -> Result<Snapshots> {
-        match std::env::var("OSP_SNAPSHOT_EVERY") {
-            Err(_) => Ok(Snapshots::default()),
-            Ok(value) if value.trim() == "off" => Ok(Snapshots::OFF),
-            Ok(value) => match value.trim().parse() {
-                Ok(every) => Ok(Snapshots { every, read: true }),
-                Err(_) => Err(Error::Definition {
-                    file: "OSP_SNAPSHOT_EVERY".into(),
-                    reason: format!("{value:?} is not a number of events (or `off`)"),
-                }),
-            },
+    /// `text` as a service binary's `--snapshot-every` takes it: a number of events
+    /// between snapshots (0: never save), or `off` (neither read nor save).
+    pub fn parse(text: &str) -> Result<Snapshots> {
+        match text.trim() {
+            "off" => Ok(Snapshots::OFF),
+            number => number.parse().map(|every| Snapshots { every, read: true }).map_err(|_| Error::Definition {
+                file: "--snapshot-every".into(),
+                reason: format!("{text:?} is not a number of events (or `off`)"),
+            }),
         }
     }
 }

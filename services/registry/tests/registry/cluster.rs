@@ -8,6 +8,7 @@ use osp_client::Client;
 use osp_eventlog::Definitions;
 use osp_local_nats::Cluster;
 use osp_registry::{Config, Registry};
+use osp_runtime::ServiceConfig;
 use serde_json::json;
 
 #[tokio::test]
@@ -18,7 +19,8 @@ async fn three_replicas_instances_on_different_nodes_and_a_node_lost() {
         .try_init();
     let mut cluster = Cluster::start(3).await.expect("start a 3-node cluster");
     let urls = cluster.urls();
-    let config = || Config { definitions: Definitions::builtin().with_replicas(3), ..Config::default() };
+    let service = ServiceConfig { definitions: Definitions::builtin().with_replicas(3), ..Default::default() };
+    let config = || Config { service: service.clone(), ..Config::default() };
     let first = Registry::start(osp_tests::connect(&urls[0]).await, config()).await.unwrap();
     let second = Registry::start(osp_tests::connect(&urls[1]).await, config()).await.unwrap();
 

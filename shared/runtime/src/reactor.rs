@@ -1,0 +1,156 @@
+//! What a service does about the events on the log and about its fired timers, the same
+//! way in every service.
+//!
+//! A [`Reactor`] turns each event of one aggregate kind into effects, as data, with a pure
+//! [`Reactor::effects_of`]; the runtime performs them and acknowledges the event only once
+//! all are done. An instance that dies halfway leaves the event unacknowledged, and
+//! another instance performs its effects again: each effect must therefore be idempotent
+//! (a command with an id derived from the event, a timer whose subject is its identity),
+//! and judged against the state now, so that doing it twice does nothing twice.
+//!
+//! A [`TimerHandler`] decides what a fired timer asks for, as commands on the service's
+//! own aggregates; the same acknowledge-when-done rule holds.
+//!
+//! Both are served on durable consumers shared by all instances of the service, so each
+//! message is handled by one instance, and by another if that one dies first.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use osp_eventlog::{Delivery, EventLog, FromStored, Recorded, Result, Timers, WorkConfig, WorkConsumer, EVENTS_STREAM};
+use osp_protocol::{subject, EventPayload, Timestamp, Token};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long after a failed effect (or a fired timer that could not be decided) it is tried
+/// again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long after an event the state has not applied yet its effects are tried again.
+const NOT_READY_RETRY: Duration = Duration::from_millis(500);
+
+/// What the events of one aggregate kind ask of the world.
+pub trait Reactor: Send + Sync + 'static {
+    /// The events it reads.
+    type Event: EventPayload + Send + Sync;
+    /// One thing an event asks for: a command to send, a timer to set or clear.
+    type Effect: Debug + Send + Sync;
+    /// The consumer's name before the service's: `effects` makes `effects-<service>`.
+    const NAME: &'static str;
+    /// The aggregate kind whose events it reads.
+    const KIND: &'static str;
+    /// Events handled at once by one instance.
+    const IN_FLIGHT: usize = 64;
+
+    /// Whether the state [`effects_of`](Self::effects_of) reads has applied the event at
+    /// `seq`; waits a little for it. When it has not, the event is handled again shortly.
+    fn ready(&self, seq: u64) -> impl Future<Output = bool> + Send {
+        let _ = seq;
+        async { true }
+    }
+
+    /// What `event` asks for, given the state once it is applied. Decides nothing and
+    /// performs nothing.
+    fn effects_of(&self, event: &Recorded<Self::Event>) -> Vec<Self::Effect>;
+
+    /// Performs one effect of `event`. Idempotent: it may be performed again, by this
+    /// instance or another. An error means "not now": the event is handled again later.
+    fn perform(&self, event: &Recorded<Self::Event>, effect: &Self::Effect) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// What a service's fired timers ask for.
+pub trait TimerHandler: Send + Sync + 'static {
+    /// Decides timer `fired` (its payload as it was set), which fired at `fired_at` (the
+    /// time part of the ids of what it decides, the same on every delivery). A payload it
+    /// cannot read is logged and dropped (`Ok`); an error means "not now": it is
+    /// delivered again later.
+    fn fire(&self, fired: &[u8], fired_at: Timestamp) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The consumer every instance of `service` shares for reactor `R`.
+pub fn reactor_config<R: Reactor>(service: &Token, ack_wait: Duration) -> WorkConfig {
+    WorkConfig {
+        durable: format!("{}-{service}", R::NAME),
+        filter: subject::events_of_kind(&Token::new("kind", R::KIND).expect("an aggregate kind is a valid token")),
+        ack_wait,
+        max_deliver: -1,
+    }
+}
+
+/// Serves reactor `reactor` of `service` until `shutdown`.
+pub(crate) async fn serve_reactor<R: Reactor>(
+    log: &EventLog,
+    service: &Token,
+    reactor: Arc<R>,
+    ack_wait: Duration,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let consumer =
+        WorkConsumer::ensure(log.jetstream(), EVENTS_STREAM, &reactor_config::<R>(service, ack_wait)).await?;
+    consumer
+        .serve(R::NAME, R::IN_FLIGHT, shutdown, move |delivery| {
+            let reactor = reactor.clone();
+            async move { react(&*reactor, &delivery).await }
+        })
+        .await
+}
+
+async fn react<R: Reactor>(reactor: &R, delivery: &Delivery) {
+    let stored = delivery.stored();
+    let event = match Recorded::<R::Event>::from_stored(&stored) {
+        Ok(event) => event,
+        Err(error) => {
+            // `osp log verify` names it; no effect can come of it.
+            tracing::error!(reactor = R::NAME, seq = stored.seq, subject = %stored.subject, %error, "unreadable event; no effects");
+            acknowledge(delivery).await;
+            return;
+        }
+    };
+    if !reactor.ready(event.seq).await {
+        tracing::warn!(reactor = R::NAME, seq = event.seq, "the state has not applied this event yet; effects later");
+        let _ = delivery.retry_after(NOT_READY_RETRY).await;
+        return;
+    }
+    for effect in reactor.effects_of(&event) {
+        if let Err(error) = reactor.perform(&event, &effect).await {
+            let aggregate = &event.envelope.aggregate;
+            tracing::warn!(reactor = R::NAME, %aggregate, ?effect, %error, "effect failed; the event will be handled again");
+            let _ = delivery.retry_after(RETRY_AFTER).await;
+            return;
+        }
+    }
+    acknowledge(delivery).await;
+}
+
+/// Serves the fired timers of `timers` with `handler` until `shutdown`.
+pub(crate) async fn serve_timers<H: TimerHandler>(
+    timers: &Timers,
+    handler: Arc<H>,
+    in_flight: usize,
+    ack_wait: Duration,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let fired = timers.fired(ack_wait).await?;
+    fired
+        .serve("timers", in_flight, shutdown, move |delivery| {
+            let handler = handler.clone();
+            async move {
+                if let Err(error) = handler.fire(delivery.payload(), delivery.stored_at()).await {
+                    tracing::warn!(subject = delivery.subject(), %error, "fired timer not decided; it will be again");
+                    let _ = delivery.retry_after(RETRY_AFTER).await;
+                    return;
+                }
+                acknowledge(&delivery).await;
+            }
+        })
+        .await
+}
+
+/// Acknowledges a message whose work is done; a lost acknowledgement only means the work
+/// is done again, which changes nothing.
+async fn acknowledge(delivery: &Delivery) {
+    if let Err(error) = delivery.ack_idempotent().await {
+        tracing::debug!(subject = delivery.subject(), %error, "could not acknowledge; handling it again changes nothing");
+    }
+}

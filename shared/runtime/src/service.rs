@@ -1,0 +1,252 @@
+//! One way to start a service: the start-up every service shares, and the command line
+//! every service binary shares.
+//!
+//! A service's `start` opens a [`Service`] (apply the stream definitions, open the log),
+//! plugs in its parts — views, executors, the inbox, queries, reactors, timers, tasks of
+//! its own — and calls [`Service::running`]:
+//!
+//! ```ignore
+//! let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
+//! let view = service.view::<RegistryView>(&[ENTRY_KIND]).await?;
+//! let executor = service.executor(&view);
+//! service.inbox(Commands, executor).await?;
+//! service.queries(view, queries::all()).await?;
+//! let running = service.running().await?;
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use osp_eventlog::{Definitions, EventLog, Timers};
+use osp_protocol::{subject, Token};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::reactor::{serve_reactor, serve_timers};
+use crate::{
+    serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, InboxCounts, Projection, Query, Reactor, Running,
+    Snapshot, Snapshots, TimerHandler, DEFAULT_ACK_WAIT,
+};
+
+/// What every service instance is configured with, whatever its domain.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// How long an instance has to handle a command, an event's effects or a fired timer
+    /// before another instance gets it: how soon a crashed instance's work is taken up
+    /// again.
+    pub ack_wait: Duration,
+    /// The streams and consumers to apply at start-up (a deployment's own replicas and
+    /// limits, or the built-in ones).
+    pub definitions: Definitions,
+    /// When views start from snapshots and save them.
+    pub snapshots: Snapshots,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> ServiceConfig {
+        ServiceConfig {
+            ack_wait: DEFAULT_ACK_WAIT,
+            definitions: Definitions::builtin(),
+            snapshots: Snapshots::default(),
+        }
+    }
+}
+
+/// The command-line arguments every service binary takes; flatten it into the binary's
+/// own (`#[command(flatten)]`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServiceArgs {
+    /// NATS server(s) to use; several, comma-separated, for a cluster.
+    #[arg(long, env = "OSP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Apply the stream definitions in this folder (replicas, limits) instead of the
+    /// built-in ones.
+    #[arg(long, env = "OSP_STREAMS")]
+    pub streams: Option<PathBuf>,
+    /// Keep every stream on this many servers (3 in a 3-node cluster).
+    #[arg(long, env = "OSP_REPLICAS")]
+    pub replicas: Option<usize>,
+    /// How long an instance has to handle a command, an event's effects or a timer before
+    /// another gets it (how soon the work of a crashed instance is taken up again).
+    #[arg(long, env = "OSP_ACK_WAIT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub ack_wait: Duration,
+    /// Save a snapshot of each view every this many events (`off`: neither read nor save
+    /// snapshots).
+    #[arg(long, env = "OSP_SNAPSHOT_EVERY", value_parser = parse_snapshots)]
+    pub snapshot_every: Option<Snapshots>,
+}
+
+fn parse_snapshots(text: &str) -> Result<Snapshots, String> {
+    Snapshots::parse(text).map_err(|e| e.to_string())
+}
+
+impl ServiceArgs {
+    /// The configuration these arguments give.
+    pub fn config(&self) -> anyhow::Result<ServiceConfig> {
+        Ok(ServiceConfig {
+            ack_wait: self.ack_wait,
+            definitions: Definitions::for_deployment(self.streams.as_deref(), self.replicas)?,
+            snapshots: self.snapshot_every.unwrap_or_default(),
+        })
+    }
+
+    /// Connects process `name` to the servers of `--nats-url`.
+    pub async fn connect(&self, name: &str) -> anyhow::Result<async_nats::Client> {
+        Ok(osp_eventlog::connect(name, &self.nats_url).await?)
+    }
+}
+
+/// The whole life of a service binary after its arguments are read: tracing, connect, start, run until Ctrl-C or
+/// SIGTERM, stop gracefully. `start` is the service's own start function.
+pub async fn main<S, F, Fut>(name: &str, args: &ServiceArgs, start: F) -> anyhow::Result<()>
+where
+    S: Stop,
+    F: FnOnce(async_nats::Client, ServiceConfig) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+{
+    crate::init_tracing("info");
+    let config = args.config()?;
+    let client = args.connect(name).await?;
+    let service = start(client, config).await.with_context(|| format!("starting {name} on {}", args.nats_url))?;
+    crate::stop_requested().await?;
+    tracing::info!("stopping");
+    service.stop().await;
+    Ok(())
+}
+
+/// A running service that stops gracefully.
+pub trait Stop {
+    /// Stops taking work, finishes what is in hand, and returns.
+    fn stop(self) -> impl std::future::Future<Output = ()>;
+}
+
+/// A service being put together from its parts; [`Service::running`] once all are in.
+pub struct Service {
+    name: Token,
+    version: &'static str,
+    log: EventLog,
+    config: ServiceConfig,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    counts: Arc<InboxCounts>,
+}
+
+impl Service {
+    /// Applies the stream definitions (refusing a server that is too old first) and opens
+    /// the log, for service `name` at `version` (what `$SRV.INFO` reports).
+    pub async fn open(
+        client: async_nats::Client,
+        name: &'static str,
+        version: &'static str,
+        config: ServiceConfig,
+    ) -> anyhow::Result<Service> {
+        anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
+        let name = Token::new("service", name)?;
+        let log = EventLog::start(client, &config.definitions).await?;
+        Ok(Service {
+            name,
+            version,
+            log,
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            counts: Arc::default(),
+        })
+    }
+
+    /// The service's name, as its subjects carry it.
+    pub fn name(&self) -> &Token {
+        &self.name
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.config
+    }
+
+    /// The token that stops this instance: for tasks of the service's own, which must
+    /// finish what they hold and return once it is cancelled.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// A view of the events of aggregate kinds `kinds`, replayed (from a snapshot, as
+    /// configured) and followed live until shutdown; returns once caught up.
+    pub async fn view<V: Snapshot>(&self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+        let filters = kinds
+            .iter()
+            .map(|kind| Ok(subject::events_of_kind(&Token::new("kind", *kind)?)))
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        Ok(Projection::start_with(&self.log, &filters, self.config.snapshots, self.shutdown.clone()).await?)
+    }
+
+    /// An executor deciding aggregates of type `A` held in `view`.
+    pub fn executor<A: Aggregate, V: Holds<A>>(&self, view: &Projection<V>) -> Arc<Executor<A, V>> {
+        Arc::new(Executor::new(self.log.clone(), view.clone()))
+    }
+
+    /// The service's durable timers.
+    pub async fn timers(&self) -> anyhow::Result<Timers> {
+        Ok(Timers::open(self.log.jetstream(), self.name.clone()).await?)
+    }
+
+    /// Serves the service's inbox: its commands, read by `handler` and decided by
+    /// `executor`.
+    pub async fn inbox<H: CommandHandler>(
+        &mut self,
+        handler: H,
+        executor: Arc<Executor<H::Aggregate, H::View>>,
+    ) -> anyhow::Result<()> {
+        let inbox =
+            Inbox::new(self.name.clone(), self.log.clone(), handler, executor).with_ack_wait(self.config.ack_wait);
+        self.counts = inbox.counts();
+        self.tasks.push(inbox.serve(self.shutdown.clone()).await?);
+        Ok(())
+    }
+
+    /// Serves `queries` over `view` as the micro service `osp-<name>`.
+    pub async fn queries<V: crate::View>(&mut self, view: Projection<V>, queries: Vec<Query<V>>) -> anyhow::Result<()> {
+        let client = self.log.client().clone();
+        let task = serve_queries(&client, &self.name, self.version, view, queries, self.shutdown.clone()).await?;
+        self.tasks.push(task);
+        Ok(())
+    }
+
+    /// Performs the effects `reactor` finds in the events of its kind.
+    pub async fn react<R: Reactor>(&mut self, reactor: Arc<R>) -> anyhow::Result<()> {
+        let ack_wait = self.config.ack_wait;
+        self.tasks.push(serve_reactor(&self.log, &self.name, reactor, ack_wait, self.shutdown.clone()).await?);
+        Ok(())
+    }
+
+    /// Decides the fired timers of `timers` with `handler`, up to `in_flight` at once.
+    pub async fn on_timers<H: TimerHandler>(
+        &mut self,
+        timers: &Timers,
+        handler: Arc<H>,
+        in_flight: usize,
+    ) -> anyhow::Result<()> {
+        let ack_wait = self.config.ack_wait;
+        self.tasks.push(serve_timers(timers, handler, in_flight, ack_wait, self.shutdown.clone()).await?);
+        Ok(())
+    }
+
+    /// Adds tasks of the service's own, stopped by [`shutdown`](Self::shutdown).
+    pub fn spawned(&mut self, tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+        self.tasks.extend(tasks);
+    }
+
+    /// Every part is in: once the server has every subscription, queries find responders
+    /// and the instance is running.
+    pub async fn running(self) -> anyhow::Result<Running> {
+        self.log.client().flush().await?;
+        tracing::info!("{} started", self.name);
+        Ok(Running::new(self.shutdown, self.tasks, self.counts))
+    }
+}
