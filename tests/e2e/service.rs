@@ -88,6 +88,10 @@ impl CommandHandler for Commands {
     type Command = Ask;
     type Outcome = i64;
 
+    fn commands(&self) -> &'static [&'static str] {
+        &["add"]
+    }
+
     fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Ask), Error> {
         match inbound.command.as_str() {
             "add" => {
@@ -159,7 +163,7 @@ async fn start(client: async_nats::Client) -> anyhow::Result<Running> {
     let view = service.view::<Counters>(&["counter"]).await?;
     let executor = service.executor(&view);
     let resets = Arc::new(Resets { view: view.clone(), executor: executor.clone(), timers: service.timers().await? });
-    service.inbox(Commands, executor).await?;
+    service.commands(Commands, executor);
     let get = Query::new("get", |view: &Counters, get: Get| Ok(view.0.get(&get.id).map_or(0, |c| c.state.value)));
     service.queries(view, vec![get]).await?;
     service.react(resets.clone()).await?;

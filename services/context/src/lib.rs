@@ -94,7 +94,7 @@ impl Context {
         let log = service.log().clone();
         let policy = Arc::new(RevealPolicy { operators: config.reveal_to, key: config.seal_key.clone() });
         let embedder = Embedder::new(log.clone(), config.embed_timeout);
-        service.inbox(Commands { log, view: view.clone(), seal_key: config.seal_key }, executor).await?;
+        service.commands(Commands { log, view: view.clone(), seal_key: config.seal_key }, executor);
         service.queries(view.clone(), queries::all(policy, embedder)).await?;
         Ok(Context { running: service.running().await?, view })
     }
@@ -192,6 +192,10 @@ impl CommandHandler for Commands {
     type View = ContextView;
     type Command = Request;
     type Outcome = Outcome;
+
+    fn commands(&self) -> &'static [&'static str] {
+        osp_protocol::context::COMMANDS
+    }
 
     fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Request), ProtocolError> {
         let command = Command::parse(&inbound.command, encoding, &inbound.payload)?;

@@ -1,8 +1,9 @@
-//! The quality service's aggregates, as one Rust type: a rule of the catalog
-//! (`osp.v1.evt.rule.<name>`) or an audit entry (`osp.v1.evt.audit.<id>`). One type,
-//! because one inbox and one executor serve both kinds; the subject (the
-//! [`AggregateRef`](osp_protocol::AggregateRef) a command names) keeps them apart, so a
-//! rule's history never holds an audit's events, nor the other way round.
+//! The quality service's two aggregates: a rule of the catalog (`osp.v1.evt.rule.<name>`,
+//! [`RuleState`]) and an audit entry (`osp.v1.evt.audit.<id>`, [`Audit`]). Each has its
+//! own commands and its own executor; the inbox routes each command to the one it
+//! addresses. Both read [`QualityEvent`], one enum for the service's events, and each
+//! applies only its own (a rule's subject never holds an audit's events, nor the other
+//! way round).
 //!
 //! Pure: no I/O, no clock. The catalog's decisions are in [`crate::catalog`], a check's in
 //! [`crate::audit`].
@@ -14,18 +15,16 @@ use osp_runtime::Aggregate;
 use crate::audit::RunEnd;
 use crate::{audit, catalog};
 
-/// One aggregate's state, folded from its events.
+/// An audit entry's state, folded from its events.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Record {
-    /// No event yet.
+pub enum Audit {
+    /// No check yet.
     #[default]
     Empty,
-    /// A rule of the catalog (present, or removed).
-    Rule(RuleState),
     /// A check waiting for agents (a judge, custom rules).
     Open(OpenAudit),
-    /// A recorded audit entry.
-    Audit(AuditState),
+    /// The entry, recorded.
+    Recorded(AuditState),
 }
 
 /// A check waiting for its parts' runs.
@@ -66,20 +65,24 @@ pub struct AuditState {
     pub rules: Vec<Rule>,
 }
 
-/// What may be asked of a rule or an audit entry.
+/// What may be asked of a rule of the catalog.
 #[derive(Clone, Debug, PartialEq)]
-pub enum QualityCommand {
-    /// Add a rule to the catalog.
-    AddRule(Rule),
-    /// Replace a rule of the catalog.
-    UpdateRule(Rule),
-    /// Remove a rule from the catalog.
-    RemoveRule(Token),
-    /// Check an output against rules, recording an audit entry.
+pub enum RuleCommand {
+    /// Add it to the catalog.
+    Add(Rule),
+    /// Replace its definition.
+    Update(Rule),
+    /// Remove it from the catalog.
+    Remove(Token),
+}
+
+/// What may be asked of an audit entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AuditCommand {
+    /// Check an output against rules, recording the entry.
     Check(CheckCommand),
     /// The run of one of an open check's parts ended (the scheduler's `run_ended` hint).
     PartEnded {
-        /// The run.
         run_id: Token,
         /// How it ended, as the inbox read it from the log in the command's turn
         /// (`CommandHandler::admit`); `None` when it was not read.
@@ -100,75 +103,76 @@ pub struct CheckCommand {
     pub rules: Option<Vec<Rule>>,
 }
 
-impl Record {
-    /// The rule, while in the catalog.
-    pub fn rule(&self) -> Option<&Rule> {
-        match self {
-            Record::Rule(state) => state.rule.as_ref(),
-            _ => None,
-        }
-    }
-
+impl Audit {
     /// The audit entry, once recorded.
-    pub fn audit(&self) -> Option<&AuditState> {
+    pub fn recorded(&self) -> Option<&AuditState> {
         match self {
-            Record::Audit(state) => Some(state),
+            Audit::Recorded(state) => Some(state),
             _ => None,
-        }
-    }
-
-    fn rule_state(&self) -> RuleState {
-        match self {
-            Record::Rule(state) => state.clone(),
-            _ => RuleState::default(),
         }
     }
 }
 
-impl Aggregate for Record {
+impl Aggregate for RuleState {
     type Event = QualityEvent;
-    type Command = QualityCommand;
+    type Command = RuleCommand;
 
     fn evolve(&mut self, event: &Envelope<QualityEvent>) {
-        let at = event.occurred_at;
-        match &event.payload {
-            QualityEvent::RuleAdded(defined) => {
-                *self = Record::Rule(RuleState { rule: Some(defined.rule.clone()), revision: 1, updated_at: at });
-            }
+        let updated_at = event.occurred_at;
+        *self = match &event.payload {
+            QualityEvent::RuleAdded(defined) => RuleState { rule: Some(defined.rule.clone()), revision: 1, updated_at },
             QualityEvent::RuleUpdated(defined) => {
-                let previous = self.rule_state();
-                *self = Record::Rule(RuleState {
-                    rule: Some(defined.rule.clone()),
-                    revision: previous.revision + 1,
-                    updated_at: at,
+                RuleState { rule: Some(defined.rule.clone()), revision: self.revision + 1, updated_at }
+            }
+            QualityEvent::RuleRemoved(_) => RuleState { rule: None, revision: 0, updated_at },
+            // An audit's events are never on a rule's subject.
+            _ => return,
+        };
+    }
+
+    fn decide(&self, command: &RuleCommand, _now: Timestamp) -> Result<Vec<QualityEvent>, Error> {
+        match command {
+            RuleCommand::Add(rule) => catalog::add(self.rule.as_ref(), rule),
+            RuleCommand::Update(rule) => catalog::update(self.rule.as_ref(), rule),
+            RuleCommand::Remove(_) => Ok(catalog::remove(self.rule.as_ref())),
+        }
+    }
+}
+
+impl Aggregate for Audit {
+    type Event = QualityEvent;
+    type Command = AuditCommand;
+
+    fn evolve(&mut self, event: &Envelope<QualityEvent>) {
+        match &event.payload {
+            QualityEvent::AuditOpened(opened) => {
+                *self = Audit::Open(OpenAudit {
+                    opened: (**opened).clone(),
+                    opened_at: event.occurred_at,
+                    ended: Vec::new(),
                 });
             }
-            QualityEvent::RuleRemoved(_) => *self = Record::Rule(RuleState { rule: None, revision: 0, updated_at: at }),
-            QualityEvent::AuditOpened(opened) => {
-                *self = Record::Open(OpenAudit { opened: (**opened).clone(), opened_at: at, ended: Vec::new() });
-            }
             QualityEvent::AuditPartEnded(ended) => {
-                if let Record::Open(open) = self {
+                if let Audit::Open(open) = self {
                     open.ended.push(ended.clone());
                 }
             }
             QualityEvent::AuditRecorded(recorded) => {
-                *self = Record::Audit(AuditState { entry: recorded.entry.clone(), rules: recorded.rules.clone() });
+                *self = Audit::Recorded(AuditState { entry: recorded.entry.clone(), rules: recorded.rules.clone() });
             }
+            // A rule's events are never on an audit's subject.
+            _ => {}
         }
     }
 
-    fn decide(&self, command: &QualityCommand, now: Timestamp) -> Result<Vec<QualityEvent>, Error> {
+    fn decide(&self, command: &AuditCommand, now: Timestamp) -> Result<Vec<QualityEvent>, Error> {
         match command {
-            QualityCommand::AddRule(rule) => catalog::add(self.rule(), rule),
-            QualityCommand::UpdateRule(rule) => catalog::update(self.rule(), rule),
-            QualityCommand::RemoveRule(_) => Ok(catalog::remove(self.rule())),
-            QualityCommand::Check(check) => audit::check(self, check, now),
-            QualityCommand::PartEnded { run_id, end: Some(end) } => audit::part_ended(self, run_id, end),
-            QualityCommand::PartEnded { end: None, .. } => {
+            AuditCommand::Check(check) => audit::check(self, check, now),
+            AuditCommand::PartEnded { run_id, end: Some(end) } => audit::part_ended(self, run_id, end),
+            AuditCommand::PartEnded { end: None, .. } => {
                 Err(Error::Unavailable { reason: "the run's end was not read from the log".into() })
             }
-            QualityCommand::Close => Ok(audit::close(self, now)),
+            AuditCommand::Close => Ok(audit::close(self, now)),
         }
     }
 }

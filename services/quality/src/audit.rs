@@ -21,7 +21,7 @@ use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{child_run_id, TaskError};
 use osp_protocol::{Error, Timestamp, Token};
 
-use crate::aggregate::{CheckCommand, OpenAudit, Record};
+use crate::aggregate::{Audit, CheckCommand, OpenAudit};
 use crate::rules;
 
 /// Past a check's timeout, how long the service waits for its parts' runs to end before
@@ -43,11 +43,11 @@ pub struct RunEnd {
 /// `check` on audit `record`: records the entry, or opens it when agents must answer
 /// first. The same check again (a resend, or another instance taking it up) changes
 /// nothing; another check under the audit's id is a `conflict`.
-pub fn check(existing: &Record, command: &CheckCommand, now: Timestamp) -> Result<Vec<QualityEvent>, Error> {
+pub fn check(existing: &Audit, command: &CheckCommand, now: Timestamp) -> Result<Vec<QualityEvent>, Error> {
     let check = &command.check;
     let same = match existing {
-        Record::Audit(existing) => Some(same_check(&existing.entry, check)),
-        Record::Open(open) => Some(open.opened.check == **check),
+        Audit::Recorded(existing) => Some(same_check(&existing.entry, check)),
+        Audit::Open(open) => Some(open.opened.check == **check),
         _ => None,
     };
     match same {
@@ -87,11 +87,11 @@ pub fn check(existing: &Record, command: &CheckCommand, now: Timestamp) -> Resul
 
 /// The run of part `run_id` of the open audit ended as `end`: its result, and the entry
 /// when it was the last part.
-pub fn part_ended(record: &Record, run_id: &Token, end: &RunEnd) -> Result<Vec<QualityEvent>, Error> {
-    let open = match record {
-        Record::Open(open) => open,
+pub fn part_ended(audit: &Audit, run_id: &Token, end: &RunEnd) -> Result<Vec<QualityEvent>, Error> {
+    let open = match audit {
+        Audit::Open(open) => open,
         // Recorded already (the deadline came first, or this is a resend): nothing to do.
-        Record::Audit(_) => return Ok(vec![]),
+        Audit::Recorded(_) => return Ok(vec![]),
         _ => {
             return Err(Error::NotFound {
                 field: "key".into(),
@@ -122,8 +122,8 @@ pub fn part_ended(record: &Record, run_id: &Token, end: &RunEnd) -> Result<Vec<Q
 
 /// The open audit's deadline: every part that has not answered is missing evidence, and
 /// the entry is recorded with what there is.
-pub fn close(record: &Record, now: Timestamp) -> Vec<QualityEvent> {
-    let Record::Open(open) = record else { return vec![] };
+pub fn close(audit: &Audit, now: Timestamp) -> Vec<QualityEvent> {
+    let Audit::Open(open) = audit else { return vec![] };
     if now < open.opened.deadline {
         return vec![];
     }
@@ -305,7 +305,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::aggregate::{QualityCommand, Record};
+    use crate::aggregate::{Audit, AuditCommand};
 
     fn rule(name: &str, severity: Severity, kind: RuleKind) -> Rule {
         Rule { name: name.into(), description: String::new(), severity, critical: false, kind }
@@ -345,7 +345,7 @@ mod tests {
     }
 
     fn recorded(command: &CheckCommand) -> AuditRecorded {
-        let events = given::<Record>([]).when(&QualityCommand::Check(command.clone())).events();
+        let events = given::<Audit>([]).when(&AuditCommand::Check(command.clone())).events();
         let [QualityEvent::AuditRecorded(recorded)] = events.as_slice() else { panic!("{events:?}") };
         recorded.clone()
     }
@@ -397,11 +397,11 @@ mod tests {
 
     /// The events of: `command`, then each part's run ending as `ends` says (by part).
     fn run_to_end(command: &CheckCommand, ends: &[(&str, RunEnd)]) -> Vec<QualityEvent> {
-        let mut history = given::<Record>([]).when(&QualityCommand::Check(command.clone())).events();
+        let mut history = given::<Audit>([]).when(&AuditCommand::Check(command.clone())).events();
         for (key, end) in ends {
             let run_id = child_run_id(&command.check.audit_id, key);
-            let part = QualityCommand::PartEnded { run_id, end: Some(end.clone()) };
-            history.extend(given::<Record>(history.clone()).when(&part).events());
+            let part = AuditCommand::PartEnded { run_id, end: Some(end.clone()) };
+            history.extend(given::<Audit>(history.clone()).when(&part).events());
         }
         history
     }
@@ -417,7 +417,7 @@ mod tests {
     fn a_check_with_agent_parts_opens_then_records_when_the_last_part_ends() {
         let command =
             judged(&check_of("a-1", json!({"summary": "ok", "score": 1}), &[catalog().remove(0), custom_rule()]));
-        let opened = given::<Record>([]).when(&QualityCommand::Check(command.clone())).events();
+        let opened = given::<Audit>([]).when(&AuditCommand::Check(command.clone())).events();
         let [QualityEvent::AuditOpened(open)] = opened.as_slice() else { panic!("{opened:?}") };
         let parts: Vec<(&str, &str)> = open.parts.iter().map(|p| (p.part.as_str(), p.run_id.as_str())).collect();
         assert_eq!(parts, [("judge", "a-1:judge"), ("tone", "a-1:rule:tone")]);
@@ -472,37 +472,35 @@ mod tests {
     #[test]
     fn the_deadline_records_what_there_is_and_late_answers_change_nothing() {
         let command = check_of("a-1", json!({"summary": "ok", "score": 1}), &[custom_rule()]);
-        let history = given::<Record>([]).when(&QualityCommand::Check(command.clone())).events();
-        given::<Record>(history.clone()).when(&QualityCommand::Close).then(vec![]);
+        let history = given::<Audit>([]).when(&AuditCommand::Check(command.clone())).events();
+        given::<Audit>(history.clone()).when(&AuditCommand::Close).then(vec![]);
         let late = TEST_TIME.plus_millis(1000 + CLOSE_GRACE_MS);
-        let closed = given::<Record>(history.clone()).when_at(&QualityCommand::Close, late).events();
+        let closed = given::<Audit>(history.clone()).when_at(&AuditCommand::Close, late).events();
         let mut history = history;
         history.extend(closed);
         let entry = entry_of(&history);
         assert!(entry.rule_results[0].unchecked && entry.rule_results[0].message.contains("no answer within 1000 ms"));
         assert_eq!(entry.opinion, Opinion::Disclaimer);
-        let part = QualityCommand::PartEnded {
+        let part = AuditCommand::PartEnded {
             run_id: child_run_id(&command.check.audit_id, "rule:tone"),
             end: Some(ends(RunStatus::Completed, Some(json!({"passed": true})))),
         };
-        given::<Record>(history).when(&part).then(vec![]);
+        given::<Audit>(history).when(&part).then(vec![]);
     }
 
     #[test]
     fn a_hint_about_a_run_of_no_part_is_refused_and_a_resent_check_changes_nothing() {
         let command = check_of("a-1", json!({"summary": "ok", "score": 1}), &[custom_rule()]);
-        let history = given::<Record>([]).when(&QualityCommand::Check(command.clone())).events();
-        let stranger = QualityCommand::PartEnded {
+        let history = given::<Audit>([]).when(&AuditCommand::Check(command.clone())).events();
+        let stranger = AuditCommand::PartEnded {
             run_id: Token::new("run_id", "someone-else").unwrap(),
             end: Some(ends(RunStatus::Completed, Some(json!({"passed": true})))),
         };
-        given::<Record>(history.clone()).when(&stranger).then_refused("not a run of this check's parts");
-        given::<Record>(history.clone()).when(&QualityCommand::Check(command)).then(vec![]);
-        let unread = QualityCommand::PartEnded {
-            run_id: child_run_id(&Token::new("a", "a-1").unwrap(), "rule:tone"),
-            end: None,
-        };
-        given::<Record>(history).when(&unread).then_refused("not read from the log");
+        given::<Audit>(history.clone()).when(&stranger).then_refused("not a run of this check's parts");
+        given::<Audit>(history.clone()).when(&AuditCommand::Check(command)).then(vec![]);
+        let unread =
+            AuditCommand::PartEnded { run_id: child_run_id(&Token::new("a", "a-1").unwrap(), "rule:tone"), end: None };
+        given::<Audit>(history).when(&unread).then_refused("not read from the log");
     }
 
     #[test]
@@ -511,9 +509,9 @@ mod tests {
         let history = [QualityEvent::AuditRecorded(recorded(&first))];
         // The output is not compared (it is not on the log): only what the entry holds.
         let resent = check_of("a-1", json!({"other": true}), &catalog());
-        given::<Record>(history.clone()).when(&QualityCommand::Check(resent)).then(vec![]);
+        given::<Audit>(history.clone()).when(&AuditCommand::Check(resent)).then(vec![]);
         let other = check_of("a-1", json!({"summary": "x"}), &catalog()[..2]);
-        let error = given::<Record>(history).when(&QualityCommand::Check(other)).then_refused("another check");
+        let error = given::<Audit>(history).when(&AuditCommand::Check(other)).then_refused("another check");
         assert_eq!((error.code(), error.field()), ("conflict", Some("audit_id")));
     }
 
@@ -521,6 +519,6 @@ mod tests {
     fn a_check_whose_rules_were_not_read_is_not_evaluated() {
         let mut command = check_of("a-1", json!({}), &catalog());
         command.rules = None;
-        given::<Record>([]).when(&QualityCommand::Check(command)).then_refused("not read from the catalog");
+        given::<Audit>([]).when(&AuditCommand::Check(command)).then_refused("not read from the catalog");
     }
 }

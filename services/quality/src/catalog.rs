@@ -57,7 +57,7 @@ mod tests {
     use osp_runtime::testing::given;
 
     use super::*;
-    use crate::aggregate::{QualityCommand, Record};
+    use crate::aggregate::{RuleCommand, RuleState};
 
     fn rule(pattern: &str) -> Rule {
         Rule {
@@ -77,17 +77,17 @@ mod tests {
         QualityEvent::RuleRemoved(RuleRemoved {})
     }
 
-    fn remove() -> QualityCommand {
-        QualityCommand::RemoveRule(Token::new("name", "no-secrets").unwrap())
+    fn remove() -> RuleCommand {
+        RuleCommand::Remove(Token::new("name", "no-secrets").unwrap())
     }
 
     #[test]
     fn add_adds_once_and_refuses_another_definition() {
         let v1 = rule("sk-[a-z0-9]+");
-        given::<Record>([]).when(&QualityCommand::AddRule(v1.clone())).then(vec![added(v1.clone())]);
-        given::<Record>([added(v1.clone())]).when(&QualityCommand::AddRule(v1.clone())).then(vec![]);
-        let error = given::<Record>([added(v1.clone())])
-            .when(&QualityCommand::AddRule(rule("AKIA[A-Z0-9]+")))
+        given::<RuleState>([]).when(&RuleCommand::Add(v1.clone())).then(vec![added(v1.clone())]);
+        given::<RuleState>([added(v1.clone())]).when(&RuleCommand::Add(v1.clone())).then(vec![]);
+        let error = given::<RuleState>([added(v1.clone())])
+            .when(&RuleCommand::Add(rule("AKIA[A-Z0-9]+")))
             .then_refused("use update_rule");
         assert_eq!((error.code(), error.field()), ("conflict", Some("name")));
     }
@@ -95,39 +95,39 @@ mod tests {
     #[test]
     fn update_replaces_an_existing_rule_only() {
         let (v1, v2) = (rule("a+"), rule("b+"));
-        given::<Record>([added(v1.clone())])
-            .when(&QualityCommand::UpdateRule(v2.clone()))
+        given::<RuleState>([added(v1.clone())])
+            .when(&RuleCommand::Update(v2.clone()))
             .then(vec![QualityEvent::RuleUpdated(RuleDefined { rule: v2.clone() })]);
-        given::<Record>([added(v1.clone())]).when(&QualityCommand::UpdateRule(v1.clone())).then(vec![]);
-        let error = given::<Record>([]).when(&QualityCommand::UpdateRule(v2.clone())).then_refused("use add_rule");
+        given::<RuleState>([added(v1.clone())]).when(&RuleCommand::Update(v1.clone())).then(vec![]);
+        let error = given::<RuleState>([]).when(&RuleCommand::Update(v2.clone())).then_refused("use add_rule");
         assert_eq!((error.code(), error.field()), ("not_found", Some("name")));
-        given::<Record>([added(v1.clone()), removed()]).when(&QualityCommand::UpdateRule(v2)).then_refused("not found");
+        given::<RuleState>([added(v1.clone()), removed()]).when(&RuleCommand::Update(v2)).then_refused("not found");
         let updated = QualityEvent::RuleUpdated(RuleDefined { rule: rule("c+") });
-        let Record::Rule(state) = given::<Record>([added(v1), updated]).state().clone() else { panic!() };
+        let state = given::<RuleState>([added(v1), updated]).state().clone();
         assert_eq!((state.revision, state.rule), (2, Some(rule("c+"))));
     }
 
     #[test]
     fn remove_removes_what_is_there_and_a_removed_name_can_be_added_again() {
-        given::<Record>([added(rule("a+"))]).when(&remove()).then(vec![removed()]);
-        given::<Record>([]).when(&remove()).then(vec![]);
-        given::<Record>([added(rule("a+")), removed()]).when(&remove()).then(vec![]);
-        given::<Record>([added(rule("a+")), removed()])
-            .when(&QualityCommand::AddRule(rule("b+")))
+        given::<RuleState>([added(rule("a+"))]).when(&remove()).then(vec![removed()]);
+        given::<RuleState>([]).when(&remove()).then(vec![]);
+        given::<RuleState>([added(rule("a+")), removed()]).when(&remove()).then(vec![]);
+        given::<RuleState>([added(rule("a+")), removed()])
+            .when(&RuleCommand::Add(rule("b+")))
             .then(vec![added(rule("b+"))]);
-        let Record::Rule(state) = given::<Record>([added(rule("a+")), removed()]).state().clone() else { panic!() };
+        let state = given::<RuleState>([added(rule("a+")), removed()]).state().clone();
         assert_eq!((state.revision, state.rule), (0, None));
     }
 
     #[test]
     fn a_rule_that_cannot_be_evaluated_is_refused_naming_the_field() {
         let bad_pattern = rule("(unclosed");
-        let error = given::<Record>([]).when(&QualityCommand::AddRule(bad_pattern.clone())).then_refused("pattern");
+        let error = given::<RuleState>([]).when(&RuleCommand::Add(bad_pattern.clone())).then_refused("pattern");
         assert_eq!(error.code(), "invalid");
-        given::<Record>([added(rule("a+"))]).when(&QualityCommand::UpdateRule(bad_pattern)).then_refused("pattern");
+        given::<RuleState>([added(rule("a+"))]).when(&RuleCommand::Update(bad_pattern)).then_refused("pattern");
         let bad_schema =
             Rule { kind: RuleKind::JsonSchema { schema: serde_json::json!({"type": 7}), field: None }, ..rule("a") };
-        let error = given::<Record>([]).when(&QualityCommand::AddRule(bad_schema)).then_refused("schema");
+        let error = given::<RuleState>([]).when(&RuleCommand::Add(bad_schema)).then_refused("schema");
         assert_eq!(error.code(), "invalid");
     }
 }

@@ -21,7 +21,7 @@ use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, SubmitBody, T
 use osp_protocol::{AggregateRef, Timestamp, Token};
 use osp_runtime::{CommandMeta, Executor, Projection, Reactor, TimerHandler};
 
-use crate::aggregate::{OpenAudit, QualityCommand, Record};
+use crate::aggregate::{Audit, AuditCommand, OpenAudit};
 use crate::view::QualityView;
 
 /// Audit events (and fired deadlines) one instance handles at once.
@@ -67,7 +67,7 @@ pub fn effects_of(event: &QualityEvent, open: Option<&OpenAudit>) -> Vec<Effect>
 pub struct AuditEffects {
     pub log: EventLog,
     /// Decides the service's own `close` of a check whose deadline passed.
-    pub executor: Arc<Executor<Record, QualityView>>,
+    pub executor: Arc<Executor<Audit, QualityView>>,
     pub view: Projection<QualityView>,
     /// Deadlines of open checks.
     pub timers: Timers,
@@ -154,7 +154,7 @@ impl TimerHandler for AuditEffects {
         };
         let meta =
             CommandMeta { id: format!("close:{id}"), received_at: fired_at, actor: ACTOR.into(), correlation_id: None };
-        self.executor.decide_own(&audit, &QualityCommand::Close, &meta).await.map(|_| ())
+        self.executor.decide_own(&audit, &AuditCommand::Close, &meta).await.map(|_| ())
     }
 }
 

@@ -10,7 +10,7 @@
 //! `osp_protocol::quality` and `docs/quality-design.md`.
 //!
 //! - [`rules`]: the pure evaluator of the built-in rule kinds;
-//! - [`aggregate`]: rules and audit entries as one aggregate type, with [`catalog`]'s
+//! - [`aggregate`]: the two aggregates, rules and audit entries, with [`catalog`]'s
 //!   and [`audit`]'s pure decisions;
 //! - [`view`]: the read model; `queries`: its endpoints; `effects`: the runs and the
 //!   deadlines of open checks.
@@ -40,7 +40,7 @@ use osp_protocol::{AggregateRef, Encoding, Error as ProtocolError, Token};
 use osp_runtime::{CommandHandler, Executed, Inbound, InboxCounts, Projection, Running, Service, ServiceConfig, Stop};
 use serde::Serialize;
 
-use crate::aggregate::{CheckCommand, QualityCommand, Record};
+use crate::aggregate::{Audit, AuditCommand, CheckCommand, RuleCommand, RuleState};
 use crate::audit::RunEnd;
 use crate::effects::AuditEffects;
 use crate::view::QualityView;
@@ -64,15 +64,16 @@ impl Quality {
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Quality> {
         let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
         let view = service.view::<QualityView>(&VIEW_KINDS).await?;
-        let executor = service.executor(&view);
+        let audits = service.executor(&view);
         let log = service.log().clone();
         let effects = Arc::new(AuditEffects {
             log: log.clone(),
-            executor: executor.clone(),
+            executor: audits.clone(),
             view: view.clone(),
             timers: service.timers().await?,
         });
-        service.inbox(Commands { log, view: view.clone() }, executor).await?;
+        service.commands(RuleCommands, service.executor(&view));
+        service.commands(CheckCommands { log, view: view.clone() }, audits);
         service.queries(view.clone(), queries::all()).await?;
         service.react(effects.clone()).await?;
         service.on_timers(&effects.timers, effects.clone(), effects::IN_FLIGHT).await?;
@@ -102,37 +103,93 @@ impl Stop for Quality {
     }
 }
 
-/// How the inbox reads quality commands, admits them and what it answers.
-struct Commands {
-    log: EventLog,
-    view: Projection<QualityView>,
-}
+/// How the inbox reads the catalog's commands and what it answers.
+struct RuleCommands;
 
-/// A command as the inbox holds it: what the aggregate decides, and the command's id
+/// A rule command as the inbox holds it: what the rule decides, and the command's id
 /// (whether a `remove_rule` removed anything is whether the rule's removal is its doing).
 #[derive(Clone)]
-struct Request {
-    command: QualityCommand,
+struct RuleRequest {
+    command: RuleCommand,
     id: String,
 }
 
-impl From<Request> for QualityCommand {
-    fn from(request: Request) -> QualityCommand {
+impl From<RuleRequest> for RuleCommand {
+    fn from(request: RuleRequest) -> RuleCommand {
         request.command
     }
 }
 
-/// What an accepted command answers, by command.
+/// What an accepted rule command answers.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum Outcome {
+enum RuleOutcome {
     /// `add_rule`, `update_rule`: the rule as the catalog holds it.
     Rule(RuleView),
     /// `remove_rule`.
     Removed(RemoveOutcome),
-    /// `check` (and the scheduler's hints about its parts): the entry, or the open check
-    /// (`None` only through a bug, said in the log).
-    Check(Option<CheckOutcome>),
+}
+
+/// The commands of the catalog; the rest of [`osp_protocol::quality::COMMANDS`] are the
+/// checks'.
+const RULE_COMMANDS: &[&str] = &["add_rule", "update_rule", "remove_rule"];
+const CHECK_COMMANDS: &[&str] = &["check", "run_ended"];
+
+/// The refusal of a command its handler does not take: only a routing mistake of this
+/// service's own, since the inbox routes by the same names.
+fn not_taken(command: &str, taken: &[&str]) -> ProtocolError {
+    ProtocolError::UnknownCommand {
+        command: command.to_owned(),
+        service: SERVICE.into(),
+        known: taken.iter().map(|name| (*name).to_owned()).collect(),
+    }
+}
+
+impl CommandHandler for RuleCommands {
+    type Aggregate = RuleState;
+    type View = QualityView;
+    type Command = RuleRequest;
+    type Outcome = RuleOutcome;
+
+    fn commands(&self) -> &'static [&'static str] {
+        RULE_COMMANDS
+    }
+
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, RuleRequest), ProtocolError> {
+        let command = Command::parse(&inbound.command, encoding, &inbound.payload, &inbound.id)?;
+        let aggregate = command.aggregate();
+        let command = match command {
+            Command::AddRule(rule) => RuleCommand::Add(rule),
+            Command::UpdateRule(rule) => RuleCommand::Update(rule),
+            Command::RemoveRule(name) => RuleCommand::Remove(name),
+            Command::Check(_) | Command::RunEnded(_) => return Err(not_taken(&inbound.command, RULE_COMMANDS)),
+        };
+        Ok((aggregate, RuleRequest { command, id: inbound.id.clone() }))
+    }
+
+    fn outcome(&self, request: &RuleRequest, executed: &Executed<RuleState>) -> RuleOutcome {
+        let state = &executed.state.state;
+        match &request.command {
+            RuleCommand::Add(rule) | RuleCommand::Update(rule) => RuleOutcome::Rule(RuleView {
+                rule: state.rule.clone().unwrap_or_else(|| rule.clone()),
+                revision: state.revision,
+                updated_at: state.updated_at,
+            }),
+            RuleCommand::Remove(name) => {
+                let removed = executed.state.applied(&request.id).is_some();
+                tracing::info!(rule = %name, removed, "rule removal answered");
+                RuleOutcome::Removed(RemoveOutcome { removed })
+            }
+        }
+    }
+}
+
+/// How the inbox reads checks (and the scheduler's hints about their parts), admits them
+/// and what it answers: the entry, or the open check (`None` only through a bug, said in
+/// the log).
+struct CheckCommands {
+    log: EventLog,
+    view: Projection<QualityView>,
 }
 
 /// How long a check naming a rule this instance does not hold waits for the log's latest
@@ -141,76 +198,62 @@ const CATALOG_CATCH_UP: Duration = Duration::from_secs(2);
 /// At most this many of the catalog's names are listed in a `not_found` refusal.
 const NAMES_LISTED: usize = 20;
 
-impl CommandHandler for Commands {
-    type Aggregate = Record;
+impl CommandHandler for CheckCommands {
+    type Aggregate = Audit;
     type View = QualityView;
-    type Command = Request;
-    type Outcome = Outcome;
+    type Command = AuditCommand;
+    type Outcome = Option<CheckOutcome>;
 
-    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Request), ProtocolError> {
+    fn commands(&self) -> &'static [&'static str] {
+        CHECK_COMMANDS
+    }
+
+    fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, AuditCommand), ProtocolError> {
         let command = Command::parse(&inbound.command, encoding, &inbound.payload, &inbound.id)?;
         let aggregate = command.aggregate();
         let command = match command {
-            Command::AddRule(rule) => QualityCommand::AddRule(rule),
-            Command::UpdateRule(rule) => QualityCommand::UpdateRule(rule),
-            Command::RemoveRule(name) => QualityCommand::RemoveRule(name),
-            Command::Check(check) => QualityCommand::Check(CheckCommand { check, rules: None }),
+            Command::Check(check) => AuditCommand::Check(CheckCommand { check, rules: None }),
             Command::RunEnded(ended) => {
-                QualityCommand::PartEnded { run_id: Token::new("run_id", ended.run_id)?, end: None }
+                AuditCommand::PartEnded { run_id: Token::new("run_id", ended.run_id)?, end: None }
+            }
+            Command::AddRule(_) | Command::UpdateRule(_) | Command::RemoveRule(_) => {
+                return Err(not_taken(&inbound.command, CHECK_COMMANDS))
             }
         };
-        Ok((aggregate, Request { command, id: inbound.id.clone() }))
+        Ok((aggregate, command))
     }
 
-    /// A check's rules are read from the catalog here, in the check's turn: the
-    /// definitions go with the command, so the decision is a function of them.
-    async fn admit(&self, aggregate: &AggregateRef, request: &Request) -> Result<QualityCommand, ProtocolError> {
-        match &request.command {
-            QualityCommand::Check(check) => {
+    /// A check's rules are read from the catalog here, in the check's turn, and a part's
+    /// end from the log: they go with the command, so the decision is a function of them.
+    async fn admit(&self, aggregate: &AggregateRef, command: &AuditCommand) -> Result<AuditCommand, ProtocolError> {
+        match command {
+            AuditCommand::Check(check) => {
                 let rules = self.read_rules(aggregate, check).await?;
-                Ok(QualityCommand::Check(CheckCommand { check: check.check.clone(), rules }))
+                Ok(AuditCommand::Check(CheckCommand { check: check.check.clone(), rules }))
             }
-            QualityCommand::PartEnded { run_id, .. } => {
+            AuditCommand::PartEnded { run_id, .. } => {
                 let end = self.read_run_end(run_id).await?;
-                Ok(QualityCommand::PartEnded { run_id: run_id.clone(), end: Some(end) })
+                Ok(AuditCommand::PartEnded { run_id: run_id.clone(), end: Some(end) })
             }
-            other => Ok(other.clone()),
+            AuditCommand::Close => Ok(AuditCommand::Close),
         }
     }
 
-    fn outcome(&self, request: &Request, executed: &Executed<Record>) -> Outcome {
-        let record = &executed.state.state;
-        match &request.command {
-            QualityCommand::AddRule(rule) | QualityCommand::UpdateRule(rule) => Outcome::Rule(match record {
-                Record::Rule(state) => RuleView {
-                    rule: state.rule.clone().unwrap_or_else(|| rule.clone()),
-                    revision: state.revision,
-                    updated_at: state.updated_at,
-                },
-                _ => RuleView { rule: rule.clone(), revision: 0, updated_at: Default::default() },
-            }),
-            QualityCommand::RemoveRule(name) => {
-                let removed = executed.state.applied(&request.id).is_some();
-                tracing::info!(rule = %name, removed, "rule removal answered");
-                Outcome::Removed(RemoveOutcome { removed })
-            }
-            QualityCommand::Check(_) | QualityCommand::PartEnded { .. } | QualityCommand::Close => {
-                Outcome::Check(check_outcome(record, executed.appended > 0))
-            }
-        }
+    fn outcome(&self, _: &AuditCommand, executed: &Executed<Audit>) -> Option<CheckOutcome> {
+        check_outcome(&executed.state.state, executed.appended > 0)
     }
 }
 
 /// Where a check stands, for its reply (and the log's trace of it).
-fn check_outcome(record: &Record, new: bool) -> Option<CheckOutcome> {
-    match record {
-        Record::Audit(audit) => {
+fn check_outcome(audit: &Audit, new: bool) -> Option<CheckOutcome> {
+    match audit {
+        Audit::Recorded(audit) => {
             let entry = &audit.entry;
             tracing::info!(audit = %entry.id, rules = ?entry.scope, opinion = ?entry.opinion,
                 findings = ?entry.findings, new, "audit recorded");
             Some(CheckOutcome::Recorded(Box::new(entry.clone())))
         }
-        Record::Open(open) => {
+        Audit::Open(open) => {
             let waiting: Vec<String> =
                 open.opened.parts.iter().filter(|p| !open.ended(&p.part)).map(|p| p.part.clone()).collect();
             tracing::info!(audit = %open.opened.check.audit_id, ?waiting, new, "check open");
@@ -221,14 +264,14 @@ fn check_outcome(record: &Record, new: bool) -> Option<CheckOutcome> {
             }))
         }
         // `decide` records or opens an entry, or refuses; this is a bug, said loudly.
-        _ => {
+        Audit::Empty => {
             tracing::error!("an accepted check left no audit entry");
             None
         }
     }
 }
 
-impl Commands {
+impl CheckCommands {
     /// How run `run_id` ended, read from its events on the log (a `run_ended` hint is
     /// only a hint): refused when it has not ended.
     async fn read_run_end(&self, run_id: &Token) -> Result<RunEnd, ProtocolError> {
@@ -301,5 +344,16 @@ fn unknown_rules(missing: &[String], catalog: &[&str]) -> ProtocolError {
         field: "rules".into(),
         value: missing.join(", "),
         reason: format!("the catalog has no rule by that name ({listed}); add it with add_rule"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_handlers_take_every_quality_command_once_in_the_protocol_order() {
+        let routed: Vec<&str> = RULE_COMMANDS.iter().chain(CHECK_COMMANDS).copied().collect();
+        assert_eq!(routed, osp_protocol::quality::COMMANDS);
     }
 }

@@ -4,15 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
+use osp_eventlog::Head;
 use osp_eventlog::Recorded;
 use osp_protocol::quality::queries::{
     AuditPage, AuditQuery, AuditView, Digest, RulePage, RuleView, RulesQuery, DEFAULT_LIMIT, MAX_LIMIT,
 };
-use osp_protocol::quality::{AuditEntry, QualityEvent, Rule, AUDIT_KIND};
+use osp_protocol::quality::{AuditEntry, QualityEvent, Rule, AUDIT_KIND, RULE_KIND};
 use osp_protocol::{AggregateRef, Encoding, Error, Timestamp, MAX_MESSAGE_BYTES};
 use osp_runtime::{Folded, Holds, Snapshot, View};
 
-use crate::aggregate::{OpenAudit, Record, RuleState};
+use crate::aggregate::{Audit, OpenAudit, RuleState};
 
 /// At most this many bytes of entries go in one page (a reply must fit one message;
 /// JSON may take up to six times the MessagePack size, see [`shown_size`]).
@@ -21,8 +22,10 @@ const PAGE_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
 /// The catalog and the audit entries, as this instance has applied the log.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct QualityView {
-    /// Every aggregate seen, rule or audit, present or not (its head is needed to append).
-    records: HashMap<AggregateRef, Folded<Record>>,
+    /// Every rule seen, present or removed (its head is needed to append).
+    rule_states: HashMap<AggregateRef, Folded<RuleState>>,
+    /// Every audit seen, open or recorded.
+    audit_states: HashMap<AggregateRef, Folded<Audit>>,
     /// The rules in the catalog, by name.
     catalog: BTreeMap<String, AggregateRef>,
     /// The audit entries, oldest first (`createdAt`, then id), with the size a page
@@ -38,20 +41,26 @@ impl View for QualityView {
     fn apply(&mut self, event: &Recorded<QualityEvent>) {
         self.last_seq = self.last_seq.max(event.seq);
         let aggregate = &event.envelope.aggregate;
-        let folded = self.records.entry(aggregate.clone()).or_default();
-        folded.apply(event);
-        match &folded.state {
-            Record::Rule(RuleState { rule: Some(rule), .. }) => {
-                self.catalog.insert(rule.name.clone(), aggregate.clone());
+        match aggregate.kind.as_str() {
+            RULE_KIND => {
+                let folded = self.rule_states.entry(aggregate.clone()).or_default();
+                folded.apply(event);
+                match &folded.state.rule {
+                    Some(rule) => self.catalog.insert(rule.name.clone(), aggregate.clone()),
+                    None => self.catalog.remove(aggregate.id.as_str()),
+                };
             }
-            Record::Rule(_) => {
-                self.catalog.remove(aggregate.id.as_str());
+            AUDIT_KIND => {
+                let folded = self.audit_states.entry(aggregate.clone()).or_default();
+                folded.apply(event);
+                if let Audit::Recorded(audit) = &folded.state {
+                    let key = (audit.entry.created_at, audit.entry.id.clone());
+                    self.audits.insert(key, (aggregate.clone(), shown_size(&audit.entry)));
+                }
             }
-            Record::Audit(audit) => {
-                let key = (audit.entry.created_at, audit.entry.id.clone());
-                self.audits.insert(key, (aggregate.clone(), shown_size(&audit.entry)));
+            other => {
+                tracing::error!(kind = other, seq = event.seq, "an event of a kind the quality view does not read")
             }
-            Record::Empty | Record::Open(_) => {}
         }
     }
 }
@@ -59,12 +68,18 @@ impl View for QualityView {
 /// Saved whole: every aggregate's folded state and the indexes over them.
 impl Snapshot for QualityView {
     const NAME: &'static str = "quality-records";
-    const SHAPE: u32 = 1;
+    const SHAPE: u32 = 2;
 }
 
-impl Holds<Record> for QualityView {
-    fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<Record>> {
-        self.records.get(aggregate)
+impl Holds<RuleState> for QualityView {
+    fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<RuleState>> {
+        self.rule_states.get(aggregate)
+    }
+}
+
+impl Holds<Audit> for QualityView {
+    fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<Audit>> {
+        self.audit_states.get(aggregate)
     }
 }
 
@@ -80,7 +95,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<usize, Error> {
 impl QualityView {
     /// The rule `name`, while in the catalog.
     pub fn rule(&self, name: &str) -> Option<RuleView> {
-        let folded = self.records.get(self.catalog.get(name)?)?;
+        let folded = self.rule_states.get(self.catalog.get(name)?)?;
         rule_view(&folded.state)
     }
 
@@ -90,7 +105,7 @@ impl QualityView {
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for name in names {
-            match self.catalog.get(name).and_then(|aggregate| self.records.get(aggregate)?.state.rule()) {
+            match self.catalog.get(name).and_then(|aggregate| self.rule_states.get(aggregate)?.state.rule.as_ref()) {
                 Some(rule) => found.push(rule.clone()),
                 None => missing.push(name.to_owned()),
             }
@@ -116,7 +131,7 @@ impl QualityView {
                 page.next = page.rules.last().map(|view| view.rule.name.clone());
                 break;
             }
-            if let Some(view) = self.records.get(aggregate).and_then(|folded| rule_view(&folded.state)) {
+            if let Some(view) = self.rule_states.get(aggregate).and_then(|folded| rule_view(&folded.state)) {
                 page.rules.push(view);
             } else {
                 tracing::error!(rule = %name, "a rule listed in the catalog has no definition; skipped");
@@ -128,19 +143,19 @@ impl QualityView {
     /// The audit entry `id`, with the rules it was checked against.
     pub fn audit(&self, id: &str) -> Option<AuditView> {
         let aggregate = AggregateRef::new(AUDIT_KIND, id).ok()?;
-        let audit = self.records.get(&aggregate)?.state.audit()?;
+        let audit = self.audit_states.get(&aggregate)?.state.recorded()?;
         Some(AuditView { entry: audit.entry.clone(), rules: audit.rules.clone() })
     }
 
     /// Whether a check under the audit id `aggregate` was made (recorded, or open).
     pub fn has_audit(&self, aggregate: &AggregateRef) -> bool {
-        self.records.get(aggregate).is_some_and(|folded| matches!(folded.state, Record::Audit(_) | Record::Open(_)))
+        self.audit_states.get(aggregate).is_some_and(|folded| !matches!(folded.state, Audit::Empty))
     }
 
     /// The check under audit id `aggregate`, while it waits for agents.
     pub fn open_audit(&self, aggregate: &AggregateRef) -> Option<&OpenAudit> {
-        match &self.records.get(aggregate)?.state {
-            Record::Open(open) => Some(open),
+        match &self.audit_states.get(aggregate)?.state {
+            Audit::Open(open) => Some(open),
             _ => None,
         }
     }
@@ -154,7 +169,9 @@ impl QualityView {
         };
         let (mut page, mut bytes) = (AuditPage::default(), 0);
         for ((_, id), (aggregate, size)) in self.audits.range((from, Bound::Unbounded)) {
-            let Some(audit) = self.records.get(aggregate).and_then(|folded| folded.state.audit()) else { continue };
+            let Some(audit) = self.audit_states.get(aggregate).and_then(|folded| folded.state.recorded()) else {
+                continue;
+            };
             if !matches(&audit.entry, query) {
                 continue;
             }
@@ -177,30 +194,39 @@ impl QualityView {
             reason: "no audit entry has that id; pass the previous page's next".into(),
         };
         let aggregate = AggregateRef::new(AUDIT_KIND, id).map_err(|_| not_found())?;
-        let audit = self.records.get(&aggregate).and_then(|folded| folded.state.audit()).ok_or_else(not_found)?;
+        let audit =
+            self.audit_states.get(&aggregate).and_then(|folded| folded.state.recorded()).ok_or_else(not_found)?;
         Ok((audit.entry.created_at, audit.entry.id.clone()))
     }
 
     /// A fingerprint of everything this view holds, the same on every instance that has
     /// applied the same log: every aggregate's head and state, in a fixed order.
     pub fn digest(&self) -> Result<Digest, Error> {
-        let mut aggregates: Vec<_> = self.records.iter().collect();
+        let mut aggregates: Vec<(&AggregateRef, &Head, State)> = self
+            .rule_states
+            .iter()
+            .map(|(aggregate, folded)| (aggregate, &folded.head, State::Rule(&folded.state)))
+            .chain(
+                self.audit_states
+                    .iter()
+                    .map(|(aggregate, folded)| (aggregate, &folded.head, State::Audit(&folded.state))),
+            )
+            .collect();
         aggregates.sort_by(|a, b| a.0.cmp(b.0));
         let mut hasher = blake3::Hasher::new();
-        for (aggregate, folded) in aggregates {
-            let head = &folded.head;
+        for (aggregate, head, state) in aggregates {
             let head = (aggregate.to_string(), head.seq, head.version, head.hash.map(|h| h.0));
             hasher.update(&Encoding::MessagePack.encode(&head)?);
-            match &folded.state {
-                Record::Empty => {}
-                Record::Rule(state) => {
+            match state {
+                State::Rule(state) => {
                     let state = (&state.rule, state.revision, state.updated_at.millis());
                     hasher.update(&Encoding::MessagePack.encode(&state)?);
                 }
-                Record::Audit(audit) => {
+                State::Audit(Audit::Empty) => {}
+                State::Audit(Audit::Recorded(audit)) => {
                     hasher.update(&Encoding::MessagePack.encode(&(&audit.entry, &audit.rules))?);
                 }
-                Record::Open(open) => {
+                State::Audit(Audit::Open(open)) => {
                     let state = (&open.opened, open.opened_at.millis(), &open.ended);
                     hasher.update(&Encoding::MessagePack.encode(&state)?);
                 }
@@ -215,14 +241,16 @@ impl QualityView {
     }
 }
 
+/// One aggregate's state, of either kind, as the digest reads it.
+enum State<'a> {
+    Rule(&'a RuleState),
+    Audit(&'a Audit),
+}
+
 /// The rule's view, while it is in the catalog.
-fn rule_view(record: &Record) -> Option<RuleView> {
-    match record {
-        Record::Rule(RuleState { rule: Some(rule), revision, updated_at }) => {
-            Some(RuleView { rule: rule.clone(), revision: *revision, updated_at: *updated_at })
-        }
-        _ => None,
-    }
+pub fn rule_view(state: &RuleState) -> Option<RuleView> {
+    let rule = state.rule.as_ref()?;
+    Some(RuleView { rule: rule.clone(), revision: state.revision, updated_at: state.updated_at })
 }
 
 /// Whether `entry` passes every filter `query` sets.

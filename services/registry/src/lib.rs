@@ -60,7 +60,7 @@ impl Registry {
         let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config.service).await?;
         let view = service.view::<RegistryView>(&VIEW_KINDS).await?;
         let executor = service.executor(&view);
-        service.inbox(Commands, executor.clone()).await?;
+        service.commands(Commands, executor.clone());
         service.queries(view, queries::all()).await?;
         let heartbeats = liveness::start(service.log().client(), executor, config.offline_after, service.shutdown());
         service.spawned(heartbeats.await?);
@@ -101,6 +101,10 @@ impl CommandHandler for Commands {
     type View = RegistryView;
     type Command = Command;
     type Outcome = Outcome;
+
+    fn commands(&self) -> &'static [&'static str] {
+        osp_protocol::registry::COMMANDS
+    }
 
     fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Command), ProtocolError> {
         let command = Command::parse(&inbound.command, encoding, &inbound.payload)?;

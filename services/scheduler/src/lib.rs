@@ -80,7 +80,7 @@ impl Scheduler {
             agents: agents.clone(),
             timers: service.timers().await?,
         });
-        service.inbox(Commands { log, runs: runs.clone(), agents, catalog }, executor).await?;
+        service.commands(Commands { log, runs: runs.clone(), agents, catalog }, executor);
         service.queries(runs, queries::all()).await?;
         service.react(Arc::new(RunEffects(shell.clone()))).await?;
         service.react(Arc::new(Audits(shell.clone()))).await?;
@@ -166,6 +166,10 @@ impl CommandHandler for Commands {
     type View = SchedulerView;
     type Command = Command;
     type Outcome = Outcome;
+
+    fn commands(&self) -> &'static [&'static str] {
+        osp_protocol::scheduler::COMMANDS
+    }
 
     fn parse(&self, inbound: &Inbound, encoding: Encoding) -> Result<(AggregateRef, Command), ProtocolError> {
         let origin = Origin { command_id: &inbound.id, actor: &inbound.actor };

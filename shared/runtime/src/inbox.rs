@@ -1,7 +1,10 @@
 //! A service's inbox: commands from any client, decided and answered.
 //!
 //! Every instance of a service binds to one durable consumer on
-//! `osp.v1.in.<service>.>`; the server hands each command to one of them. For each:
+//! `osp.v1.in.<service>.>`; the server hands each command to one of them. A service may
+//! keep several kinds of aggregate (the quality service: rules and audit entries), each
+//! with its own [`CommandHandler`] and executor; the inbox routes each command to the
+//! handler that takes its name (the subject's last token). For each command:
 //!
 //! 1. read its headers and payload, and parse it ([`CommandHandler::parse`]);
 //! 2. decide and append ([`Executor::execute`]);
@@ -13,10 +16,12 @@
 //! on its last delivery it is recorded as refused (`unavailable`) instead, so nothing
 //! a client sends disappears without a trace.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Reply, Token};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -25,8 +30,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{rejection, Aggregate, CommandMeta, Executed, Executor, Holds, Inbound, Place, Refusal};
 use osp_eventlog::{Delivery, Error, EventLog, WorkConfig, WorkConsumer, INBOX_STREAM};
+
+use crate::{rejection, Aggregate, CommandMeta, Executed, Executor, Holds, Inbound, Place, Refusal};
 
 /// What a service plugs into the inbox: how to read its commands and what to answer.
 pub trait CommandHandler: Send + Sync + 'static {
@@ -39,6 +45,9 @@ pub trait CommandHandler: Send + Sync + 'static {
     type Command: Clone + Into<<Self::Aggregate as Aggregate>::Command> + Send + Sync;
     /// What an accepted command answers.
     type Outcome: Serialize + Send + Sync;
+
+    /// The commands it takes: the last tokens of `osp.v1.in.<service>.<command>`.
+    fn commands(&self) -> &'static [&'static str];
 
     /// Reads the command `inbound.command` (the inbox subject's last token) from
     /// `inbound.payload` in `encoding`: the aggregate it addresses and the command, or
@@ -90,6 +99,90 @@ struct Parsed<H: CommandHandler> {
     place: Place<H::Aggregate>,
 }
 
+/// One handler and the executor behind it, with their types hidden, so that one inbox
+/// serves several kinds of aggregate.
+trait Route: Send + Sync {
+    /// Reads the command and takes its aggregate's place in line (called in arrival order).
+    fn parse<'a>(
+        &'a self,
+        inbound: &'a Inbound,
+        encoding: Encoding,
+    ) -> BoxFuture<'a, Result<Box<dyn Turn>, ProtocolError>>;
+}
+
+/// A command holding its place in its aggregate's line, to be decided in its turn.
+trait Turn: Send {
+    fn decide(self: Box<Self>, inbound: &Inbound) -> BoxFuture<'_, Decided>;
+}
+
+/// What a command came to.
+enum Decided {
+    /// Accepted: its read-your-writes sequence and the reply, encoded as the sender asked.
+    Accepted { seq: u64, appended: usize, reply: Result<Vec<u8>, ProtocolError> },
+    /// The sender's fault: refused (and recorded), naming the aggregate it addressed.
+    Refused(ProtocolError, Option<AggregateRef>),
+    /// Ours: the log could not be reached.
+    Failed(Error),
+}
+
+struct Handled<H: CommandHandler> {
+    handler: Arc<H>,
+    executor: Arc<Executor<H::Aggregate, H::View>>,
+}
+
+impl<H: CommandHandler> Route for Handled<H> {
+    fn parse<'a>(
+        &'a self,
+        inbound: &'a Inbound,
+        encoding: Encoding,
+    ) -> BoxFuture<'a, Result<Box<dyn Turn>, ProtocolError>> {
+        Box::pin(async move {
+            let (aggregate, command) = self.handler.parse(inbound, encoding)?;
+            let place = self.executor.queue(&aggregate).await;
+            let parsed = Parsed::<H> { aggregate, command, place };
+            Ok(Box::new(Turned { handler: self.handler.clone(), executor: self.executor.clone(), parsed })
+                as Box<dyn Turn>)
+        })
+    }
+}
+
+struct Turned<H: CommandHandler> {
+    handler: Arc<H>,
+    executor: Arc<Executor<H::Aggregate, H::View>>,
+    parsed: Parsed<H>,
+}
+
+impl<H: CommandHandler> Turn for Turned<H> {
+    fn decide(self: Box<Self>, inbound: &Inbound) -> BoxFuture<'_, Decided> {
+        Box::pin(async move {
+            let Turned { handler, executor, parsed: Parsed { aggregate, command, place } } = *self;
+            let meta = CommandMeta {
+                id: inbound.id.clone(),
+                received_at: inbound.received_at,
+                actor: inbound.actor.clone(),
+                correlation_id: handler.correlation_id(&aggregate, &command),
+            };
+            let executed = match handler.admit(&aggregate, &command).await {
+                Ok(decision) => executor.execute(place, &aggregate, &decision, &meta).await,
+                Err(error) => Err(Refusal::Rejected(error)),
+            };
+            match executed {
+                Ok(executed) => {
+                    let result = handler.outcome(&command, &executed);
+                    let reply = inbound.reply_encoding().encode(&Reply::Ok { seq: executed.seq, result });
+                    Decided::Accepted { seq: executed.seq, appended: executed.appended, reply }
+                }
+                Err(Refusal::Rejected(error)) => Decided::Refused(error, Some(aggregate)),
+                Err(Refusal::Failed(error)) if inbound.last_attempt => {
+                    let reason = format!("{error} (after {} deliveries)", inbound.attempt);
+                    Decided::Refused(ProtocolError::Unavailable { reason }, Some(aggregate))
+                }
+                Err(Refusal::Failed(error)) => Decided::Failed(error),
+            }
+        })
+    }
+}
+
 /// Hands back what was pulled but not started, so another instance takes it soon rather
 /// than after the ack wait; bounded, since new commands keep arriving meanwhile.
 async fn hand_back(deliveries: &mut osp_eventlog::Deliveries) {
@@ -107,11 +200,14 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(10);
 const MAX_DELIVER: i64 = 10;
 
 /// A service's inbox, served until shutdown.
-pub struct Inbox<H: CommandHandler> {
+pub struct Inbox {
     service: Token,
     log: EventLog,
-    handler: Arc<H>,
-    executor: Arc<Executor<H::Aggregate, H::View>>,
+    /// The handler of each command, by its name.
+    routes: HashMap<&'static str, Arc<dyn Route>>,
+    /// Every command name, in the order the handlers were added: what an unknown
+    /// command is told to use instead.
+    known: Vec<&'static str>,
     ack_wait: Duration,
     counts: Arc<InboxCounts>,
 }
@@ -135,15 +231,37 @@ impl InboxCounts {
     }
 }
 
-impl<H: CommandHandler> Inbox<H> {
-    /// The inbox of `service`, deciding with `executor`.
-    pub fn new(service: Token, log: EventLog, handler: H, executor: Arc<Executor<H::Aggregate, H::View>>) -> Inbox<H> {
-        Inbox { service, log, handler: Arc::new(handler), executor, ack_wait: DEFAULT_ACK_WAIT, counts: Arc::default() }
+impl Inbox {
+    /// The inbox of `service`, with no handler yet.
+    pub fn new(service: Token, log: EventLog) -> Inbox {
+        Inbox {
+            service,
+            log,
+            routes: HashMap::new(),
+            known: Vec::new(),
+            ack_wait: DEFAULT_ACK_WAIT,
+            counts: Arc::default(),
+        }
+    }
+
+    /// Routes the commands `handler` takes to it, decided by `executor`.
+    ///
+    /// # Panics
+    /// When another handler already takes one of them: a service's own wiring mistake.
+    pub fn route<H: CommandHandler>(mut self, handler: H, executor: Arc<Executor<H::Aggregate, H::View>>) -> Inbox {
+        let commands = handler.commands();
+        let route: Arc<dyn Route> = Arc::new(Handled { handler: Arc::new(handler), executor });
+        for command in commands {
+            let taken = self.routes.insert(command, route.clone());
+            assert!(taken.is_none(), "two handlers take the {} command {command:?}", self.service);
+            self.known.push(command);
+        }
+        self
     }
 
     /// How long an instance has to answer a command before another gets it. The shared
     /// consumer takes the value of the instance that started last.
-    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Inbox<H> {
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Inbox {
         self.ack_wait = ack_wait;
         self
     }
@@ -195,20 +313,23 @@ impl<H: CommandHandler> Inbox<H> {
     }
 
     /// Checks the headers and reads the command; takes its aggregate's place in line.
-    async fn parse(&self, inbound: &Inbound) -> Result<Parsed<H>, ProtocolError> {
+    async fn parse(&self, inbound: &Inbound) -> Result<Box<dyn Turn>, ProtocolError> {
         let encoding = inbound.check_headers()?;
-        let (aggregate, command) = self.handler.parse(inbound, encoding)?;
-        let place = self.executor.queue(&aggregate).await;
-        Ok(Parsed { aggregate, command, place })
+        let route = self.routes.get(inbound.command.as_str()).ok_or_else(|| ProtocolError::UnknownCommand {
+            command: inbound.command.clone(),
+            service: self.service.to_string(),
+            known: self.known.iter().map(|name| (*name).to_owned()).collect(),
+        })?;
+        route.parse(inbound, encoding).await
     }
 
-    async fn handle(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Parsed<H>, ProtocolError>) {
+    async fn handle(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Box<dyn Turn>, ProtocolError>) {
         let span = tracing::info_span!("command", service = %self.service, id = %inbound.id, subject = %inbound.subject,
             traceparent = inbound.traceparent.as_deref().unwrap_or(""));
         self.handle_in_span(delivery, inbound, parsed).instrument(span).await
     }
 
-    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Parsed<H>, ProtocolError>) {
+    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Box<dyn Turn>, ProtocolError>) {
         let answer = {
             let work = self.answer(&inbound, parsed);
             tokio::pin!(work);
@@ -232,7 +353,8 @@ impl<H: CommandHandler> Inbox<H> {
             Err(error) if inbound.last_attempt => {
                 // Not even the refusal could be recorded: still tell the sender.
                 tracing::error!(%error, attempt = inbound.attempt, "command dropped after its last delivery: the log cannot be reached");
-                Reply::Err { seq: None, error: ProtocolError::Unavailable { reason: error.to_string() } }
+                let error = ProtocolError::Unavailable { reason: error.to_string() };
+                inbound.reply_encoding().encode(&Reply::<()>::Err { seq: None, error })
             }
             Err(error) => {
                 // Ours, not the sender's: leave it unacknowledged for a later delivery.
@@ -245,7 +367,7 @@ impl<H: CommandHandler> Inbox<H> {
             }
         };
         if let Some(reply_to) = &inbound.reply_to {
-            self.reply(&inbound, reply_to, &answer).await;
+            self.reply(&inbound, reply_to, answer).await;
         }
         // Its outcome is on the log: a redelivery (a lost acknowledgement) finds it there
         // and is answered the same, so the acknowledgement need not be confirmed.
@@ -254,56 +376,38 @@ impl<H: CommandHandler> Inbox<H> {
         }
     }
 
-    /// Decides the command; an `Err` means "not now" (the log is unreachable).
+    /// Decides the command and encodes its reply; an `Err` means "not now" (the log is
+    /// unreachable).
     async fn answer(
         &self,
         inbound: &Inbound,
-        parsed: Result<Parsed<H>, ProtocolError>,
-    ) -> Result<Reply<H::Outcome>, Error> {
+        parsed: Result<Box<dyn Turn>, ProtocolError>,
+    ) -> Result<Result<Vec<u8>, ProtocolError>, Error> {
         if inbound.attempt > 1 {
             if let Some((seq, error)) = rejection::recorded(&self.log, &self.service, inbound).await? {
-                return Ok(Reply::Err { seq: Some(seq), error });
+                return Ok(refusal(inbound, seq, error));
             }
         }
         let (error, target) = match parsed {
             Err(error) => (error, None),
-            Ok(Parsed { aggregate, command, place }) => {
-                let meta = CommandMeta {
-                    id: inbound.id.clone(),
-                    received_at: inbound.received_at,
-                    actor: inbound.actor.clone(),
-                    correlation_id: self.handler.correlation_id(&aggregate, &command),
-                };
-                let admitted = self.handler.admit(&aggregate, &command).await;
-                let executed = match admitted {
-                    Ok(decision) => self.executor.execute(place, &aggregate, &decision, &meta).await,
-                    Err(error) => Err(Refusal::Rejected(error)),
-                };
-                match executed {
-                    Ok(executed) => {
-                        self.counts.accepted.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(seq = executed.seq, appended = executed.appended, "command accepted");
-                        let result = self.handler.outcome(&command, &executed);
-                        return Ok(Reply::Ok { seq: executed.seq, result });
-                    }
-                    Err(Refusal::Rejected(error)) => (error, Some(aggregate)),
-                    Err(Refusal::Failed(error)) if inbound.last_attempt => {
-                        let reason = format!("{error} (after {} deliveries)", inbound.attempt);
-                        (ProtocolError::Unavailable { reason }, Some(aggregate))
-                    }
-                    Err(Refusal::Failed(error)) => return Err(error),
+            Ok(turn) => match turn.decide(inbound).await {
+                Decided::Accepted { seq, appended, reply } => {
+                    self.counts.accepted.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(seq, appended, "command accepted");
+                    return Ok(reply);
                 }
-            }
+                Decided::Refused(error, target) => (error, target),
+                Decided::Failed(error) => return Err(error),
+            },
         };
         let seq = rejection::record(&self.log, &self.service, inbound, &error, target.as_ref()).await?;
         self.counts.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq, %error, "command rejected");
-        Ok(Reply::Err { seq: Some(seq), error })
+        Ok(refusal(inbound, seq, error))
     }
 
-    async fn reply(&self, inbound: &Inbound, reply_to: &str, answer: &Reply<H::Outcome>) {
-        let encoding = inbound.reply_encoding();
-        let bytes = match encoding.encode(answer) {
+    async fn reply(&self, inbound: &Inbound, reply_to: &str, answer: Result<Vec<u8>, ProtocolError>) {
+        let bytes = match answer {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::error!(%error, "cannot encode a reply");
@@ -311,9 +415,14 @@ impl<H: CommandHandler> Inbox<H> {
             }
         };
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert(osp_protocol::CONTENT_TYPE, encoding.content_type());
+        headers.insert(osp_protocol::CONTENT_TYPE, inbound.reply_encoding().content_type());
         if let Err(error) = self.log.client().publish_with_headers(reply_to.to_owned(), headers, bytes.into()).await {
             tracing::warn!(%error, reply_to, "could not send the reply");
         }
     }
+}
+
+/// The refusal `error`, recorded at `seq`, encoded as the sender asked.
+fn refusal(inbound: &Inbound, seq: u64, error: ProtocolError) -> Result<Vec<u8>, ProtocolError> {
+    inbound.reply_encoding().encode(&Reply::<()>::Err { seq: Some(seq), error })
 }

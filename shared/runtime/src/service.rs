@@ -9,7 +9,7 @@
 //! let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
 //! let view = service.view::<RegistryView>(&[ENTRY_KIND]).await?;
 //! let executor = service.executor(&view);
-//! service.inbox(Commands, executor).await?;
+//! service.commands(Commands, executor);
 //! service.queries(view, queries::all()).await?;
 //! let running = service.running().await?;
 //! ```
@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::reactor::{serve_reactor, serve_timers};
 use crate::{
-    serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, InboxCounts, Projection, Query, Reactor, Running,
-    Snapshot, Snapshots, TimerHandler, DEFAULT_ACK_WAIT,
+    serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, Projection, Query, Reactor, Running, Snapshot,
+    Snapshots, TimerHandler, DEFAULT_ACK_WAIT,
 };
 
 /// What every service instance is configured with, whatever its domain.
@@ -130,7 +130,8 @@ pub struct Service {
     config: ServiceConfig,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    counts: Arc<InboxCounts>,
+    /// Served once every part is in ([`running`](Self::running)).
+    inbox: Option<Inbox>,
 }
 
 impl Service {
@@ -145,15 +146,7 @@ impl Service {
         anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
         let name = Token::new("service", name)?;
         let log = EventLog::start(client, &config.definitions).await?;
-        Ok(Service {
-            name,
-            version,
-            log,
-            config,
-            shutdown: CancellationToken::new(),
-            tasks: Vec::new(),
-            counts: Arc::default(),
-        })
+        Ok(Service { name, version, log, config, shutdown: CancellationToken::new(), tasks: Vec::new(), inbox: None })
     }
 
     /// The service's name, as its subjects carry it.
@@ -196,18 +189,14 @@ impl Service {
         Ok(Timers::open(self.log.jetstream(), self.name.clone()).await?)
     }
 
-    /// Serves the service's inbox: its commands, read by `handler` and decided by
-    /// `executor`.
-    pub async fn inbox<H: CommandHandler>(
-        &mut self,
-        handler: H,
-        executor: Arc<Executor<H::Aggregate, H::View>>,
-    ) -> anyhow::Result<()> {
-        let inbox =
-            Inbox::new(self.name.clone(), self.log.clone(), handler, executor).with_ack_wait(self.config.ack_wait);
-        self.counts = inbox.counts();
-        self.tasks.push(inbox.serve(self.shutdown.clone()).await?);
-        Ok(())
+    /// Takes the commands `handler` reads (into the service's one inbox), decided by
+    /// `executor`: once for each kind of aggregate the service keeps.
+    pub fn commands<H: CommandHandler>(&mut self, handler: H, executor: Arc<Executor<H::Aggregate, H::View>>) {
+        let inbox = self
+            .inbox
+            .take()
+            .unwrap_or_else(|| Inbox::new(self.name.clone(), self.log.clone()).with_ack_wait(self.config.ack_wait));
+        self.inbox = Some(inbox.route(handler, executor));
     }
 
     /// Serves `queries` over `view` as the micro service `osp-<name>`.
@@ -244,9 +233,14 @@ impl Service {
 
     /// Every part is in: once the server has every subscription, queries find responders
     /// and the instance is running.
-    pub async fn running(self) -> anyhow::Result<Running> {
+    pub async fn running(mut self) -> anyhow::Result<Running> {
+        let mut counts = Arc::default();
+        if let Some(inbox) = self.inbox.take() {
+            counts = inbox.counts();
+            self.tasks.push(inbox.serve(self.shutdown.clone()).await?);
+        }
         self.log.client().flush().await?;
         tracing::info!("{} started", self.name);
-        Ok(Running::new(self.shutdown, self.tasks, self.counts))
+        Ok(Running::new(self.shutdown, self.tasks, counts))
     }
 }
