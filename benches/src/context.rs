@@ -24,7 +24,7 @@ use osp_protocol::context::{upsert_batch, Embedding};
 use serde_json::json;
 
 use crate::stats::{percentiles, rate, round2, Percentiles};
-use crate::Table;
+use crate::table::Table;
 
 /// Options of `osp bench context`.
 #[derive(Args)]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::stats::{percentiles, rate, round2, Percentiles};
-use crate::Table;
+use crate::table::Table;
 
 /// Options of `osp bench eventlog`.
 #[derive(Args)]

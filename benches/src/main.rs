@@ -11,6 +11,7 @@ mod registry;
 mod replay;
 mod scheduler;
 mod stats;
+mod table;
 mod workflows;
 
 use std::process::ExitCode;
@@ -89,47 +90,4 @@ async fn start_server() -> anyhow::Result<(Binary, NatsServer)> {
     let binary = osp_cli::dev::nats_server_binary()?;
     let server = NatsServer::start_with(&binary, ServerOptions::default()).await?;
     Ok((binary, server))
-}
-
-/// A table of figures: each row the raw baseline next to ours, with their ratio and the
-/// ratio's target where there is one.
-struct Table {
-    raw: &'static str,
-    ours: &'static str,
-    rows: Vec<[String; 5]>,
-}
-
-impl Table {
-    fn new(raw: &'static str, ours: &'static str) -> Table {
-        Table { raw, ours, rows: Vec::new() }
-    }
-
-    /// A row of rates (items per second).
-    fn rate(&mut self, label: &str, raw: f64, ours: f64, ratio: Option<f64>, target: &str) {
-        self.row(label, format!("{raw:.0}/s"), format!("{ours:.0}/s"), ratio, target);
-    }
-
-    /// A row of latencies (microseconds).
-    fn micros(&mut self, label: &str, raw: f64, ours: f64, ratio: Option<f64>, target: &str) {
-        self.row(label, format!("{raw:.0} us"), format!("{ours:.0} us"), ratio, target);
-    }
-
-    fn row(&mut self, label: &str, raw: String, ours: String, ratio: Option<f64>, target: &str) {
-        let ratio = ratio.map(|r| format!("{r:.2}")).unwrap_or_default();
-        self.rows.push([label.to_owned(), raw, ours, ratio, target.to_owned()]);
-    }
-
-    /// Prints the table and whether every target is met.
-    fn print(&self, meets_targets: bool) {
-        let width = self.rows.iter().map(|row| row[0].len()).max().unwrap_or(0).max(22);
-        let line = |cells: [&str; 5]| {
-            let text = format!("{:<width$} {:>14} {:>14} {:>8}  {}", cells[0], cells[1], cells[2], cells[3], cells[4]);
-            println!("{}", text.trim_end());
-        };
-        line(["", self.raw, self.ours, "ratio", "target"]);
-        for [label, raw, ours, ratio, target] in &self.rows {
-            line([label, raw, ours, ratio, target]);
-        }
-        println!("targets {}", if meets_targets { "met" } else { "NOT met" });
-    }
 }

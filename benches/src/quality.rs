@@ -39,7 +39,7 @@ use osp_quality::rules::{prepare, sample_catalog, sample_output, PreparedRule};
 use serde_json::{json, Value};
 
 use crate::stats::{percentiles, rate, round2, Percentiles};
-use crate::Table;
+use crate::table::Table;
 
 /// Options of `osp bench quality`.
 #[derive(Args)]

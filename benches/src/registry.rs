@@ -33,7 +33,7 @@ use osp_protocol::{headers, subject, Encoding, Reply, Token};
 use serde_json::json;
 
 use crate::stats::{percentiles, rate, round2, Percentiles};
-use crate::Table;
+use crate::table::Table;
 
 /// Options of `osp bench registry`.
 #[derive(Args)]

@@ -50,7 +50,7 @@ use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::stats::{percentiles, rate, round2, Percentiles};
-use crate::Table;
+use crate::table::Table;
 
 /// Options of `osp bench scheduler`.
 #[derive(Args)]

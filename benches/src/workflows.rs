@@ -47,7 +47,7 @@ use crate::scheduler::{
     Raw, SchedulerArgs, Tracker, CAPABILITY, IDLE, RUN_WITHIN,
 };
 use crate::stats::{percentiles, round2, Percentiles};
-use crate::Table;
+use crate::table::Table;
 
 /// Options of `osp bench workflows`.
 #[derive(Args)]

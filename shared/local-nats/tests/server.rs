@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use osp_local_nats::{
-    find, find_in, install, Binary, Cluster, Error, NatsServer, Rejected, ServerOptions, Source, MIN_VERSION,
-    PINNED_VERSION,
+    find, find_in, install, Binary, Cluster, Error, NatsServer, Rejected, ServerOptions, Source, PINNED_VERSION,
 };
+use osp_protocol::nats_server::MIN_VERSION;
 
 type TestResult = Result<(), async_nats::Error>;
 

@@ -13,6 +13,7 @@ mod error;
 mod hash;
 pub mod headers;
 pub mod json;
+pub mod nats_server;
 pub mod page;
 mod payload;
 pub mod quality;

@@ -9,21 +9,20 @@
 //! added, so they are rare), and nothing depends on what was cached before: decisions
 //! stay functions of their command.
 //!
-//! Bounded: two generations of at most [`CAPACITY`]` / 2` rules each. A rule is looked up
-//! in the current generation, then in the previous one (and moved to the current one if
-//! found there); when the current one is full it becomes the previous one and the oldest
-//! is dropped. The rules checks keep using stay; the others go within two generations.
+//! Bounded: it holds the [`CAPACITY`] rules used last, and a new one pushes out the one
+//! unused the longest, so the rules checks keep using stay.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
+use lru::LruCache;
 use osp_protocol::quality::Rule;
 use osp_protocol::{Encoding, Error};
 
 use super::{prepare, PreparedRule};
 
-/// Most prepared rules the memo holds: room for two checks of the most rules a check can
-/// name ([`osp_protocol::quality::MAX_RULES_PER_CHECK`]) in each generation.
+/// Most prepared rules the memo holds: room for four checks of the most rules a check can
+/// name ([`osp_protocol::quality::MAX_RULES_PER_CHECK`]).
 pub const CAPACITY: usize = 4 * osp_protocol::quality::MAX_RULES_PER_CHECK;
 
 /// The blake3 hash of a rule's MessagePack.
@@ -56,40 +55,27 @@ fn lock(memo: &Mutex<Memo>) -> std::sync::MutexGuard<'_, Memo> {
     memo.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Prepared rules in two generations (see the module's documentation).
+/// Prepared rules, the least recently used going first.
 #[derive(Debug)]
-struct Memo {
-    generation: usize,
-    current: HashMap<Key, Arc<PreparedRule>>,
-    previous: HashMap<Key, Arc<PreparedRule>>,
-}
+struct Memo(LruCache<Key, Arc<PreparedRule>>);
 
 impl Memo {
     fn new(capacity: usize) -> Memo {
-        let generation = (capacity / 2).max(1);
-        Memo { generation, current: HashMap::with_capacity(generation), previous: HashMap::new() }
+        Memo(LruCache::new(NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN)))
     }
 
     /// The rule prepared under `key`, if it was prepared from `rule` itself.
     fn get(&mut self, key: &Key, rule: &Rule) -> Option<Arc<PreparedRule>> {
-        if let Some(found) = self.current.get(key) {
-            return (found.rule() == rule).then(|| found.clone());
-        }
-        let found = self.previous.remove(key).filter(|found| found.rule() == rule)?;
-        self.insert(*key, found.clone());
-        Some(found)
+        self.0.get(key).filter(|found| found.rule() == rule).cloned()
     }
 
     fn insert(&mut self, key: Key, prepared: Arc<PreparedRule>) {
-        if self.current.len() >= self.generation && !self.current.contains_key(&key) {
-            self.previous = std::mem::replace(&mut self.current, HashMap::with_capacity(self.generation));
-        }
-        self.current.insert(key, prepared);
+        self.0.put(key, prepared);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.current.len() + self.previous.len()
+        self.0.len()
     }
 }
 

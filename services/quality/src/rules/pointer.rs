@@ -2,8 +2,10 @@
 //!
 //! A pointer is parsed once, when its rule is prepared, so a malformed one is refused then
 //! with the field that named it; selecting is then a walk of at most as many steps as the
-//! pointer has tokens.
+//! pointer has tokens. Parsing and walking are jsonptr's; the field-named refusals and how
+//! messages name a pointer are ours.
 
+use jsonptr::{ParseError, PointerBuf};
 use osp_protocol::Error;
 use serde_json::Value;
 
@@ -11,26 +13,27 @@ use super::message::excerpt;
 
 /// A parsed JSON pointer: `""` is the whole output, `/a/0/b~1c` is `a`, item 0, `b/c`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pointer {
-    /// As the rule wrote it, for messages.
-    text: String,
-    /// The reference tokens, unescaped (`~1` → `/`, `~0` → `~`).
-    tokens: Vec<String>,
-}
+pub struct Pointer(PointerBuf);
 
 impl Pointer {
     /// The whole output.
     pub fn whole() -> Pointer {
-        Pointer { text: String::new(), tokens: Vec::new() }
+        Pointer(PointerBuf::root())
     }
 
     /// Parses `text`; `field` names the rule's parameter in the error (`params.field`).
     pub fn parse(field: &str, text: &str) -> Result<Pointer, Error> {
-        if !text.is_empty() && !text.starts_with('/') {
-            return Err(invalid(field, text, "must be \"\" (the whole output) or start with \"/\""));
-        }
-        let tokens = text.split('/').skip(1).map(|token| unescape(field, text, token)).collect::<Result<_, _>>()?;
-        Ok(Pointer { text: text.to_owned(), tokens })
+        let why = match jsonptr::Pointer::parse(text) {
+            Ok(pointer) => return Ok(Pointer(pointer.to_buf())),
+            Err(ParseError::NoLeadingSlash) => "must be \"\" (the whole output) or start with \"/\"",
+            Err(ParseError::InvalidEncoding { .. }) => {
+                "has a \"~\" not followed by 0 or 1 (write \"~0\" for \"~\", \"~1\" for \"/\")"
+            }
+        };
+        Err(Error::Invalid {
+            field: field.to_owned(),
+            reason: format!("{:?} is not a JSON pointer: it {why}", excerpt(text)),
+        })
     }
 
     /// Parses an optional pointer: absent means the whole output.
@@ -38,18 +41,15 @@ impl Pointer {
         text.map_or_else(|| Ok(Pointer::whole()), |text| Pointer::parse(field, text))
     }
 
-    /// The value it names in `output`, if there is one.
+    /// The value it names in `output`, if there is one. An array item is named by `0` or
+    /// digits without a leading zero; `-` (the item after the last) names nothing.
     pub fn select<'v>(&self, output: &'v Value) -> Option<&'v Value> {
-        self.tokens.iter().try_fold(output, |value, token| match value {
-            Value::Object(map) => map.get(token),
-            Value::Array(items) => array_index(token).and_then(|index| items.get(index)),
-            _ => None,
-        })
+        self.0.resolve(output).ok()
     }
 
     /// Whether it names the whole output.
     pub fn is_whole(&self) -> bool {
-        self.tokens.is_empty()
+        self.0.is_root()
     }
 
     /// How messages name it: the pointer itself, or "the output" for the whole of it.
@@ -57,47 +57,8 @@ impl Pointer {
         if self.is_whole() {
             "the output".to_owned()
         } else {
-            excerpt(&self.text)
+            excerpt(self.0.as_str())
         }
-    }
-}
-
-const TILDE: &str = "has a \"~\" not followed by 0 or 1 (write \"~0\" for \"~\", \"~1\" for \"/\")";
-
-/// `~1` → `/`, `~0` → `~`; any other `~` is malformed (RFC 6901, section 3).
-fn unescape(field: &str, pointer: &str, token: &str) -> Result<String, Error> {
-    let mut unescaped = String::with_capacity(token.len());
-    let mut chars = token.chars();
-    while let Some(c) = chars.next() {
-        let plain = match c {
-            '~' => match chars.next() {
-                Some('0') => '~',
-                Some('1') => '/',
-                _ => return Err(invalid(field, pointer, TILDE)),
-            },
-            c => c,
-        };
-        unescaped.push(plain);
-    }
-    Ok(unescaped)
-}
-
-/// An array index as RFC 6901 spells it: `0`, or digits without a leading zero. `-` (the
-/// item after the last) and anything else name nothing.
-fn array_index(token: &str) -> Option<usize> {
-    let digits = !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit());
-    let leading_zero = token.len() > 1 && token.starts_with('0');
-    if digits && !leading_zero {
-        token.parse().ok()
-    } else {
-        None
-    }
-}
-
-fn invalid(field: &str, pointer: &str, why: &str) -> Error {
-    Error::Invalid {
-        field: field.to_owned(),
-        reason: format!("{:?} is not a JSON pointer: it {why}", excerpt(pointer)),
     }
 }
 

@@ -46,6 +46,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use backon::ExponentialBuilder;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use osp_protocol::scheduler::work_consumer;
@@ -84,6 +85,9 @@ const MIN_TASK_HEARTBEAT: Duration = Duration::from_millis(50);
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Sendings of a final report (`completed`, `failed`) while the scheduler is unreachable.
 const FINAL_REPORT_TRIES: u32 = 5;
+/// The pauses between those sendings (their number is the caller's).
+const SEND_AGAIN: ExponentialBuilder =
+    ExponentialBuilder::new().with_min_delay(Duration::from_millis(500)).with_max_delay(Duration::from_secs(5));
 /// Longest error kind.
 const MAX_KIND_BYTES: usize = 64;
 

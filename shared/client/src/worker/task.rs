@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::Retryable;
 use futures::StreamExt;
 use osp_protocol::registry::document::{encoded_len, from_json};
 use osp_protocol::scheduler::{
@@ -17,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{LogLevel, TaskFailure, ANSWER_POLL, FINAL_REPORT_TRIES, MIN_TASK_HEARTBEAT};
+use super::{LogLevel, TaskFailure, ANSWER_POLL, FINAL_REPORT_TRIES, MIN_TASK_HEARTBEAT, SEND_AGAIN};
 use crate::scheduler::command_id;
 use crate::{Client, Error, Result};
 
@@ -221,26 +222,23 @@ impl TaskInner {
     /// be reached (the same id makes a resend harmless).
     async fn send_final(&self, command: &str, report: &Report<'_>, tries: u32) -> Result<ReportOutcome> {
         let id = command_id(&format!("{command}:{}:{}", self.message.run_id, self.message.attempt));
-        let mut pause = Duration::from_millis(500);
-        for tried in 1.. {
-            match self.client.command_with_id::<_, ReportOutcome>(SERVICE, command, report, &id).await {
-                Err(error) if error.is_transient() && tried < tries => {
-                    tracing::info!(%error, "cannot report {command} now; sending it again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(Error::Rejected { error, seq }) if !error.is_transient() => {
-                    tracing::info!(%error, "the scheduler refused the {command} report");
-                    return Err(Error::Rejected { error, seq });
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "the {command} report was not delivered");
-                    return Err(error);
-                }
-                Ok(answer) => return Ok(answer.result),
+        let send = || self.client.command_with_id::<_, ReportOutcome>(SERVICE, command, report, &id);
+        let sent = send
+            .retry(SEND_AGAIN.with_max_times(tries.saturating_sub(1) as usize))
+            .when(Error::is_transient)
+            .notify(|error, _| tracing::info!(%error, "cannot report {command} now; sending it again"))
+            .await;
+        match sent {
+            Ok(answer) => Ok(answer.result),
+            Err(Error::Rejected { error, seq }) if !error.is_transient() => {
+                tracing::info!(%error, "the scheduler refused the {command} report");
+                Err(Error::Rejected { error, seq })
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the {command} report was not delivered");
+                Err(error)
             }
         }
-        unreachable!("the loop returns")
     }
 
     /// Takes in a report's reply: "cancelling" ends the task, and so does a refusal of a
