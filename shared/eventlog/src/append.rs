@@ -21,6 +21,7 @@ use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::publish::PublishAck;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use backon::{ExponentialBuilder, Retryable};
 use bytes::Bytes;
 use osp_protocol::{check_size, AggregateRef, Envelope, EventHash, EventPayload, Timestamp, MAX_MESSAGE_BYTES};
 use uuid::Uuid;
@@ -79,6 +80,12 @@ pub struct Appended<P> {
 /// Transient failures are retried for this long before an append gives up.
 const RETRY_FOR: Duration = Duration::from_secs(15);
 
+/// The pauses between those retries.
+const PUBLISH_AGAIN: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(20))
+    .with_max_delay(Duration::from_secs(1))
+    .without_max_times();
+
 impl EventLog {
     /// Appends `events` to `aggregate`, whose head the caller last saw as `head`.
     ///
@@ -100,36 +107,37 @@ impl EventLog {
         let limit = self.client.server_info().max_payload.min(MAX_MESSAGE_BYTES).saturating_sub(HEADER_ALLOWANCE);
         let sealed = seal(aggregate, head, events, limit)?;
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(20);
         let mut attempt = 0;
-        loop {
+        let publish = || {
             attempt += 1;
-            match self.publish_sealed(&subject, head, &sealed, attempt).await {
-                Ok(last_seq) => return Ok(recorded(sealed, last_seq)),
-                Err(PublishFailure::Refused) => {
-                    let last_id = sealed.last().map(|s| s.envelope.id.to_string());
-                    return match self.stored_last(&subject).await? {
-                        // The batch occupies the sequences up to the stored one; a message
-                        // that merely carries our id (a forgery) may leave too few of them.
-                        Some(stored) if stored.msg_id == last_id && stored.seq >= sealed.len() as u64 => {
-                            tracing::debug!(seq = stored.seq, "append had succeeded before its ack was lost");
-                            self.stored_batch(&subject, stored.seq, sealed.len()).await
-                        }
-                        stored => {
-                            Err(Error::Conflict { subject, expected: head.seq, actual: stored.map_or(0, |s| s.seq) })
-                        }
-                    };
+            self.publish_sealed(&subject, head, &sealed, attempt)
+        };
+        let published = publish
+            .retry(PUBLISH_AGAIN)
+            .when(|failure| matches!(failure, PublishFailure::Transient(_)))
+            .adjust(|_, pause| pause.filter(|_| started.elapsed() < RETRY_FOR))
+            .notify(|failure, pause| {
+                if let PublishFailure::Transient(reason) = failure {
+                    tracing::warn!(%reason, backoff = ?pause, "append failed, retrying with the same ids");
                 }
-                Err(PublishFailure::Transient(reason)) if started.elapsed() < RETRY_FOR => {
-                    tracing::warn!(%reason, ?backoff, "append failed, retrying with the same ids");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+            })
+            .await;
+        match published {
+            Ok(last_seq) => Ok(recorded(sealed, last_seq)),
+            Err(PublishFailure::Refused) => {
+                let last_id = sealed.last().map(|s| s.envelope.id.to_string());
+                match self.stored_last(&subject).await? {
+                    // The batch occupies the sequences up to the stored one; a message
+                    // that merely carries our id (a forgery) may leave too few of them.
+                    Some(stored) if stored.msg_id == last_id && stored.seq >= sealed.len() as u64 => {
+                        tracing::debug!(seq = stored.seq, "append had succeeded before its ack was lost");
+                        self.stored_batch(&subject, stored.seq, sealed.len()).await
+                    }
+                    stored => Err(Error::Conflict { subject, expected: head.seq, actual: stored.map_or(0, |s| s.seq) }),
                 }
-                Err(PublishFailure::Transient(reason)) => {
-                    return Err(Error::Unavailable { operation: "append", reason })
-                }
-                Err(PublishFailure::Fatal(error)) => return Err(error),
             }
+            Err(PublishFailure::Transient(reason)) => Err(Error::Unavailable { operation: "append", reason }),
+            Err(PublishFailure::Fatal(error)) => Err(error),
         }
     }
 

@@ -38,8 +38,8 @@ pub enum Error {
     ServerTooOld {
         /// The server's version.
         found: String,
-        /// The minimum.
-        required: &'static str,
+        /// The oldest release OSP runs on.
+        required: osp_protocol::nats_server::Version,
     },
     /// A stream or consumer definition file is invalid or could not be applied.
     #[error("definition {file}: {reason}")]

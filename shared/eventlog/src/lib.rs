@@ -26,6 +26,7 @@ mod verify;
 mod work;
 
 use async_nats::jetstream::{self, stream};
+use osp_protocol::nats_server;
 
 pub use append::{Appended, Head, NewEvent};
 pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STREAM, TIMERS_STREAM, WORK_STREAM};
@@ -34,10 +35,6 @@ pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, 
 pub use timers::{fired_timer_id, Timers};
 pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport};
 pub use work::{Deliveries, Delivery, WorkConfig, WorkConsumer};
-
-/// Oldest nats-server the event store runs on: message schedules (timers) and atomic
-/// batch publish arrived in 2.12.
-pub const MIN_SERVER_VERSION: (u32, u32, u32) = (2, 12, 0);
 
 /// A connection to the event log.
 #[derive(Clone, Debug)]
@@ -57,7 +54,7 @@ pub const MAX_BATCHES_IN_FLIGHT: usize = 16;
 impl EventLog {
     /// Opens the event log on `client`. The streams must exist: apply [`Definitions`]
     /// first (every service does at start-up). Fails with a clear error on a server
-    /// older than [`MIN_SERVER_VERSION`].
+    /// OSP does not run on (see [`check_server_version`]).
     pub async fn open(client: async_nats::Client) -> Result<EventLog> {
         let jetstream = jetstream::new(client.clone());
         let events = jetstream.get_stream(EVENTS_STREAM).await.map_err(|e| Error::Definition {
@@ -121,23 +118,13 @@ pub async fn connect(name: &str, urls: &str) -> Result<async_nats::Client> {
         .map_err(|e| Error::Unavailable { operation: "connect to NATS", reason: format!("{urls}: {e}") })
 }
 
-/// Refuses servers older than [`MIN_SERVER_VERSION`].
+/// Refuses a server OSP does not run on: older than [`nats_server::MIN_VERSION`], or
+/// giving a version that cannot be read.
 pub fn check_server_version(version: &str) -> Result<()> {
-    let numbers: Vec<u32> = version
-        .trim_start_matches('v')
-        .split(|c: char| !c.is_ascii_digit())
-        .take(3)
-        .map(|part| part.parse().unwrap_or(0))
-        .collect();
-    let found = (
-        numbers.first().copied().unwrap_or(0),
-        numbers.get(1).copied().unwrap_or(0),
-        numbers.get(2).copied().unwrap_or(0),
-    );
-    if found < MIN_SERVER_VERSION {
-        return Err(Error::ServerTooOld { found: version.to_owned(), required: "2.12.0" });
+    if nats_server::supported(version) {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::ServerTooOld { found: version.to_owned(), required: nats_server::MIN_VERSION })
 }
 
 #[cfg(test)]
