@@ -140,3 +140,47 @@ impl SchedulerView {
 fn view_of(folded: &Folded<Run>) -> RunView {
     RunView { seq: folded.head.seq, ..folded.state.view.clone() }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use osp_eventlog::testing::envelope;
+    use osp_eventlog::{Recorded, View};
+    use osp_protocol::EventHash;
+    use serde_json::{json, Value};
+
+    use super::SchedulerView;
+    use crate::commands::fixtures::histories;
+
+    /// What `get` answered for each of the fixtures' histories, and the digest of the run,
+    /// recorded while the run's state was still its query reply. `OSP_WRITE_REPLIES=1`
+    /// records them again.
+    const REPLIES: &str = "tests/data/get_replies.json";
+
+    #[test]
+    fn get_and_digest_answer_for_each_history_what_they_answered_before_the_state_was_split_from_its_view() {
+        let mut replies = BTreeMap::new();
+        for (name, history) in histories() {
+            let mut view = SchedulerView::default();
+            for (i, event) in history.into_iter().enumerate() {
+                let envelope = envelope(event, i as u64 + 1);
+                let stored_at = envelope.occurred_at;
+                view.apply(&Recorded { seq: i as u64 + 1, stored_at, hash: EventHash([0; 32]), envelope });
+            }
+            let reply = view.get("test").unwrap_or_else(|| panic!("{name}: no run"));
+            replies.insert(name.to_owned(), json!({"reply": reply, "digest": view.digest().unwrap().digest}));
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(REPLIES);
+        if std::env::var_os("OSP_WRITE_REPLIES").is_some() {
+            std::fs::write(&path, serde_json::to_string_pretty(&replies).unwrap() + "\n").unwrap();
+            return;
+        }
+        let before: BTreeMap<String, Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(replies.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>());
+        for (name, reply) in &replies {
+            assert_eq!(reply, &before[name], "{name}");
+        }
+    }
+}
