@@ -15,7 +15,7 @@ use osp_eventlog::{EventLog, Projection, Snapshot, Snapshots};
 use osp_local_nats::NatsServer;
 use osp_protocol::registry::document::from_json;
 use osp_protocol::registry::EntryDoc;
-use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::queries::{ApprovalState, RunStatus};
 use osp_scheduler::view::SchedulerView;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -162,7 +162,7 @@ async fn run_workflow(system: &System, folder: &Path, run_id: &str) -> Vec<(Stri
             seen.push((digest.digest, digest.applied));
         }
         let step = scheduler.get(&classify).await.unwrap();
-        if step.as_ref().is_some_and(|s| s.approval.as_ref().is_some_and(|a| a.state == "pending")) {
+        if step.as_ref().is_some_and(|s| s.approval.as_ref().is_some_and(|a| a.state == ApprovalState::Pending)) {
             ok(&system.url, &["run", "approve", &classify, "--reason", "fine"]).await;
         }
         let root = scheduler.get(run_id).await.unwrap();

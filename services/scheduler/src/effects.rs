@@ -11,7 +11,7 @@
 //! and is judged against the run's state *now*: an event whose effect the run has moved
 //! past (a dispatch of an attempt already started, a timer of an ended run) does nothing.
 
-use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::queries::{ApprovalState, RunStatus};
 use osp_protocol::scheduler::{FailureCause, Notify, RunEvent, Signal, StepEnded, TaskError};
 use osp_protocol::{Timestamp, Token};
 
@@ -237,12 +237,9 @@ fn pending_timers(run: &Run) -> Vec<(TimerKind, u32)> {
     if let Some(last) = run.view.attempts.last().filter(|a| a.deadline.is_some() && !a.timed_out) {
         timers.push((TimerKind::Timeout, last.attempt));
     }
-    if run
-        .view
-        .approval
-        .as_ref()
-        .is_some_and(|a| a.expires_at.is_some() && a.state != "expired" && a.state != "approved-on-expiry")
-    {
+    if run.view.approval.as_ref().is_some_and(|a| {
+        a.expires_at.is_some() && !matches!(a.state, ApprovalState::Expired | ApprovalState::ApprovedOnExpiry)
+    }) {
         timers.push((TimerKind::Approval, 1));
     }
     if run.cancel_requested {

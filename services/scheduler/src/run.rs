@@ -9,8 +9,8 @@
 use osp_eventlog::Aggregate;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::scheduler::queries::{
-    ApprovalView, AttemptView, CheckView, DecisionView, InputView, LogLine, Progress, RunStatus, RunView, StepView,
-    VIEW_LOG_LINES,
+    ApprovalState, ApprovalView, AttemptOutcome, AttemptView, CheckView, DecisionView, InputView, LogLine, Progress,
+    RunStatus, RunView, StepView, VIEW_LOG_LINES,
 };
 use osp_protocol::scheduler::{Checks, Dispatched, FailureCause, RunEvent, Workflow};
 use osp_protocol::{Envelope, Timestamp};
@@ -298,7 +298,7 @@ impl Aggregate for Run {
                     expires_at: request.expires_at,
                     auto_approve_on_timeout: request.auto_approve_on_timeout,
                     decisions: Vec::new(),
-                    state: "pending".into(),
+                    state: ApprovalState::Pending,
                 });
                 self.phase = Phase::AwaitingApproval;
             }
@@ -311,18 +311,21 @@ impl Aggregate for Run {
                         at,
                     });
                     if !decided.approved {
-                        approval.state = "rejected".into();
+                        approval.state = ApprovalState::Rejected;
                     }
                 }
             }
             RunEvent::ApprovalExpired(expired) => {
                 if let Some(approval) = &mut self.view.approval {
-                    approval.state = if expired.auto_approved { "approved-on-expiry" } else { "expired" }.into();
+                    approval.state = match expired.auto_approved {
+                        true => ApprovalState::ApprovedOnExpiry,
+                        false => ApprovalState::Expired,
+                    };
                 }
             }
             RunEvent::Approved(approved) => {
                 if let Some(approval) = self.view.approval.as_mut().filter(|_| !approved.on_expiry) {
-                    approval.state = "approved".into();
+                    approval.state = ApprovalState::Approved;
                 }
                 match self.workflow.is_some() {
                     true => self.orchestrate(at),
@@ -381,7 +384,7 @@ impl Aggregate for Run {
             RunEvent::AttemptFailed(failed) => {
                 let attempt = self.attempt_mut(failed.attempt);
                 attempt.ended_at = Some(at);
-                attempt.outcome = Some("failed".into());
+                attempt.outcome = Some(AttemptOutcome::Failed);
                 attempt.error = Some(failed.error.clone());
                 attempt.cause = Some(failed.cause);
             }
@@ -474,7 +477,7 @@ impl Aggregate for Run {
                 if completed.attempt > 0 {
                     let attempt = self.attempt_mut(completed.attempt);
                     attempt.ended_at = Some(at);
-                    attempt.outcome = Some("completed".into());
+                    attempt.outcome = Some(AttemptOutcome::Completed);
                 }
                 self.view.output = Some(completed.output.clone());
                 self.end(RunStatus::Completed, at);
@@ -486,10 +489,10 @@ impl Aggregate for Run {
             RunEvent::Cancelled(cancelled) => {
                 if let Some(attempt) = self.view.attempts.last_mut().filter(|a| a.ended_at.is_none()) {
                     attempt.ended_at = Some(at);
-                    attempt.outcome = Some("cancelled".into());
+                    attempt.outcome = Some(AttemptOutcome::Cancelled);
                 }
-                if let Some(approval) = self.view.approval.as_mut().filter(|a| a.state == "pending") {
-                    approval.state = "cancelled".into();
+                if let Some(approval) = self.view.approval.as_mut().filter(|a| a.state == ApprovalState::Pending) {
+                    approval.state = ApprovalState::Cancelled;
                 }
                 self.view.cancel_reason = Some(cancelled.reason.clone());
                 self.end(RunStatus::Cancelled, at);

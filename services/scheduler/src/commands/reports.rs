@@ -112,7 +112,7 @@ pub(super) fn answer(run: &Run, answer: &Answer) -> Result<Vec<RunEvent>, Error>
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
-    use osp_protocol::scheduler::queries::RunStatus;
+    use osp_protocol::scheduler::queries::{AttemptOutcome, RunStatus};
     use osp_protocol::scheduler::{InputAnswered, RunEvent};
 
     fn running() -> Vec<RunEvent> {
@@ -141,7 +141,7 @@ mod tests {
         history.extend(given_run(history.clone()).when(&completed_report(1, "a1")).events());
         let run = given_run(history.clone()).state().clone();
         assert_eq!(run.view.status(), RunStatus::Completed);
-        assert_eq!(run.view.attempts[0].outcome.as_deref(), Some("completed"));
+        assert_eq!(run.view.attempts[0].outcome, Some(AttemptOutcome::Completed));
         given_run(history).when(&progress_report(1, "a1")).then_refused("it has ended");
     }
 
