@@ -100,7 +100,7 @@ async fn perform_effects(shell: &Arc<Shell>, delivery: &Delivery) {
     }
     let run_id = event.envelope.aggregate.id.clone();
     let effects = match shell.runs.read().run(run_id.as_str()) {
-        Some(run) => effects_of(&event.envelope.payload, run),
+        Some(run) => effects_of(&event.envelope, run),
         None => Vec::new(),
     };
     for effect in effects {

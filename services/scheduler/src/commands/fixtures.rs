@@ -1,21 +1,59 @@
 //! Commands, events and histories the decision tests are written in.
 
-use osp_eventlog::testing::{given, Given, TEST_TIME};
+use osp_eventlog::testing::{envelope, given, Given, TEST_TIME};
+use osp_eventlog::{Recorded, View};
 use osp_protocol::registry::Document;
+use osp_protocol::scheduler::queries::RunView;
 use osp_protocol::scheduler::{
     Approval, Backoff, Cancel, Cancelled, Command, Completed, Decision, Dispatched, OnTimeout, Pause, Paused, Report,
     ReportKind, Retry, RunEvent, RunOptions, Started, Submit, Submitted, TaskError, Timeout,
 };
-use osp_protocol::{Timestamp, Token};
+use osp_protocol::{EventHash, Timestamp, Token};
 
 use super::{RunCommand, TimerFired, TimerKind};
 use crate::run::Run;
+use crate::view::SchedulerView;
 
 /// The time decisions are taken at.
 pub const NOW: Timestamp = TEST_TIME;
 
 pub fn given_run(history: impl IntoIterator<Item = RunEvent>) -> Given<Run> {
     given::<Run>(history)
+}
+
+/// The scheduler's view after `history`, the events of run `test`, stored one after
+/// another from sequence 1.
+pub fn scheduler_view(history: &[RunEvent]) -> SchedulerView {
+    let mut view = SchedulerView::default();
+    for (i, event) in history.iter().enumerate() {
+        let envelope = envelope(event.clone(), i as u64 + 1);
+        let stored_at = envelope.occurred_at;
+        view.apply(&Recorded { seq: i as u64 + 1, stored_at, hash: EventHash([0; 32]), envelope });
+    }
+    view
+}
+
+/// What `get` answers for run `test` after `history`.
+pub fn view_after(history: &[RunEvent]) -> RunView {
+    scheduler_view(history).get("test").expect("a run")
+}
+
+/// The laws of the view, which holds each run's state beside what only queries show of
+/// it, for run `test` after `history` (`state` is the run's state after it): `get`
+/// shows what the state says, and a snapshot of the view answers `get` and `digest` as
+/// the view does.
+#[track_caller]
+pub fn check_view(history: &[RunEvent], state: &Run) {
+    let view = scheduler_view(history);
+    let shown = view.get("test").expect("a run");
+    assert_eq!(
+        (shown.status(), shown.paused, shown.attempts.len() as u32),
+        (state.status(), state.paused, state.attempt())
+    );
+    let saved = rmp_serde::to_vec_named(&view).expect("a view encodes");
+    let restored: SchedulerView = rmp_serde::from_slice(&saved).expect("a snapshot decodes");
+    assert_eq!(restored.get("test"), Some(shown), "a snapshot of the view answers get as the view");
+    assert_eq!(restored.digest().unwrap(), view.digest().unwrap(), "and digest");
 }
 
 fn run_id() -> Token {

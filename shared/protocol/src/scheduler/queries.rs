@@ -459,25 +459,6 @@ pub struct RunSummary {
     pub updated_at: Timestamp,
 }
 
-impl From<&RunView> for RunSummary {
-    fn from(run: &RunView) -> RunSummary {
-        RunSummary {
-            run_id: run.run_id.clone(),
-            capability: match &run.workflow {
-                Some(workflow) => workflow.pattern().to_owned(),
-                None => run.capability.clone(),
-            },
-            parent: run.parent.as_ref().map(|p| p.run_id.to_string()),
-            status: run.status(),
-            paused: run.paused,
-            attempts: run.attempts.len() as u32,
-            progress: run.progress.clone(),
-            submitted_at: run.submitted_at,
-            updated_at: run.updated_at,
-        }
-    }
-}
-
 /// A page of runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunPage {
