@@ -6,7 +6,7 @@ use crate::clock::{self, with_rfc3339_times};
 use crate::output::table;
 use osp_protocol::json::from_msgpack_value;
 use osp_protocol::registry::Document;
-use osp_protocol::scheduler::queries::{CheckView, RunStatus, RunSummary, RunView};
+use osp_protocol::scheduler::queries::{ApprovalState, AttemptOutcome, CheckView, RunStatus, RunSummary, RunView};
 use osp_protocol::scheduler::RunOutcome;
 use osp_protocol::Timestamp;
 use serde_json::{json, Value};
@@ -151,7 +151,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
         let approvals = approval.decisions.iter().filter(|d| d.approved).count();
         let mut line =
             format!("approval: {} ({approvals} of {} approvals; from {who}", approval.state, approval.required);
-        if let Some(expires) = approval.expires_at.filter(|_| approval.state == "pending") {
+        if let Some(expires) = approval.expires_at.filter(|_| approval.state == ApprovalState::Pending) {
             let then = if approval.auto_approve_on_timeout { "approved" } else { "cancelled" };
             line.push_str(&format!("; expires {}, then {then}", clock::time(expires)));
         }
@@ -205,7 +205,7 @@ pub fn print_run(run: &RunView, tree: Option<&Tree>, json: bool) -> std::io::Res
                 time(a.dispatched_at),
                 time(a.started_at),
                 time(a.ended_at),
-                a.outcome.clone().unwrap_or_else(|| "-".to_owned()),
+                a.outcome.map_or("-", AttemptOutcome::as_str).to_owned(),
             ];
             if checked {
                 row.push(a.check.as_ref().map_or_else(|| "-".to_owned(), check_cell));

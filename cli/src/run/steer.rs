@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use osp_protocol::scheduler::queries::{ApprovalView, RunStatus};
+use osp_protocol::scheduler::queries::{ApprovalState, ApprovalView, RunStatus};
 use osp_protocol::scheduler::RunOutcome;
 
 /// A steering command as it was given, with what its sentence needs beyond the outcome.
@@ -46,7 +46,7 @@ pub fn said(steer: Steer<'_>, outcome: &RunOutcome) -> String {
             let given = approval.decisions.iter().filter(|decision| decision.approved).count() as u32;
             let counted = format!("approved {id} ({given} of {} approvals)", approval.required);
             match status {
-                RunStatus::Awaiting if approval.state == "pending" => {
+                RunStatus::Awaiting if approval.state == ApprovalState::Pending => {
                     format!("{counted}; waiting for {} more", approval.required.saturating_sub(given))
                 }
                 _ => format!("{counted}; {}", goes_on(status, outcome.paused, &now)),
@@ -104,7 +104,7 @@ mod tests {
         RunOutcome { run_id: "gate".into(), status, paused, created: false }
     }
 
-    fn approval(required: u32, approved_by: &[&str], state: &str) -> ApprovalView {
+    fn approval(required: u32, approved_by: &[&str], state: ApprovalState) -> ApprovalView {
         ApprovalView {
             message: "ship it?".into(),
             approvers: vec![],
@@ -120,13 +120,13 @@ mod tests {
                     at: Timestamp(0),
                 })
                 .collect(),
-            state: state.into(),
+            state,
         }
     }
 
     #[test]
     fn an_approval_says_how_many_and_what_next() {
-        let one = approval(1, &["user:ann"], "approved");
+        let one = approval(1, &["user:ann"], ApprovalState::Approved);
         let approve = Steer::Approve { approval: Some(&one) };
         assert_eq!(
             said(approve, &outcome(RunStatus::Pending, false)),
@@ -140,7 +140,7 @@ mod tests {
             said(approve, &outcome(RunStatus::Completed, false)),
             "approved gate (1 of 1 approvals); the run completed"
         );
-        let half = approval(2, &["user:ann"], "pending");
+        let half = approval(2, &["user:ann"], ApprovalState::Pending);
         assert_eq!(
             said(Steer::Approve { approval: Some(&half) }, &outcome(RunStatus::Awaiting, false)),
             "approved gate (1 of 2 approvals); waiting for 1 more"

@@ -15,7 +15,7 @@ use osp_eventlog::EventLog;
 use osp_local_nats::NatsServer;
 use osp_protocol::registry::document::from_json;
 use osp_protocol::registry::EntryDoc;
-use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::queries::{ApprovalState, RunStatus};
 use osp_runtime::{Projection, Snapshot, Snapshots};
 use osp_scheduler::view::SchedulerView;
 use serde_json::{json, Value};
@@ -154,7 +154,7 @@ async fn run_workflow(system: &System, folder: &Path, run_id: &str) -> Vec<(Stri
             seen.push((digest.digest, digest.applied));
         }
         let step = scheduler.get(&classify).await.unwrap();
-        if step.as_ref().is_some_and(|s| s.approval.as_ref().is_some_and(|a| a.state == "pending")) {
+        if step.as_ref().is_some_and(|s| s.approval.as_ref().is_some_and(|a| a.state == ApprovalState::Pending)) {
             ok(&system.url, &["run", "approve", &classify, "--reason", "fine"]).await;
         }
         let root = scheduler.get(run_id).await.unwrap();

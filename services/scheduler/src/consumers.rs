@@ -42,7 +42,7 @@ impl Reactor for RunEffects {
 
     fn effects_of(&self, event: &Recorded<RunEvent>) -> Vec<Effect> {
         match self.0.runs.read().run(event.envelope.aggregate.id.as_str()) {
-            Some(run) => effects_of(&event.envelope.payload, run),
+            Some(run) => effects_of(&event.envelope, run),
             None => Vec::new(),
         }
     }

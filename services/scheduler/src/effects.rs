@@ -11,12 +11,12 @@
 //! and is judged against the run's state *now*: an event whose effect the run has moved
 //! past (a dispatch of an attempt already started, a timer of an ended run) does nothing.
 
-use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::queries::{ApprovalState, RunStatus};
 use osp_protocol::scheduler::{FailureCause, Notify, RunEvent, Signal, StepEnded, TaskError};
-use osp_protocol::{Timestamp, Token};
+use osp_protocol::{Envelope, Timestamp, Token};
 
 use crate::commands::{ParentSignal, TimerKind};
-use crate::run::{Phase, Run};
+use crate::run::{CheckState, Phase, Run};
 
 /// One thing to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -64,8 +64,9 @@ pub enum Effect {
     },
 }
 
-/// The effects of `event` on a run now in state `run`.
-pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
+/// The effects of the event in `envelope` on a run now in state `run`.
+pub fn effects_of(envelope: &Envelope<RunEvent>, run: &Run) -> Vec<Effect> {
+    let event = &envelope.payload;
     let mut effects = Vec::new();
     let current = run.attempt();
     // A submit that dispatched its first attempt has the effects of a dispatch.
@@ -78,7 +79,7 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
         if run.phase == (Phase::Queued { attempt: dispatched.attempt, dispatch: dispatched.dispatch }) {
             effects.push(Effect::PublishTask { attempt: dispatched.attempt, dispatch: dispatched.dispatch });
         }
-        if let Some(at) = dispatched.deadline.filter(|_| current == dispatched.attempt && run.phase != Phase::Ended) {
+        if let Some(at) = dispatched.deadline.filter(|_| current == dispatched.attempt && !run.ended()) {
             effects.push(Effect::SetTimer { kind: TimerKind::Timeout, n: dispatched.attempt, at });
         }
     }
@@ -104,10 +105,10 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
                 }));
             }
         }
-        RunEvent::Cancelled(cancelled) if cancelled.forced => {
-            if let Some(attempt) = run.view.attempts.last().filter(|a| a.agent.is_some()) {
-                effects.push(stop(attempt.attempt, &cancelled.reason));
-            }
+        RunEvent::Cancelled(cancelled)
+            if cancelled.forced && run.attempts.last().is_some_and(|a| a.agent.is_some()) =>
+        {
+            effects.push(stop(current, &cancelled.reason));
         }
         RunEvent::AttemptFailed(failed) if !matches!(failed.cause, FailureCause::Agent | FailureCause::Check) => {
             // The runtime failed an attempt an agent may still be working on: tell it to stop.
@@ -146,11 +147,11 @@ pub fn effects_of(event: &RunEvent, run: &Run) -> Vec<Effect> {
         if !pending.is_empty() {
             effects.push(Effect::ClearTimers(pending));
         }
-        if let Some(notify) = notify_parent(run) {
+        if let Some(notify) = notify_parent(envelope, run) {
             effects.push(notify);
         }
-        if let (Some(notify), Some(status)) = (&run.view.options.notify, run.view.status) {
-            effects.push(Effect::NotifyEnd((**notify).clone(), status));
+        if let Some(notify) = &run.submission.options.notify {
+            effects.push(Effect::NotifyEnd((**notify).clone(), run.status()));
         }
     }
     effects
@@ -198,34 +199,32 @@ fn workflow_effects(event: &RunEvent, run: &Run) -> Vec<Effect> {
 
 /// Whether the workflow has something to do now (the engine is pure and cheap to ask).
 fn has_next(run: &Run, workflow: &crate::run::WorkflowState) -> bool {
-    !run.view.paused
+    !run.paused
         && crate::workflow::next(&workflow.definition, &workflow.input, &workflow.steps) != crate::workflow::Next::Wait
 }
 
-/// A step's run that ended tells its parent how.
-fn notify_parent(run: &Run) -> Option<Effect> {
-    let parent = run.view.parent.as_ref()?;
-    let status = run.view.status.filter(|s| s.is_final())?;
-    let run_id = Token::new("run_id", run.view.run_id.clone()).ok()?;
-    let error = match status {
-        RunStatus::Failed => run.view.error.clone(),
-        RunStatus::Cancelled => Some(TaskError {
-            kind: "cancelled".into(),
-            message: run.view.cancel_reason.clone().unwrap_or_else(|| "cancelled".into()),
-            details: None,
-        }),
-        _ => None,
+/// A step's run that ended (with `end`) tells its parent how.
+fn notify_parent(end: &Envelope<RunEvent>, run: &Run) -> Option<Effect> {
+    let parent = run.submission.parent.as_ref()?;
+    let run_id = Token::new("run_id", run.run_id.clone()).ok()?;
+    let (status, output, error) = match &end.payload {
+        RunEvent::Completed(completed) => (RunStatus::Completed, Some(completed.output.clone()), None),
+        RunEvent::Failed(failed) => (RunStatus::Failed, None, Some(failed.error.clone())),
+        RunEvent::Cancelled(cancelled) => {
+            let error = TaskError { kind: "cancelled".into(), message: cancelled.reason.clone(), details: None };
+            (RunStatus::Cancelled, None, Some(error))
+        }
+        _ => return None,
     };
-    let ended_at = run.view.ended_at.unwrap_or(run.view.updated_at);
     Some(Effect::NotifyParent {
         parent: parent.run_id.clone(),
         ended: StepEnded {
             key: parent.step.clone(),
             run_id,
             status,
-            output: run.view.output.clone().filter(|_| status == RunStatus::Completed),
+            output,
             error,
-            duration_ms: ended_at.millis_since(run.view.submitted_at),
+            duration_ms: end.occurred_at.millis_since(run.submission.at.unwrap_or_default()),
         },
     })
 }
@@ -234,22 +233,20 @@ fn notify_parent(run: &Run) -> Option<Effect> {
 /// expiry, a graceful cancel's deadline.
 fn pending_timers(run: &Run) -> Vec<(TimerKind, u32)> {
     let mut timers = Vec::new();
-    if let Some(last) = run.view.attempts.last().filter(|a| a.deadline.is_some() && !a.timed_out) {
-        timers.push((TimerKind::Timeout, last.attempt));
+    let latest = run.attempts.last();
+    if latest.is_some_and(|a| a.deadline.is_some() && !a.timed_out) {
+        timers.push((TimerKind::Timeout, run.attempt()));
     }
-    if run
-        .view
-        .approval
-        .as_ref()
-        .is_some_and(|a| a.expires_at.is_some() && a.state != "expired" && a.state != "approved-on-expiry")
-    {
+    if run.approval.as_ref().is_some_and(|a| {
+        a.expires_at.is_some() && !matches!(a.state, ApprovalState::Expired | ApprovalState::ApprovedOnExpiry)
+    }) {
         timers.push((TimerKind::Approval, 1));
     }
-    if run.cancel_requested {
+    if run.cancel_deadline.is_some() {
         timers.push((TimerKind::Cancel, run.attempt()));
     }
-    if let Some(last) = run.view.attempts.last().filter(|a| a.check.as_ref().is_some_and(|c| c.passed.is_none())) {
-        timers.push((TimerKind::Check, last.attempt));
+    if latest.is_some_and(|a| a.check.as_ref().is_some_and(|c| c.state == CheckState::Awaiting)) {
+        timers.push((TimerKind::Check, run.attempt()));
     }
     if run.workflow.as_ref().is_some_and(|w| w.deadline.is_some() && !w.timed_out) {
         timers.push((TimerKind::Timeout, 1));
@@ -265,11 +262,11 @@ fn stop(attempt: u32, reason: &str) -> Effect {
 mod tests {
     use super::*;
     use crate::commands::fixtures::*;
-    use osp_runtime::testing::fold;
+    use osp_runtime::testing::{envelope, fold};
 
     fn effects(history: &[RunEvent]) -> Vec<Effect> {
         let run: Run = fold(history);
-        effects_of(history.last().unwrap(), &run)
+        effects_of(&envelope(history.last().unwrap().clone(), history.len() as u64), &run)
     }
 
     #[test]
@@ -286,14 +283,15 @@ mod tests {
         let mut started_already = history.clone();
         started_already.push(started(1, "a1"));
         let run: Run = fold(&started_already);
+        let submitted = envelope(history[0].clone(), 1);
         assert_eq!(
-            effects_of(&history[0], &run),
+            effects_of(&submitted, &run),
             vec![Effect::SetTimer { kind: TimerKind::Timeout, n: 1, at: NOW.plus_millis(1000) }]
         );
         // After the run ended: nothing.
         started_already.push(completed(1));
         let run: Run = fold(&started_already);
-        assert_eq!(effects_of(&history[0], &run), vec![]);
+        assert_eq!(effects_of(&submitted, &run), vec![]);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!
 //! - [`run`]: the aggregate's state and `evolve`; [`commands`]: its decisions;
 //! - [`effects`]: what events ask of the world, as data;
-//! - [`view`], [`agents`] and [`catalog`]: the read models;
+//! - [`view`], [`agents`] and [`catalog`]: the read models; [`run_view`]: a run as
+//!   queries show it;
 //! - `shell`, `consumers`, `liveness`, `queries`: the I/O around them.
 
 pub mod agents;
@@ -22,6 +23,7 @@ pub mod effects;
 mod liveness;
 mod queries;
 pub mod run;
+pub mod run_view;
 mod shell;
 pub mod view;
 pub mod workflow;
@@ -32,7 +34,6 @@ use std::time::Duration;
 use osp_eventlog::EventLog;
 use osp_protocol::quality;
 use osp_protocol::registry::ENTRY_KIND;
-use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{
     Command, Origin, ReportKind, ReportOutcome, RunOutcome, StartOutcome, RUN_KIND, SERVICE,
 };
@@ -216,12 +217,12 @@ impl CommandHandler for Commands {
 
     fn outcome(&self, command: &Command, executed: &Executed<Run>) -> Outcome {
         let run = &executed.state.state;
-        let status = run.view.status.unwrap_or(RunStatus::Pending);
+        let status = run.status();
         match command {
             Command::Report(report) if matches!(report.kind, ReportKind::Started) => {
                 let go = run.phase.held() == Some((report.attempt, report.agent.as_str()))
                     && !matches!(run.phase, Phase::Cancelling { .. });
-                let reason = (!go).then(|| match run.view.paused {
+                let reason = (!go).then(|| match run.paused {
                     true => "the run is paused; it will be dispatched again on resume".to_owned(),
                     false => format!("the run is {status}"),
                 });
@@ -233,7 +234,7 @@ impl CommandHandler for Commands {
             _ => Outcome::Run(RunOutcome {
                 run_id: command.run_id().to_string(),
                 status,
-                paused: run.view.paused,
+                paused: run.paused,
                 created: matches!(command, Command::Submit(_)) && executed.appended > 0,
             }),
         }

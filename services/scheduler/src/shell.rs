@@ -196,7 +196,7 @@ impl Shell {
                 rules: checks.rule_tokens(),
                 objectives: checks.objectives.clone(),
                 execution_id: Some(run_id.to_string()),
-                agent_id: run.attempt_view(attempt).and_then(|a| a.agent.clone()),
+                agent_id: run.nth_attempt(attempt).and_then(|a| a.agent.clone()),
                 metadata: Some(serde_json::json!({"attempt": attempt})),
                 judge: checks.judge.clone(),
                 timeout_ms: Some(checks.timeout_ms()),
@@ -228,16 +228,16 @@ impl Shell {
     fn task_message(&self, run_id: &Token, attempt: u32, dispatch: u32) -> Option<(Token, TaskMessage)> {
         let view = self.runs.read();
         let run = view.run(run_id.as_str())?;
-        let capability = Token::new("capability", run.view.capability.clone()).ok()?;
-        let deadline = run.attempt_view(attempt).and_then(|a| a.deadline);
+        let capability = Token::new("capability", run.submission.capability.clone()).ok()?;
+        let deadline = run.nth_attempt(attempt).and_then(|a| a.deadline);
         let message = TaskMessage {
             run_id: run_id.clone(),
             attempt,
             dispatch,
             capability: capability.clone(),
-            input: osp_protocol::json::from_msgpack_value(&run.view.input),
+            input: osp_protocol::json::from_msgpack_value(&run.submission.input),
             deadline,
-            heartbeat_ms: run.view.options.heartbeat_timeout_ms(),
+            heartbeat_ms: run.submission.options.heartbeat_timeout_ms(),
             signal_subject: signal_subject(run_id),
             heartbeat_subject: heartbeat_subject(run_id),
             feedback: run.feedback_for(attempt),

@@ -18,7 +18,7 @@ pub const CHECK_REJECTED: &str = "check_rejected";
 
 pub(super) fn decide(run: &Run, decision: &Decision, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
     let command = if decision.approved { "approve" } else { "reject" };
-    let (Phase::AwaitingApproval, Some(approval)) = (&run.phase, &run.view.approval) else {
+    let (Phase::AwaitingApproval, Some(approval)) = (&run.phase, &run.approval) else {
         return Err(illegal(run, command, "it is not waiting for approval"));
     };
     if !approval.approvers.is_empty() && !approval.approvers.contains(&decision.approver) {

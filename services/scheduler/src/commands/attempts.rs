@@ -23,9 +23,9 @@ pub(super) fn dispatched(options: &RunOptions, attempt: u32, dispatch: u32, now:
 /// Dispatches attempt `attempt` now, unless the run is paused (then resume does). A
 /// workflow run has no task of its own: its steps start in a decision of their own.
 pub(super) fn dispatch_unless_paused(run: &Run, attempt: u32, now: Timestamp) -> Vec<RunEvent> {
-    match run.view.paused || run.workflow.is_some() {
+    match run.paused || run.workflow.is_some() {
         true => vec![],
-        false => vec![dispatch(&run.view.options, attempt, 1, now)],
+        false => vec![dispatch(&run.submission.options, attempt, 1, now)],
     }
 }
 
@@ -39,7 +39,7 @@ pub(super) fn fail(
     cause: FailureCause,
     now: Timestamp,
 ) -> Vec<RunEvent> {
-    let options = &run.view.options;
+    let options = &run.submission.options;
     let retry =
         options.retry.as_ref().filter(|retry| retryable && attempt < retry.attempts && retry.retries(&error.kind));
     let mut events = vec![RunEvent::AttemptFailed(AttemptFailed { attempt, error: error.clone(), retryable, cause })];
@@ -52,7 +52,7 @@ pub(super) fn fail(
                 delay_ms,
                 due_at: now.plus_millis(delay_ms),
             }));
-            if delay_ms == 0 && !run.view.paused {
+            if delay_ms == 0 && !run.paused {
                 events.push(dispatch(options, next, 1, now));
             }
         }

@@ -39,7 +39,7 @@ pub fn audit_id(run_id: &str, attempt: u32) -> Token {
 pub(super) fn completed(run: &Run, attempt: u32, output: &Document, now: Timestamp) -> Vec<RunEvent> {
     match run.checks() {
         None => vec![RunEvent::Completed(Completed { attempt, output: output.clone() })],
-        Some(checks) => vec![checking(&run.view.run_id, attempt, output.clone(), &checks, now)],
+        Some(checks) => vec![checking(&run.run_id, attempt, output.clone(), &checks, now)],
     }
 }
 
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(checking.audit_id, audit_id("test", 1));
         assert_eq!(checking.deadline, NOW.plus_millis(1000 + RECORD_GRACE_MS));
         let run = given_run(history.clone()).state().clone();
-        assert_eq!((run.phase.clone(), run.view.status()), (Phase::Checking { attempt: 1 }, RunStatus::InProgress));
+        assert_eq!((run.phase.clone(), run.status()), (Phase::Checking { attempt: 1 }, RunStatus::InProgress));
         // Without checks, the same report completes the run.
         let plain = [submitted(options()), dispatched(1, 1), started(1, "a1")];
         given_run(plain).when(&completed_report(1, "a1")).then(vec![super::super::fixtures::completed(1)]);
@@ -329,7 +329,7 @@ mod tests {
         let mut history = checking(gate);
         history.extend(given_run(history.clone()).when(&audit_recorded(1, Opinion::Adverse)).events());
         let run = given_run(history.clone()).state().clone();
-        assert_eq!(run.view.status(), RunStatus::Awaiting);
+        assert_eq!(run.status(), RunStatus::Awaiting);
         given_run(history.clone()).when(&approve("eve")).then_refused("is not one of this run's approvers");
         let approved = given_run(history.clone()).when(&approve("ann")).events();
         assert_eq!(approved.last(), Some(&RunEvent::Completed(Completed { attempt: 1, output: Document::Nil })));

@@ -42,18 +42,17 @@ pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEve
                 | Phase::AwaitingInput { attempt, .. } => *attempt == timer.n,
                 _ => false,
             };
-            let attempt = run.attempt_view(timer.n);
-            match attempt {
-                Some(view) if active && !view.timed_out && due(view.deadline) => timed_out(run, timer.n, now),
+            match run.nth_attempt(timer.n) {
+                Some(attempt) if active && !attempt.timed_out && due(attempt.deadline) => timed_out(run, timer.n, now),
                 _ => vec![],
             }
         }
         (TimerKind::Retry, Phase::RetryWait { attempt, due_at })
-            if *attempt == timer.n && !run.view.paused && due(Some(*due_at)) =>
+            if *attempt == timer.n && !run.paused && due(Some(*due_at)) =>
         {
-            vec![attempts::dispatch(&run.view.options, timer.n, 1, now)]
+            vec![attempts::dispatch(&run.submission.options, timer.n, 1, now)]
         }
-        (TimerKind::Approval, Phase::AwaitingApproval) => match &run.view.approval {
+        (TimerKind::Approval, Phase::AwaitingApproval) => match &run.approval {
             Some(approval) if due(approval.expires_at) => {
                 let approvals = approval.decisions.iter().filter(|d| d.approved).count() as u32;
                 let auto_approved = approval.auto_approve_on_timeout;
@@ -62,7 +61,7 @@ pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEve
                     events.push(RunEvent::Approved(Approved { by: vec![], on_expiry: true }));
                     events.extend(attempts::dispatch_unless_paused(run, 1, now));
                 } else {
-                    let waited = run.view.options.approval.as_ref().and_then(|a| a.timeout_ms).unwrap_or(0);
+                    let waited = run.submission.options.approval.as_ref().and_then(|a| a.timeout_ms).unwrap_or(0);
                     events.push(RunEvent::Cancelled(Cancelled {
                         reason: format!(
                             "approval expired after {waited} ms with {approvals} of {} approvals",
@@ -78,7 +77,7 @@ pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEve
         (TimerKind::Check, Phase::Checking { attempt }) if *attempt == timer.n => {
             checks::deadline_passed(run, timer.n, now.plus_millis(CLOCK_SLACK_MS))
         }
-        (TimerKind::Cancel, Phase::Cancelling { reason, .. }) if due(run.view.cancelling_until) => {
+        (TimerKind::Cancel, Phase::Cancelling { reason, .. }) if due(run.cancel_deadline) => {
             vec![RunEvent::Cancelled(Cancelled { reason: reason.clone(), forced: true })]
         }
         _ => vec![],
@@ -86,7 +85,7 @@ pub(super) fn timer(run: &Run, timer: &TimerFired, now: Timestamp) -> Vec<RunEve
 }
 
 fn timed_out(run: &Run, attempt: u32, now: Timestamp) -> Vec<RunEvent> {
-    let Some(timeout) = &run.view.options.timeout else { return vec![] };
+    let Some(timeout) = &run.submission.options.timeout else { return vec![] };
     let mut events = vec![RunEvent::TimedOut(TimedOut { attempt, action: timeout.on_timeout, after_ms: timeout.ms })];
     match timeout.on_timeout {
         OnTimeout::Continue => {}
@@ -109,7 +108,7 @@ fn timed_out(run: &Run, attempt: u32, now: Timestamp) -> Vec<RunEvent> {
 /// A workflow run's timeout fired: record it, then fail or cancel the run (its steps'
 /// runs are cancelled after it), or go on.
 fn workflow_timed_out(run: &Run) -> Vec<RunEvent> {
-    let Some(timeout) = &run.view.options.timeout else { return vec![] };
+    let Some(timeout) = &run.submission.options.timeout else { return vec![] };
     let message = format!("the workflow timed out after {} ms", timeout.ms);
     let mut events =
         vec![RunEvent::TimedOut(TimedOut { attempt: 0, action: timeout.on_timeout, after_ms: timeout.ms })];

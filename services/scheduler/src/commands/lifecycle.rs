@@ -15,7 +15,7 @@ use crate::run::{Phase, Run};
 pub(super) fn cancel(run: &Run, cancel: &Cancel, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
     let cancelled = |forced| RunEvent::Cancelled(Cancelled { reason: cancel.reason.clone(), forced });
     Ok(match &run.phase {
-        Phase::Ended | Phase::New => return Err(illegal(run, "cancel", "it has ended")),
+        Phase::Ended(_) | Phase::New => return Err(illegal(run, "cancel", "it has ended")),
         // Already being cancelled: a graceful cancel again changes nothing; a forced one forces.
         Phase::Cancelling { .. } if cancel.graceful => vec![],
         Phase::Cancelling { .. } => vec![cancelled(true)],
@@ -37,32 +37,32 @@ pub(super) fn cancel(run: &Run, cancel: &Cancel, now: Timestamp) -> Result<Vec<R
 }
 
 pub(super) fn pause(run: &Run, pause: &Pause) -> Result<Vec<RunEvent>, Error> {
-    if run.phase == Phase::Ended {
+    if run.ended() {
         return Err(illegal(run, "pause", "it has ended"));
     }
-    if run.view.paused {
+    if run.paused {
         return Err(illegal(run, "pause", "it is paused already"));
     }
     Ok(vec![RunEvent::Paused(Paused { reason: pause.reason.clone() })])
 }
 
 pub(super) fn resume(run: &Run, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
-    if run.phase == Phase::Ended {
+    if run.ended() {
         return Err(illegal(run, "resume", "it has ended"));
     }
-    if !run.view.paused {
+    if !run.paused {
         return Err(illegal(run, "resume", "it is not paused"));
     }
     let mut events = vec![RunEvent::Resumed(Resumed {})];
     match run.phase {
         // Held back while paused: dispatch it now.
         Phase::Ready { attempt } => {
-            let dispatch = run.attempt_view(attempt).map_or(0, |a| a.dispatches) + 1;
-            events.push(attempts::dispatch(&run.view.options, attempt, dispatch, now));
+            let dispatch = run.nth_attempt(attempt).map_or(0, |a| a.dispatches) + 1;
+            events.push(attempts::dispatch(&run.submission.options, attempt, dispatch, now));
         }
         // A retry whose delay ended during the pause.
         Phase::RetryWait { attempt, due_at } if due_at <= now => {
-            events.push(attempts::dispatch(&run.view.options, attempt, 1, now));
+            events.push(attempts::dispatch(&run.submission.options, attempt, 1, now));
         }
         _ => {}
     }
@@ -91,8 +91,7 @@ mod tests {
         let history = [submitted(options.clone()), dispatched(1, 1), started(1, "a1")];
         let mut history = history.to_vec();
         history.extend(given_run(history.clone()).when(&failed_report(1, "a1", "error", true)).events());
-        let run = given_run(history.clone()).state().clone();
-        assert!(run.view.retry_at.is_some());
+        assert!(view_after(&history).retry_at.is_some());
         given_run(history.clone()).when(&cancel(false)).then(vec![cancelled("stop", false)]);
         history.push(cancelled("stop", false));
         // The retry's timer firing later changes nothing.

@@ -142,9 +142,9 @@ fn illegal(run: &Run, command: &str, reason: impl Into<String>) -> Error {
 
 /// The run's state in the words of an error message: `completed`, `in-progress (paused)`.
 fn state_name(run: &Run) -> String {
-    let status = run.view.status().as_str();
-    match (&run.phase, run.view.paused) {
-        (Phase::Ended, _) => status.to_owned(),
+    let status = run.status().as_str();
+    match (&run.phase, run.paused) {
+        (Phase::Ended(_), _) => status.to_owned(),
         (_, true) => format!("{status} (paused)"),
         _ => status.to_owned(),
     }
@@ -254,7 +254,7 @@ mod properties {
             // Times move on, so timers may come due.
             for (step, command) in commands.iter().enumerate() {
                 let now = NOW.plus_millis(step as u64 * 20);
-                let ended = state.phase == crate::run::Phase::Ended;
+                let ended = state.ended();
                 if let Ok(events) = state.decide(command, now) {
                     prop_assert!(!ended || events.is_empty(), "an ended run changed: {command:?} -> {events:?}");
                     for event in events {
@@ -267,6 +267,7 @@ mod properties {
             // What a snapshot saves is what it restores.
             let saved = rmp_serde::to_vec_named(&state).unwrap();
             prop_assert_eq!(&rmp_serde::from_slice::<Run>(&saved).unwrap(), &state);
+            check_view(&history, &state);
             let ends = history.iter().filter(|e| matches!(e, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_))).count();
             prop_assert!(ends <= 1);
             let mut started = std::collections::HashSet::new();

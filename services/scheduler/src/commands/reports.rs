@@ -16,7 +16,7 @@ use crate::run::{Phase, Run};
 
 pub(super) fn decide(run: &Run, report: &Report, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
     let name = report.kind.name();
-    if run.phase == Phase::Ended {
+    if run.ended() {
         return Err(illegal(run, name, "it has ended; stop working on it"));
     }
     if let ReportKind::Started = report.kind {
@@ -80,7 +80,7 @@ pub(super) fn decide(run: &Run, report: &Report, now: Timestamp) -> Result<Vec<R
 
 fn started(run: &Run, report: &Report) -> Result<Vec<RunEvent>, Error> {
     match &run.phase {
-        Phase::Queued { attempt, .. } if *attempt == report.attempt => Ok(match run.view.paused {
+        Phase::Queued { attempt, .. } if *attempt == report.attempt => Ok(match run.paused {
             true => vec![RunEvent::Deferred(Deferred { attempt: *attempt, agent: report.agent.clone() })],
             false => vec![RunEvent::Started(Started { attempt: *attempt, agent: report.agent.clone() })],
         }),
@@ -112,7 +112,7 @@ pub(super) fn answer(run: &Run, answer: &Answer) -> Result<Vec<RunEvent>, Error>
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
-    use osp_protocol::scheduler::queries::RunStatus;
+    use osp_protocol::scheduler::queries::{AttemptOutcome, RunStatus};
     use osp_protocol::scheduler::{InputAnswered, RunEvent};
 
     fn running() -> Vec<RunEvent> {
@@ -134,14 +134,14 @@ mod tests {
         let mut history = running();
         history.extend(given_run(history.clone()).when(&progress_report(1, "a1")).events());
         history.extend(given_run(history.clone()).when(&log_report(1, "a1")).events());
-        let run = given_run(history.clone()).state().clone();
-        assert_eq!(run.view.status(), RunStatus::InProgress);
-        assert_eq!(run.view.progress.as_ref().map(|p| (p.current, p.total)), Some((1, Some(2))));
-        assert_eq!((run.view.logs.len(), run.view.log_count), (1, 1));
+        let view = view_after(&history);
+        assert_eq!(view.status(), RunStatus::InProgress);
+        assert_eq!(view.progress.as_ref().map(|p| (p.current, p.total)), Some((1, Some(2))));
+        assert_eq!((view.logs.len(), view.log_count), (1, 1));
         history.extend(given_run(history.clone()).when(&completed_report(1, "a1")).events());
-        let run = given_run(history.clone()).state().clone();
-        assert_eq!(run.view.status(), RunStatus::Completed);
-        assert_eq!(run.view.attempts[0].outcome.as_deref(), Some("completed"));
+        let view = view_after(&history);
+        assert_eq!(view.status(), RunStatus::Completed);
+        assert_eq!(view.attempts[0].outcome, Some(AttemptOutcome::Completed));
         given_run(history).when(&progress_report(1, "a1")).then_refused("it has ended");
     }
 
@@ -149,7 +149,7 @@ mod tests {
     fn a_question_makes_the_run_wait_and_the_answer_resumes_it() {
         let mut history = running();
         history.extend(given_run(history.clone()).when(&ask_report(1, "a1", "q1")).events());
-        assert_eq!(given_run(history.clone()).state().view.status(), RunStatus::Awaiting);
+        assert_eq!(given_run(history.clone()).state().status(), RunStatus::Awaiting);
         given_run(history.clone()).when(&ask_report(1, "a1", "q1")).then(vec![]);
         given_run(history.clone()).when(&answer_cmd(Some("q9"))).then_refused("request_id \"q9\" not found");
         let events = given_run(history.clone()).when(&answer_cmd(None)).events();
@@ -158,9 +158,9 @@ mod tests {
             vec![RunEvent::InputAnswered(InputAnswered { request_id: "q1".into(), answer: "yes".into() })]
         );
         history.extend(events);
-        let run = given_run(history.clone()).state().clone();
-        assert_eq!(run.view.status(), RunStatus::InProgress);
-        assert_eq!(run.view.inputs[0].answer, Some("yes".into()));
+        let view = view_after(&history);
+        assert_eq!(view.status(), RunStatus::InProgress);
+        assert_eq!(view.inputs[0].answer, Some("yes".into()));
         given_run(history).when(&answer_cmd(None)).then_refused("not waiting for an answer");
     }
 }

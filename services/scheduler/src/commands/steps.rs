@@ -42,10 +42,10 @@ pub enum ParentSignal {
 
 /// What comes next in a workflow run, if it is running and not paused.
 pub(super) fn advance(run: &Run) -> Vec<RunEvent> {
-    let Some(state) = run.workflow.as_ref().filter(|_| run.phase == Phase::Orchestrating && !run.view.paused) else {
+    let Some(state) = run.workflow.as_ref().filter(|_| run.phase == Phase::Orchestrating && !run.paused) else {
         return vec![];
     };
-    let Ok(run_id) = Token::new("run_id", run.view.run_id.clone()) else { return vec![] };
+    let Ok(run_id) = Token::new("run_id", run.run_id.clone()) else { return vec![] };
     match workflow::next(&state.definition, &state.input, &state.steps) {
         Next::Wait => vec![],
         Next::Start { steps, total } => {
@@ -100,7 +100,7 @@ pub(super) fn ended(run: &Run, ended: &StepEnded) -> Vec<RunEvent> {
 /// was never submitted (the parent ended before the submit) records the run as
 /// cancelled, so the late submit finds it ended and does nothing.
 pub(super) fn from_parent(run: &Run, signal: &ParentSignal, now: Timestamp) -> Vec<RunEvent> {
-    if run.phase == Phase::Ended {
+    if run.ended() {
         return vec![];
     }
     match signal {
@@ -108,7 +108,7 @@ pub(super) fn from_parent(run: &Run, signal: &ParentSignal, now: Timestamp) -> V
             vec![RunEvent::Cancelled(Cancelled { reason: reason.clone(), forced: *forced })]
         }
         ParentSignal::Cancel { reason, forced } => {
-            let Ok(run_id) = Token::new("run_id", run.view.run_id.clone()) else { return vec![] };
+            let Ok(run_id) = Token::new("run_id", run.run_id.clone()) else { return vec![] };
             let cancel = Cancel {
                 run_id,
                 reason: reason.clone(),
@@ -117,10 +117,10 @@ pub(super) fn from_parent(run: &Run, signal: &ParentSignal, now: Timestamp) -> V
             };
             lifecycle::cancel(run, &cancel, now).unwrap_or_default()
         }
-        ParentSignal::Pause if run.exists() && !run.view.paused => {
+        ParentSignal::Pause if run.exists() && !run.paused => {
             vec![RunEvent::Paused(Paused { reason: Some("its workflow was paused".into()) })]
         }
-        ParentSignal::Resume if run.view.paused => lifecycle::resume(run, now).unwrap_or_default(),
+        ParentSignal::Resume if run.paused => lifecycle::resume(run, now).unwrap_or_default(),
         _ => vec![],
     }
 }
@@ -183,8 +183,8 @@ mod tests {
         history.extend(ended);
         given_run(history.clone()).when(&step_ended("subtask:a", RunStatus::Completed)).then(vec![]);
         given_run(history.clone()).when(&step_ended("merge", RunStatus::Completed)).then(vec![]);
-        let run = given_run(history).state().clone();
-        assert_eq!(run.view.progress.as_ref().map(|p| (p.current, p.total)), Some((1, Some(3))));
+        let view = view_after(&history);
+        assert_eq!(view.progress.as_ref().map(|p| (p.current, p.total)), Some((1, Some(3))));
     }
 
     #[test]
@@ -276,7 +276,7 @@ mod tests {
                 let mut state: crate::run::Run = fold(&history);
                 for (step, command) in commands.iter().enumerate() {
                     let now = NOW.plus_millis(step as u64 * 20);
-                    let (ended, paused) = (state.phase == Phase::Ended, state.view.paused);
+                    let (ended, paused) = (state.ended(), state.paused);
                     let Ok(events) = state.decide(command, now) else { continue };
                     for event in events {
                         prop_assert!(!ended || matches!(event, RunEvent::StepEnded(_)), "an ended run changed: {event:?}");
@@ -291,6 +291,7 @@ mod tests {
                 // What a snapshot saves is what it restores.
                 let saved = rmp_serde::to_vec_named(&state).unwrap();
                 prop_assert_eq!(&rmp_serde::from_slice::<crate::run::Run>(&saved).unwrap(), &state);
+                check_view(&history, &state);
                 let ends = history.iter().filter(|e| matches!(e, RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_))).count();
                 prop_assert!(ends <= 1);
                 let keys = started_keys(&history);

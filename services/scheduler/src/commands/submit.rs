@@ -16,14 +16,14 @@ pub(super) fn decide(run: &Run, submit: &Submit, now: Timestamp) -> Result<Vec<R
         return Ok(vec![]);
     }
     if run.exists() {
-        let view = &run.view;
+        let submitted = &run.submission;
         let capability = submit.capability.as_ref().map(ToString::to_string).unwrap_or_default();
-        let same = view.capability == capability
-            && view.workflow.as_ref() == submit.workflow.as_deref()
-            && view.parent == submit.parent
-            && view.input == submit.input
-            && view.options == submit.options
-            && view.metadata == submit.metadata;
+        let same = submitted.capability == capability
+            && submitted.workflow.as_ref() == submit.workflow.as_deref()
+            && submitted.parent == submit.parent
+            && submitted.input == submit.input
+            && submitted.options == submit.options
+            && submitted.metadata == submit.metadata;
         return match same {
             true => Ok(vec![]),
             false => Err(Error::Conflict {
@@ -82,8 +82,8 @@ mod tests {
         // The two-event form means the same.
         let two = given_run([submitted_event(options()), dispatched(1, 1)]).state().clone();
         assert_eq!(two.phase, run.phase);
-        assert_eq!(two.view.attempts.len(), 1);
-        assert_eq!(two.view.attempts[0].dispatches, run.view.attempts[0].dispatches);
+        assert_eq!(two.attempts.len(), 1);
+        assert_eq!(two.attempts[0].dispatches, run.attempts[0].dispatches);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! without auto-approve, and approving a run that is not waiting.
 
 use crate::common::{client, submission, system_with_agent, worker, RUN_WITHIN};
-use osp_protocol::scheduler::queries::RunStatus;
+use osp_protocol::scheduler::queries::{ApprovalState, RunStatus};
 use serde_json::json;
 
 async fn echo(task: osp_client::Task) -> Result<serde_json::Value, osp_client::TaskFailure> {
@@ -36,7 +36,7 @@ async fn two_of_three_approvers_and_an_unlisted_one_does_not_count() {
         approval.decisions.iter().map(|d| (d.approver.as_str(), d.reason.as_deref())).collect();
     assert_eq!(decided, [("ann", Some("tests pass")), ("bob", None)], "eve's decision did not count");
     assert!(approval.decisions.iter().all(|d| d.at.millis() > 0));
-    assert_eq!(approval.state, "approved");
+    assert_eq!(approval.state, ApprovalState::Approved);
     assert_eq!(crate::common::code(as_("cid").await.approve("r", None).await), "illegal_transition");
     agent.shutdown().await;
     scheduler.shutdown().await;

@@ -28,8 +28,23 @@ pub const MAX_LIMIT: u32 = 1000;
 pub const VIEW_LOG_LINES: usize = 100;
 
 /// Where a run is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum RunStatus {
     /// Created; waiting to be dispatched, on the work queue, or waiting for a retry.
     Pending,
@@ -53,28 +68,67 @@ impl RunStatus {
 
     /// Its wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::InProgress => "in-progress",
-            RunStatus::Awaiting => "awaiting",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 impl std::str::FromStr for RunStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<RunStatus, String> {
+        use strum::VariantNames;
         serde_json::from_value(serde_json::Value::String(s.to_owned()))
-            .map_err(|_| format!("{s:?} is not a status: pending, in-progress, awaiting, completed, failed, cancelled"))
+            .map_err(|_| format!("{s:?} is not a status: {}", RunStatus::VARIANTS.join(", ")))
+    }
+}
+
+/// Where a run's approval request is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum ApprovalState {
+    /// Approvers may decide.
+    Pending,
+    /// The required approvals came.
+    Approved,
+    /// An approver rejected it.
+    Rejected,
+    /// It expired, and the run was cancelled.
+    Expired,
+    /// It expired, and `autoApproveOnTimeout` approved it.
+    ApprovedOnExpiry,
+    /// The run was cancelled while it was pending.
+    Cancelled,
+}
+
+impl ApprovalState {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// How an attempt ended.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::Display, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum AttemptOutcome {
+    /// The run completed with its output.
+    Completed,
+    /// It failed: its agent said so, the scheduler found it (timeout, heartbeat, agent
+    /// offline), or its output failed its checks (`onFailure: retry`).
+    Failed,
+    /// The run was cancelled before it ended.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -143,9 +197,9 @@ pub struct AttemptView {
     /// When it ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<Timestamp>,
-    /// How it ended: `completed`, `failed`, `cancelled`.
+    /// How it ended, once it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<String>,
+    pub outcome: Option<AttemptOutcome>,
     /// Its error, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
@@ -203,8 +257,8 @@ pub struct ApprovalView {
     pub auto_approve_on_timeout: bool,
     /// The decisions so far.
     pub decisions: Vec<DecisionView>,
-    /// `pending`, `approved`, `rejected` or `expired`.
-    pub state: String,
+    /// Where it is.
+    pub state: ApprovalState,
 }
 
 /// A question of the agent.
@@ -405,25 +459,6 @@ pub struct RunSummary {
     pub updated_at: Timestamp,
 }
 
-impl From<&RunView> for RunSummary {
-    fn from(run: &RunView) -> RunSummary {
-        RunSummary {
-            run_id: run.run_id.clone(),
-            capability: match &run.workflow {
-                Some(workflow) => workflow.pattern().to_owned(),
-                None => run.capability.clone(),
-            },
-            parent: run.parent.as_ref().map(|p| p.run_id.to_string()),
-            status: run.status(),
-            paused: run.paused,
-            attempts: run.attempts.len() as u32,
-            progress: run.progress.clone(),
-            submitted_at: run.submitted_at,
-            updated_at: run.updated_at,
-        }
-    }
-}
-
 /// A page of runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunPage {
@@ -475,5 +510,25 @@ mod tests {
             assert_eq!(status.as_str().parse::<RunStatus>().unwrap(), status);
         }
         assert!("running".parse::<RunStatus>().unwrap_err().contains("in-progress"));
+    }
+
+    /// The names `Display` and `as_str` give are the wire's (serde's) names.
+    #[test]
+    fn each_state_has_one_name() {
+        fn one_name<T>()
+        where
+            T: strum::VariantNames + serde::de::DeserializeOwned + Serialize + Copy,
+            &'static str: From<T>,
+        {
+            for name in T::VARIANTS {
+                let state: T = serde_json::from_value(serde_json::json!(name)).unwrap();
+                assert_eq!(<&'static str>::from(state), *name);
+                assert_eq!(serde_json::to_value(state).unwrap(), *name);
+            }
+        }
+        one_name::<RunStatus>();
+        one_name::<ApprovalState>();
+        one_name::<AttemptOutcome>();
+        assert_eq!(ApprovalState::ApprovedOnExpiry.to_string(), "approved-on-expiry");
     }
 }
