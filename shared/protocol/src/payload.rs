@@ -161,6 +161,23 @@ impl AnyPayload {
     pub fn to_json(&self) -> serde_json::Value {
         crate::json::from_msgpack_value(&self.body)
     }
+
+    /// The payload as one of `P`'s events: `None` when `P` has no event of its type and
+    /// schema (another service's, or a newer writer's), or it does not read as one.
+    pub fn read<P: EventPayload>(&self) -> Option<P> {
+        let bytes = encoded(&self.body);
+        P::deserialize_payload(&self.event_type, self.schema, &mut rmp_serde::Deserializer::from_read_ref(&bytes)).ok()
+    }
+}
+
+/// `value` encoded again: how a payload kept as a value is read as a type. rmpv's own
+/// deserializer reads an enum only in rmpv's form (`[index, value]`), not as serde writes
+/// one on the log (a variant's name, or a map from it), so a value is read as the log's
+/// bytes are.
+pub(crate) fn encoded(value: &rmpv::Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).expect("writing to memory never fails");
+    bytes
 }
 
 impl EventPayload for AnyPayload {

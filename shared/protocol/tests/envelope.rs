@@ -30,6 +30,24 @@ osp_protocol::event_payload! {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Colour {
+    Red,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Painted {
+    colour: Colour,
+}
+
+osp_protocol::event_payload! {
+    #[derive(Clone, Debug, PartialEq)]
+    enum PaintEvent {
+        Painted(Painted) = ("door.painted", 1),
+    }
+}
+
 fn envelope(payload: RunEvent) -> Envelope<RunEvent> {
     Envelope {
         id: derived_event_id("cmd-1", 0, Timestamp(1_700_000_000_000)),
@@ -186,6 +204,25 @@ fn untyped_payload_reads_as_json() {
     let bytes = envelope(progressed()).encode().unwrap();
     let any = Envelope::<AnyPayload>::decode(&bytes).unwrap();
     assert_eq!(any.payload.to_json(), serde_json::json!({"current": 2, "total": 5, "message": "halfway"}));
+}
+
+#[test]
+fn an_untyped_payload_reads_as_the_events_that_have_its_type() {
+    let bytes = envelope(progressed()).encode().unwrap();
+    let any = Envelope::<AnyPayload>::decode(&bytes).unwrap().payload;
+    assert_eq!(any.read::<RunEvent>(), Some(progressed()));
+    let unknown = AnyPayload { event_type: "run.archived".into(), ..any.clone() };
+    assert_eq!(unknown.read::<RunEvent>(), None, "a type this reader does not know");
+    let newer = AnyPayload { schema: 2, ..any.clone() };
+    assert_eq!(newer.read::<RunEvent>(), None, "a schema newer than this reader's");
+    let misshapen = AnyPayload { body: rmpv::Value::from("not a map"), ..any };
+    assert_eq!(misshapen.read::<RunEvent>(), None);
+    let door = AnyPayload {
+        event_type: "door.painted".into(),
+        schema: 1,
+        body: rmpv::ext::to_value(serde_json::json!({"colour": "red"})).unwrap(),
+    };
+    assert_eq!(door.read::<PaintEvent>(), Some(PaintEvent::Painted(Painted { colour: Colour::Red })), "enums too");
 }
 
 #[test]
