@@ -28,6 +28,8 @@ pub use codec::{check_size, Encoding, CONTENT_TYPE, JSON, MAX_MESSAGE_BYTES, MSG
 pub use envelope::{derived_event_id, Envelope};
 pub use error::Error;
 pub use hash::EventHash;
+#[doc(hidden)]
+pub use payload::__from_value;
 pub use payload::{AnyPayload, EventPayload};
 pub use rejection::{RejectionEvent, RejectionRecorded, REJECTION_KIND};
 pub use reply::{encode_ok_with, Reply};

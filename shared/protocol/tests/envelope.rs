@@ -160,6 +160,11 @@ fn a_hand_written_json_event_with_payload_first_and_extra_fields_decodes() {
     assert_eq!(env.aggregate.subject(), "osp.v1.evt.run.r-9");
     assert_eq!(env.payload, RunEvent::Progressed(Progressed { current: 1, total: None, message: "m".into() }));
     assert_eq!(env.prev_hash, None);
+    let painted = json
+        .replace(r#"{"current": 1, "total": null, "message": "m"}"#, r#"{"colour": "red"}"#)
+        .replace("run.progressed", "door.painted");
+    let env: Envelope<PaintEvent> = Encoding::Json.decode(painted.as_bytes()).unwrap();
+    assert_eq!(env.payload, PaintEvent::Painted(Painted { colour: Colour::Red }), "its enums read as written");
 }
 
 #[test]
@@ -303,6 +308,52 @@ mod upcasting {
             let any: Envelope<AnyPayload> = encoding.decode(&bytes).unwrap();
             assert_eq!(any.payload.schema, 1);
         }
+    }
+
+    /// The way to lock a door.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Lock {
+        Code,
+    }
+
+    /// Schema 1 of `door.locked` called its lock `with`.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct LockedV1 {
+        with: Lock,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Locked {
+        lock: Lock,
+    }
+
+    fn locked_v1(mut payload: rmpv::Value) -> Result<rmpv::Value, String> {
+        let with = take_field(&mut payload, "with").ok_or("no field `with`")?;
+        set_field(&mut payload, "lock", with)?;
+        Ok(payload)
+    }
+
+    osp_protocol::event_payload! {
+        #[derive(Clone, Debug, PartialEq)]
+        enum OldLockEvent {
+            Locked(LockedV1) = ("door.locked", 1),
+        }
+    }
+
+    osp_protocol::event_payload! {
+        #[derive(Clone, Debug, PartialEq)]
+        enum LockEvent {
+            Locked(Locked) = ("door.locked", 2),
+        }
+        upcasters: &[Upcaster { event_type: "door.locked", from: 1, upcast: locked_v1 }];
+    }
+
+    #[test]
+    fn an_upcast_payload_reads_its_enums_as_written() {
+        let bytes = door(OldLockEvent::Locked(LockedV1 { with: Lock::Code })).encode().unwrap();
+        let read = Envelope::<LockEvent>::decode(&bytes).unwrap();
+        assert_eq!(read.payload, LockEvent::Locked(Locked { lock: Lock::Code }));
     }
 
     #[test]
