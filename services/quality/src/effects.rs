@@ -18,8 +18,9 @@ use std::time::Duration;
 use osp_eventlog::{CommandMeta, Delivery, EventLog, Executor, FromStored, Projection, Recorded, Timers, WorkConfig};
 use osp_eventlog::{WorkConsumer, EVENTS_STREAM};
 use osp_protocol::quality::{AgentPart, AuditOpened, CustomRuleTask, JudgeTask, QualityEvent, AUDIT_KIND, SERVICE};
-use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, SubmitBody, Timeout};
-use osp_protocol::{subject, AggregateRef, Token};
+use osp_protocol::registry::document::from_json;
+use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, Submit, Timeout};
+use osp_protocol::{subject, AggregateRef, InboxCommand, Token};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -150,17 +151,18 @@ impl Effects {
             notify: Some(Box::new(Notify { service: SERVICE.into(), key: audit.id.to_string() })),
             ..RunOptions::default()
         };
-        let body = SubmitBody {
-            run_id: part.run_id.as_str(),
-            capability: Some(part.capability.as_str()),
+        let submit = scheduler::Command::Submit(Submit {
+            run_id: part.run_id.clone(),
+            capability: Some(part.capability.clone()),
             workflow: None,
-            input: &input,
-            options: &options,
+            parent: None,
+            input: from_json(&input),
+            options,
             metadata: None,
-        };
+        });
         let scheduler = Token::new("service", scheduler::SERVICE).expect("valid token");
         let id = format!("submit:{}", part.run_id);
-        self.log.send_command(&scheduler, "submit", &id, ACTOR, &body).await?;
+        self.log.send_command(&scheduler, submit.name(), &id, ACTOR, &submit).await?;
         tracing::info!(%audit, part = %part.part, run_id = %part.run_id, "part submitted");
         Ok(())
     }

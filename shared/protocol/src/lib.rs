@@ -7,6 +7,7 @@
 //! prose; this crate is its reference implementation.
 
 mod codec;
+pub mod command;
 pub mod context;
 mod envelope;
 mod error;
@@ -25,6 +26,7 @@ mod timestamp;
 pub mod upcast;
 
 pub use codec::{check_size, Encoding, CONTENT_TYPE, JSON, MAX_MESSAGE_BYTES, MSGPACK};
+pub use command::InboxCommand;
 pub use envelope::{derived_event_id, Envelope};
 pub use error::Error;
 pub use hash::EventHash;
