@@ -13,6 +13,7 @@
 //! `Serialize` writes the body [`Command::parse`] reads (the approver of an approval is
 //! the sender's `Osp-Actor`, not a field).
 
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
 use crate::command::read_name;
@@ -336,12 +337,9 @@ impl InboxCommand for Command {
 
 /// A resume's body: the run alone.
 fn run_only<S: Serializer>(run_id: &Token, serializer: S) -> Result<S::Ok, S::Error> {
-    RunOnlyOut { run_id }.serialize(serializer)
-}
-
-#[derive(Serialize)]
-struct RunOnlyOut<'a> {
-    run_id: &'a Token,
+    let mut body = serializer.serialize_map(Some(1))?;
+    body.serialize_entry("run_id", run_id)?;
+    body.end()
 }
 
 impl ReportKind {
