@@ -25,7 +25,10 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use osp_protocol::quality::QualityEvent;
+use osp_protocol::scheduler::{Dispatched, RunEvent};
+
+use super::event::Event;
 
 /// The `n` of a timer whose event does not say it (an approval's, a cancel's): any.
 const ANY_N: u64 = 0;
@@ -113,61 +116,54 @@ impl Causes {
         set(n).or_else(|| set(ANY_N)).map(|(_, seq)| *seq)
     }
 
-    /// Records what event `seq` of `aggregate` (`<kind>:<id>`) lets later ids lead to.
-    pub fn note(&mut self, seq: u64, id: &str, event_type: &str, payload: &Value) {
+    /// Records what event `seq` of aggregate `id` lets later ids lead to.
+    pub fn note(&mut self, seq: u64, id: &str, event: &Event) {
         self.seqs.insert(seq);
-        let attempt = payload["attempt"].as_u64();
         let run = || id.to_owned();
-        match event_type {
-            "run.submitted" => {
-                if let Some(dispatched) = payload.get("dispatched").filter(|d| d.is_object()) {
+        match event {
+            Event::Run(RunEvent::Submitted(submitted)) => {
+                if let Some(dispatched) = &submitted.dispatched {
                     self.dispatched(id, dispatched, seq);
                 }
-                if payload["workflow"].is_object() {
+                if submitted.workflow.is_some() {
                     // A workflow run's own timeout runs from its submit (or approval).
                     self.timers.insert((run(), "timeout", 1), seq);
                 }
             }
-            "run.approved" => {
+            Event::Run(RunEvent::Approved(_)) => {
                 self.timers.insert((run(), "timeout", 1), seq);
             }
-            "run.dispatched" => self.dispatched(id, payload, seq),
-            "run.started" => {
-                self.starts.insert((run(), attempt.unwrap_or(0)), seq);
+            Event::Run(RunEvent::Dispatched(dispatched)) => self.dispatched(id, dispatched, seq),
+            Event::Run(RunEvent::Started(started)) => {
+                self.starts.insert((run(), started.attempt.into()), seq);
             }
-            "run.steps_started" => {
-                for step in payload["steps"].as_array().into_iter().flatten() {
-                    if let Some(key) = step["key"].as_str() {
-                        self.steps_started.insert((run(), key.to_owned()), seq);
-                    }
+            Event::Run(RunEvent::StepsStarted(started)) => {
+                for step in &started.steps {
+                    self.steps_started.insert((run(), step.key.clone()), seq);
                 }
             }
-            "run.completed" | "run.failed" | "run.cancelled" => {
+            Event::Run(RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_)) => {
                 self.ends.insert(run(), seq);
             }
-            "run.checking" => {
-                if let Some(audit) = payload["audit_id"].as_str() {
-                    self.checks.insert(audit.to_owned(), seq);
-                }
-                self.timers.insert((run(), "check", attempt.unwrap_or(0)), seq);
+            Event::Run(RunEvent::Checking(checking)) => {
+                self.checks.insert(checking.audit_id.to_string(), seq);
+                self.timers.insert((run(), "check", checking.attempt.into()), seq);
             }
-            "run.retry_scheduled" => {
-                self.timers.insert((run(), "retry", attempt.unwrap_or(0)), seq);
+            Event::Run(RunEvent::RetryScheduled(retry)) => {
+                self.timers.insert((run(), "retry", retry.attempt.into()), seq);
             }
-            "run.approval_requested" => {
+            Event::Run(RunEvent::ApprovalRequested(_)) => {
                 self.timers.insert((run(), "approval", ANY_N), seq);
             }
-            "run.cancel_requested" => {
+            Event::Run(RunEvent::CancelRequested(_)) => {
                 self.timers.insert((run(), "cancel", ANY_N), seq);
             }
-            "audit.recorded" => {
+            Event::Quality(QualityEvent::AuditRecorded(_)) => {
                 self.recorded.insert(id.to_owned(), seq);
             }
-            "audit.opened" => {
-                for part in payload["parts"].as_array().into_iter().flatten() {
-                    if let Some(part_run) = part["run_id"].as_str() {
-                        self.parts.insert(part_run.to_owned(), seq);
-                    }
+            Event::Quality(QualityEvent::AuditOpened(opened)) => {
+                for part in &opened.parts {
+                    self.parts.insert(part.run_id.to_string(), seq);
                 }
             }
             _ => {}
@@ -175,38 +171,48 @@ impl Causes {
     }
 
     /// An attempt was dispatched (its timeout timer set with it).
-    fn dispatched(&mut self, run: &str, dispatched: &Value, seq: u64) {
-        let attempt = dispatched["attempt"].as_u64().unwrap_or(0);
-        let dispatch = dispatched["dispatch"].as_u64().unwrap_or(0);
-        self.dispatches.insert((run.to_owned(), attempt, dispatch), seq);
+    fn dispatched(&mut self, run: &str, dispatched: &Dispatched, seq: u64) {
+        let attempt = u64::from(dispatched.attempt);
+        self.dispatches.insert((run.to_owned(), attempt, dispatched.dispatch.into()), seq);
         self.timers.insert((run.to_owned(), "timeout", attempt), seq);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
+    use super::super::event::tests::read;
     use super::*;
 
     fn noted() -> Causes {
         let mut causes = Causes::default();
-        causes.note(2, "r1", "run.submitted", &json!({"workflow": {}}));
-        causes.note(
-            3,
-            "r1",
-            "run.steps_started",
-            &json!({"steps": [{"key": "route:tech", "run_id": "r1:route:tech"}]}),
-        );
-        causes.note(4, "r1:route:tech", "run.submitted", &json!({"dispatched": {"attempt": 1, "dispatch": 1}}));
-        causes.note(5, "r1:route:tech", "run.started", &json!({"attempt": 1, "agent": "a"}));
-        causes.note(6, "r1:route:tech", "run.attempt_failed", &json!({"attempt": 1}));
-        causes.note(7, "r1:route:tech", "run.retry_scheduled", &json!({"attempt": 2}));
-        causes.note(8, "r1:route:tech", "run.dispatched", &json!({"attempt": 2, "dispatch": 1}));
-        causes.note(9, "r1:route:tech", "run.checking", &json!({"attempt": 2, "audit_id": "au-1"}));
-        causes.note(10, "au-1", "audit.opened", &json!({"parts": [{"run_id": "au-1:judge"}]}));
-        causes.note(11, "r1:route:tech", "run.completed", &json!({"attempt": 2}));
-        causes.note(12, "au-1", "audit.recorded", &json!({"entry": {}}));
+        let mut note =
+            |seq: u64, id: &str, event_type: &str, payload: Value| causes.note(seq, id, &read(event_type, &payload));
+        let task = json!({"task": {"capability": "tech"}});
+        let routing = json!({"routing": {"classify": task, "routes": {"tech": task}}});
+        note(2, "r1", "run.submitted", json!({"workflow": routing, "input": null, "options": {}}));
+        let step = json!({"key": "route:tech", "run_id": "r1:route:tech", "step": task, "input": null});
+        note(3, "r1", "run.steps_started", json!({"steps": [step], "total": 2}));
+        let dispatched = json!({"attempt": 1, "dispatch": 1});
+        let submitted = json!({"capability": "tech", "input": null, "options": {}, "dispatched": dispatched});
+        note(4, "r1:route:tech", "run.submitted", submitted);
+        note(5, "r1:route:tech", "run.started", json!({"attempt": 1, "agent": "a"}));
+        let error = json!({"kind": "error", "message": "m"});
+        let failed = json!({"attempt": 1, "error": error, "retryable": true, "cause": "agent"});
+        note(6, "r1:route:tech", "run.attempt_failed", failed);
+        note(7, "r1:route:tech", "run.retry_scheduled", json!({"attempt": 2, "delay_ms": 100, "due_at": 0}));
+        note(8, "r1:route:tech", "run.dispatched", json!({"attempt": 2, "dispatch": 1}));
+        let checking = json!({"attempt": 2, "audit_id": "au-1", "output": null, "deadline": 0});
+        note(9, "r1:route:tech", "run.checking", checking);
+        let check = json!({"audit_id": "au-1", "output": null, "rules": [], "objectives": []});
+        let part = json!({"part": "judge", "run_id": "au-1:judge", "capability": "judge"});
+        let opened = json!({"check": check, "rules": [], "results": [], "parts": [part], "deadline": 0});
+        note(10, "au-1", "audit.opened", opened);
+        note(11, "r1:route:tech", "run.completed", json!({"attempt": 2, "output": null}));
+        let findings = json!({"critical": 0, "major": 0, "minor": 0});
+        let entry = json!({"id": "au-1", "createdAt": 0, "opinion": "unqualified", "findings": findings});
+        note(12, "au-1", "audit.recorded", json!({"entry": entry, "rules": []}));
         causes
     }
 

@@ -22,11 +22,12 @@ use std::collections::BTreeSet;
 use anyhow::Context as _;
 use osp_eventlog::{EventLog, FromStored, LogItem, Recorded, Start, StoredMessage};
 use osp_protocol::context::{EMBEDDINGS_KIND, SCOPE_KIND};
-use osp_protocol::quality::{AUDIT_KIND, RULE_KIND};
-use osp_protocol::registry::ENTRY_KIND;
-use osp_protocol::scheduler::RUN_KIND;
+use osp_protocol::quality::{QualityEvent, Rule, AUDIT_KIND, RULE_KIND};
+use osp_protocol::registry::{EntryKey, AGENTS};
+use osp_protocol::scheduler::{RunEvent, RUN_KIND};
 use osp_protocol::{AggregateRef, AnyPayload, Token};
-use serde_json::Value;
+
+use super::event::Event;
 
 /// Subjects one consumer reads at once.
 const SUBJECTS_PER_READ: usize = 64;
@@ -57,7 +58,7 @@ pub async fn run_tree(log: &EventLog, root: &str) -> anyhow::Result<Collected> {
         for batch in level.chunks(SUBJECTS_PER_READ) {
             for message in read(log, batch).await? {
                 if let Ok(event) = Recorded::<AnyPayload>::from_stored(&message) {
-                    for found in referenced(&event.envelope.payload.event_type, &event.envelope.payload.to_json()) {
+                    for found in referenced(&Event::of(&event.envelope.payload)) {
                         if !known.contains(&found) {
                             next.extend(with_scopes(found));
                         }
@@ -103,37 +104,37 @@ fn with_scopes(aggregate: AggregateRef) -> Vec<AggregateRef> {
     all
 }
 
-/// The aggregates an event of `event_type` with `payload` (as JSON) names: see the
-/// module's documentation.
-pub fn referenced(event_type: &str, payload: &Value) -> Vec<AggregateRef> {
-    let strings = |list: &str, field: &str| -> Vec<String> {
-        payload[list]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|item| item[field].as_str().map(str::to_owned))
-            .collect()
-    };
-    let found: Vec<(&str, String)> = match event_type {
-        "run.steps_started" => strings("steps", "run_id").into_iter().map(|id| (RUN_KIND, id)).collect(),
-        "run.checking" => payload["audit_id"].as_str().map(|id| (AUDIT_KIND, id.to_owned())).into_iter().collect(),
-        "run.started" => {
-            payload["agent"].as_str().map(|agent| (ENTRY_KIND, format!("agents:{agent}"))).into_iter().collect()
+/// The aggregates `event` names: see the module's documentation. A name that is no
+/// subject token names no aggregate.
+pub fn referenced(event: &Event) -> Vec<AggregateRef> {
+    let named: Vec<(&str, &str)> = match event {
+        Event::Run(RunEvent::StepsStarted(started)) => {
+            started.steps.iter().map(|step| (RUN_KIND, step.run_id.as_str())).collect()
         }
-        "audit.opened" => {
-            let runs = strings("parts", "run_id").into_iter().map(|id| (RUN_KIND, id));
-            runs.chain(strings("rules", "name").into_iter().map(|name| (RULE_KIND, name))).collect()
+        Event::Run(RunEvent::Checking(checking)) => vec![(AUDIT_KIND, checking.audit_id.as_str())],
+        Event::Run(RunEvent::Started(started)) => {
+            return EntryKey::new(AGENTS, &started.agent).map(|agent| agent.aggregate()).into_iter().collect()
         }
-        "audit.recorded" => strings("rules", "name").into_iter().map(|name| (RULE_KIND, name)).collect(),
+        Event::Quality(QualityEvent::AuditOpened(opened)) => {
+            let runs = opened.parts.iter().map(|part| (RUN_KIND, part.run_id.as_str()));
+            runs.chain(rules(&opened.rules)).collect()
+        }
+        Event::Quality(QualityEvent::AuditRecorded(recorded)) => rules(&recorded.rules).collect(),
         _ => Vec::new(),
     };
-    found.into_iter().filter_map(|(kind, id)| AggregateRef::new(kind, &id).ok()).collect()
+    named.into_iter().filter_map(|(kind, id)| AggregateRef::new(kind, id).ok()).collect()
+}
+
+/// The catalog entries of `rules`.
+fn rules(rules: &[Rule]) -> impl Iterator<Item = (&'static str, &str)> {
+    rules.iter().map(|rule| (RULE_KIND, rule.name.as_str()))
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
+    use super::super::event::tests::read;
     use super::*;
 
     fn names(found: Vec<AggregateRef>) -> Vec<String> {
@@ -142,15 +143,24 @@ mod tests {
 
     #[test]
     fn events_name_the_aggregates_of_the_tree() {
-        let steps = json!({"steps": [{"key": "a", "run_id": "r:a"}, {"key": "b", "run_id": "r:b"}], "total": 2});
-        assert_eq!(names(referenced("run.steps_started", &steps)), ["run:r:a", "run:r:b"]);
-        assert_eq!(names(referenced("run.checking", &json!({"audit_id": "r-check-1"}))), ["audit:r-check-1"]);
-        assert_eq!(names(referenced("run.started", &json!({"agent": "bob", "attempt": 1}))), ["entry:agents:bob"]);
-        let opened = json!({"parts": [{"part": "judge", "run_id": "x:judge"}], "rules": [{"name": "short"}]});
-        assert_eq!(names(referenced("audit.opened", &opened)), ["run:x:judge", "rule:short"]);
-        assert!(referenced("run.completed", &json!({"output": {"run_id": "nope"}})).is_empty());
+        let referenced = |event_type: &str, payload: Value| referenced(&read(event_type, &payload));
+        let step = |key: &str, run_id: &str| json!({"key": key, "run_id": run_id, "step": {"task": {"capability": "c"}}, "input": null});
+        let steps = json!({"steps": [step("a", "r:a"), step("b", "r:b")], "total": 2});
+        assert_eq!(names(referenced("run.steps_started", steps)), ["run:r:a", "run:r:b"]);
+        let checking = json!({"attempt": 1, "audit_id": "r-check-1", "output": null, "deadline": 0});
+        assert_eq!(names(referenced("run.checking", checking)), ["audit:r-check-1"]);
+        assert_eq!(names(referenced("run.started", json!({"agent": "bob", "attempt": 1}))), ["entry:agents:bob"]);
+        let opened = json!({
+            "check": {"audit_id": "x", "output": null, "rules": ["short"], "objectives": []},
+            "rules": [{"name": "short", "severity": "error", "kind": "regex", "params": {"pattern": "a"}}],
+            "results": [],
+            "parts": [{"part": "judge", "run_id": "x:judge", "capability": "judge"}],
+            "deadline": 0,
+        });
+        assert_eq!(names(referenced("audit.opened", opened)), ["run:x:judge", "rule:short"]);
+        assert!(referenced("run.completed", json!({"attempt": 1, "output": {"run_id": "nope"}})).is_empty());
         // A name that is no subject token is no aggregate (and no crash).
-        assert!(referenced("run.started", &json!({"agent": "a b"})).is_empty());
+        assert!(referenced("run.started", json!({"agent": "a b", "attempt": 1})).is_empty());
     }
 
     #[test]

@@ -12,8 +12,12 @@
 
 use std::collections::BTreeMap;
 
+use osp_protocol::context::{EMBEDDINGS_KIND, SCOPE_KIND};
+use osp_protocol::json::from_msgpack_value;
+use osp_protocol::scheduler::{RunEvent, Submitted, TaskError, RUN_KIND};
 use serde_json::{json, Value};
 
+use super::event::Event;
 use super::timeline::{Line, Timeline};
 use crate::clock;
 
@@ -88,19 +92,25 @@ impl Step<'_> {
         self.lines.first().map_or(0, |(index, _)| *index)
     }
 
-    fn payload_of(&self, event_type: &str) -> Option<&Value> {
-        self.lines.iter().find(|(_, line)| line.event_type == event_type).map(|(_, line)| &line.payload)
+    fn submitted(&self) -> Option<&Submitted> {
+        self.lines.iter().find_map(|(_, line)| match &line.event {
+            Event::Run(RunEvent::Submitted(submitted)) => Some(submitted),
+            _ => None,
+        })
     }
 
     fn input(&self) -> Value {
-        self.payload_of("run.submitted").map_or(Value::Null, |p| p["input"].clone())
+        self.submitted().map_or(Value::Null, |submitted| from_msgpack_value(&submitted.input))
     }
 
     /// The decisions: what happened to it, in order (progress and logs are no decisions).
     fn decisions(&self) -> Vec<(usize, String)> {
         self.lines
             .iter()
-            .filter(|(_, line)| line.kind == "run" && !matches!(line.event_type.as_str(), "run.progress" | "run.log"))
+            .filter(|(_, line)| {
+                line.kind == RUN_KIND
+                    && !matches!(line.event, Event::Run(RunEvent::Progressed(_) | RunEvent::Logged(_)))
+            })
             .map(|(index, line)| {
                 let attempt = line.attempt.map(|attempt| format!(" (attempt {attempt})")).unwrap_or_default();
                 (*index, format!("{}{attempt}", line.event_type))
@@ -110,10 +120,12 @@ impl Step<'_> {
 
     /// Its output, or its error, and where it was recorded.
     fn outcome(&self) -> Option<(usize, Value)> {
-        self.lines.iter().rev().find_map(|(index, line)| match line.event_type.as_str() {
-            "run.completed" => Some((*index, json!({"output": line.payload["output"]}))),
-            "run.failed" => Some((*index, json!({"error": line.payload["error"]}))),
-            "run.cancelled" => Some((*index, json!({"cancelled": line.payload["reason"]}))),
+        self.lines.iter().rev().find_map(|(index, line)| match &line.event {
+            Event::Run(RunEvent::Completed(completed)) => {
+                Some((*index, json!({"output": from_msgpack_value(&completed.output)})))
+            }
+            Event::Run(RunEvent::Failed(failed)) => Some((*index, json!({"error": error_json(&failed.error)}))),
+            Event::Run(RunEvent::Cancelled(cancelled)) => Some((*index, json!({"cancelled": cancelled.reason}))),
             _ => None,
         })
     }
@@ -125,14 +137,23 @@ impl Step<'_> {
     }
 }
 
+/// `error` as JSON, its details as they were written.
+fn error_json(error: &TaskError) -> Value {
+    let mut json = json!({"kind": error.kind, "message": error.message});
+    if let Some(details) = &error.details {
+        json["details"] = from_msgpack_value(details);
+    }
+    json
+}
+
 /// The steps of `timeline`, by their place in the tree. Runs and their scopes count; the
 /// tree's other aggregates (audits, agents) are compared through the runs' events.
 fn steps(timeline: &Timeline) -> BTreeMap<String, Step<'_>> {
     let mut steps: BTreeMap<String, Step<'_>> = BTreeMap::new();
     for (index, line) in timeline.lines.iter().enumerate() {
         let run = match line.kind.as_str() {
-            "run" => line.id.as_str(),
-            "scope" | "embeddings" => line.id.strip_prefix("run:").unwrap_or(&line.id),
+            RUN_KIND => line.id.as_str(),
+            SCOPE_KIND | EMBEDDINGS_KIND => line.id.strip_prefix("run:").unwrap_or(&line.id),
             _ => continue,
         };
         let Some(place) = run.strip_prefix(timeline.root.as_str()) else { continue };
@@ -146,10 +167,10 @@ pub fn diff(a: &Timeline, b: &Timeline) -> Diff {
     let (steps_a, steps_b) = (steps(a), steps(b));
     let mut divergences = Vec::new();
     let definition = |steps: &BTreeMap<String, Step<'_>>| {
-        steps
-            .get("")
-            .and_then(|root| root.payload_of("run.submitted"))
-            .map_or(Value::Null, |p| json!({"workflow": p["workflow"], "capability": p["capability"]}))
+        steps.get("").and_then(Step::submitted).map_or(
+            Value::Null,
+            |submitted| json!({"workflow": submitted.workflow, "capability": submitted.capability}),
+        )
     };
     let (definition_a, definition_b) = (definition(&steps_a), definition(&steps_b));
     if definition_a != definition_b {
@@ -247,19 +268,22 @@ mod tests {
     use osp_protocol::Timestamp;
 
     use super::super::causes::Cause;
+    use super::super::event::tests::read;
     use super::*;
 
     fn line(root: &str, place: &str, at: i64, event_type: &str, payload: Value) -> Line {
         let id = format!("{root}{place}");
+        let event = read(event_type, &payload);
         Line {
             seq: 0,
             occurred_at: Timestamp(at),
             offset_ms: at,
             aggregate: format!("run:{id}"),
-            kind: "run".into(),
+            kind: RUN_KIND.into(),
             id,
             event_type: event_type.into(),
-            attempt: payload["attempt"].as_u64().filter(|a| *a > 0),
+            attempt: event.run().and_then(RunEvent::attempt),
+            event,
             actor: "service:scheduler".into(),
             cause: Cause::Unknown,
             duration_ms: None,
@@ -268,25 +292,44 @@ mod tests {
         }
     }
 
+    fn submitted(workflow: Option<Value>) -> Value {
+        json!({"workflow": workflow, "capability": workflow.is_none().then_some("work"), "input": {"q": 1}, "options": {}})
+    }
+
+    fn started(attempt: u32) -> Value {
+        json!({"attempt": attempt, "agent": "a1"})
+    }
+
+    fn completed(attempt: u32, output: Value) -> Value {
+        json!({"attempt": attempt, "output": output})
+    }
+
+    fn routing_workflow() -> Value {
+        let task = json!({"task": {"capability": "work"}});
+        json!({"routing": {"classify": task, "routes": {"billing": task, "tech": task}}})
+    }
+
     /// A routing run: classify said `route`; the route's step ran (slowly, if `slow`);
     /// its first attempt failed if `flaky`.
     fn routing(root: &str, route: &str, flaky: bool, slow: bool) -> Timeline {
         let mut lines = vec![
-            line(root, "", 0, "run.submitted", json!({"workflow": {"routing": {}}, "input": {"q": 1}})),
-            line(root, ":classify", 5, "run.submitted", json!({"input": {"q": 1}})),
-            line(root, ":classify", 10, "run.started", json!({"attempt": 1})),
-            line(root, ":classify", 20, "run.completed", json!({"attempt": 1, "output": {"route": route}})),
+            line(root, "", 0, "run.submitted", submitted(Some(routing_workflow()))),
+            line(root, ":classify", 5, "run.submitted", submitted(None)),
+            line(root, ":classify", 10, "run.started", started(1)),
+            line(root, ":classify", 20, "run.completed", completed(1, json!({"route": route}))),
         ];
         let step = format!(":route:{route}");
-        lines.push(line(root, &step, 25, "run.submitted", json!({"input": {"q": 1}})));
-        lines.push(line(root, &step, 30, "run.started", json!({"attempt": 1})));
+        lines.push(line(root, &step, 25, "run.submitted", submitted(None)));
+        lines.push(line(root, &step, 30, "run.started", started(1)));
         if flaky {
-            lines.push(line(root, &step, 40, "run.attempt_failed", json!({"attempt": 1})));
-            lines.push(line(root, &step, 50, "run.started", json!({"attempt": 2})));
+            let error = json!({"kind": "flaky", "message": "not this time"});
+            let failed = json!({"attempt": 1, "error": error, "retryable": true, "cause": "agent"});
+            lines.push(line(root, &step, 40, "run.attempt_failed", failed));
+            lines.push(line(root, &step, 50, "run.started", started(2)));
         }
         let end = if slow { 900 } else { 60 };
-        lines.push(line(root, &step, end, "run.completed", json!({"attempt": 1 + u64::from(flaky), "output": "done"})));
-        lines.push(line(root, "", end + 5, "run.completed", json!({"output": "done"})));
+        lines.push(line(root, &step, end, "run.completed", completed(1 + u32::from(flaky), json!("done"))));
+        lines.push(line(root, "", end + 5, "run.completed", completed(0, json!("done"))));
         Timeline { root: root.into(), lines }
     }
 
@@ -340,7 +383,9 @@ mod tests {
     #[test]
     fn runs_of_different_workflows_say_so_first() {
         let mut other = routing("b", "tech", false, false);
-        other.lines[0].payload["workflow"] = json!({"parallelization": {}});
+        let task = json!({"task": {"capability": "work"}});
+        let parallel = json!({"parallelization": {"split": task, "worker": task}});
+        other.lines[0] = line("b", "", 0, "run.submitted", submitted(Some(parallel)));
         let diff = super::diff(&routing("a", "tech", false, false), &other);
         assert_eq!(diff.divergences[0].kind, Kind::Workflow);
     }

@@ -1,11 +1,12 @@
 //! `osp replay run` and `osp replay diff`: a run understood after the fact, from the log
 //! alone. Nothing is re-executed and no agent is called: the events are read
-//! ([`collect`]), laid out ([`timeline`], [`causes`]), folded with the services' own view
-//! code ([`state`]) or compared ([`diff`]).
+//! ([`collect`]) and typed ([`event`]), laid out ([`timeline`], [`causes`]), folded with
+//! the services' own view code ([`state`]) or compared ([`diff`]).
 
 mod causes;
 mod collect;
 mod diff;
+mod event;
 mod state;
 mod timeline;
 

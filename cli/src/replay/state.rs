@@ -9,8 +9,10 @@
 
 use osp_context::view::{entry_view, ContextView};
 use osp_eventlog::{FromStored, Recorded};
-use osp_protocol::context::{Scope, Section};
-use osp_protocol::registry::EntryKey;
+use osp_protocol::context::{Scope, Section, SCOPE_KIND};
+use osp_protocol::quality::{AUDIT_KIND, RULE_KIND};
+use osp_protocol::registry::{EntryKey, ENTRY_KIND};
+use osp_protocol::scheduler::RUN_KIND;
 use osp_protocol::{AggregateRef, Timestamp};
 use osp_quality::view::QualityView;
 use osp_registry::view::RegistryView;
@@ -83,21 +85,22 @@ fn ids<'a>(collected: &'a Collected, kind: &'a str) -> impl Iterator<Item = &'a 
 /// queries would show of the tree's aggregates, and its digest.
 pub fn at(collected: &Collected, at: u64) -> anyhow::Result<Value> {
     let scheduler: SchedulerView = fold(collected, &osp_scheduler::VIEW_KINDS, at);
-    let runs: Vec<Value> = ids(collected, "run").filter_map(|id| scheduler.get(id)).map(|run| run_json(&run)).collect();
+    let runs: Vec<Value> =
+        ids(collected, RUN_KIND).filter_map(|id| scheduler.get(id)).map(|run| run_json(&run)).collect();
 
     let quality: QualityView = fold(collected, &osp_quality::VIEW_KINDS, at);
-    let audits: Vec<Value> = ids(collected, "audit")
+    let audits: Vec<Value> = ids(collected, AUDIT_KIND)
         .filter_map(|id| quality.audit(id))
         .map(serde_json::to_value)
         .collect::<Result<_, _>>()?;
-    let rules: Vec<Value> = ids(collected, "rule")
+    let rules: Vec<Value> = ids(collected, RULE_KIND)
         .filter_map(|name| quality.rule(name))
         .map(serde_json::to_value)
         .collect::<Result<_, _>>()?;
 
     let context: ContextView = fold(collected, &osp_context::KINDS, at);
     let mut scopes = Vec::new();
-    for id in ids(collected, "scope") {
+    for id in ids(collected, SCOPE_KIND) {
         let Ok(scope) = Scope::parse("scope", id) else { continue };
         let Some(state) = context.scope(&scope) else { continue };
         let entries: Vec<Value> = [Section::Kv, Section::Setting, Section::Preference, Section::Env]
@@ -111,7 +114,7 @@ pub fn at(collected: &Collected, at: u64) -> anyhow::Result<Value> {
     }
 
     let registry: RegistryView = fold(collected, &osp_registry::VIEW_KINDS, at);
-    let agents: Vec<Value> = ids(collected, "entry")
+    let agents: Vec<Value> = ids(collected, ENTRY_KIND)
         .filter_map(|id| EntryKey::from_aggregate_id(id).ok())
         .filter_map(|key| registry.get(&key))
         .map(|entry| json!({"name": entry.name, "status": entry.status, "revision": entry.revision}))

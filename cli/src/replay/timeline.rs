@@ -5,11 +5,15 @@
 use std::collections::HashMap;
 
 use osp_eventlog::Recorded;
-use osp_protocol::context::MASK;
+use osp_protocol::context::{ContextEvent, EntrySet, EMBEDDINGS_KIND, MASK, SCOPE_KIND};
+use osp_protocol::json::from_msgpack_value;
+use osp_protocol::quality::{QualityEvent, AUDIT_KIND};
+use osp_protocol::scheduler::{RunEvent, RUN_KIND};
 use osp_protocol::{AnyPayload, Timestamp};
 use serde_json::{json, Value};
 
 use super::causes::{Cause, Causes};
+use super::event::Event;
 use crate::clock;
 use crate::entries::truncate;
 
@@ -31,17 +35,19 @@ pub struct Line {
     pub kind: String,
     /// Its aggregate's id.
     pub id: String,
-    /// Its type.
+    /// Its type, as written.
     pub event_type: String,
+    /// What happened.
+    pub event: Event,
     /// The attempt it belongs to, when it names one.
-    pub attempt: Option<u64>,
+    pub attempt: Option<u32>,
     /// Who did it.
     pub actor: String,
     /// What caused it.
     pub cause: Cause,
     /// How long what it ends took (an attempt, a step, a run, an approval, a check).
     pub duration_ms: Option<u64>,
-    /// Its payload as JSON (sensitive context values masked).
+    /// Its payload as written, as JSON (sensitive context values masked).
     pub payload: Value,
     /// Hash of its stored bytes.
     pub hash: String,
@@ -61,7 +67,7 @@ pub struct Timeline {
 /// while the tree is going on: from its first event to its last.
 pub fn build(root: &str, events: &[Recorded<AnyPayload>]) -> Timeline {
     let own = |event: &&Recorded<AnyPayload>| {
-        matches!(event.envelope.aggregate.kind.as_str(), "run" | "scope" | "embeddings" | "audit")
+        matches!(event.envelope.aggregate.kind.as_str(), RUN_KIND | SCOPE_KIND | EMBEDDINGS_KIND | AUDIT_KIND)
     };
     let first = events.iter().filter(own).map(|e| e.seq).min().unwrap_or(0);
     let last = events.iter().filter(own).map(|e| e.seq).max().unwrap_or(0);
@@ -72,15 +78,15 @@ pub fn build(root: &str, events: &[Recorded<AnyPayload>]) -> Timeline {
     for event in events.iter().filter(|event| (first..=last).contains(&event.seq)) {
         let envelope = &event.envelope;
         let (kind, id) = (envelope.aggregate.kind.as_str(), envelope.aggregate.id.as_str());
-        let event_type = envelope.payload.event_type.as_str();
+        let typed = Event::of(&envelope.payload);
         let mut payload = envelope.payload.to_json();
-        if event_type == "scope.entry_set" && payload["sensitive"] == Value::Bool(true) {
-            payload["value"] = Value::String(MASK.into());
+        if matches!(&typed, Event::Context(ContextEvent::EntrySet(entry)) if entry.sensitive) {
+            payload["value"] = MASK.into();
         }
         let cause = causes.resolve(envelope.causation_id.as_deref());
-        causes.note(event.seq, id, event_type, &payload);
-        let attempt = payload["attempt"].as_u64().filter(|attempt| *attempt > 0);
-        let duration_ms = duration(&mut began, kind, id, event_type, attempt, &payload, envelope.occurred_at);
+        causes.note(event.seq, id, &typed);
+        let attempt = typed.run().and_then(RunEvent::attempt);
+        let duration_ms = duration(&mut began, &format!("{kind}:{id}"), &typed, envelope.occurred_at);
         lines.push(Line {
             seq: event.seq,
             occurred_at: envelope.occurred_at,
@@ -88,7 +94,8 @@ pub fn build(root: &str, events: &[Recorded<AnyPayload>]) -> Timeline {
             aggregate: envelope.aggregate.to_string(),
             kind: kind.to_owned(),
             id: id.to_owned(),
-            event_type: event_type.to_owned(),
+            event_type: envelope.payload.event_type.clone(),
+            event: typed,
             attempt,
             actor: envelope.actor.clone(),
             cause,
@@ -100,24 +107,25 @@ pub fn build(root: &str, events: &[Recorded<AnyPayload>]) -> Timeline {
     Timeline { root: root.to_owned(), lines }
 }
 
-/// How long what this event ends took, from the event that began it (remembered in
-/// `began` by key: `<aggregate>/<what>`).
-fn duration(
-    began: &mut HashMap<String, Timestamp>,
-    kind: &str,
-    id: &str,
-    event_type: &str,
-    attempt: Option<u64>,
-    payload: &Value,
-    at: Timestamp,
-) -> Option<u64> {
-    let key = |what: &str| format!("{kind}:{id}/{what}");
-    let begins = match event_type {
-        "run.submitted" => Some("run".to_owned()),
-        "run.started" => Some(format!("attempt {}", attempt.unwrap_or(0))),
-        "run.approval_requested" => Some("approval".to_owned()),
-        "run.checking" => Some("check".to_owned()),
-        "audit.opened" => Some("audit".to_owned()),
+/// A context entry's value as the timeline shows it: a sensitive one never.
+fn shown_value(entry: &EntrySet) -> Value {
+    match entry.sensitive {
+        true => MASK.into(),
+        false => entry.value.clone(),
+    }
+}
+
+/// How long what `event` of `aggregate` ends took, from the event that began it
+/// (remembered in `began` by key: `<aggregate>/<what>`).
+fn duration(began: &mut HashMap<String, Timestamp>, aggregate: &str, event: &Event, at: Timestamp) -> Option<u64> {
+    let key = |what: &str| format!("{aggregate}/{what}");
+    let attempt = |attempt: u32| format!("attempt {attempt}");
+    let begins = match event {
+        Event::Run(RunEvent::Submitted(_)) => Some("run".to_owned()),
+        Event::Run(RunEvent::Started(started)) => Some(attempt(started.attempt)),
+        Event::Run(RunEvent::ApprovalRequested(_)) => Some("approval".to_owned()),
+        Event::Run(RunEvent::Checking(_)) => Some("check".to_owned()),
+        Event::Quality(QualityEvent::AuditOpened(_)) => Some("audit".to_owned()),
         _ => None,
     };
     if let Some(what) = begins {
@@ -125,16 +133,16 @@ fn duration(
         return None;
     }
     let since = |what: &str| began.get(&key(what)).map(|start| at.millis_since(*start));
-    let attempt = format!("attempt {}", attempt.unwrap_or(0));
-    match event_type {
-        "run.step_ended" => payload["duration_ms"].as_u64(),
-        "run.approved" | "run.approval_expired" => since("approval"),
-        "run.approval_decided" if payload["approved"] == Value::Bool(false) => since("approval"),
-        "run.checked" => since("check"),
-        "audit.recorded" => since("audit"),
-        "run.attempt_failed" => since(&attempt),
-        "run.completed" if attempt != "attempt 0" => since(&attempt),
-        "run.completed" | "run.failed" | "run.cancelled" => since("run"),
+    match event {
+        Event::Run(RunEvent::StepEnded(ended)) => Some(ended.duration_ms),
+        Event::Run(RunEvent::Approved(_) | RunEvent::ApprovalExpired(_)) => since("approval"),
+        Event::Run(RunEvent::ApprovalDecided(decided)) if !decided.approved => since("approval"),
+        Event::Run(RunEvent::Checked(_)) => since("check"),
+        Event::Quality(QualityEvent::AuditRecorded(_)) => since("audit"),
+        Event::Run(RunEvent::AttemptFailed(failed)) => since(&attempt(failed.attempt)),
+        // A workflow run's (attempt 0) took from its submit: it has no attempts.
+        Event::Run(RunEvent::Completed(completed)) if completed.attempt > 0 => since(&attempt(completed.attempt)),
+        Event::Run(RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_)) => since("run"),
         _ => None,
     }
 }
@@ -143,7 +151,7 @@ impl Timeline {
     /// The runs of the tree, in the order their first events came.
     pub fn runs(&self) -> Vec<&str> {
         let mut runs: Vec<&str> = Vec::new();
-        for line in self.lines.iter().filter(|line| line.kind == "run") {
+        for line in self.lines.iter().filter(|line| line.kind == RUN_KIND) {
             if !runs.contains(&line.id.as_str()) {
                 runs.push(&line.id);
             }
@@ -245,7 +253,7 @@ fn seconds(ms: i64) -> String {
 fn short_aggregate(root: &str, line: &Line) -> String {
     let id = line.id.strip_prefix("run:").unwrap_or(&line.id);
     match id.strip_prefix(root) {
-        Some(rest) if matches!(line.kind.as_str(), "run" | "scope" | "embeddings") => {
+        Some(rest) if matches!(line.kind.as_str(), RUN_KIND | SCOPE_KIND | EMBEDDINGS_KIND) => {
             format!("{} {}", line.kind, if rest.is_empty() { "(root)" } else { rest })
         }
         _ => line.aggregate.clone(),
@@ -254,39 +262,51 @@ fn short_aggregate(root: &str, line: &Line) -> String {
 
 /// What a line says of its event, briefly, with times and durations for people.
 fn detail(line: &Line) -> String {
-    let mut p = line.payload.clone();
-    clock::for_people(&mut p);
-    let p = &p;
-    let text = |value: &Value| value.as_str().map_or_else(|| compact(value), str::to_owned);
-    match line.event_type.as_str() {
-        "run.submitted" => match p["workflow"].as_object() {
-            Some(workflow) => format!("workflow {}", workflow.keys().next().map_or("", String::as_str)),
-            None => format!("task {}", text(&p["capability"])),
+    match &line.event {
+        Event::Run(event) => match event {
+            RunEvent::Submitted(submitted) => match (&submitted.workflow, &submitted.capability) {
+                (Some(workflow), _) => format!("workflow {}", workflow.field()),
+                (None, Some(capability)) => format!("task {capability}"),
+                (None, None) => "task null".to_owned(),
+            },
+            RunEvent::StepsStarted(started) => {
+                let keys: Vec<&str> = started.steps.iter().map(|step| step.key.as_str()).collect();
+                format!("steps {}", keys.join(", "))
+            }
+            RunEvent::StepEnded(ended) => format!("{} {}", ended.key, ended.status),
+            RunEvent::Started(started) => format!("agent {}", started.agent),
+            RunEvent::Deferred(deferred) => format!("agent {}", deferred.agent),
+            RunEvent::Completed(completed) => format!("output {}", compact(&from_msgpack_value(&completed.output))),
+            RunEvent::AttemptFailed(failed) => format!("{}: {}", failed.error.kind, failed.error.message),
+            RunEvent::Failed(failed) => format!("{}: {}", failed.error.kind, failed.error.message),
+            RunEvent::RetryScheduled(retry) => format!("attempt {} due {}", retry.attempt, clock::time(retry.due_at)),
+            RunEvent::ApprovalDecided(decided) => format!(
+                "{} {}{}",
+                decided.approver,
+                if decided.approved { "approved" } else { "rejected" },
+                decided.reason.as_ref().map(|reason| format!(": {reason}")).unwrap_or_default()
+            ),
+            RunEvent::Cancelled(cancelled) => format!("reason {}", cancelled.reason),
+            RunEvent::CancelRequested(requested) => format!("reason {}", requested.reason),
+            _ => as_written(line),
         },
-        "run.steps_started" => {
-            let keys: Vec<String> = p["steps"].as_array().into_iter().flatten().map(|s| text(&s["key"])).collect();
-            format!("steps {}", keys.join(", "))
+        Event::Context(ContextEvent::EntrySet(entry)) => format!("{} = {}", entry.key, compact(&shown_value(entry))),
+        Event::Quality(QualityEvent::AuditRecorded(recorded)) => {
+            format!(
+                "opinion {}, findings {}",
+                recorded.entry.opinion.as_str(),
+                compact(&json!(recorded.entry.findings))
+            )
         }
-        "run.step_ended" => format!("{} {}", text(&p["key"]), text(&p["status"])),
-        "run.started" | "run.deferred" => format!("agent {}", text(&p["agent"])),
-        "run.completed" => format!("output {}", compact(&p["output"])),
-        "run.attempt_failed" | "run.failed" => {
-            format!("{}: {}", text(&p["error"]["kind"]), text(&p["error"]["message"]))
-        }
-        "run.retry_scheduled" => format!("attempt {} due {}", p["attempt"], text(&p["due_at"])),
-        "run.approval_decided" => format!(
-            "{} {}{}",
-            text(&p["approver"]),
-            if p["approved"] == Value::Bool(true) { "approved" } else { "rejected" },
-            p["reason"].as_str().map(|r| format!(": {r}")).unwrap_or_default()
-        ),
-        "run.cancelled" | "run.cancel_requested" => format!("reason {}", text(&p["reason"])),
-        "scope.entry_set" => format!("{} = {}", text(&p["key"]), compact(&p["value"])),
-        "audit.recorded" => {
-            format!("opinion {}, findings {}", text(&p["entry"]["opinion"]), compact(&p["entry"]["findings"]))
-        }
-        _ => compact(p),
+        _ => as_written(line),
     }
+}
+
+/// The payload as written, with times and durations for people.
+fn as_written(line: &Line) -> String {
+    let mut payload = line.payload.clone();
+    clock::for_people(&mut payload);
+    compact(&payload)
 }
 
 fn compact(value: &Value) -> String {
@@ -298,6 +318,7 @@ mod tests {
     use osp_protocol::{AggregateRef, Envelope, EventHash};
     use uuid::Uuid;
 
+    use super::super::event::tests::written;
     use super::*;
 
     fn event(
@@ -309,7 +330,6 @@ mod tests {
         payload: Value,
     ) -> Recorded<AnyPayload> {
         let (kind, id) = aggregate.split_once(':').unwrap();
-        let body = rmpv::ext::to_value(&payload).unwrap();
         Recorded {
             seq,
             stored_at: Timestamp(at),
@@ -323,7 +343,7 @@ mod tests {
                 correlation_id: Some("r1".into()),
                 causation_id: Some(cause.into()),
                 prev_hash: None,
-                payload: AnyPayload { event_type: event_type.into(), schema: 1, body },
+                payload: written(event_type, &payload),
             },
         }
     }
@@ -331,13 +351,20 @@ mod tests {
     /// A workflow whose one step failed once, was retried, then completed.
     fn events() -> Vec<Recorded<AnyPayload>> {
         let child = "run:r1:step:a";
-        let failure = json!({"attempt": 1, "error": {"kind": "flaky", "message": "try again"}});
-        let secret = json!({"key": "token", "value": "s3cret", "sensitive": true});
-        let steps = json!({"steps": [{"key": "step:a", "run_id": "r1:step:a"}]});
-        let ended = json!({"key": "step:a", "status": "completed", "duration_ms": 630});
+        let error = json!({"kind": "flaky", "message": "try again"});
+        let failure = json!({"attempt": 1, "error": error, "retryable": true, "cause": "agent"});
+        let secret = json!({"section": "env", "key": "token", "value": "s3cret", "sensitive": true});
+        let task = json!({"task": {"capability": "work"}});
+        let workflow = json!({"orchestratorWorkers": {"plan": task, "workers": {"a": task}, "synthesize": task}});
+        let submitted = json!({"workflow": workflow, "input": null, "options": {}});
+        let steps =
+            json!({"steps": [{"key": "step:a", "run_id": "r1:step:a", "step": task, "input": null}], "total": 1});
+        let ended = json!({"key": "step:a", "run_id": "r1:step:a", "status": "completed", "duration_ms": 630});
+        let dispatched = json!({"attempt": 1, "dispatch": 1});
+        let retry = json!({"attempt": 2, "delay_ms": 100, "due_at": 1_400});
         vec![
             event(1, 900, "entry:agents:bob", "entry.registered", "reg", json!({})),
-            event(2, 1_000, "run:r1", "run.submitted", "submit:r1:h", json!({"workflow": {"orchestratorWorkers": {}}})),
+            event(2, 1_000, "run:r1", "run.submitted", "submit:r1:h", submitted),
             event(3, 1_010, "run:r1", "run.steps_started", "advance:r1:2", steps),
             event(
                 4,
@@ -345,11 +372,11 @@ mod tests {
                 child,
                 "run.submitted",
                 "start:r1:step:a",
-                json!({"dispatched": {"attempt": 1, "dispatch": 1}}),
+                json!({"capability": "work", "input": null, "options": {}, "dispatched": dispatched}),
             ),
             event(5, 1_100, child, "run.started", "started:r1:step:a:1:1:bob", json!({"attempt": 1, "agent": "bob"})),
             event(6, 1_300, child, "run.attempt_failed", "failed:r1:step:a:1", failure),
-            event(7, 1_300, child, "run.retry_scheduled", "failed:r1:step:a:1", json!({"attempt": 2, "due_at": 1_400})),
+            event(7, 1_300, child, "run.retry_scheduled", "failed:r1:step:a:1", retry),
             event(8, 1_310, "scope:run:r1:step:a", "scope.entry_set", "set-1", secret),
             event(9, 1_400, child, "run.dispatched", "timer:r1:step:a:retry:2", json!({"attempt": 2, "dispatch": 1})),
             event(10, 1_450, child, "run.started", "started:r1:step:a:2:1:bob", json!({"attempt": 2, "agent": "bob"})),

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use osp_eventlog::{EventLog, Recorded, Timers};
 use osp_protocol::quality::{AgentPart, AuditOpened, CustomRuleTask, JudgeTask, QualityEvent, AUDIT_KIND, SERVICE};
-use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, SubmitBody, Timeout};
-use osp_protocol::{AggregateRef, Timestamp, Token};
+use osp_protocol::registry::document::from_json;
+use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, Submit, Timeout};
+use osp_protocol::{AggregateRef, InboxCommand, Timestamp, Token};
 use osp_runtime::{CommandMeta, Executor, Projection, Reactor, TimerHandler};
 
 use crate::aggregate::{Audit, AuditCommand, OpenAudit};
@@ -128,17 +129,18 @@ impl AuditEffects {
             notify: Some(Box::new(Notify { service: SERVICE.into(), key: audit.id.to_string() })),
             ..RunOptions::default()
         };
-        let body = SubmitBody {
-            run_id: part.run_id.as_str(),
-            capability: Some(part.capability.as_str()),
+        let submit = scheduler::Command::Submit(Submit {
+            run_id: part.run_id.clone(),
+            capability: Some(part.capability.clone()),
             workflow: None,
-            input: &input,
-            options: &options,
+            parent: None,
+            input: from_json(&input),
+            options,
             metadata: None,
-        };
+        });
         let scheduler = Token::new("service", scheduler::SERVICE).expect("valid token");
         let id = format!("submit:{}", part.run_id);
-        self.log.send_command(&scheduler, "submit", &id, ACTOR, &body).await?;
+        self.log.send_command(&scheduler, submit.name(), &id, ACTOR, &submit).await?;
         tracing::info!(%audit, part = %part.part, run_id = %part.run_id, "part submitted");
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, message::PublishMessage};
 use backon::{ExponentialBuilder, Retryable};
-use osp_protocol::{headers, subject, Encoding, Reply, Token, CONTENT_TYPE};
+use osp_protocol::{headers, subject, Encoding, InboxCommand, Reply, Token, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Instant;
@@ -87,6 +87,11 @@ impl Client {
         self
     }
 
+    /// Who this client acts as.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
     /// How long calls wait for an answer.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
@@ -110,7 +115,19 @@ impl Client {
         self.seen.fetch_max(seq, Ordering::Relaxed);
     }
 
-    /// Sends `command` to `service` with a new id and waits for its outcome.
+    /// Sends `command` to its service with a new id and waits for its outcome.
+    pub async fn send<C: InboxCommand, R: DeserializeOwned>(&self, command: &C) -> Result<Answer<R>> {
+        self.command(C::SERVICE, command.name(), command).await
+    }
+
+    /// Sends `command` to its service with the id `id`: see [`Client::command_with_id`].
+    pub async fn send_with_id<C: InboxCommand, R: DeserializeOwned>(&self, command: &C, id: &str) -> Result<Answer<R>> {
+        self.command_with_id(C::SERVICE, command.name(), command, id).await
+    }
+
+    /// Sends `body` as command `command` to `service` with a new id and waits for its
+    /// outcome: for a body the protocol crate has no type for (a test of a service's
+    /// refusals, say). The services' own commands are sent with [`Client::send`].
     pub async fn command<C: Serialize, R: DeserializeOwned>(
         &self,
         service: &str,

@@ -18,8 +18,9 @@ use osp_protocol::context::queries::{
     KeyPage, KeyQuery, ListQuery, PageQuery, PreferenceQuery, ResolvedPreference, ScopePageQuery, SearchQuery,
     SearchResult, SystemContext, SystemQuery,
 };
-use osp_protocol::context::Scope;
-use osp_protocol::context::{Embedding, RemoveOutcome, UpsertOutcome, SERVICE};
+use osp_protocol::context::{
+    Command, Embedding, EntryRemoved, EntrySet, RemoveOutcome, Scope, Section, UpsertOutcome, SERVICE,
+};
 use osp_protocol::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,14 +42,13 @@ impl Client {
 }
 
 /// An environment entry to set.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EnvEntry {
     /// Its key.
     pub key: String,
     /// Its value.
     pub value: String,
     /// Where it applies: environment names and agents (`agent:<name>`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub target: Vec<String>,
     /// Masked in every read unless revealed to one allowed to see it.
     pub sensitive: bool,
@@ -67,7 +67,7 @@ pub enum SearchBy {
 impl Context {
     /// Creates or replaces the key-value entry `key` of `scope`.
     pub async fn set(&self, scope: &str, key: &str, value: Value) -> Result<Answer<EntryView>> {
-        self.command("set", &json!({"scope": scope, "key": key, "value": value})).await
+        self.client.send(&Command::Set { scope: parse(scope)?, entry: EntrySet::new(Section::Kv, key, value) }).await
     }
 
     /// The key-value entry `key` of `scope`, or `None`.
@@ -88,7 +88,7 @@ impl Context {
 
     /// Removes the key-value entry; whether it existed.
     pub async fn remove(&self, scope: &str, key: &str) -> Result<bool> {
-        self.removed("remove", &json!({"scope": scope, "key": key})).await
+        self.removed(parse(scope)?, Section::Kv, key).await
     }
 
     /// Every key of `scope` starting with `prefix`, page after page.
@@ -115,11 +115,9 @@ impl Context {
         description: Option<&str>,
         read_only: bool,
     ) -> Result<Answer<EntryView>> {
-        let mut body = json!({"key": key, "value": value, "read_only": read_only});
-        if let Some(description) = description {
-            body["description"] = description.into();
-        }
-        self.command("set_setting", &body).await
+        let description = description.map(str::to_owned);
+        let entry = EntrySet { description, read_only, ..EntrySet::new(Section::Setting, key, value) };
+        self.client.send(&Command::Set { scope: Scope::Global, entry }).await
     }
 
     /// A setting, or `None`.
@@ -134,12 +132,13 @@ impl Context {
 
     /// Removes a setting; whether it existed.
     pub async fn remove_setting(&self, key: &str) -> Result<bool> {
-        self.removed("remove_setting", &json!({"key": key})).await
+        self.removed(Scope::Global, Section::Setting, key).await
     }
 
     /// Creates or replaces a preference of `scope` (`agent:<name>` or `user:<name>`).
     pub async fn set_preference(&self, scope: &str, key: &str, value: Value) -> Result<Answer<EntryView>> {
-        self.command("set_preference", &json!({"scope": scope, "key": key, "value": value})).await
+        let entry = EntrySet::new(Section::Preference, key, value);
+        self.client.send(&Command::Set { scope: parse(scope)?, entry }).await
     }
 
     /// The preference `key` as it applies to `agent` and `user` (default: the client's
@@ -163,15 +162,14 @@ impl Context {
 
     /// Removes a preference; whether it existed.
     pub async fn remove_preference(&self, scope: &str, key: &str) -> Result<bool> {
-        self.removed("remove_preference", &json!({"scope": scope, "key": key})).await
+        self.removed(parse(scope)?, Section::Preference, key).await
     }
 
     /// Creates or replaces an environment entry of `scope` (the answer is masked).
     pub async fn set_env(&self, scope: &str, entry: &EnvEntry) -> Result<Answer<EntryView>> {
-        let mut body =
-            serde_json::to_value(entry).map_err(|e| osp_protocol::Error::Encode { reason: e.to_string() })?;
-        body["scope"] = scope.into();
-        self.command("set_env", &body).await
+        let EnvEntry { key, value, target, sensitive } = entry.clone();
+        let entry = EntrySet { target, sensitive, ..EntrySet::new(Section::Env, key, value.into()) };
+        self.client.send(&Command::Set { scope: parse(scope)?, entry }).await
     }
 
     /// An environment entry, masked unless `reveal` (refused unless allowed), or `None`.
@@ -192,19 +190,13 @@ impl Context {
 
     /// Removes an environment entry; whether it existed.
     pub async fn remove_env(&self, scope: &str, key: &str) -> Result<bool> {
-        self.removed("remove_env", &json!({"scope": scope, "key": key})).await
+        self.removed(parse(scope)?, Section::Env, key).await
     }
 
     /// Adds or replaces embeddings of `scope` (at most 1,000 at once, one dimension, and
     /// one message: 1 MiB, so about 500 vectors of 384 dimensions).
     pub async fn upsert_embeddings(&self, scope: &str, entries: &[Embedding]) -> Result<Answer<UpsertOutcome>> {
-        /// Vectors as MessagePack f32 (5 bytes a number, not a JSON value's 9).
-        #[derive(Serialize)]
-        struct Upsert<'a> {
-            scope: &'a str,
-            entries: &'a [Embedding],
-        }
-        self.client.command(SERVICE, "upsert_embeddings", &Upsert { scope, entries }).await
+        self.client.send(&Command::Upsert { scope: parse(scope)?, entries: entries.to_vec() }).await
     }
 
     /// An embedding, or `None`.
@@ -214,7 +206,8 @@ impl Context {
 
     /// Removes an embedding; whether it existed.
     pub async fn remove_embedding(&self, scope: &str, id: &str) -> Result<bool> {
-        self.removed("remove_embedding", &json!({"scope": scope, "id": id})).await
+        let remove = Command::RemoveEmbedding { scope: parse(scope)?, id: id.to_owned() };
+        Ok(self.client.send::<_, RemoveOutcome>(&remove).await?.result.existed)
     }
 
     /// The `top_k` embeddings of `scope` closest to a vector or a text, best first.
@@ -237,12 +230,10 @@ impl Context {
         self.client.query(SERVICE, "digest", &DigestQuery {}).await
     }
 
-    async fn command<R: DeserializeOwned>(&self, command: &str, body: &Value) -> Result<Answer<R>> {
-        self.client.command(SERVICE, command, body).await
-    }
-
-    async fn removed(&self, command: &str, body: &Value) -> Result<bool> {
-        Ok(self.command::<RemoveOutcome>(command, body).await?.result.existed)
+    /// Removes entry `key` of `section` in `scope`; whether it existed.
+    async fn removed(&self, scope: Scope, section: Section, key: &str) -> Result<bool> {
+        let remove = Command::Remove { scope, entry: EntryRemoved { section, key: key.to_owned() } };
+        Ok(self.client.send::<_, RemoveOutcome>(&remove).await?.result.existed)
     }
 
     /// The answer to `query`, or `None` when the service says there is no such thing.

@@ -21,7 +21,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::pull;
 use futures::StreamExt;
 use osp_protocol::quality::{
-    AuditEntry, Check, CheckOutcome, JudgeSpec, QualityEvent, RemoveOutcome, Rule, AUDIT_KIND, SERVICE,
+    AuditEntry, Check, CheckOutcome, Command, JudgeSpec, QualityEvent, RemoveOutcome, Rule, AUDIT_KIND, SERVICE,
 };
 use osp_protocol::{AggregateRef, Envelope, Token};
 use serde::de::DeserializeOwned;
@@ -181,30 +181,25 @@ impl CheckRequest {
     }
 }
 
-#[derive(Serialize)]
-struct NameOnly<'a> {
-    name: &'a str,
-}
-
 impl Quality {
     /// Adds a rule to the catalog. The same rule again changes nothing; another rule
     /// under a name in use is refused as a conflict (use [`Quality::update_rule`]).
     pub async fn add_rule(&self, rule: &Rule) -> Result<Answer<RuleView>> {
         Token::new("name", rule.name.as_str())?;
-        self.client.command(SERVICE, "add_rule", rule).await
+        self.client.send(&Command::AddRule(rule.clone())).await
     }
 
     /// Replaces a rule of the catalog (the old definition stays in the log, and in the
     /// audit entries checked against it).
     pub async fn update_rule(&self, rule: &Rule) -> Result<Answer<RuleView>> {
         Token::new("name", rule.name.as_str())?;
-        self.client.command(SERVICE, "update_rule", rule).await
+        self.client.send(&Command::UpdateRule(rule.clone())).await
     }
 
     /// Removes a rule from the catalog; `false` when there was none of that name.
     pub async fn remove_rule(&self, name: &str) -> Result<bool> {
-        Token::new("name", name)?;
-        match self.client.command::<_, RemoveOutcome>(SERVICE, "remove_rule", &NameOnly { name }).await {
+        let remove = Command::RemoveRule(Token::new("name", name)?);
+        match self.client.send::<_, RemoveOutcome>(&remove).await {
             Ok(answer) => Ok(answer.result.removed),
             Err(Error::Rejected { error: osp_protocol::Error::NotFound { .. }, .. }) => Ok(false),
             Err(other) => Err(other),
@@ -216,7 +211,7 @@ impl Quality {
     /// judge, custom rules) answer. Sending the same request again answers with the same
     /// entry.
     pub async fn check(&self, check: &CheckRequest) -> Result<Answer<CheckOutcome>> {
-        self.client.command_with_id(SERVICE, "check", &check.body()?, &check.command_id()).await
+        self.client.send_with_id(&Command::Check(Box::new(check.body()?)), &check.command_id()).await
     }
 
     /// Checks an output and waits up to `timeout` for the audit entry: when the check is
@@ -310,8 +305,7 @@ impl Quality {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use osp_protocol::quality::Command;
-    use osp_protocol::Encoding;
+    use osp_protocol::{Encoding, InboxCommand};
     use serde_json::json;
 
     #[test]
@@ -374,8 +368,9 @@ mod tests {
 
     #[test]
     fn remove_rule_sends_the_name() {
-        let bytes = Encoding::MessagePack.encode(&NameOnly { name: "r1" }).unwrap();
-        let command = Command::parse("remove_rule", Encoding::MessagePack, &bytes, "c-1").unwrap();
+        let remove = Command::RemoveRule(Token::new("name", "r1").unwrap());
+        let bytes = Encoding::MessagePack.encode(&remove).unwrap();
+        let command = Command::parse(remove.name(), Encoding::MessagePack, &bytes, "c-1").unwrap();
         assert!(matches!(command, Command::RemoveRule(name) if name.as_str() == "r1"));
     }
 }

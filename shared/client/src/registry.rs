@@ -4,7 +4,7 @@ use osp_protocol::registry::queries::{
     Digest, DigestQuery, EntryView, FindQuery, GetQuery, ListQuery, Page, PageRequest, RegisterOutcome, Registries,
     RegistriesQuery, UnregisterOutcome,
 };
-use osp_protocol::registry::{Document, EntryDoc, Unregister, SERVICE};
+use osp_protocol::registry::{Command, Document, EntryDoc, Unregister, SERVICE};
 
 use crate::{Answer, Client, Error, Result};
 
@@ -25,14 +25,14 @@ impl Registry {
     /// Adds `entry`, or replaces the entry of that name with it (the old version stays in
     /// the log).
     pub async fn register(&self, entry: &EntryDoc) -> Result<Answer<RegisterOutcome>> {
-        self.client.command(SERVICE, "register", entry).await
+        self.client.send(&Command::Register(entry.clone())).await
     }
 
     /// Removes an entry; `false` when there was none of that name (the registry records
     /// the refusal).
     pub async fn unregister(&self, registry: &str, name: &str, reason: Option<String>) -> Result<bool> {
-        let command = Unregister::new(registry, name, reason)?;
-        match self.client.command::<_, UnregisterOutcome>(SERVICE, "unregister", &command).await {
+        let command = Command::Unregister(Unregister::new(registry, name, reason)?);
+        match self.client.send::<_, UnregisterOutcome>(&command).await {
             Ok(answer) => Ok(answer.result.existed),
             Err(Error::Rejected { error: osp_protocol::Error::NotFound { .. }, .. }) => Ok(false),
             Err(other) => Err(other),

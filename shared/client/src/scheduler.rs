@@ -20,9 +20,12 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
+use osp_protocol::registry::document::from_json;
+use osp_protocol::scheduler::options::DEFAULT_GRACEFUL_TIMEOUT_MS;
 use osp_protocol::scheduler::queries::{GetQuery, ListQuery, RunPage, RunView};
 use osp_protocol::scheduler::{
-    queries::Digest, RunEvent, RunOptions, RunOutcome, SubmitBody, Workflow, RUN_KIND, SERVICE,
+    queries::Digest, Answer as AnswerCommand, Cancel, Command, Decision, Pause, RunEvent, RunOptions, RunOutcome,
+    Submit, Workflow, DEFAULT_CANCEL_REASON, RUN_KIND, SERVICE,
 };
 use osp_protocol::{AggregateRef, Envelope, Timestamp, Token};
 use serde::Serialize;
@@ -132,46 +135,40 @@ impl Submission {
     }
 }
 
-/// The body of `submission`'s command.
-fn body_of(submission: &Submission) -> SubmitBody<'_> {
-    SubmitBody {
-        run_id: &submission.run_id,
-        capability: Some(submission.capability.as_str()).filter(|_| submission.workflow.is_none()),
-        workflow: submission.workflow.as_ref(),
-        input: &submission.input,
-        options: &submission.options,
-        metadata: submission.metadata.as_ref(),
+impl Submission {
+    /// The `submit` command, its names checked as the scheduler checks them (so a bad
+    /// one is said before anything is sent).
+    fn command(&self) -> Result<Command> {
+        let capability = match self.workflow {
+            None => Some(Token::new("capability", self.capability.as_str())?),
+            Some(_) => None,
+        };
+        Ok(Command::Submit(Submit {
+            run_id: run_id(&self.run_id)?,
+            capability,
+            workflow: self.workflow.clone().map(Box::new),
+            parent: None,
+            input: from_json(&self.input),
+            options: self.options.clone(),
+            metadata: self.metadata.as_ref().map(from_json),
+        }))
     }
 }
 
-#[derive(Serialize)]
-struct CancelBody<'a> {
-    run_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    graceful: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    graceful_timeout_ms: Option<u64>,
+/// The `cancel` command: see [`Scheduler::cancel`].
+fn cancel(run: &str, reason: Option<&str>, graceful: Option<Duration>) -> Result<Command> {
+    Ok(Command::Cancel(Cancel {
+        run_id: run_id(run)?,
+        reason: reason.unwrap_or(DEFAULT_CANCEL_REASON).to_owned(),
+        graceful: graceful.is_some(),
+        graceful_timeout_ms: graceful
+            .map_or(DEFAULT_GRACEFUL_TIMEOUT_MS, |wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
+    }))
 }
 
-#[derive(Serialize)]
-struct RunWithReason<'a> {
-    run_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct RunOnly<'a> {
-    run_id: &'a str,
-}
-
-#[derive(Serialize)]
-struct AnswerBody<'a> {
-    run_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-    answer: &'a serde_json::Value,
+/// `run` as a run id, checked as the scheduler checks it.
+fn run_id(run: &str) -> Result<Token> {
+    Ok(Token::new("run_id", run)?)
 }
 
 #[derive(Serialize)]
@@ -227,12 +224,7 @@ impl Scheduler {
     /// Submits a run and waits for the scheduler to accept it. The reply's `created` is
     /// false when the run already existed: this submission was sent before.
     pub async fn submit(&self, submission: &Submission) -> Result<Answer<RunOutcome>> {
-        Token::new("run_id", submission.run_id.as_str())?;
-        if submission.workflow.is_none() {
-            Token::new("capability", submission.capability.as_str())?;
-        }
-        let body = body_of(submission);
-        self.client.command_with_id(SERVICE, "submit", &body, &submission.command_id()).await
+        self.client.send_with_id(&submission.command()?, &submission.command_id()).await
     }
 
     /// Cancels a run. With `graceful`, the agent holding its task is told and has that
@@ -243,43 +235,46 @@ impl Scheduler {
         reason: Option<&str>,
         graceful: Option<Duration>,
     ) -> Result<Answer<RunOutcome>> {
-        let body = CancelBody {
-            run_id,
-            reason,
-            graceful: graceful.is_some(),
-            graceful_timeout_ms: graceful.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
-        };
-        self.client.command(SERVICE, "cancel", &body).await
+        self.client.send(&cancel(run_id, reason, graceful)?).await
     }
 
     /// Stops dispatching the run's work (an attempt in progress goes on).
-    pub async fn pause(&self, run_id: &str, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
-        self.client.command(SERVICE, "pause", &RunWithReason { run_id, reason }).await
+    pub async fn pause(&self, run: &str, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
+        let pause = Pause { run_id: run_id(run)?, reason: reason.map(str::to_owned) };
+        self.client.send(&Command::Pause(pause)).await
     }
 
     /// Dispatches the run's work again.
-    pub async fn resume(&self, run_id: &str) -> Result<Answer<RunOutcome>> {
-        self.client.command(SERVICE, "resume", &RunOnly { run_id }).await
+    pub async fn resume(&self, run: &str) -> Result<Answer<RunOutcome>> {
+        self.client.send(&Command::Resume(run_id(run)?)).await
     }
 
     /// Approves a run waiting for approval, as this client's actor.
-    pub async fn approve(&self, run_id: &str, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
-        self.client.command(SERVICE, "approve", &RunWithReason { run_id, reason }).await
+    pub async fn approve(&self, run: &str, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
+        self.decide(run, true, reason).await
     }
 
     /// Rejects a run waiting for approval, as this client's actor: the run is cancelled.
-    pub async fn reject(&self, run_id: &str, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
-        self.client.command(SERVICE, "reject", &RunWithReason { run_id, reason }).await
+    pub async fn reject(&self, run: &str, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
+        self.decide(run, false, reason).await
+    }
+
+    async fn decide(&self, run: &str, approved: bool, reason: Option<&str>) -> Result<Answer<RunOutcome>> {
+        let approver = self.client.actor().to_owned();
+        let decision = Decision { run_id: run_id(run)?, approver, approved, reason: reason.map(str::to_owned) };
+        self.client.send(&Command::Decide(decision)).await
     }
 
     /// Answers the agent's question `request_id` (the open one when `None`).
     pub async fn answer(
         &self,
-        run_id: &str,
+        run: &str,
         request_id: Option<&str>,
         answer: serde_json::Value,
     ) -> Result<Answer<RunOutcome>> {
-        self.client.command(SERVICE, "answer", &AnswerBody { run_id, request_id, answer: &answer }).await
+        let request_id = request_id.map(str::to_owned);
+        let answer = AnswerCommand { run_id: run_id(run)?, request_id, answer: from_json(&answer) };
+        self.client.send(&Command::Answer(answer)).await
     }
 
     /// A run's whole state, or `None` when there is no such run. It reflects at least
@@ -408,7 +403,7 @@ pub(crate) fn command_id(text: &str) -> String {
 mod tests {
     use super::*;
     use osp_protocol::scheduler::{Completed, Progressed, Retry};
-    use osp_protocol::Encoding;
+    use osp_protocol::{Encoding, InboxCommand};
 
     #[test]
     fn a_submission_keeps_its_run_id_so_resends_are_recognised() {
@@ -452,25 +447,41 @@ mod tests {
         assert_ne!(id, other.command_id());
     }
 
-    #[test]
-    fn the_submit_body_is_what_the_scheduler_reads() {
-        let submission = Submission::new("summarize", serde_json::json!({"text": "hi"})).run_id("r-1");
-        let bytes = Encoding::MessagePack.encode(&body_of(&submission)).unwrap();
+    /// `command` as the scheduler reads it from its inbox.
+    fn read(command: &Command) -> Command {
+        let bytes = Encoding::MessagePack.encode(command).unwrap();
         let origin = osp_protocol::scheduler::Origin { command_id: "c", actor: "user:ana" };
-        let command = osp_protocol::scheduler::Command::parse("submit", Encoding::MessagePack, &bytes, origin).unwrap();
-        let osp_protocol::scheduler::Command::Submit(submit) = command else { panic!("{command:?}") };
+        Command::parse(command.name(), Encoding::MessagePack, &bytes, origin).unwrap()
+    }
+
+    #[test]
+    fn the_commands_sent_are_what_the_scheduler_reads() {
+        let submission = Submission::new("summarize", serde_json::json!({"text": "hi"})).run_id("r-1");
+        let command = read(&submission.command().unwrap());
+        assert_eq!(command, submission.command().unwrap());
+        let Command::Submit(submit) = command else { panic!("{command:?}") };
         assert_eq!(submit.run_id.as_str(), "r-1");
         assert_eq!(osp_protocol::json::from_msgpack_value(&submit.input), serde_json::json!({"text": "hi"}));
+        let workflow: Workflow = serde_json::from_value(serde_json::json!({"routing": {
+            "classify": {"task": {"capability": "c"}}, "routes": {"a": {"task": {"capability": "x"}}}}}))
+        .unwrap();
+        let flow = Submission::workflow(workflow, serde_json::json!(null)).run_id("r-2");
+        assert_eq!(read(&flow.command().unwrap()), flow.command().unwrap());
+        let bad = Submission::new("a b", serde_json::json!(null)).command().unwrap_err();
+        assert_eq!(bad.to_string(), "invalid capability \"a b\": must not contain whitespace", "said before sending");
 
-        let cancel = CancelBody { run_id: "r-1", reason: None, graceful: true, graceful_timeout_ms: Some(500) };
-        let bytes = Encoding::MessagePack.encode(&cancel).unwrap();
-        let command = osp_protocol::scheduler::Command::parse("cancel", Encoding::MessagePack, &bytes, origin).unwrap();
-        let osp_protocol::scheduler::Command::Cancel(cancel) = command else { panic!("{command:?}") };
-        assert_eq!((cancel.graceful, cancel.graceful_timeout_ms), (true, 500));
+        let command = read(&cancel("r-1", None, Some(Duration::from_millis(500))).unwrap());
+        let Command::Cancel(graceful) = command else { panic!("{command:?}") };
+        assert_eq!((graceful.graceful, graceful.graceful_timeout_ms), (true, 500));
+        let abrupt = cancel("r-1", Some("now"), None).unwrap();
+        assert_eq!(read(&abrupt), abrupt);
 
-        let answer = AnswerBody { run_id: "r-1", request_id: Some("q1-1"), answer: &serde_json::json!("yes") };
-        let bytes = Encoding::MessagePack.encode(&answer).unwrap();
-        assert!(osp_protocol::scheduler::Command::parse("answer", Encoding::MessagePack, &bytes, origin).is_ok());
+        let answer = AnswerCommand {
+            run_id: run_id("r-1").unwrap(),
+            request_id: Some("q1-1".into()),
+            answer: from_json(&serde_json::json!("yes")),
+        };
+        assert_eq!(read(&Command::Answer(answer.clone())), Command::Answer(answer));
         let bytes = Encoding::MessagePack.encode(&Empty {}).unwrap();
         assert_eq!(bytes, [0x80], "digest sends an empty map");
     }

@@ -258,7 +258,7 @@ impl<'de, P: EventPayload> Visitor<'de> for EnvelopeVisitor<P> {
         let schema = schema.unwrap_or(1);
         let payload = match (payload, early_payload) {
             (Some(payload), _) => payload,
-            (None, Some(value)) => P::deserialize_payload(&event_type, schema, value)
+            (None, Some(value)) => crate::payload::payload_from_value(&event_type, schema, &value)
                 .map_err(|e| de::Error::custom(format!("payload: {e}")))?,
             (None, None) => return Err(de::Error::missing_field("payload")),
         };

@@ -6,8 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Everything that can be wrong with a message at the protocol level.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "error", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Error {
     /// An id or name cannot be used as a subject token.
     #[error("invalid {field} {value:?}: {reason}")]
@@ -151,23 +152,7 @@ impl Error {
     /// The variant's tag on the wire (`invalid_token`, `not_found`, ...): what a client
     /// in any language switches on.
     pub fn code(&self) -> &'static str {
-        match self {
-            Error::InvalidToken { .. } => "invalid_token",
-            Error::InvalidSubject { .. } => "invalid_subject",
-            Error::Malformed { .. } => "malformed",
-            Error::TooLarge { .. } => "too_large",
-            Error::UnsupportedContentType { .. } => "unsupported_content_type",
-            Error::UnknownEventType { .. } => "unknown_event_type",
-            Error::Invalid { .. } => "invalid",
-            Error::NotFound { .. } => "not_found",
-            Error::UnknownCommand { .. } => "unknown_command",
-            Error::IllegalTransition { .. } => "illegal_transition",
-            Error::Forbidden { .. } => "forbidden",
-            Error::Conflict { .. } => "conflict",
-            Error::Lagging { .. } => "lagging",
-            Error::Unavailable { .. } => "unavailable",
-            Error::Encode { .. } => "encode",
-        }
+        self.into()
     }
 
     /// The field at fault, when the error names one (for `Malformed`, its decode path).

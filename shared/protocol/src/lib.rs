@@ -7,6 +7,7 @@
 //! prose; this crate is its reference implementation.
 
 mod codec;
+pub mod command;
 pub mod context;
 mod envelope;
 mod error;
@@ -26,9 +27,12 @@ mod timestamp;
 pub mod upcast;
 
 pub use codec::{check_size, Encoding, CONTENT_TYPE, JSON, MAX_MESSAGE_BYTES, MSGPACK};
+pub use command::InboxCommand;
 pub use envelope::{derived_event_id, Envelope};
 pub use error::Error;
 pub use hash::EventHash;
+#[doc(hidden)]
+pub use payload::__from_value;
 pub use payload::{AnyPayload, EventPayload};
 pub use rejection::{RejectionEvent, RejectionRecorded, REJECTION_KIND};
 pub use reply::{encode_ok_with, Reply};

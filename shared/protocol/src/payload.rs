@@ -118,7 +118,7 @@ macro_rules! event_payload {
                             let old = <$crate::__rmpv::Value as $crate::__serde::Deserialize>::deserialize(deserializer)?;
                             let current = $crate::upcast::upcast(upcasters, event_type, schema, $schema, old)
                                 .map_err(D::Error::custom)?;
-                            $crate::__rmpv::ext::from_value::<$ty>(current).map($name::$variant).map_err(D::Error::custom)
+                            $crate::__from_value::<$ty>(&current).map($name::$variant).map_err(D::Error::custom)
                         } else {
                             <$ty as $crate::__serde::Deserialize>::deserialize(deserializer).map($name::$variant)
                         }
@@ -161,6 +161,38 @@ impl AnyPayload {
     pub fn to_json(&self) -> serde_json::Value {
         crate::json::from_msgpack_value(&self.body)
     }
+
+    /// The payload as one of `P`'s events: `None` when `P` has no event of its type and
+    /// schema (another service's, or a newer writer's), or it does not read as one.
+    pub fn read<P: EventPayload>(&self) -> Option<P> {
+        payload_from_value(&self.event_type, self.schema, &self.body).ok()
+    }
+}
+
+/// Reads a payload kept as a value (one read before its type, one upcast, one kept
+/// untyped) as `P`'s event of `event_type` written with `schema`.
+pub(crate) fn payload_from_value<P: EventPayload>(
+    event_type: &str,
+    schema: u16,
+    value: &rmpv::Value,
+) -> Result<P, rmp_serde::decode::Error> {
+    let bytes = encoded(value);
+    P::deserialize_payload(event_type, schema, &mut rmp_serde::Deserializer::from_read_ref(&bytes))
+}
+
+/// Reads a value as a `T` (what an upcast gives, as the type of the current schema).
+#[doc(hidden)]
+pub fn __from_value<T: serde::de::DeserializeOwned>(value: &rmpv::Value) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(&encoded(value))
+}
+
+/// `value` encoded again: how a value is read as a type. rmpv's own deserializer reads an
+/// enum only in rmpv's form (`[index, value]`), not as serde writes one on the log (a
+/// variant's name, or a map from it), so a value is read as the log's bytes are.
+fn encoded(value: &rmpv::Value) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, value).expect("writing to memory never fails");
+    bytes
 }
 
 impl EventPayload for AnyPayload {

@@ -30,6 +30,24 @@ osp_protocol::event_payload! {
     }
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Colour {
+    Red,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Painted {
+    colour: Colour,
+}
+
+osp_protocol::event_payload! {
+    #[derive(Clone, Debug, PartialEq)]
+    enum PaintEvent {
+        Painted(Painted) = ("door.painted", 1),
+    }
+}
+
 fn envelope(payload: RunEvent) -> Envelope<RunEvent> {
     Envelope {
         id: derived_event_id("cmd-1", 0, Timestamp(1_700_000_000_000)),
@@ -142,6 +160,11 @@ fn a_hand_written_json_event_with_payload_first_and_extra_fields_decodes() {
     assert_eq!(env.aggregate.subject(), "osp.v1.evt.run.r-9");
     assert_eq!(env.payload, RunEvent::Progressed(Progressed { current: 1, total: None, message: "m".into() }));
     assert_eq!(env.prev_hash, None);
+    let painted = json
+        .replace(r#"{"current": 1, "total": null, "message": "m"}"#, r#"{"colour": "red"}"#)
+        .replace("run.progressed", "door.painted");
+    let env: Envelope<PaintEvent> = Encoding::Json.decode(painted.as_bytes()).unwrap();
+    assert_eq!(env.payload, PaintEvent::Painted(Painted { colour: Colour::Red }), "its enums read as written");
 }
 
 #[test]
@@ -186,6 +209,25 @@ fn untyped_payload_reads_as_json() {
     let bytes = envelope(progressed()).encode().unwrap();
     let any = Envelope::<AnyPayload>::decode(&bytes).unwrap();
     assert_eq!(any.payload.to_json(), serde_json::json!({"current": 2, "total": 5, "message": "halfway"}));
+}
+
+#[test]
+fn an_untyped_payload_reads_as_the_events_that_have_its_type() {
+    let bytes = envelope(progressed()).encode().unwrap();
+    let any = Envelope::<AnyPayload>::decode(&bytes).unwrap().payload;
+    assert_eq!(any.read::<RunEvent>(), Some(progressed()));
+    let unknown = AnyPayload { event_type: "run.archived".into(), ..any.clone() };
+    assert_eq!(unknown.read::<RunEvent>(), None, "a type this reader does not know");
+    let newer = AnyPayload { schema: 2, ..any.clone() };
+    assert_eq!(newer.read::<RunEvent>(), None, "a schema newer than this reader's");
+    let misshapen = AnyPayload { body: rmpv::Value::from("not a map"), ..any };
+    assert_eq!(misshapen.read::<RunEvent>(), None);
+    let door = AnyPayload {
+        event_type: "door.painted".into(),
+        schema: 1,
+        body: rmpv::ext::to_value(serde_json::json!({"colour": "red"})).unwrap(),
+    };
+    assert_eq!(door.read::<PaintEvent>(), Some(PaintEvent::Painted(Painted { colour: Colour::Red })), "enums too");
 }
 
 #[test]
@@ -266,6 +308,52 @@ mod upcasting {
             let any: Envelope<AnyPayload> = encoding.decode(&bytes).unwrap();
             assert_eq!(any.payload.schema, 1);
         }
+    }
+
+    /// The way to lock a door.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    enum Lock {
+        Code,
+    }
+
+    /// Schema 1 of `door.locked` called its lock `with`.
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct LockedV1 {
+        with: Lock,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Locked {
+        lock: Lock,
+    }
+
+    fn locked_v1(mut payload: rmpv::Value) -> Result<rmpv::Value, String> {
+        let with = take_field(&mut payload, "with").ok_or("no field `with`")?;
+        set_field(&mut payload, "lock", with)?;
+        Ok(payload)
+    }
+
+    osp_protocol::event_payload! {
+        #[derive(Clone, Debug, PartialEq)]
+        enum OldLockEvent {
+            Locked(LockedV1) = ("door.locked", 1),
+        }
+    }
+
+    osp_protocol::event_payload! {
+        #[derive(Clone, Debug, PartialEq)]
+        enum LockEvent {
+            Locked(Locked) = ("door.locked", 2),
+        }
+        upcasters: &[Upcaster { event_type: "door.locked", from: 1, upcast: locked_v1 }];
+    }
+
+    #[test]
+    fn an_upcast_payload_reads_its_enums_as_written() {
+        let bytes = door(OldLockEvent::Locked(LockedV1 { with: Lock::Code })).encode().unwrap();
+        let read = Envelope::<LockEvent>::decode(&bytes).unwrap();
+        assert_eq!(read.payload, LockEvent::Locked(Locked { lock: Lock::Code }));
     }
 
     #[test]

@@ -9,12 +9,12 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{pull, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
 use futures::{FutureExt, StreamExt};
-use osp_protocol::scheduler::{StartOutcome, TaskMessage, SERVICE};
-use osp_protocol::Token;
+use osp_protocol::scheduler::{ReportKind, StartOutcome, TaskMessage};
+use osp_protocol::{InboxCommand, Token};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::task::{complete, fail, heartbeat, heartbeat_payload, heartbeat_period, listen, Report, Task, TaskInner};
+use super::task::{complete, fail, heartbeat, heartbeat_payload, heartbeat_period, listen, report, Task, TaskInner};
 use super::{ensure_consumer, Counters, Shared, TaskFailure, FINAL_REPORT_TRIES, MAX_BATCH, NAK_DELAY, RETRY_PAUSE};
 use crate::scheduler::command_id;
 use crate::Error;
@@ -199,10 +199,10 @@ async fn run(shared: Arc<Shared>, message: TaskMessage, delivery: jetstream::Mes
             return;
         }
     };
-    let report = Report::new(&message, &shared.agent);
-    let id =
-        command_id(&format!("started:{}:{}:{}:{}", message.run_id, message.attempt, message.dispatch, shared.agent));
-    match shared.client.command_with_id::<_, StartOutcome>(SERVICE, "started", &report, &id).await {
+    let started = report(&message, &shared.agent, ReportKind::Started);
+    let (run, attempt, dispatch) = (&message.run_id, message.attempt, message.dispatch);
+    let id = command_id(&format!("{}:{run}:{attempt}:{dispatch}:{}", started.name(), shared.agent));
+    match shared.client.send_with_id::<_, StartOutcome>(&started, &id).await {
         Ok(answer) if answer.result.go => {
             // The accepted `started` is what makes the attempt ours; the acknowledgement
             // only removes the message from the queue, so it is not waited for (should

@@ -11,10 +11,10 @@ use backon::Retryable;
 use futures::StreamExt;
 use osp_protocol::registry::document::{encoded_len, from_json};
 use osp_protocol::scheduler::{
-    ReportOutcome, Signal, TaskMessage, MAX_DATA_BYTES, MAX_LOG_BYTES, MAX_TEXT_BYTES, SERVICE, TASK_HEARTBEAT_INTERVAL,
+    Command, Report, ReportKind, ReportOutcome, Signal, TaskError, TaskMessage, MAX_DATA_BYTES, MAX_LOG_BYTES,
+    MAX_TEXT_BYTES, TASK_HEARTBEAT_INTERVAL,
 };
-use osp_protocol::Timestamp;
-use serde::Serialize;
+use osp_protocol::{InboxCommand, Timestamp};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,15 +23,15 @@ use crate::scheduler::command_id;
 use crate::{Client, Error, Result};
 
 pub(super) async fn complete(inner: &TaskInner, output: serde_json::Value) {
-    let size = encoded_len(&from_json(&output));
+    let output = from_json(&output);
+    let size = encoded_len(&output);
     if size > MAX_DATA_BYTES {
         let failure = TaskFailure::new(format!("the output is {size} bytes, over the limit of {MAX_DATA_BYTES}"))
             .kind("output_too_large")
             .permanent();
         return fail(inner, failure, FINAL_REPORT_TRIES).await;
     }
-    let report = Report { output: Some(&output), ..inner.report() };
-    match inner.send_final("completed", &report, FINAL_REPORT_TRIES).await {
+    match inner.send_final(&inner.report(ReportKind::Completed { output }), FINAL_REPORT_TRIES).await {
         Err(Error::Rejected { error, .. }) if matches!(error.code(), "invalid" | "too_large" | "malformed") => {
             let failure =
                 TaskFailure::new(format!("the output was refused: {error}")).kind("invalid_output").permanent();
@@ -42,13 +42,15 @@ pub(super) async fn complete(inner: &TaskInner, output: serde_json::Value) {
 }
 
 pub(super) async fn fail(inner: &TaskInner, failure: TaskFailure, tries: u32) {
+    let _ = inner.send_final(&inner.report(failed(failure)), tries).await;
+}
+
+/// The `failed` report of `failure`.
+fn failed(failure: TaskFailure) -> ReportKind {
     let failure = failure.bounded();
-    let report = Report {
-        error: Some(ErrorBody { kind: &failure.kind, message: &failure.message, details: failure.details.as_ref() }),
-        retryable: Some(failure.retryable),
-        ..inner.report()
-    };
-    let _ = inner.send_final("failed", &report, tries).await;
+    let details = failure.details.as_ref().map(from_json);
+    let error = TaskError { kind: failure.kind, message: failure.message, details };
+    ReportKind::Failed { error, retryable: failure.retryable }
 }
 
 /// The period of a task's heartbeat: the client's interval, or a third of the heartbeat
@@ -200,8 +202,8 @@ impl TaskInner {
         }
     }
 
-    fn report(&self) -> Report<'_> {
-        Report::new(&self.message, &self.agent)
+    fn report(&self, kind: ReportKind) -> Command {
+        report(&self.message, &self.agent, kind)
     }
 
     fn ended(&self) -> Error {
@@ -213,16 +215,17 @@ impl TaskInner {
     }
 
     /// Sends a report that is not final, and takes in what its reply says.
-    async fn send(&self, command: &str, report: &Report<'_>) -> Result<ReportOutcome> {
-        let outcome = self.client.command::<_, ReportOutcome>(SERVICE, command, report).await;
+    async fn send(&self, report: &Command) -> Result<ReportOutcome> {
+        let outcome = self.client.send::<_, ReportOutcome>(report).await;
         self.take_in(outcome, true)
     }
 
     /// Sends `completed` or `failed` under a fixed id, again while the scheduler cannot
     /// be reached (the same id makes a resend harmless).
-    async fn send_final(&self, command: &str, report: &Report<'_>, tries: u32) -> Result<ReportOutcome> {
+    async fn send_final(&self, report: &Command, tries: u32) -> Result<ReportOutcome> {
+        let command = report.name();
         let id = command_id(&format!("{command}:{}:{}", self.message.run_id, self.message.attempt));
-        let send = || self.client.command_with_id::<_, ReportOutcome>(SERVICE, command, report, &id);
+        let send = || self.client.send_with_id::<_, ReportOutcome>(report, &id);
         let sent = send
             .retry(SEND_AGAIN.with_max_times(tries.saturating_sub(1) as usize))
             .when(Error::is_transient)
@@ -324,8 +327,8 @@ impl Task {
         if let Some(text) = &mut text {
             truncate(text, MAX_TEXT_BYTES);
         }
-        let report = Report { current: Some(current), total, message: text.as_deref(), ..self.inner.report() };
-        if let Err(error) = self.inner.send("progress", &report).await {
+        let report = self.inner.report(ReportKind::Progress { current, total, message: text });
+        if let Err(error) = self.inner.send(&report).await {
             tracing::debug!(%error, "progress not reported");
         }
     }
@@ -334,8 +337,8 @@ impl Task {
     pub async fn log(&self, level: LogLevel, message: impl Into<String>) {
         let mut message = message.into();
         truncate(&mut message, MAX_LOG_BYTES);
-        let report = Report { level: Some(level.as_str()), message: Some(&message), ..self.inner.report() };
-        if let Err(error) = self.inner.send("log", &report).await {
+        let report = self.inner.report(ReportKind::Log { level: level.as_str().to_owned(), message });
+        if let Err(error) = self.inner.send(&report).await {
             tracing::debug!(%error, "log line not reported");
         }
     }
@@ -347,9 +350,9 @@ impl Task {
         let inner = &self.inner;
         let request_id = request_id(inner.message.attempt, inner.questions.fetch_add(1, Ordering::Relaxed) + 1);
         let mut answered = inner.state.answered.subscribe();
-        let report = Report { request_id: Some(&request_id), question: Some(&question), ..inner.report() };
-        let id = command_id(&format!("ask:{}:{request_id}", inner.message.run_id));
-        let sent = inner.client.command_with_id::<_, ReportOutcome>(SERVICE, "ask", &report, &id).await;
+        let report = inner.report(ReportKind::Ask { request_id: request_id.clone(), question: from_json(&question) });
+        let id = command_id(&format!("{}:{}:{request_id}", report.name(), inner.message.run_id));
+        let sent = inner.client.send_with_id::<_, ReportOutcome>(&report, &id).await;
         if let Err(error) = inner.take_in(sent, false) {
             return Err(if inner.state.cancel.is_cancelled() { inner.ended() } else { error });
         }
@@ -424,57 +427,9 @@ fn request_id(attempt: u32, n: u32) -> String {
     format!("q{attempt}-{n}")
 }
 
-/// A report's body: the fields every report has, and those of its kind.
-#[derive(Serialize)]
-pub(super) struct Report<'a> {
-    run_id: &'a str,
-    attempt: u32,
-    agent: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    total: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    level: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    question: Option<&'a serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    output: Option<&'a serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorBody<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    retryable: Option<bool>,
-}
-
-impl<'a> Report<'a> {
-    pub(super) fn new(message: &'a TaskMessage, agent: &'a str) -> Report<'a> {
-        Report {
-            run_id: message.run_id.as_str(),
-            attempt: message.attempt,
-            agent,
-            current: None,
-            total: None,
-            message: None,
-            level: None,
-            request_id: None,
-            question: None,
-            output: None,
-            error: None,
-            retryable: None,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    kind: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a serde_json::Value>,
+/// A report of `agent` about the attempt of `message`.
+pub(super) fn report(message: &TaskMessage, agent: &str, kind: ReportKind) -> Command {
+    Command::Report(Report { run_id: message.run_id.clone(), attempt: message.attempt, agent: agent.to_owned(), kind })
 }
 
 /// Cuts `text` to at most `max` bytes, on a character boundary.
@@ -488,7 +443,7 @@ pub(super) fn truncate(text: &mut String, max: usize) {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use osp_protocol::scheduler::{Command, Origin, ReportKind, TaskError};
+    use osp_protocol::scheduler::Origin;
     use osp_protocol::{Encoding, Token};
 
     pub(in crate::worker) fn task_message() -> TaskMessage {
@@ -507,10 +462,14 @@ pub(super) mod tests {
         }
     }
 
-    fn parse(command: &str, report: &Report<'_>) -> Command {
+    /// `report` as the scheduler reads it from its inbox.
+    fn parse(report: &Command) -> Command {
         let bytes = Encoding::MessagePack.encode(report).unwrap();
-        Command::parse(command, Encoding::MessagePack, &bytes, Origin { command_id: "c", actor: "agent:a1" })
-            .unwrap_or_else(|e| panic!("{command}: {e}"))
+        let read =
+            Command::parse(report.name(), Encoding::MessagePack, &bytes, Origin { command_id: "c", actor: "agent:a1" })
+                .unwrap_or_else(|e| panic!("{}: {e}", report.name()));
+        assert_eq!(&read, report);
+        read
     }
 
     #[test]
@@ -534,34 +493,30 @@ pub(super) mod tests {
     #[test]
     fn reports_are_what_the_scheduler_reads() {
         let message = task_message();
-        let base = || Report::new(&message, "a1");
-        let Command::Report(started) = parse("started", &base()) else { panic!() };
+        let report = |kind| report(&message, "a1", kind);
+        let Command::Report(started) = parse(&report(ReportKind::Started)) else { panic!() };
         assert_eq!((started.attempt, started.agent.as_str(), started.kind), (2, "a1", ReportKind::Started));
 
-        let report = Report { current: Some(1), total: Some(3), message: Some("one"), ..base() };
-        let Command::Report(progress) = parse("progress", &report) else { panic!() };
+        let progress = ReportKind::Progress { current: 1, total: Some(3), message: Some("one".into()) };
+        let Command::Report(progress) = parse(&report(progress)) else { panic!() };
         assert_eq!(progress.kind, ReportKind::Progress { current: 1, total: Some(3), message: Some("one".into()) });
 
-        let report = Report { level: Some(LogLevel::Warn.as_str()), message: Some("hm"), ..base() };
-        let Command::Report(log) = parse("log", &report) else { panic!() };
+        let log = ReportKind::Log { level: LogLevel::Warn.as_str().into(), message: "hm".into() };
+        let Command::Report(log) = parse(&report(log)) else { panic!() };
         assert_eq!(log.kind, ReportKind::Log { level: "warn".into(), message: "hm".into() });
 
-        let question = serde_json::json!({"ok?": true});
-        let report = Report { request_id: Some("q2-1"), question: Some(&question), ..base() };
-        let Command::Report(ask) = parse("ask", &report) else { panic!() };
+        let question = from_json(&serde_json::json!({"ok?": true}));
+        let Command::Report(ask) = parse(&report(ReportKind::Ask { request_id: "q2-1".into(), question })) else {
+            panic!()
+        };
         assert!(matches!(ask.kind, ReportKind::Ask { ref request_id, .. } if request_id == "q2-1"));
 
-        let output = serde_json::json!({"summary": "s"});
-        let Command::Report(done) = parse("completed", &Report { output: Some(&output), ..base() }) else { panic!() };
+        let output = from_json(&serde_json::json!({"summary": "s"}));
+        let Command::Report(done) = parse(&report(ReportKind::Completed { output })) else { panic!() };
         assert_eq!(done.kind.name(), "completed");
 
         let failure = TaskFailure::new("boom").kind("quota").permanent();
-        let report = Report {
-            error: Some(ErrorBody { kind: &failure.kind, message: &failure.message, details: None }),
-            retryable: Some(failure.retryable),
-            ..base()
-        };
-        let Command::Report(failed) = parse("failed", &report) else { panic!() };
+        let Command::Report(failed) = parse(&report(super::failed(failure))) else { panic!() };
         assert_eq!(
             failed.kind,
             ReportKind::Failed {

@@ -16,29 +16,94 @@
 //! Keys and embedding ids are subject tokens (no `.`, `*`, `>`, whitespace; at most 128
 //! bytes), so no key can be mistaken for a pattern; values are any JSON value but `null`,
 //! at most 64 KiB as MessagePack. Unknown fields are refused.
+//!
+//! [`Command`] is also what a sender sends: it is written as the body [`Command::parse`]
+//! reads, under the name its section says.
 
-use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use strum::IntoEnumIterator;
 
+use crate::command::read_name;
 use crate::context::{
     Embedding, EntryRemoved, EntrySet, Scope, Section, EMBEDDINGS_KIND, MAX_CONTENT_BYTES, MAX_DESCRIPTION_BYTES,
     MAX_DIMENSION, MAX_METADATA_BYTES, MAX_TARGETS, MAX_UPSERT_BATCH, MAX_VALUE_BYTES, SERVICE,
 };
 use crate::registry::document::{encoded_len, from_json};
-use crate::{check_size, AggregateRef, Encoding, Error, Token};
+use crate::{check_size, AggregateRef, Encoding, Error, InboxCommand, Token};
 
-/// The command tokens of the context service's inbox subjects.
-pub const COMMANDS: &[&str] = &[
-    "set",
-    "remove",
-    "set_setting",
-    "remove_setting",
-    "set_preference",
-    "remove_preference",
-    "set_env",
-    "remove_env",
-    "upsert_embeddings",
-    "remove_embedding",
-];
+/// The context service's commands, by their token on the inbox subject.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::VariantNames,
+    strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum CommandName {
+    /// Create or replace a key-value entry.
+    Set,
+    /// Remove a key-value entry.
+    Remove,
+    /// Create or replace a setting.
+    SetSetting,
+    /// Remove a setting.
+    RemoveSetting,
+    /// Create or replace a preference.
+    SetPreference,
+    /// Remove a preference.
+    RemovePreference,
+    /// Create or replace an environment entry.
+    SetEnv,
+    /// Remove an environment entry.
+    RemoveEnv,
+    /// Add or replace embeddings.
+    UpsertEmbeddings,
+    /// Remove an embedding.
+    RemoveEmbedding,
+}
+
+/// The command tokens of the context's inbox subjects (`osp.v1.in.context.<command>`), as
+/// [`CommandName`] names them.
+pub const COMMANDS: &[&str] = <CommandName as strum::VariantNames>::VARIANTS;
+
+impl CommandName {
+    /// What it changes: the entries of a section (`None`: embeddings), and whether it
+    /// removes one.
+    fn target(self) -> (Option<Section>, bool) {
+        match self {
+            CommandName::Set => (Some(Section::Kv), false),
+            CommandName::Remove => (Some(Section::Kv), true),
+            CommandName::SetSetting => (Some(Section::Setting), false),
+            CommandName::RemoveSetting => (Some(Section::Setting), true),
+            CommandName::SetPreference => (Some(Section::Preference), false),
+            CommandName::RemovePreference => (Some(Section::Preference), true),
+            CommandName::SetEnv => (Some(Section::Env), false),
+            CommandName::RemoveEnv => (Some(Section::Env), true),
+            CommandName::UpsertEmbeddings => (None, false),
+            CommandName::RemoveEmbedding => (None, true),
+        }
+    }
+
+    /// The fields its body may have.
+    fn fields(self) -> &'static [&'static str] {
+        match self {
+            CommandName::Set | CommandName::SetPreference => &["scope", "key", "value"],
+            CommandName::SetSetting => &["key", "value", "description", "read_only"],
+            CommandName::SetEnv => &["scope", "key", "value", "target", "sensitive"],
+            CommandName::Remove | CommandName::RemovePreference | CommandName::RemoveEnv => &["scope", "key"],
+            CommandName::RemoveSetting => &["key"],
+            CommandName::UpsertEmbeddings => &["scope", "entries"],
+            CommandName::RemoveEmbedding => &["scope", "id"],
+        }
+    }
+}
 
 /// A command to the context service, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -149,27 +214,10 @@ impl Command {
     /// Reads command `command` (the subject's last token), checking every rule; the error
     /// names the field at fault.
     pub fn parse(command: &str, encoding: Encoding, payload: &[u8]) -> Result<Command, Error> {
-        let (section, allowed): (Option<Section>, &[&str]) = match command {
-            "set" => (Some(Section::Kv), &["scope", "key", "value"]),
-            "set_setting" => (Some(Section::Setting), &["key", "value", "description", "read_only"]),
-            "set_preference" => (Some(Section::Preference), &["scope", "key", "value"]),
-            "set_env" => (Some(Section::Env), &["scope", "key", "value", "target", "sensitive"]),
-            "remove" => (Some(Section::Kv), &["scope", "key"]),
-            "remove_setting" => (Some(Section::Setting), &["key"]),
-            "remove_preference" => (Some(Section::Preference), &["scope", "key"]),
-            "remove_env" => (Some(Section::Env), &["scope", "key"]),
-            "upsert_embeddings" => (None, &["scope", "entries"]),
-            "remove_embedding" => (None, &["scope", "id"]),
-            _ => {
-                return Err(Error::UnknownCommand {
-                    service: SERVICE.into(),
-                    command: command.to_owned(),
-                    known: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
-                })
-            }
-        };
+        let name: CommandName = read_name(SERVICE, command)?;
+        let (section, removes) = name.target();
         let wire: Wire = encoding.decode(payload)?;
-        wire.check_allowed(command, allowed)?;
+        wire.check_allowed(name)?;
         let scope = match (section, &wire.scope) {
             (Some(Section::Setting), _) => Scope::Global,
             (_, Some(text)) => Scope::parse("scope", text)?,
@@ -184,7 +232,7 @@ impl Command {
                 ),
             });
         }
-        match (section, command.starts_with("remove")) {
+        match (section, removes) {
             (Some(section), true) => {
                 let key = key(wire.key)?;
                 Ok(Command::Remove { scope, entry: EntryRemoved { section, key } })
@@ -202,9 +250,64 @@ impl Command {
     }
 }
 
+impl Command {
+    /// The name it goes by: the one of what it changes.
+    fn command_name(&self) -> CommandName {
+        let target = match self {
+            Command::Set { entry, .. } => (Some(entry.section), false),
+            Command::Remove { entry, .. } => (Some(entry.section), true),
+            Command::Upsert { .. } => (None, false),
+            Command::RemoveEmbedding { .. } => (None, true),
+        };
+        CommandName::iter().find(|name| name.target() == target).expect("every target has its command")
+    }
+}
+
+impl InboxCommand for Command {
+    const SERVICE: &'static str = SERVICE;
+
+    fn name(&self) -> &'static str {
+        self.command_name().into()
+    }
+}
+
+impl Serialize for Command {
+    /// The body of the command's name: its fields that hold more than their default (a
+    /// setting's scope is always `global`, and not a field).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut body = serializer.serialize_map(None)?;
+        if self.command_name().fields().contains(&"scope") {
+            body.serialize_entry("scope", self.scope())?;
+        }
+        match self {
+            Command::Set { entry, .. } => {
+                body.serialize_entry("key", &entry.key)?;
+                body.serialize_entry("value", &entry.value)?;
+                if let Some(description) = &entry.description {
+                    body.serialize_entry("description", description)?;
+                }
+                if entry.read_only {
+                    body.serialize_entry("read_only", &true)?;
+                }
+                if !entry.target.is_empty() {
+                    body.serialize_entry("target", &entry.target)?;
+                }
+                if entry.sensitive {
+                    body.serialize_entry("sensitive", &true)?;
+                }
+            }
+            Command::Remove { entry, .. } => body.serialize_entry("key", &entry.key)?,
+            Command::Upsert { entries, .. } => body.serialize_entry("entries", entries)?,
+            Command::RemoveEmbedding { id, .. } => body.serialize_entry("id", id)?,
+        }
+        body.end()
+    }
+}
+
 impl Wire {
-    /// Refuses a field the command does not take.
-    fn check_allowed(&self, command: &str, allowed: &[&str]) -> Result<(), Error> {
+    /// Refuses a field command `name` does not take.
+    fn check_allowed(&self, name: CommandName) -> Result<(), Error> {
+        let allowed = name.fields();
         let given = [
             ("scope", self.scope.is_some()),
             ("key", self.key.is_some()),
@@ -218,7 +321,7 @@ impl Wire {
         ];
         match given.iter().find(|(field, given)| *given && !allowed.contains(field)) {
             Some((field, _)) => {
-                Err(Error::Invalid { field: (*field).into(), reason: format!("not a field of {command}") })
+                Err(Error::Invalid { field: (*field).into(), reason: format!("not a field of {name}") })
             }
             None => Ok(()),
         }
@@ -353,6 +456,31 @@ mod tests {
         assert_eq!(upsert.aggregate().subject(), "osp.v1.evt.embeddings.agent:a1");
         let removed = json("remove_preference", r#"{"scope":"user:ana","key":"tone"}"#).unwrap();
         assert!(matches!(removed, Command::Remove { entry: EntryRemoved { section: Section::Preference, .. }, .. }));
+    }
+
+    #[test]
+    fn every_command_as_sent_reads_back_as_itself() {
+        let sent = [
+            ("set", r#"{"scope":"run:r-1","key":"k","value":{"a":1}}"#),
+            ("remove", r#"{"scope":"run:r-1","key":"k"}"#),
+            ("set_setting", r#"{"key":"max_tokens","value":4096,"description":"d","read_only":true}"#),
+            ("remove_setting", r#"{"key":"max_tokens"}"#),
+            ("set_preference", r#"{"scope":"user:ana","key":"tone","value":"dry"}"#),
+            ("remove_preference", r#"{"scope":"user:ana","key":"tone"}"#),
+            ("set_env", r#"{"scope":"global","key":"API","value":"v","target":["prod"],"sensitive":true}"#),
+            ("remove_env", r#"{"scope":"global","key":"API"}"#),
+            ("upsert_embeddings", r#"{"scope":"agent:a1","entries":[{"id":"d1","content":"hi","vector":[1,0]}]}"#),
+            ("remove_embedding", r#"{"scope":"agent:a1","id":"d1"}"#),
+        ];
+        for (name, text) in sent {
+            let command = json(name, text).unwrap();
+            assert_eq!(command.name(), name);
+            for encoding in [Encoding::MessagePack, Encoding::Json] {
+                let bytes = encoding.encode(&command).unwrap();
+                assert_eq!(Command::parse(name, encoding, &bytes).as_ref(), Ok(&command), "{name} in {encoding:?}");
+            }
+        }
+        assert_eq!(sent.len(), CommandName::iter().count(), "every command is sent");
     }
 
     #[test]

@@ -44,6 +44,22 @@ pub struct EntrySet {
     pub sealed: bool,
 }
 
+impl EntrySet {
+    /// An entry of `section` with its key and value, and nothing else.
+    pub fn new(section: Section, key: impl Into<String>, value: serde_json::Value) -> EntrySet {
+        EntrySet {
+            section,
+            key: key.into(),
+            value,
+            description: None,
+            read_only: false,
+            target: Vec::new(),
+            sensitive: false,
+            sealed: false,
+        }
+    }
+}
+
 /// An entry was removed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryRemoved {

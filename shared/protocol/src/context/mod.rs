@@ -16,7 +16,7 @@ mod events;
 pub mod queries;
 mod scope;
 
-pub use commands::{check_vector, Command, RemoveOutcome, UpsertOutcome, COMMANDS};
+pub use commands::{check_vector, Command, CommandName, RemoveOutcome, UpsertOutcome, COMMANDS};
 pub use events::{ContextEvent, Embedding, EmbeddingRemoved, EmbeddingsUpserted, EntryRemoved, EntrySet};
 pub use scope::{agent_of, Scope, Section};
 

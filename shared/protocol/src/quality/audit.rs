@@ -35,8 +35,9 @@ pub struct Findings {
 }
 
 /// The auditor's opinion of an execution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum Opinion {
     /// Nothing found.
     Unqualified,
@@ -128,12 +129,7 @@ impl Findings {
 impl Opinion {
     /// Its wire name.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Opinion::Unqualified => "unqualified",
-            Opinion::Qualified => "qualified",
-            Opinion::Adverse => "adverse",
-            Opinion::Disclaimer => "disclaimer",
-        }
+        self.into()
     }
 
     /// The opinion that follows from the findings, by the rule of the module doc. Findings
@@ -205,6 +201,13 @@ mod tests {
             rule_results,
             judge_result,
             metadata: None,
+        }
+    }
+
+    #[test]
+    fn an_opinion_is_named_as_it_is_written() {
+        for opinion in [Opinion::Unqualified, Opinion::Qualified, Opinion::Adverse, Opinion::Disclaimer] {
+            assert_eq!(serde_json::to_value(opinion).unwrap(), opinion.as_str());
         }
     }
 

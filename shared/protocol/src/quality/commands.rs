@@ -13,19 +13,20 @@
 //!
 //! Fields are snake_case; the camelCase spellings (`auditId`, `executionId`) are accepted
 //! too; rules themselves are camelCase (the OSP TypeScript shape). Unknown fields are
-//! refused.
+//! refused. [`Command`] is also what a sender sends: it is written as the body
+//! [`Command::parse`] reads.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
+use crate::command::read_name;
 use crate::quality::judge::JudgeSpec;
 use crate::quality::rules::Rule;
 use crate::quality::SERVICE;
 use crate::registry::document::encoded_len;
 use crate::scheduler::RunEnded;
-use crate::{check_size, Encoding, Error, Token};
+use crate::{check_size, Encoding, Error, InboxCommand, Token};
 
-/// The command tokens of the quality service's inbox subjects.
-pub const COMMANDS: &[&str] = &["add_rule", "update_rule", "remove_rule", "check", "run_ended"];
 /// How long the parts of a check made by agents (a judge, custom rules) may take when the
 /// check does not say.
 pub const DEFAULT_AGENT_TIMEOUT_MS: u64 = 60_000;
@@ -37,19 +38,31 @@ pub const MAX_RULES_PER_CHECK: usize = 100;
 pub const MAX_METADATA_BYTES: usize = 64 * 1024;
 
 /// A command to the quality service.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, strum::EnumDiscriminants)]
+#[serde(untagged)]
+#[strum_discriminants(
+    name(CommandName),
+    doc = "The quality service's commands, by their token on the inbox subject.",
+    derive(strum::EnumString, strum::IntoStaticStr, strum::EnumIter, strum::VariantNames, strum::Display),
+    strum(serialize_all = "snake_case")
+)]
 pub enum Command {
     /// Add a rule.
     AddRule(Rule),
     /// Replace a rule.
     UpdateRule(Rule),
     /// Remove a rule.
+    #[serde(serialize_with = "name_only")]
     RemoveRule(Token),
     /// Check an output.
     Check(Box<Check>),
     /// A run submitted for a check ended (a hint: its end is read from the log).
     RunEnded(RunEnded),
 }
+
+/// The command tokens of the quality's inbox subjects (`osp.v1.in.quality.<command>`), as
+/// [`CommandName`] names them.
+pub const COMMANDS: &[&str] = <CommandName as strum::VariantNames>::VARIANTS;
 
 /// What `remove_rule` answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,37 +164,47 @@ impl Command {
     /// Reads command `command` (the subject's last token); `command_id` names a check's
     /// audit entry when it names none itself.
     pub fn parse(command: &str, encoding: Encoding, payload: &[u8], command_id: &str) -> Result<Command, Error> {
-        match command {
-            "add_rule" | "update_rule" => {
+        match read_name(SERVICE, command)? {
+            name @ (CommandName::AddRule | CommandName::UpdateRule) => {
                 let sent: serde_json::Value = encoding.decode(payload)?;
                 let rule = Rule::from_json(&sent)?;
                 Token::new("name", rule.name.as_str())?;
-                Ok(match command {
-                    "add_rule" => Command::AddRule(rule),
+                Ok(match name {
+                    CommandName::AddRule => Command::AddRule(rule),
                     _ => Command::UpdateRule(rule),
                 })
             }
-            "remove_rule" => {
+            CommandName::RemoveRule => {
                 let wire: NameOnly = encoding.decode(payload)?;
                 Ok(Command::RemoveRule(Token::new("name", wire.name)?))
             }
-            "check" => {
+            CommandName::Check => {
                 let wire: CheckWire = encoding.decode(payload)?;
                 parse_check(wire, command_id).map(|check| Command::Check(Box::new(check)))
             }
-            "run_ended" => {
+            CommandName::RunEnded => {
                 let ended: RunEnded = encoding.decode(payload)?;
                 Token::new("run_id", ended.run_id.as_str())?;
                 Token::new("key", ended.key.as_str())?;
                 Ok(Command::RunEnded(ended))
             }
-            _ => Err(Error::UnknownCommand {
-                service: SERVICE.into(),
-                command: command.to_owned(),
-                known: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
-            }),
         }
     }
+}
+
+impl InboxCommand for Command {
+    const SERVICE: &'static str = SERVICE;
+
+    fn name(&self) -> &'static str {
+        CommandName::from(self).into()
+    }
+}
+
+/// A `remove_rule`'s body: the rule's name alone.
+fn name_only<S: Serializer>(name: &Token, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut body = serializer.serialize_map(Some(1))?;
+    body.serialize_entry("name", name)?;
+    body.end()
 }
 
 fn parse_check(wire: CheckWire, command_id: &str) -> Result<Check, Error> {
@@ -257,6 +280,32 @@ mod tests {
         assert_eq!(c.audit_id, derived_audit_id("c-1"));
         assert_eq!(c.execution_id.as_deref(), Some("run-1"));
         assert!(matches!(json("remove_rule", r#"{"name":"r1"}"#).unwrap(), Command::RemoveRule(_)));
+    }
+
+    #[test]
+    fn every_command_as_sent_reads_back_as_itself() {
+        let rule = json("add_rule", r#"{"name":"r1","severity":"error","kind":"regex","params":{"pattern":"a"}}"#);
+        let Ok(Command::AddRule(rule)) = rule else { panic!("{rule:?}") };
+        let check = json("check", r#"{"output":{"a":1},"rules":["r1"],"objectives":["tidy"],"timeout_ms":500}"#);
+        let ended = RunEnded {
+            run_id: "a-1:judge".into(),
+            key: "a-1".into(),
+            status: crate::scheduler::queries::RunStatus::Completed,
+        };
+        let commands = [
+            Command::AddRule(rule.clone()),
+            Command::UpdateRule(rule),
+            Command::RemoveRule(Token::new("name", "r1").unwrap()),
+            check.unwrap(),
+            Command::RunEnded(ended),
+        ];
+        for command in &commands {
+            for encoding in [Encoding::MessagePack, Encoding::Json] {
+                let bytes = encoding.encode(command).unwrap();
+                let read = Command::parse(command.name(), encoding, &bytes, "c-2");
+                assert_eq!(read.as_ref(), Ok(command), "{} in {encoding:?}", command.name());
+            }
+        }
     }
 
     #[test]

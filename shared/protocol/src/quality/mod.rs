@@ -22,8 +22,8 @@ pub mod rules;
 
 pub use audit::{AuditEntry, Findings, JudgeResult, Opinion};
 pub use commands::{
-    derived_audit_id, Check, CheckOutcome, Command, OpenCheck, RemoveOutcome, COMMANDS, DEFAULT_AGENT_TIMEOUT_MS,
-    MAX_OUTPUT_BYTES, MAX_RULES_PER_CHECK,
+    derived_audit_id, Check, CheckOutcome, Command, CommandName, OpenCheck, RemoveOutcome, COMMANDS,
+    DEFAULT_AGENT_TIMEOUT_MS, MAX_OUTPUT_BYTES, MAX_RULES_PER_CHECK,
 };
 pub use events::{AgentPart, AuditOpened, AuditPartEnded, AuditRecorded, QualityEvent, RuleDefined, RuleRemoved};
 pub use judge::{custom_result, unchecked, CustomRuleTask, JudgeSpec, JudgeTask};

@@ -47,8 +47,9 @@ pub struct Rule {
 }
 
 /// What a rule checks: `kind` and its `params`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "kind", content = "params", rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum RuleKind {
     /// The output (or the part at `field`) is valid against a JSON Schema.
     JsonSchema {
@@ -221,16 +222,7 @@ impl RuleKind {
     /// The kind's name on the wire: `json-schema`, `required-fields`, `regex`, `length`,
     /// `range`, `contains`, `allowed-values`, `custom`.
     pub fn name(&self) -> &'static str {
-        match self {
-            RuleKind::JsonSchema { .. } => "json-schema",
-            RuleKind::RequiredFields { .. } => "required-fields",
-            RuleKind::Regex { .. } => "regex",
-            RuleKind::Length { .. } => "length",
-            RuleKind::Range { .. } => "range",
-            RuleKind::Contains { .. } => "contains",
-            RuleKind::AllowedValues { .. } => "allowed-values",
-            RuleKind::Custom { .. } => "custom",
-        }
+        self.into()
     }
 }
 
@@ -248,6 +240,7 @@ mod tests {
         ] {
             let rule: Rule = serde_json::from_value(json.clone()).unwrap_or_else(|e| panic!("{json}: {e}"));
             assert_eq!(serde_json::to_value(&rule).unwrap(), json);
+            assert_eq!(rule.kind.name(), json["kind"], "the kind's name is its wire name");
             let packed = rmp_serde::to_vec_named(&rule).unwrap();
             assert_eq!(rmp_serde::from_slice::<Rule>(&packed).unwrap(), rule);
         }

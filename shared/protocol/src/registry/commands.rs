@@ -7,14 +7,16 @@
 //!
 //! Unknown fields are refused (a misspelt `descripton` would otherwise be lost without
 //! a word). Sizes are measured on the MessagePack encoding, whatever the command
-//! arrived in.
+//! arrived in. [`Command`] is also what a sender sends: it is written as the body
+//! [`Command::parse`] reads.
 
 use serde::{Deserialize, Serialize};
 
+use crate::command::read_name;
 use crate::registry::card::AgentCard;
 use crate::registry::document::{encoded_len, kind_name, Document};
-use crate::registry::{EntryDoc, EntryKey, EntryName, RegistryName};
-use crate::{check_size, Encoding, Error};
+use crate::registry::{EntryDoc, EntryKey, EntryName, RegistryName, SERVICE};
+use crate::{check_size, Encoding, Error, InboxCommand};
 
 /// Largest resource, encoded.
 pub const MAX_RESOURCE_BYTES: usize = 64 * 1024;
@@ -26,13 +28,24 @@ pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
 pub const MAX_REASON_BYTES: usize = 1024;
 
 /// A command to the registry.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, strum::EnumDiscriminants)]
+#[serde(untagged)]
+#[strum_discriminants(
+    name(CommandName),
+    doc = "The registry's commands, by their token on the inbox subject.",
+    derive(strum::EnumString, strum::IntoStaticStr, strum::EnumIter, strum::VariantNames, strum::Display),
+    strum(serialize_all = "snake_case")
+)]
 pub enum Command {
     /// Add an entry, or replace it with a new version.
     Register(EntryDoc),
     /// Remove an entry.
     Unregister(Unregister),
 }
+
+/// The command tokens of the registry's inbox subjects (`osp.v1.in.registry.<command>`), as
+/// [`CommandName`] names them.
+pub const COMMANDS: &[&str] = <CommandName as strum::VariantNames>::VARIANTS;
 
 /// Remove an entry.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -45,9 +58,6 @@ pub struct Unregister {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
-
-/// The command tokens of the registry's inbox subjects.
-pub const COMMANDS: &[&str] = &["register", "unregister"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,29 +84,16 @@ impl Command {
     /// Reads the command named by the subject's last token from its payload, checking
     /// every rule; the error names the field at fault.
     pub fn parse(command: &str, encoding: Encoding, payload: &[u8]) -> Result<Command, Error> {
-        match command {
-            "register" => {
+        match read_name(SERVICE, command)? {
+            CommandName::Register => {
                 let wire: RegisterWire = encoding.decode(payload)?;
                 EntryDoc::new(&wire.registry, &wire.name, wire.description, wire.resource, wire.metadata)
                     .map(Command::Register)
             }
-            "unregister" => {
+            CommandName::Unregister => {
                 let wire: UnregisterWire = encoding.decode(payload)?;
                 Unregister::new(&wire.registry, &wire.name, wire.reason).map(Command::Unregister)
             }
-            _ => Err(Error::UnknownCommand {
-                service: super::SERVICE.into(),
-                command: command.to_owned(),
-                known: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
-            }),
-        }
-    }
-
-    /// The command's token on the inbox subject.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Register(_) => "register",
-            Command::Unregister(_) => "unregister",
         }
     }
 
@@ -106,6 +103,14 @@ impl Command {
             Command::Register(doc) => doc.key(),
             Command::Unregister(u) => EntryKey { registry: u.registry.clone(), name: u.name.clone() },
         }
+    }
+}
+
+impl InboxCommand for Command {
+    const SERVICE: &'static str = SERVICE;
+
+    fn name(&self) -> &'static str {
+        CommandName::from(self).into()
     }
 }
 
@@ -178,11 +183,13 @@ mod tests {
         let from_json = parse_json("register", body.clone()).unwrap();
         let msgpack = Encoding::MessagePack.encode(&body).unwrap();
         assert_eq!(Command::parse("register", Encoding::MessagePack, &msgpack).unwrap(), from_json);
-        let Command::Register(doc) = &from_json else { panic!() };
         // What the client sends is what the service reads.
-        let again = Encoding::MessagePack.encode(doc).unwrap();
-        assert_eq!(Command::parse("register", Encoding::MessagePack, &again).unwrap(), from_json);
+        let again = Encoding::MessagePack.encode(&from_json).unwrap();
+        assert_eq!(Command::parse(from_json.name(), Encoding::MessagePack, &again).unwrap(), from_json);
         assert_eq!(from_json.key().to_string(), "agents/a1");
+        let unregister = Command::Unregister(Unregister::new("agents", "a1", Some("retired".into())).unwrap());
+        let sent = Encoding::MessagePack.encode(&unregister).unwrap();
+        assert_eq!(Command::parse(unregister.name(), Encoding::MessagePack, &sent).unwrap(), unregister);
     }
 
     #[test]

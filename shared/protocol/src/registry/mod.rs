@@ -18,7 +18,8 @@ use std::time::Duration;
 
 pub use card::{AgentCard, MAX_CAPABILITIES, MAX_CONCURRENCY};
 pub use commands::{
-    Command, Unregister, COMMANDS, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_REASON_BYTES, MAX_RESOURCE_BYTES,
+    Command, CommandName, Unregister, COMMANDS, MAX_DESCRIPTION_BYTES, MAX_METADATA_BYTES, MAX_REASON_BYTES,
+    MAX_RESOURCE_BYTES,
 };
 pub use document::Document;
 pub use events::{CameOnline, EntryDoc, EntryEvent, Unregistered, WentOffline};

@@ -114,8 +114,9 @@ pub struct RegistryCount {
 pub struct DigestQuery {}
 
 /// Whether an entry is there for the taking.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Status {
     /// An entry of a registry without liveness (anything but `agents`).
     Registered,
@@ -128,11 +129,7 @@ pub enum Status {
 impl Status {
     /// The word shown for it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Registered => "registered",
-            Status::Online => "online",
-            Status::Offline => "offline",
-        }
+        self.into()
     }
 }
 
@@ -204,4 +201,16 @@ pub struct UnregisterOutcome {
     /// Whether the entry existed (an unknown one is refused with `not_found`, so an
     /// accepted unregister always says true; the field is what OSP's interface returns).
     pub existed: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_is_named_as_it_is_written() {
+        for status in [Status::Registered, Status::Online, Status::Offline] {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
 }

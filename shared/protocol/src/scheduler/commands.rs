@@ -8,14 +8,20 @@
 //! Fields are snake_case (`run_id`); the camelCase spellings of the OSP TypeScript types
 //! (`runId`, `gracefulTimeoutMs`, `requestId`) are accepted too. Unknown fields are
 //! refused. Sizes are measured on the MessagePack encoding.
+//!
+//! [`Command`] is both what the scheduler decides on and what a sender sends: its
+//! `Serialize` writes the body [`Command::parse`] reads (the approver of an approval is
+//! the sender's `Osp-Actor`, not a field).
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 
+use crate::command::read_name;
 use crate::registry::document::{encoded_len, Document};
 use crate::scheduler::options::{RunOptions, DEFAULT_GRACEFUL_TIMEOUT_MS, MAX_MS};
 use crate::scheduler::workflow::{ParentLink, Workflow};
 use crate::scheduler::{TaskError, SERVICE};
-use crate::{check_size, Encoding, Error, Token};
+use crate::{check_size, Encoding, Error, InboxCommand, Token};
 
 /// Largest task input or output, encoded.
 pub const MAX_DATA_BYTES: usize = 256 * 1024;
@@ -26,22 +32,55 @@ pub const MAX_LOG_BYTES: usize = 8 * 1024;
 /// Longest reason, progress message or error message.
 pub const MAX_TEXT_BYTES: usize = 4 * 1024;
 
-/// The command tokens of the scheduler's inbox subjects.
-pub const COMMANDS: &[&str] = &[
-    "submit",
-    "cancel",
-    "pause",
-    "resume",
-    "approve",
-    "reject",
-    "answer",
-    "started",
-    "progress",
-    "log",
-    "ask",
-    "completed",
-    "failed",
-];
+/// The reason of a cancel that gives none.
+pub const DEFAULT_CANCEL_REASON: &str = "cancelled";
+
+/// The scheduler's commands, by their token on the inbox subject.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::VariantNames,
+    strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum CommandName {
+    /// Create a run ([`Submit`]).
+    Submit,
+    /// End a run as cancelled ([`Cancel`]).
+    Cancel,
+    /// Stop dispatching a run's new work ([`Pause`]).
+    Pause,
+    /// Dispatch a paused run's work again.
+    Resume,
+    /// Approve a run waiting for approval ([`Decision`]).
+    Approve,
+    /// Reject a run waiting for approval, which cancels it ([`Decision`]).
+    Reject,
+    /// Answer an agent's question ([`Answer`]).
+    Answer,
+    /// An agent took the task ([`ReportKind::Started`]).
+    Started,
+    /// How far an agent is ([`ReportKind::Progress`]).
+    Progress,
+    /// A line of an agent's log ([`ReportKind::Log`]).
+    Log,
+    /// An agent's question for a person ([`ReportKind::Ask`]).
+    Ask,
+    /// An agent's success ([`ReportKind::Completed`]).
+    Completed,
+    /// An agent's failure ([`ReportKind::Failed`]).
+    Failed,
+}
+
+/// The command tokens of the scheduler's inbox subjects (`osp.v1.in.scheduler.<command>`), as
+/// [`CommandName`] names them.
+pub const COMMANDS: &[&str] = <CommandName as strum::VariantNames>::VARIANTS;
 
 /// Who sent a command, and its id: what some commands take their defaults from.
 #[derive(Clone, Copy, Debug)]
@@ -56,7 +95,8 @@ pub struct Origin<'a> {
 /// A command to the scheduler.
 // A command is parsed, decided and dropped, never stored in bulk: its size does not matter.
 #[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum Command {
     /// Create a run.
     Submit(Submit),
@@ -65,6 +105,7 @@ pub enum Command {
     /// Stop dispatching new work.
     Pause(Pause),
     /// Dispatch again.
+    #[serde(serialize_with = "run_only")]
     Resume(Token),
     /// Approve (or reject) a run waiting for approval.
     Decide(Decision),
@@ -80,6 +121,7 @@ pub struct Submit {
     /// Its id.
     pub run_id: Token,
     /// Which agents execute its task; `None` for a workflow run.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub capability: Option<Token>,
     /// The workflow, when it is not a single task (a definition that is a single task is
     /// read as `capability` and options).
@@ -96,27 +138,6 @@ pub struct Submit {
     /// The submitter's own data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Document>,
-}
-
-/// A submit as a sender writes it: what `osp.v1.in.scheduler.submit` reads (the client
-/// crate and services that submit runs send this).
-#[derive(Clone, Debug, Serialize)]
-pub struct SubmitBody<'a> {
-    /// The run's id.
-    pub run_id: &'a str,
-    /// Which agents execute its task (absent for a workflow).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub capability: Option<&'a str>,
-    /// The workflow, when it is not a single task.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub workflow: Option<&'a Workflow>,
-    /// The input.
-    pub input: &'a serde_json::Value,
-    /// How it runs.
-    pub options: &'a RunOptions,
-    /// The submitter's own data.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<&'a serde_json::Value>,
 }
 
 /// End a run as cancelled.
@@ -138,19 +159,23 @@ pub struct Pause {
     /// The run.
     pub run_id: Token,
     /// Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
-/// An approver's decision.
+/// An approver's decision: sent as `approve` or `reject`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision {
     /// The run.
     pub run_id: Token,
     /// Who decides: the command's `Osp-Actor`.
+    #[serde(skip)]
     pub approver: String,
-    /// Approve or reject.
+    /// Approve or reject: the command's name.
+    #[serde(skip)]
     pub approved: bool,
     /// Why.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
@@ -160,12 +185,14 @@ pub struct Answer {
     /// The run.
     pub run_id: Token,
     /// The question answered; the open one when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
     /// The answer.
     pub answer: Document,
 }
 
-/// A report about an attempt, from the agent holding it.
+/// A report about an attempt, from the agent holding it: sent as the report's name,
+/// with the fields of its kind beside the attempt's.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
     /// The run.
@@ -176,11 +203,13 @@ pub struct Report {
     /// `agent:` prefix left out.
     pub agent: String,
     /// What it reports.
+    #[serde(flatten)]
     pub kind: ReportKind,
 }
 
 /// What an agent reports.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum ReportKind {
     /// It took the task.
     Started,
@@ -189,8 +218,10 @@ pub enum ReportKind {
         /// Done.
         current: u64,
         /// In all.
+        #[serde(skip_serializing_if = "Option::is_none")]
         total: Option<u64>,
         /// What it is doing.
+        #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
     /// A log line.
@@ -235,26 +266,13 @@ impl Command {
         }
     }
 
-    /// The command's token on the inbox subject.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Command::Submit(_) => "submit",
-            Command::Cancel(_) => "cancel",
-            Command::Pause(_) => "pause",
-            Command::Resume(_) => "resume",
-            Command::Decide(d) if d.approved => "approve",
-            Command::Decide(_) => "reject",
-            Command::Answer(_) => "answer",
-            Command::Report(r) => r.kind.name(),
-        }
-    }
-
     /// Reads command `command` (the subject's last token), checking every rule; the
     /// error names the field at fault.
     pub fn parse(command: &str, encoding: Encoding, payload: &[u8], origin: Origin<'_>) -> Result<Command, Error> {
-        match command {
-            "submit" => parse_submit(encoding.decode(payload)?, origin).map(Command::Submit),
-            "cancel" => {
+        let name = read_name(SERVICE, command)?;
+        match name {
+            CommandName::Submit => parse_submit(encoding.decode(payload)?, origin).map(Command::Submit),
+            CommandName::Cancel => {
                 let wire: CancelWire = encoding.decode(payload)?;
                 let graceful_timeout_ms = wire.graceful_timeout_ms.unwrap_or(DEFAULT_GRACEFUL_TIMEOUT_MS);
                 if graceful_timeout_ms == 0 || graceful_timeout_ms > MAX_MS {
@@ -265,32 +283,32 @@ impl Command {
                 }
                 Ok(Command::Cancel(Cancel {
                     run_id: run_id(&wire.run_id)?,
-                    reason: text("reason", wire.reason.unwrap_or_else(|| "cancelled".into()))?,
+                    reason: text("reason", wire.reason.unwrap_or_else(|| DEFAULT_CANCEL_REASON.into()))?,
                     graceful: wire.graceful,
                     graceful_timeout_ms,
                 }))
             }
-            "pause" => {
+            CommandName::Pause => {
                 let wire: RunWithReason = encoding.decode(payload)?;
                 Ok(Command::Pause(Pause {
                     run_id: run_id(&wire.run_id)?,
                     reason: optional_text("reason", wire.reason)?,
                 }))
             }
-            "resume" => {
+            CommandName::Resume => {
                 let wire: RunOnly = encoding.decode(payload)?;
                 Ok(Command::Resume(run_id(&wire.run_id)?))
             }
-            "approve" | "reject" => {
+            CommandName::Approve | CommandName::Reject => {
                 let wire: RunWithReason = encoding.decode(payload)?;
                 Ok(Command::Decide(Decision {
                     run_id: run_id(&wire.run_id)?,
                     approver: origin.actor.to_owned(),
-                    approved: command == "approve",
+                    approved: name == CommandName::Approve,
                     reason: optional_text("reason", wire.reason)?,
                 }))
             }
-            "answer" => {
+            CommandName::Answer => {
                 let wire: AnswerWire = encoding.decode(payload)?;
                 check_size("answer", encoded_len(&wire.answer), MAX_SMALL_DATA_BYTES)?;
                 Ok(Command::Answer(Answer {
@@ -299,29 +317,58 @@ impl Command {
                     answer: wire.answer,
                 }))
             }
-            "started" | "progress" | "log" | "ask" | "completed" | "failed" => {
+            CommandName::Started
+            | CommandName::Progress
+            | CommandName::Log
+            | CommandName::Ask
+            | CommandName::Completed
+            | CommandName::Failed => {
                 let wire: ReportWire = encoding.decode(payload)?;
-                parse_report(command, wire, origin).map(Command::Report)
+                parse_report(name, wire, origin).map(Command::Report)
             }
-            _ => Err(Error::UnknownCommand {
-                service: SERVICE.into(),
-                command: command.to_owned(),
-                known: COMMANDS.iter().map(|c| (*c).to_owned()).collect(),
-            }),
         }
     }
+}
+
+impl InboxCommand for Command {
+    const SERVICE: &'static str = SERVICE;
+
+    fn name(&self) -> &'static str {
+        let name = match self {
+            Command::Submit(_) => CommandName::Submit,
+            Command::Cancel(_) => CommandName::Cancel,
+            Command::Pause(_) => CommandName::Pause,
+            Command::Resume(_) => CommandName::Resume,
+            Command::Decide(decision) if decision.approved => CommandName::Approve,
+            Command::Decide(_) => CommandName::Reject,
+            Command::Answer(_) => CommandName::Answer,
+            Command::Report(report) => report.kind.command(),
+        };
+        name.into()
+    }
+}
+
+/// A resume's body: the run alone.
+fn run_only<S: Serializer>(run_id: &Token, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut body = serializer.serialize_map(Some(1))?;
+    body.serialize_entry("run_id", run_id)?;
+    body.end()
 }
 
 impl ReportKind {
     /// The command token of the report.
     pub fn name(&self) -> &'static str {
+        self.command().into()
+    }
+
+    fn command(&self) -> CommandName {
         match self {
-            ReportKind::Started => "started",
-            ReportKind::Progress { .. } => "progress",
-            ReportKind::Log { .. } => "log",
-            ReportKind::Ask { .. } => "ask",
-            ReportKind::Completed { .. } => "completed",
-            ReportKind::Failed { .. } => "failed",
+            ReportKind::Started => CommandName::Started,
+            ReportKind::Progress { .. } => CommandName::Progress,
+            ReportKind::Log { .. } => CommandName::Log,
+            ReportKind::Ask { .. } => CommandName::Ask,
+            ReportKind::Completed { .. } => CommandName::Completed,
+            ReportKind::Failed { .. } => CommandName::Failed,
         }
     }
 }
@@ -482,16 +529,17 @@ fn parse_submit(wire: SubmitWire, origin: Origin<'_>) -> Result<Submit, Error> {
     Ok(Submit { run_id, capability, workflow, parent: None, input: wire.input, options, metadata: wire.metadata })
 }
 
-fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<Report, Error> {
+/// Reads report `name` (one of the reports' names).
+fn parse_report(name: CommandName, wire: ReportWire, origin: Origin<'_>) -> Result<Report, Error> {
     if wire.attempt == 0 {
         return Err(Error::Invalid { field: "attempt".into(), reason: "attempts count from 1".into() });
     }
-    let allowed: &[&str] = match command {
-        "started" => &[],
-        "progress" => &["current", "total", "message"],
-        "log" => &["level", "message"],
-        "ask" => &["request_id", "question"],
-        "completed" => &["output"],
+    let allowed: &[&str] = match name {
+        CommandName::Started => &[],
+        CommandName::Progress => &["current", "total", "message"],
+        CommandName::Log => &["level", "message"],
+        CommandName::Ask => &["request_id", "question"],
+        CommandName::Completed => &["output"],
         _ => &["error", "retryable"],
     };
     let given = [
@@ -506,16 +554,16 @@ fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<R
         ("retryable", wire.retryable.is_some()),
     ];
     if let Some((field, _)) = given.iter().find(|(field, given)| *given && !allowed.contains(field)) {
-        return Err(Error::Invalid { field: (*field).into(), reason: format!("not a field of a {command} report") });
+        return Err(Error::Invalid { field: (*field).into(), reason: format!("not a field of a {name} report") });
     }
-    let kind = match command {
-        "started" => ReportKind::Started,
-        "progress" => ReportKind::Progress {
+    let kind = match name {
+        CommandName::Started => ReportKind::Started,
+        CommandName::Progress => ReportKind::Progress {
             current: wire.current.ok_or_else(|| missing("current"))?,
             total: wire.total,
             message: optional_text("message", wire.message)?,
         },
-        "log" => {
+        CommandName::Log => {
             let level = wire.level.unwrap_or_else(|| "info".into());
             if !["debug", "info", "warn", "error"].contains(&level.as_str()) {
                 return Err(Error::Invalid {
@@ -527,7 +575,7 @@ fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<R
             check_size("message", message.len(), MAX_LOG_BYTES)?;
             ReportKind::Log { level, message }
         }
-        "ask" => {
+        CommandName::Ask => {
             let question = wire.question.ok_or_else(|| missing("question"))?;
             check_size("question", encoded_len(&question), MAX_SMALL_DATA_BYTES)?;
             let request_id = match wire.request_id {
@@ -536,7 +584,7 @@ fn parse_report(command: &str, wire: ReportWire, origin: Origin<'_>) -> Result<R
             };
             ReportKind::Ask { request_id, question }
         }
-        "completed" => {
+        CommandName::Completed => {
             let output = wire.output.unwrap_or(Document::Nil);
             check_size("output", encoded_len(&output), MAX_DATA_BYTES)?;
             ReportKind::Completed { output }
@@ -641,6 +689,62 @@ mod tests {
         assert!(err.contains("unknown command \"launch\"") && err.contains("submit"), "{err}");
         let big = format!(r#"{{"capability":"x","input":"{}"}}"#, "x".repeat(MAX_DATA_BYTES));
         assert_eq!(json("submit", &big).unwrap_err().code(), "too_large");
+    }
+
+    #[test]
+    fn every_command_as_sent_reads_back_as_itself() {
+        use strum::IntoEnumIterator;
+        let run = || Token::new("run_id", "r-1").unwrap();
+        let report = |kind| Command::Report(Report { run_id: run(), attempt: 2, agent: "a1".into(), kind });
+        let routing = serde_json::json!({"routing": {"classify": {"task": {"capability": "c"}}, "routes": {"a": {"task": {"capability": "x"}}}}});
+        let submit = Submit {
+            run_id: run(),
+            capability: Some(Token::new("capability", "summarize").unwrap()),
+            workflow: None,
+            parent: None,
+            input: Document::from("hi"),
+            options: RunOptions::default(),
+            metadata: Some(Document::Map(vec![(Document::from("team"), Document::from("docs"))])),
+        };
+        let workflow = Submit {
+            capability: None,
+            workflow: Some(Box::new(serde_json::from_value(routing).unwrap())),
+            metadata: None,
+            ..submit.clone()
+        };
+        let error = TaskError { kind: "quota".into(), message: "m".into(), details: Some(Document::from(3)) };
+        let commands = [
+            Command::Submit(submit),
+            Command::Submit(workflow),
+            Command::Cancel(Cancel { run_id: run(), reason: "done".into(), graceful: true, graceful_timeout_ms: 500 }),
+            Command::Pause(Pause { run_id: run(), reason: None }),
+            Command::Resume(run()),
+            Command::Decide(Decision {
+                run_id: run(),
+                approver: "ann".into(),
+                approved: true,
+                reason: Some("ok".into()),
+            }),
+            Command::Decide(Decision { run_id: run(), approver: "ann".into(), approved: false, reason: None }),
+            Command::Answer(Answer { run_id: run(), request_id: Some("q1".into()), answer: Document::from(true) }),
+            report(ReportKind::Started),
+            report(ReportKind::Progress { current: 1, total: None, message: Some("one".into()) }),
+            report(ReportKind::Log { level: "warn".into(), message: "hm".into() }),
+            report(ReportKind::Ask { request_id: "q2-1".into(), question: Document::from("ok?") }),
+            report(ReportKind::Completed { output: Document::from("done") }),
+            report(ReportKind::Failed { error, retryable: false }),
+        ];
+        for command in &commands {
+            for encoding in [Encoding::MessagePack, Encoding::Json] {
+                let bytes = encoding.encode(command).unwrap();
+                let read = Command::parse(command.name(), encoding, &bytes, ORIGIN);
+                assert_eq!(read.as_ref(), Ok(command), "{} in {encoding:?}", command.name());
+            }
+        }
+        let sent: Vec<&str> = commands.iter().map(InboxCommand::name).collect();
+        assert!(CommandName::iter().all(|name| sent.contains(&name.into())), "every name is a command's: {sent:?}");
+        let resume = Encoding::Json.encode(&Command::Resume(run())).unwrap();
+        assert_eq!(resume, br#"{"run_id":"r-1"}"#, "a resume's body is the run alone");
     }
 
     #[test]

@@ -423,3 +423,26 @@ crate::event_payload! {
         Cancelled(Cancelled) = ("run.cancelled", 1),
     }
 }
+
+impl RunEvent {
+    /// The attempt it belongs to, when it names one (a workflow run's end names none: it
+    /// has no attempts of its own).
+    pub fn attempt(&self) -> Option<u32> {
+        let attempt = match self {
+            RunEvent::Dispatched(Dispatched { attempt, .. })
+            | RunEvent::Deferred(Deferred { attempt, .. })
+            | RunEvent::Started(Started { attempt, .. })
+            | RunEvent::Progressed(Progressed { attempt, .. })
+            | RunEvent::Logged(Logged { attempt, .. })
+            | RunEvent::InputRequested(InputRequested { attempt, .. })
+            | RunEvent::AttemptFailed(AttemptFailed { attempt, .. })
+            | RunEvent::RetryScheduled(RetryScheduled { attempt, .. })
+            | RunEvent::TimedOut(TimedOut { attempt, .. })
+            | RunEvent::Checking(Checking { attempt, .. })
+            | RunEvent::Checked(Checked { attempt, .. })
+            | RunEvent::Completed(Completed { attempt, .. }) => *attempt,
+            _ => return None,
+        };
+        Some(attempt).filter(|attempt| *attempt > 0)
+    }
+}

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use checks::{Checks, OnCheckFailure, OnMissingEvidence};
 pub use commands::{
-    derived_run_id, Answer, Cancel, Command, Decision, Origin, Pause, Report, ReportKind, Submit, SubmitBody, COMMANDS,
-    MAX_DATA_BYTES, MAX_LOG_BYTES, MAX_SMALL_DATA_BYTES, MAX_TEXT_BYTES,
+    derived_run_id, Answer, Cancel, Command, CommandName, Decision, Origin, Pause, Report, ReportKind, Submit,
+    COMMANDS, DEFAULT_CANCEL_REASON, MAX_DATA_BYTES, MAX_LOG_BYTES, MAX_SMALL_DATA_BYTES, MAX_TEXT_BYTES,
 };
 pub use events::{
     ApprovalDecided, ApprovalExpired, ApprovalRequested, Approved, AttemptFailed, CancelRequested, Cancelled, Checked,

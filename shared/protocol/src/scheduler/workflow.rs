@@ -37,8 +37,9 @@ pub const MAX_STEPS: usize = 256;
 pub const MAX_FAN_OUT: usize = 1000;
 
 /// A workflow, or one step of one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "camelCase")]
+#[strum(serialize_all = "camelCase")]
 pub enum Workflow {
     /// One task, executed by an agent of a capability.
     Task(TaskStep),
@@ -258,6 +259,12 @@ impl Workflow {
         }
     }
 
+    /// Its field in a definition: `task`, `routing`, `parallelization`,
+    /// `orchestratorWorkers`, `evaluatorOptimizer` or `check`.
+    pub fn field(&self) -> &'static str {
+        self.into()
+    }
+
     /// The run options of this workflow (or step).
     pub fn options(&self) -> &RunOptions {
         match self {
@@ -352,7 +359,7 @@ impl Workflow {
         if depth > MAX_DEPTH {
             return Err(invalid(path, format!("nests deeper than {MAX_DEPTH} workflows")));
         }
-        let here = format!("{path}.{}", field_name(self));
+        let here = format!("{path}.{}", self.field());
         let options = self.options();
         options.check().map_err(|e| within(&here, e))?;
         if !matches!(self, Workflow::Task(_)) && options.retry.is_some() {
@@ -521,17 +528,6 @@ pub fn check_subtasks(at: &str, subtasks: &[Subtask]) -> Result<(), Error> {
     Ok(())
 }
 
-fn field_name(workflow: &Workflow) -> &'static str {
-    match workflow {
-        Workflow::Task(_) => "task",
-        Workflow::Routing(_) => "routing",
-        Workflow::Parallelization(_) => "parallelization",
-        Workflow::OrchestratorWorkers(_) => "orchestratorWorkers",
-        Workflow::EvaluatorOptimizer(_) => "evaluatorOptimizer",
-        Workflow::Check(_) => "check",
-    }
-}
-
 fn keys<T>(map: &BTreeMap<String, T>) -> String {
     map.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
 }
@@ -591,6 +587,7 @@ mod tests {
             let packed = rmp_serde::to_vec_named(&workflow).unwrap();
             assert_eq!(rmp_serde::from_slice::<Workflow>(&packed).unwrap(), workflow);
             assert_eq!(serde_json::to_value(&workflow).unwrap(), json, "JSON writes back what it read");
+            assert!(json.get(workflow.field()).is_some(), "{} is its field", workflow.field());
         }
     }
 
