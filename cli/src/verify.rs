@@ -112,7 +112,7 @@ where
             .map_err(|e| e.to_string())?;
         let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
         let mut bar: Option<indicatif::ProgressBar> = None;
-        let view: V = osp_runtime::fold(&log, &filters, Some(applied), |done, pending| {
+        let view: V = osp_runtime::fold(log, &filters, Some(applied), |done, pending| {
             bar.get_or_insert_with(|| output::progress(done + pending, &format!("rebuilding {service}"))).inc(1)
         })
         .await
