@@ -43,9 +43,9 @@ pub enum Error {
     TooLarge {
         /// What was measured (`payload`, `resource`, ...).
         what: String,
-        /// Its size.
+        /// In bytes, as encoded: a text's UTF-8, a document's MessagePack.
         size: usize,
-        /// The limit.
+        /// The most bytes allowed for that `what`, measured the same way.
         limit: usize,
     },
     /// The `Content-Type` header names an encoding we do not speak.
@@ -119,7 +119,7 @@ pub enum Error {
     Conflict {
         /// Which input.
         field: String,
-        /// Its value.
+        /// The id or name given, already taken (or the approver who has decided already).
         value: String,
         /// What it conflicts with.
         reason: String,

@@ -110,30 +110,30 @@ impl CommandName {
 pub enum Command {
     /// Create or replace an entry.
     Set {
-        /// Its scope.
+        /// `global` for a setting, `agent:`/`user:` for a preference, any scope otherwise.
         scope: Scope,
-        /// The entry.
+        /// Its section, key and value, as `scope.entry_set` records it.
         entry: EntrySet,
     },
     /// Remove an entry.
     Remove {
-        /// Its scope.
+        /// Where the entry lives (`global` for a setting).
         scope: Scope,
-        /// Which.
+        /// Its section and key, as `scope.entry_removed` records it.
         entry: EntryRemoved,
     },
     /// Add or replace embeddings.
     Upsert {
-        /// Their scope.
+        /// Whose embeddings they join (`osp.v1.evt.embeddings.<scope>`).
         scope: Scope,
         /// The embeddings.
         entries: Vec<Embedding>,
     },
     /// Remove an embedding.
     RemoveEmbedding {
-        /// Its scope.
+        /// Whose embeddings hold it.
         scope: Scope,
-        /// Its id.
+        /// The id it was upserted under.
         id: String,
     },
 }
@@ -153,7 +153,7 @@ pub struct UpsertOutcome {
     pub upserted: u64,
     /// Embeddings the scope holds now.
     pub total: u64,
-    /// Their dimension.
+    /// Every vector's length in the scope, set by the first upsert while it is empty.
     pub dimension: u64,
 }
 

@@ -20,11 +20,11 @@ use crate::context::Section;
 /// An entry was created or replaced.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntrySet {
-    /// Its section.
+    /// The scope's namespace it belongs to: `kv`, `setting`, `preference` or `env`.
     pub section: Section,
-    /// Its key.
+    /// Unique in its section of the scope; a subject token (no `.`, `*`, `>`, whitespace).
     pub key: String,
-    /// Its value.
+    /// Any JSON value but `null` (a string for `env`); `v1:<key id>:<hex>` when `sealed`.
     pub value: serde_json::Value,
     /// What a setting is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,9 +63,9 @@ impl EntrySet {
 /// An entry was removed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryRemoved {
-    /// Its section.
+    /// The section it was removed from; the same key in another section stays.
     pub section: Section,
-    /// Its key.
+    /// A subject token, as it was set.
     pub key: String,
 }
 
@@ -93,7 +93,7 @@ pub struct EmbeddingsUpserted {
 /// An embedding was removed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingRemoved {
-    /// Its id.
+    /// The id it was upserted under in this scope.
     pub id: String,
 }
 

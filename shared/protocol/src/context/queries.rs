@@ -35,9 +35,9 @@ pub const MAX_LIMIT: u32 = 1000;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetQuery {
-    /// Its scope.
+    /// Refused `forbidden` unless the asker (`Osp-Actor`) may read it.
     pub scope: Scope,
-    /// Its key.
+    /// A key-value key (section `kv`); the other sections have queries of their own.
     pub key: String,
 }
 
@@ -45,9 +45,9 @@ pub struct GetQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// Its scope.
+    /// Refused `forbidden` unless the asker may read it.
     pub scope: Scope,
-    /// Its key.
+    /// A key-value key; its earlier values are read from the scope's events in the log.
     pub key: String,
     /// As it was just after this log sequence (read from the log).
     #[serde(default, alias = "atSeq", skip_serializing_if = "Option::is_none")]
@@ -61,7 +61,7 @@ pub struct HistoryQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// The scope.
+    /// Whose key-value keys to list; refused `forbidden` unless the asker may read it.
     pub scope: Scope,
     /// Only keys starting with this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,7 +88,7 @@ pub struct KeyPage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyQuery {
-    /// Its key.
+    /// The setting's key (settings live in `global`).
     pub key: String,
 }
 
@@ -113,7 +113,7 @@ pub struct ScopePageQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreferenceQuery {
-    /// Its key.
+    /// Looked up in `agent:<agent>`, then `user:<user>`, then as a setting.
     pub key: String,
     /// Whose agent-level preference counts first (default: the asking agent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,9 +127,9 @@ pub struct PreferenceQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvQuery {
-    /// Its scope.
+    /// Where the entry lives; refused `forbidden` unless the asker may read it.
     pub scope: Scope,
-    /// Its key.
+    /// The entry's key in the `env` section.
     pub key: String,
     /// Show a sensitive value in clear (refused unless the asker is allowed to).
     #[serde(default)]
@@ -140,7 +140,7 @@ pub struct EnvQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvsQuery {
-    /// The scope.
+    /// Whose environment entries; refused `forbidden` unless the asker may read it.
     pub scope: Scope,
     /// Only entries whose target names this (or that have no target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,11 +159,11 @@ pub struct EnvsQuery {
 /// An entry, as a reader sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryView {
-    /// Its scope.
+    /// Where it lives: for a resolved preference or a system context, where it was found.
     pub scope: Scope,
-    /// Its section.
+    /// The scope's namespace it belongs to: `kv`, `setting`, `preference` or `env`.
     pub section: Section,
-    /// Its key.
+    /// Unique in its section of the scope.
     pub key: String,
     /// Its value ([`crate::context::MASK`] when `masked`).
     pub value: serde_json::Value,
@@ -219,7 +219,7 @@ pub enum PreferenceLevel {
 pub struct ResolvedPreference {
     /// The level it was found at.
     pub level: PreferenceLevel,
-    /// The entry.
+    /// The entry found at that level (at `system`, the setting in `global`).
     pub entry: EntryView,
 }
 
@@ -227,16 +227,16 @@ pub struct ResolvedPreference {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingQuery {
-    /// Its scope.
+    /// Whose embeddings hold it; refused `forbidden` unless the asker may read it.
     pub scope: Scope,
-    /// Its id.
+    /// The id it was upserted under.
     pub id: String,
 }
 
 /// An embedding, as a reader sees it (its vector normalised).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingView {
-    /// Its id.
+    /// The id it was upserted under, unique in the scope.
     pub id: String,
     /// What was embedded.
     pub content: String,
@@ -271,7 +271,7 @@ pub struct SearchQuery {
 /// One match.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Match {
-    /// Its id.
+    /// The embedding's id, as upserted (`embedding` gives it whole).
     pub id: String,
     /// What was embedded.
     pub content: String,
@@ -307,7 +307,7 @@ pub struct SystemQuery {
 /// entries it may read (masked), the registry as it concerns it, and its scopes.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemContext {
-    /// The agent.
+    /// Whom it is for: the agent named, or the asking agent.
     pub agent: String,
     /// Every setting.
     pub settings: Vec<EntryView>,
@@ -337,7 +337,7 @@ pub struct RegistryContext {
 /// A scope and some of its keys.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScopeKeys {
-    /// The scope.
+    /// Readable by the agent: `global`, its own, its runs' and their sessions' and users'.
     pub scope: Scope,
     /// Whether it may write there.
     pub writable: bool,
@@ -361,7 +361,7 @@ pub struct Digest {
     pub scopes: u64,
     /// Entries in all sections.
     pub entries: u64,
-    /// Embeddings.
+    /// Embeddings in all scopes.
     pub embeddings: u64,
     /// The log sequence the state is at.
     pub applied: u64,

@@ -84,9 +84,9 @@ pub struct AuditEntry {
     /// What was checked (rule names, `judge`).
     #[serde(default)]
     pub scope: Vec<String>,
-    /// The opinion.
+    /// Follows from `findings` and whether evidence is missing (see the module doc).
     pub opinion: Opinion,
-    /// The findings.
+    /// Failed rules and a failed judge, counted by weight; missing evidence counts none.
     pub findings: Findings,
     /// Each rule's result.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

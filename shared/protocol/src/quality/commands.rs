@@ -78,7 +78,7 @@ pub struct RemoveOutcome {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum CheckOutcome {
-    /// Recorded.
+    /// Recorded at once: the check had only built-in rules.
     Recorded(Box<crate::quality::AuditEntry>),
     /// Waiting for agents.
     Open(OpenCheck),

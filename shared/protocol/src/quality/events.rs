@@ -19,7 +19,7 @@ use crate::{Timestamp, Token};
 /// A rule was added or updated: its definition.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RuleDefined {
-    /// The rule.
+    /// Its whole definition from now on; its name is the aggregate's id.
     pub rule: Rule,
 }
 
@@ -30,7 +30,7 @@ pub struct RuleRemoved {}
 /// An audit entry was recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecorded {
-    /// The entry.
+    /// As queries show it; it never changes afterwards.
     pub entry: AuditEntry,
     /// The definitions of the rules checked, as they were at the check: a later change
     /// of a rule does not change what an old entry means.
@@ -68,7 +68,7 @@ pub struct AgentPart {
 /// result marked `unchecked` saying why).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditPartEnded {
-    /// The part.
+    /// `judge`, or the custom rule's name, as in [`AgentPart::part`].
     pub part: String,
     /// Its run.
     pub run_id: Token,

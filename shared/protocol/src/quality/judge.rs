@@ -163,7 +163,7 @@ mod tests {
 pub struct CustomRuleTask {
     /// What is checked.
     pub output: serde_json::Value,
-    /// The rule.
+    /// Its definition at the check; the agent reads its `params` to know what to check.
     pub rule: crate::quality::Rule,
 }
 

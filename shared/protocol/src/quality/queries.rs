@@ -40,7 +40,7 @@ pub struct RulesQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleQuery {
-    /// Its name.
+    /// The name it was added under; an unknown one is `not_found`.
     pub name: String,
 }
 
@@ -69,14 +69,14 @@ pub struct RulePage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditIdQuery {
-    /// Its id.
+    /// A check's `audit_id`; an open check is `not_found`, naming the parts awaited.
     pub id: String,
 }
 
 /// An audit entry, and the rule definitions it was checked against.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditView {
-    /// The entry.
+    /// As `audit.recorded` carried it.
     pub entry: AuditEntry,
     /// The rules as they were at the check.
     pub rules: Vec<Rule>,

@@ -50,9 +50,9 @@ pub const COMMANDS: &[&str] = <CommandName as strum::VariantNames>::VARIANTS;
 /// Remove an entry.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Unregister {
-    /// Its registry.
+    /// `agents`, `skills`, `tools`, `mcp-servers` or any other registry name.
     pub registry: RegistryName,
-    /// Its name.
+    /// The entry to remove; an unknown one is refused `not_found` (field `name`).
     pub name: EntryName,
     /// Why, kept in the log.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -16,7 +16,7 @@ use crate::registry::{EntryKey, EntryName, RegistryName};
 /// An entry's content: what `register` says and `entry.registered` / `entry.updated` record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryDoc {
-    /// Its registry.
+    /// `agents` (agent cards, with liveness), `skills`, `tools`, `mcp-servers`, any other.
     pub registry: RegistryName,
     /// Its name, unique in the registry.
     pub name: EntryName,

@@ -112,7 +112,7 @@ validated_deserialize!(EntryName, "name");
 /// An entry's full address: its registry and its name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EntryKey {
-    /// Which registry.
+    /// The part before `:` in the aggregate id `<registry>:<name>`.
     pub registry: RegistryName,
     /// Which entry in it.
     pub name: EntryName,

@@ -42,9 +42,9 @@ pub const QUERIES: &[&str] = &["get", "list", "find", "live", "registries", "dig
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GetQuery {
-    /// Its registry.
+    /// `agents`, `skills`, `tools`, `mcp-servers` or any other registry name.
     pub registry: String,
-    /// Its name.
+    /// The entry's name in that registry; an unknown one is `not_found`.
     pub name: String,
 }
 
@@ -54,7 +54,7 @@ pub use crate::page::PageRequest;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Which registry.
+    /// The registry's name; one holding no entry answers an empty page, not `not_found`.
     pub registry: String,
     /// Start after this name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,7 +68,7 @@ pub struct ListQuery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FindQuery {
-    /// Which registry.
+    /// The registry searched; `live` is refused outside `agents`.
     pub registry: String,
     /// What the resource must hold (a map; absent matches everything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,9 +136,9 @@ impl Status {
 /// An entry as a query shows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntryView {
-    /// Its registry.
+    /// With `name`, its address: aggregate id `<registry>:<name>`.
     pub registry: String,
-    /// Its name.
+    /// Unique in its registry.
     pub name: String,
     /// What it is.
     pub description: String,
@@ -185,7 +185,7 @@ pub struct Digest {
 /// What an accepted `register` answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterOutcome {
-    /// The registry.
+    /// As the command named it: with `name`, which entry this is about.
     pub registry: String,
     /// The entry.
     pub name: String,

@@ -77,7 +77,7 @@ pub enum OnMissingEvidence {
     /// A failure (`onFailure` applies).
     #[default]
     Fail,
-    /// A pass.
+    /// A pass: missing evidence alone does not fail the output.
     Pass,
 }
 

@@ -145,7 +145,7 @@ pub struct Submit {
 pub struct Cancel {
     /// The run.
     pub run_id: Token,
-    /// Why.
+    /// At most 4 KiB, `cancelled` when none is given; recorded, and passed on to the agent.
     pub reason: String,
     /// Tell the agent and wait for it to stop (up to `graceful_timeout_ms`), then force.
     pub graceful: bool,
@@ -187,7 +187,7 @@ pub struct Answer {
     /// The question answered; the open one when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// The answer.
+    /// Any document, at most 64 KiB encoded; sent on to the agent that asked.
     pub answer: Document,
 }
 
@@ -213,7 +213,7 @@ pub struct Report {
 pub enum ReportKind {
     /// It took the task.
     Started,
-    /// Progress.
+    /// How far it has got (`current` of `total`, in units the agent chooses).
     Progress {
         /// Done.
         current: u64,
@@ -235,12 +235,12 @@ pub enum ReportKind {
     Ask {
         /// Its id.
         request_id: String,
-        /// The question.
+        /// Any document, at most 64 KiB encoded, for whoever answers.
         question: Document,
     },
     /// Success.
     Completed {
-        /// The output.
+        /// The attempt's result (nil when the report has none), at most 256 KiB encoded.
         output: Document,
     },
     /// Failure.

@@ -68,7 +68,7 @@ pub struct ApprovalRequested {
 /// One approver decided.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalDecided {
-    /// Who.
+    /// The command's `Osp-Actor`; each approver counts once.
     pub approver: String,
     /// Approve or reject.
     pub approved: bool,
@@ -112,7 +112,7 @@ pub struct Dispatched {
 /// be dispatched again on resume.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Deferred {
-    /// The attempt.
+    /// The attempt given back: dispatched again, as its next dispatch, on resume.
     pub attempt: u32,
     /// The agent that took it.
     pub agent: String,
@@ -121,16 +121,16 @@ pub struct Deferred {
 /// An agent started an attempt: from now it owns it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Started {
-    /// The attempt.
+    /// The attempt it took, from 1: this agent's from now until it ends.
     pub attempt: u32,
-    /// The agent.
+    /// Its name in the `agents` registry (the report's `agent`), as offline events find it.
     pub agent: String,
 }
 
 /// Progress of an attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Progressed {
-    /// The attempt.
+    /// Which attempt reported it, from 1 (a run shows the progress of the attempt in hand).
     pub attempt: u32,
     /// Work done.
     pub current: u64,
@@ -145,7 +145,7 @@ pub struct Progressed {
 /// A log line of an attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Logged {
-    /// The attempt.
+    /// Which attempt logged it, from 1.
     pub attempt: u32,
     /// `debug`, `info`, `warn` or `error`.
     pub level: String,
@@ -156,11 +156,11 @@ pub struct Logged {
 /// The agent asked a question; the run waits for an answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InputRequested {
-    /// The attempt.
+    /// Which attempt asked, from 1; its timeout keeps running while it waits.
     pub attempt: u32,
     /// The question's id: the answer names it.
     pub request_id: String,
-    /// The question.
+    /// Any document, at most 64 KiB encoded, for whoever answers.
     pub question: Document,
 }
 
@@ -169,7 +169,7 @@ pub struct InputRequested {
 pub struct InputAnswered {
     /// The question's id.
     pub request_id: String,
-    /// The answer.
+    /// Any document, at most 64 KiB encoded; sent on to the agent as an `answer` signal.
     pub answer: Document,
 }
 
@@ -192,14 +192,14 @@ pub struct StepStarted {
     pub run_id: Token,
     /// What it runs.
     pub step: Workflow,
-    /// Its input.
+    /// The child run's input, as the pattern derives it (§17.10 of docs/protocol.md).
     pub input: Document,
 }
 
 /// A step's child run ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepEnded {
-    /// Its key.
+    /// The step's key, as `run.steps_started` gave it.
     pub key: String,
     /// Its child run.
     pub run_id: Token,
@@ -220,7 +220,7 @@ pub struct StepEnded {
 pub struct Completed {
     /// The attempt that succeeded (0 for a workflow run, which has no attempts).
     pub attempt: u32,
-    /// Its output.
+    /// The run's result: the agent's `completed` output, or what the workflow returns.
     pub output: Document,
 }
 
@@ -228,7 +228,7 @@ pub struct Completed {
 /// completes: the output is sent to the quality service as audit `audit_id`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checking {
-    /// The attempt.
+    /// The attempt that completed, from 1; with the run id, it derives `audit_id`.
     pub attempt: u32,
     /// The audit entry the quality service is asked to record.
     pub audit_id: Token,
@@ -242,13 +242,13 @@ pub struct Checking {
 /// the log, or from the checks' deadline passing without one).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checked {
-    /// The attempt.
+    /// The attempt whose output was checked, as `run.checking` named it.
     pub attempt: u32,
     /// The audit entry.
     pub audit_id: Token,
     /// Its opinion (`disclaimer` when no entry was recorded in time).
     pub opinion: Opinion,
-    /// Its findings.
+    /// The entry's findings; all zero when no entry was recorded in time.
     pub findings: Findings,
     /// Whether the output passed, by the run's `checks` option.
     pub passed: bool,
@@ -295,7 +295,7 @@ impl FailureCause {
 /// An attempt failed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttemptFailed {
-    /// The attempt.
+    /// The attempt that failed, from 1; the retry policy decides whether another follows.
     pub attempt: u32,
     /// What went wrong.
     pub error: TaskError,
@@ -319,7 +319,7 @@ pub struct RetryScheduled {
 /// An attempt's timeout fired.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimedOut {
-    /// The attempt.
+    /// The attempt that timed out, from 1; 0 for a workflow run's own timeout.
     pub attempt: u32,
     /// What the run's options said to do.
     pub action: OnTimeout,
@@ -342,7 +342,7 @@ pub struct Resumed {}
 /// A graceful cancel: the agent is told and has until `deadline` to stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CancelRequested {
-    /// Why.
+    /// The cancel's reason (`cancelled` when none was given), as the agent is told.
     pub reason: String,
     /// When the cancel is forced.
     pub deadline: Timestamp,
@@ -351,7 +351,7 @@ pub struct CancelRequested {
 /// The run ended cancelled.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cancelled {
-    /// Why.
+    /// The cancel's reason, or why the run was ended (a rejection, an expired approval, …).
     pub reason: String,
     /// True when an attempt was still running and was not given (or did not take) the
     /// chance to stop by itself.
@@ -395,15 +395,15 @@ crate::event_payload! {
         InputRequested(InputRequested) = ("run.input_requested", 1),
         /// Its answer.
         InputAnswered(InputAnswered) = ("run.input_answered", 1),
-        /// An attempt failed.
+        /// An attempt failed: a retry, or the run's failure, follows.
         AttemptFailed(AttemptFailed) = ("run.attempt_failed", 1),
         /// A retry is due later.
         RetryScheduled(RetryScheduled) = ("run.retry_scheduled", 1),
         /// A timeout fired.
         TimedOut(TimedOut) = ("run.timed_out", 1),
-        /// Paused.
+        /// A `pause`: nothing new is dispatched until resumed.
         Paused(Paused) = ("run.paused", 1),
-        /// Resumed.
+        /// A `resume`: dispatching goes on (a deferred attempt is dispatched again).
         Resumed(Resumed) = ("run.resumed", 1),
         /// The agent is asked to stop.
         CancelRequested(CancelRequested) = ("run.cancel_requested", 1),

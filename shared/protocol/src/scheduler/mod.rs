@@ -144,7 +144,7 @@ pub struct TaskMessage {
     pub attempt: u32,
     /// Which dispatch of the attempt.
     pub dispatch: u32,
-    /// The capability.
+    /// The work queue it came from, `osp.v1.work.<capability>`.
     pub capability: Token,
     /// The task's input.
     pub input: serde_json::Value,
@@ -209,33 +209,33 @@ pub enum Signal {
     /// Stop. Graceful: clean up and report `failed` with kind `cancelled` before
     /// `deadline`. Not graceful: the run is already cancelled; stop now.
     Cancel {
-        /// The attempt.
+        /// Ignore it unless you hold this attempt: a run's attempts share one signal subject.
         attempt: u32,
         /// Whether the agent may finish cleaning up.
         graceful: bool,
         /// Until when, for a graceful cancel.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         deadline: Option<Timestamp>,
-        /// Why.
+        /// The cancel's reason, or the failure the runtime found (timeout, lost heartbeat).
         reason: String,
     },
     /// The answer to the agent's question.
     Answer {
-        /// The attempt.
+        /// The attempt that asked; ignore the answer unless you hold it.
         attempt: u32,
         /// The question's id.
         request_id: String,
-        /// The answer.
+        /// As the `answer` command gave it; also in `get`'s `inputs[].answer` if this is lost.
         answer: serde_json::Value,
     },
     /// The run is paused (no new work is dispatched; the agent may go on).
     Pause {
-        /// The attempt.
+        /// Ignore the signal unless you hold this attempt.
         attempt: u32,
     },
     /// The run is resumed.
     Resume {
-        /// The attempt.
+        /// Ignore the signal unless you hold this attempt.
         attempt: u32,
     },
 }

@@ -230,14 +230,14 @@ pub struct CheckView {
 /// One approver's decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DecisionView {
-    /// Who.
+    /// The `Osp-Actor` of the `approve` or `reject`.
     pub approver: String,
     /// Approve or reject.
     pub approved: bool,
     /// Why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// When.
+    /// When it was recorded (Unix ms, the writer's clock).
     pub at: Timestamp,
 }
 
@@ -268,7 +268,7 @@ pub struct InputView {
     pub request_id: String,
     /// The attempt that asked.
     pub attempt: u32,
-    /// The question.
+    /// As the agent asked it: any document, at most 64 KiB encoded.
     pub question: Document,
     /// The answer, once given.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::registry::document::present")]
@@ -281,11 +281,11 @@ pub struct InputView {
 /// One log line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
-    /// When.
+    /// When it was recorded (Unix ms, the writer's clock).
     pub at: Timestamp,
-    /// The attempt.
+    /// Which attempt logged it, from 1.
     pub attempt: u32,
-    /// The level.
+    /// `debug`, `info`, `warn` or `error`.
     pub level: String,
     /// The line.
     pub message: String,
@@ -296,7 +296,7 @@ pub struct LogLine {
 pub struct RunView {
     /// Its id.
     pub run_id: String,
-    /// The capability.
+    /// The capability whose agents run it; empty for a workflow run (see `workflow`).
     pub capability: String,
     /// Where it is.
     pub status: Option<RunStatus>,
@@ -340,7 +340,7 @@ pub struct RunView {
     pub cancel_reason: Option<String>,
     /// Who submitted it.
     pub submitted_by: String,
-    /// When.
+    /// When it was submitted, Unix ms; 0 for a step's run cancelled before its submit.
     pub submitted_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
@@ -446,7 +446,7 @@ pub struct RunSummary {
     pub parent: Option<String>,
     /// Where it is.
     pub status: RunStatus,
-    /// Paused.
+    /// No new work is dispatched until it is resumed.
     pub paused: bool,
     /// Attempts so far.
     pub attempts: u32,
