@@ -52,7 +52,7 @@ pub struct Answer<T> {
     /// For a command, the sequence of its last event; for a query, how far the answering
     /// instance had applied the log.
     pub seq: u64,
-    /// The result.
+    /// The command's outcome or the query's answer, decoded.
     pub result: T,
 }
 

@@ -44,9 +44,9 @@ impl Client {
 /// An environment entry to set.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EnvEntry {
-    /// Its key.
+    /// A subject token: no `.`, `*`, `>` or whitespace, at most 128 bytes.
     pub key: String,
-    /// Its value.
+    /// Text only; sealed in the log, and masked in reads, when `sensitive`.
     pub value: String,
     /// Where it applies: environment names and agents (`agent:<name>`).
     pub target: Vec<String>,

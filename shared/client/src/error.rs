@@ -20,7 +20,7 @@ pub enum Error {
     /// a stored command is still processed when an instance gets to it.
     #[error("no answer from the {service} service within {waited:?}{}", if *.stored { " (the command is stored and will still be processed; is an instance running?)" } else { "" })]
     Timeout {
-        /// Which service.
+        /// The service addressed (`scheduler`, `registry`, `quality`, `context`, ...).
         service: String,
         /// How long we waited.
         waited: Duration,
@@ -30,7 +30,7 @@ pub enum Error {
     /// Nobody serves that query: no instance of the service is running.
     #[error("no instance of the {service} service is running (nobody answers {subject})")]
     NoResponders {
-        /// Which service.
+        /// The service the query addressed.
         service: String,
         /// The query subject.
         subject: String,
@@ -38,9 +38,9 @@ pub enum Error {
     /// The answer could not be read.
     #[error("cannot read the {service} service's answer: {error}")]
     Answer {
-        /// Which service.
+        /// The service that answered.
         service: String,
-        /// Why.
+        /// What could not be decoded: an unknown content type, or a reply of another shape.
         error: osp_protocol::Error,
     },
     /// An event on the log could not be read (a newer schema, or a damaged message).
@@ -48,7 +48,7 @@ pub enum Error {
     Event {
         /// Its log sequence.
         seq: u64,
-        /// Why.
+        /// What could not be decoded: an unknown event type or schema, or damaged bytes.
         error: osp_protocol::Error,
     },
     /// A check's audit entry was not recorded within the time it was waited for (its
@@ -74,9 +74,9 @@ pub enum Error {
     TaskEnded {
         /// The run.
         run_id: String,
-        /// The attempt.
+        /// Its number in the run, from 1.
         attempt: u32,
-        /// Why.
+        /// The first reason it ended for this agent: the cancel's, or `cancelled`.
         reason: String,
     },
     /// A NATS-level failure (the client's error is the `source()`, not repeated here:

@@ -23,7 +23,7 @@ pub enum Error {
     Malformed {
         /// Stream sequence of the event.
         seq: u64,
-        /// Its subject.
+        /// The subject it is stored on: the aggregate's, `osp.v1.evt.<kind>.<id>`.
         subject: String,
         /// Why it cannot be read.
         error: osp_protocol::Error,

@@ -122,7 +122,7 @@ pub enum LogItem<T> {
 pub struct Malformed {
     /// Its stream sequence.
     pub seq: u64,
-    /// Its subject.
+    /// The subject it is stored on, which names its aggregate (`osp.v1.evt.<kind>.<id>`).
     pub subject: String,
     /// Why it cannot be read.
     pub error: osp_protocol::Error,

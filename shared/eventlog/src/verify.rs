@@ -18,7 +18,7 @@ use crate::{EventLog, LogItem, Result, Start, StoredMessage};
 pub struct Problem {
     /// Stream sequence of the offending message.
     pub seq: u64,
-    /// Its subject.
+    /// The subject it is stored on (`osp.v1.evt.<kind>.<id>`, unless that is the problem).
     pub subject: String,
     /// What is wrong.
     pub kind: ProblemKind,

@@ -36,7 +36,7 @@ pub const REMEMBERED_CAUSES: usize = 64;
 /// whole (for snapshots) when its state does.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Folded<A> {
-    /// The state.
+    /// What `evolve` made of every event up to `head`.
     pub state: A,
     /// Where its history ends.
     pub head: Head,

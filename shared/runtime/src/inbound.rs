@@ -31,7 +31,7 @@ pub struct Inbound {
     pub content_type: Option<String>,
     /// `traceparent`, if given.
     pub traceparent: Option<String>,
-    /// Its payload.
+    /// The command's body, still encoded as `content_type` says (MessagePack when absent).
     pub payload: Bytes,
     /// Its size in bytes.
     pub size: usize,
