@@ -28,11 +28,11 @@ pub struct VectorIndex {
 /// What an embedding carries besides its vector.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Item {
-    /// Its id.
+    /// Unique in the scope: an upsert of the same id replaces it.
     pub id: String,
     /// What was embedded.
     pub content: String,
-    /// Its metadata.
+    /// What a search's `filter` is matched against; `None` when none was given.
     pub metadata: Option<serde_json::Value>,
 }
 

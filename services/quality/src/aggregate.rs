@@ -59,7 +59,7 @@ pub struct RuleState {
 /// An audit entry, and the rule definitions it was checked against (as they were then).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditState {
-    /// The entry.
+    /// As `audit.recorded` carried it; it never changes afterwards.
     pub entry: AuditEntry,
     /// The rules' definitions at the check.
     pub rules: Vec<Rule>,

@@ -23,18 +23,18 @@ use crate::run::{CheckState, Phase, Run};
 pub enum Effect {
     /// Publish the task of attempt `attempt` (its `dispatch`-th time) to the work queue.
     PublishTask {
-        /// The attempt.
+        /// From 1; the message id `task:<run>:<attempt>:<dispatch>` makes a repeat a no-op.
         attempt: u32,
-        /// Which dispatch.
+        /// From 1; a dispatch deferred by a pause is published again, as the next, on resume.
         dispatch: u32,
     },
     /// Set a durable timer.
     SetTimer {
-        /// Which.
+        /// With the run and `n`, the timer's id: setting the same timer again replaces it.
         kind: TimerKind,
         /// For which attempt.
         n: u32,
-        /// When.
+        /// When it fires: the durable timer rounds it up to the second; a past time fires at once.
         at: Timestamp,
     },
     /// Tell the agent.
@@ -50,14 +50,14 @@ pub enum Effect {
     ToSteps(ParentSignal),
     /// Ask the quality service to check attempt `attempt`'s held output.
     RequestCheck {
-        /// The attempt.
+        /// Nothing is asked unless this attempt's output is still the one held.
         attempt: u32,
     },
     /// Tell the service the run's `notify` option names that the run ended.
     NotifyEnd(Notify, RunStatus),
     /// Tell the parent run that this run (one of its steps) ended.
     NotifyParent {
-        /// The parent.
+        /// The workflow run whose step this is: `StepEnded` is decided on it.
         parent: Token,
         /// How its step ended.
         ended: StepEnded,

@@ -29,11 +29,11 @@ const IN_MEMORY_HORIZON: Duration = Duration::from_secs(600);
 
 /// What every scheduler task shares.
 pub struct Shell {
-    /// The log.
+    /// Sends commands (checks, `run_ended`), publishes tasks and signals, loads audits.
     pub log: EventLog,
     /// Decides and appends run commands.
     pub executor: Arc<Executor<Run, SchedulerView>>,
-    /// The runs.
+    /// Every run as the log tells: what each effect is judged against.
     pub runs: Projection<SchedulerView>,
     /// The registry's agents, as the log tells.
     pub agents: Projection<AgentsView>,

@@ -37,9 +37,9 @@ impl RunRecord {
 /// An attempt an agent holds.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Held {
-    /// The attempt.
+    /// Its number; a heartbeat naming another attempt does not keep this one alive.
     pub attempt: u32,
-    /// The agent.
+    /// The agent that started it: its going offline after `started_at` fails the attempt.
     pub agent: String,
     /// When it started the attempt.
     pub started_at: Timestamp,

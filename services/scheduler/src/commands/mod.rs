@@ -42,18 +42,18 @@ pub enum RunCommand {
     Timer(TimerFired),
     /// The agent holding `attempt` sent no heartbeat for the run's heartbeat timeout.
     HeartbeatLost {
-        /// The attempt.
+        /// The attempt found silent; nothing happens unless the run still holds it.
         attempt: u32,
-        /// The agent.
+        /// Who held it as the sweep saw: must still hold it; named in the failure.
         agent: String,
         /// How long this instance heard nothing.
         silent_ms: u64,
     },
     /// The registry marked the agent holding `attempt` offline.
     AgentOffline {
-        /// The attempt.
+        /// The attempt the agent held; nothing happens unless the run still holds it.
         attempt: u32,
-        /// The agent.
+        /// The agent the registry marked offline; must still hold the attempt.
         agent: String,
     },
     /// A workflow run decides what comes next (after it started, a step ended, it was

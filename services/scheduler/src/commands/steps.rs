@@ -29,7 +29,7 @@ const STARTS_BYTES: usize = 512 * 1024;
 pub enum ParentSignal {
     /// The parent ended early (cancelled, failed, timed out): so does the step.
     Cancel {
-        /// Why.
+        /// The step's cancel reason, naming the parent's end (`its workflow failed: …`).
         reason: String,
         /// Without giving the agent time to stop.
         forced: bool,

@@ -47,20 +47,20 @@ pub struct StepSpec {
     pub key: String,
     /// What it runs.
     pub step: Workflow,
-    /// Its input.
+    /// The child run's input, as the pattern derives it (the run's, or earlier steps' outputs).
     pub input: Value,
 }
 
 /// One step a workflow run started, and how it ended.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
-    /// Its key.
+    /// Unique in the workflow (`classify`, `subtask:a`); its child run is named after it.
     pub key: String,
     /// Its child run.
     pub run_id: Token,
     /// What it runs.
     pub step: Workflow,
-    /// Its input.
+    /// The input its child run was submitted with, as `run.steps_started` recorded it.
     pub input: Document,
     /// When it started.
     pub started_at: Timestamp,
