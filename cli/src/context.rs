@@ -43,7 +43,7 @@ enum CtxCommand {
     Get {
         /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// The key.
+        /// The key, as `osp ctx ls SCOPE` lists it.
         key: String,
         /// As it was just after this log sequence (the `seq` a set printed).
         #[arg(long, conflicts_with = "at")]
@@ -54,7 +54,7 @@ enum CtxCommand {
     },
     /// Create or replace a key (VALUE is JSON when it parses, else text).
     Set {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
         /// The key: no '.', '*', '>' or whitespace.
         key: String,
@@ -63,14 +63,14 @@ enum CtxCommand {
     },
     /// Remove a key. Exits with status 1 when there was none.
     Rm {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// The key.
+        /// The key to remove.
         key: String,
     },
     /// A scope's keys, in order.
     Ls {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
         /// Only keys starting with this.
         #[arg(default_value = "")]
@@ -96,14 +96,14 @@ pub struct SettingsArgs {
 enum SettingsCommand {
     /// One setting.
     Get {
-        /// Its key.
+        /// The setting's key, as `osp settings ls` lists it.
         key: String,
     },
     /// Create or replace a setting (VALUE is JSON when it parses, else text).
     Set {
-        /// Its key.
+        /// The setting's key: no '.', '*', '>' or whitespace.
         key: String,
-        /// Its value.
+        /// The value: JSON (4, true, {"a":1}), or text; `@FILE` reads a JSON file.
         value: String,
         /// What it is for.
         #[arg(long)]
@@ -114,7 +114,7 @@ enum SettingsCommand {
     },
     /// Remove a setting. Exits with status 1 when there was none.
     Rm {
-        /// Its key.
+        /// The setting's key (a read-only setting is never removed).
         key: String,
     },
     /// Every setting.
@@ -134,7 +134,7 @@ pub struct PrefsArgs {
 enum PrefsCommand {
     /// A preference as it applies: the agent's, else the user's, else the setting.
     Get {
-        /// Its key.
+        /// The preference's key (without an agent or user preference, the setting applies).
         key: String,
         /// The agent (default: the actor, when it is an agent).
         #[arg(long)]
@@ -147,7 +147,7 @@ enum PrefsCommand {
     Set {
         /// agent:<name> or user:<name>.
         scope: String,
-        /// Its key.
+        /// The preference's key: no '.', '*', '>' or whitespace.
         key: String,
         /// Its value (JSON when it parses, else text).
         value: String,
@@ -156,7 +156,7 @@ enum PrefsCommand {
     Rm {
         /// agent:<name> or user:<name>.
         scope: String,
-        /// Its key.
+        /// The preference's key, as `osp prefs ls SCOPE` lists it.
         key: String,
     },
     /// The preferences of agent:<name> or user:<name>.
@@ -179,9 +179,9 @@ pub struct EnvArgs {
 enum EnvCommand {
     /// One environment entry (a sensitive value masked unless --reveal).
     Get {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// Its key.
+        /// The entry's key, as `osp env ls SCOPE` lists it.
         key: String,
         /// Show a sensitive value in clear (refused unless you are allowed to).
         #[arg(long)]
@@ -189,9 +189,9 @@ enum EnvCommand {
     },
     /// Create or replace an environment entry.
     Set {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// Its key.
+        /// The entry's key (e.g. `API_URL`): no '.', '*', '>' or whitespace.
         key: String,
         /// Its value (text).
         value: String,
@@ -204,14 +204,14 @@ enum EnvCommand {
     },
     /// Remove an environment entry. Exits with status 1 when there was none.
     Rm {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// Its key.
+        /// The entry's key, as `osp env ls SCOPE` lists it.
         key: String,
     },
     /// A scope's environment entries.
     Ls {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
         /// Only those applying there (no target, or a target naming it).
         #[arg(long)]
@@ -236,7 +236,7 @@ enum EmbedCommand {
     /// Add or replace embeddings: one with --id and --vector, or many from --file (a JSON
     /// list of {id, content?, metadata?, vector}).
     Upsert {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
         /// The embedding's id.
         #[arg(long, required_unless_present = "file")]
@@ -256,7 +256,7 @@ enum EmbedCommand {
     },
     /// The embeddings closest to a vector, or to a text (embedded by an agent of the `embed` capability).
     Search {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
         /// The query vector, a JSON list of numbers.
         #[arg(long, required_unless_present = "text", conflicts_with = "text")]
@@ -273,16 +273,16 @@ enum EmbedCommand {
     },
     /// One embedding.
     Get {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// Its id.
+        /// The embedding's id, as given at upsert.
         id: String,
     },
     /// Remove an embedding. Exits with status 1 when there was none.
     Rm {
-        /// The scope.
+        /// global, run:<id>, agent:<name>, session:<id> or user:<name>.
         scope: String,
-        /// Its id.
+        /// The embedding's id, as given at upsert.
         id: String,
     },
 }

@@ -86,7 +86,7 @@ pub struct Header {
 pub struct Line {
     /// Its sequence in the log it came from.
     pub seq: u64,
-    /// Its subject.
+    /// Where it was stored (`osp.v1.evt.<kind>.<id>`); an import publishes it there again.
     pub subject: String,
     /// When that log stored it.
     pub stored_at: String,

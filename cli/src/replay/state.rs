@@ -28,7 +28,7 @@ use crate::run::show::run_json;
 pub enum Point {
     /// A stream sequence.
     Seq(u64),
-    /// A time.
+    /// A time: the state after the tree's last event stored at or before it.
     Time(Timestamp),
 }
 

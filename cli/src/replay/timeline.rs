@@ -31,7 +31,7 @@ pub struct Line {
     pub offset_ms: i64,
     /// Its aggregate, `<kind>:<id>`.
     pub aggregate: String,
-    /// Its kind.
+    /// Its aggregate's kind (`run`, `scope`, `audit`, `entry`, ...).
     pub kind: String,
     /// Its aggregate's id.
     pub id: String,

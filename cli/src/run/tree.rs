@@ -30,7 +30,7 @@ const ERROR_WIDTH: usize = 80;
 /// A workflow run with the trees of its steps that are workflows of their own.
 #[derive(Debug)]
 pub struct Tree {
-    /// The run.
+    /// The workflow run at this tree's root, as `get` answered it.
     pub run: RunView,
     /// The trees of its nested workflow steps, by step key.
     pub nested: BTreeMap<String, Tree>,
