@@ -48,7 +48,7 @@ pub struct ContextArgs {
     /// Vectors searched.
     #[arg(long, default_value_t = 100_000)]
     vectors: usize,
-    /// Their dimension.
+    /// Numbers in each vector searched (384: a small sentence-embedding model's).
     #[arg(long, default_value_t = 384)]
     dimension: usize,
     /// Searches, one at a time.

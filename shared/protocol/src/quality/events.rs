@@ -70,7 +70,7 @@ pub struct AgentPart {
 pub struct AuditPartEnded {
     /// `judge`, or the custom rule's name, as in [`AgentPart::part`].
     pub part: String,
-    /// Its run.
+    /// The scheduler run that made the part: [`AgentPart::run_id`].
     pub run_id: Token,
     /// A custom rule's result, or why the part gave none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

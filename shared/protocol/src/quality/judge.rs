@@ -57,7 +57,7 @@ pub struct JudgeReply {
     /// Ignored: the runtime compares the score with the threshold.
     #[serde(default)]
     pub passed: Option<bool>,
-    /// Why.
+    /// The judge's explanation of its score, kept in the audit entry.
     #[serde(default)]
     pub reasoning: String,
     /// Per-criterion results, if the judge gives them.

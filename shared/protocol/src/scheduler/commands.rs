@@ -118,7 +118,7 @@ pub enum Command {
 /// Create a run: of one task (`capability`), or of a workflow.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Submit {
-    /// Its id.
+    /// Given by the submitter, else derived from the command id (the same on every redelivery).
     pub run_id: Token,
     /// Which agents execute its task; `None` for a workflow run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -158,7 +158,7 @@ pub struct Cancel {
 pub struct Pause {
     /// The run.
     pub run_id: Token,
-    /// Why.
+    /// Recorded with the pause (at most 4 KiB).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -174,7 +174,7 @@ pub struct Decision {
     /// Approve or reject: the command's name.
     #[serde(skip)]
     pub approved: bool,
-    /// Why.
+    /// Recorded with the decision (at most 4 KiB) and shown in the run's approval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -233,7 +233,7 @@ pub enum ReportKind {
     },
     /// A question for a person.
     Ask {
-        /// Its id.
+        /// Chosen by the agent; an answer names it (or answers whichever question is open).
         request_id: String,
         /// Any document, at most 64 KiB encoded, for whoever answers.
         question: Document,

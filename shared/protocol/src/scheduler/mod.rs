@@ -83,7 +83,7 @@ pub const RUN_ENDED_COMMAND: &str = "run_ended";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunEnded {
-    /// The run.
+    /// The run that ended; how it ended is read from its subject on the log.
     pub run_id: String,
     /// The `key` of its `notify` option.
     pub key: String,
