@@ -11,8 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use osp_eventlog::{EventLog, LogItem, Recorded, Start};
 use osp_protocol::context::EMBED_CAPABILITY;
-use osp_protocol::scheduler::{RunEvent, RUN_KIND, SERVICE as SCHEDULER};
-use osp_protocol::{headers, subject, AggregateRef, Encoding, Error, Reply, Token, CONTENT_TYPE};
+use osp_protocol::registry::document::from_json;
+use osp_protocol::scheduler::{Command, OnTimeout, RunEvent, RunOptions, Submit, Timeout, RUN_KIND};
+use osp_protocol::{headers, subject, AggregateRef, Encoding, Error, InboxCommand, Reply, Token, CONTENT_TYPE};
 
 /// Turns texts into vectors through runs of the `embed` capability.
 #[derive(Clone, Debug)]
@@ -61,18 +62,24 @@ impl Embedder {
         let client = self.log.client();
         let reply_to = client.new_inbox();
         let mut replies = client.subscribe(reply_to.clone()).await.map_err(|e| unavailable("subscribe", &e))?;
-        let submit = serde_json::json!({
-            "run_id": run_id,
-            "capability": EMBED_CAPABILITY,
-            "input": {"text": text},
-            "options": {"timeout": {"ms": self.timeout.as_millis() as u64}},
+        let submit = Command::Submit(Submit {
+            run_id: aggregate.id.clone(),
+            capability: Some(Token::new("capability", EMBED_CAPABILITY)?),
+            workflow: None,
+            parent: None,
+            input: from_json(&serde_json::json!({ "text": text })),
+            options: RunOptions {
+                timeout: Some(Timeout { ms: self.timeout.as_millis() as u64, on_timeout: OnTimeout::Fail }),
+                ..RunOptions::default()
+            },
+            metadata: None,
         });
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(CONTENT_TYPE, Encoding::Json.content_type());
         headers.insert(headers::COMMAND_ID, run_id);
         headers.insert(headers::ACTOR, ACTOR);
         headers.insert(headers::REPLY_TO, reply_to.as_str());
-        let inbox = subject::inbox(&Token::new("service", SCHEDULER)?, &Token::new("command", "submit")?);
+        let inbox = subject::inbox(&Token::new("service", Command::SERVICE)?, &Token::new("command", submit.name())?);
         let payload = Encoding::Json.encode(&submit)?;
         self.log
             .jetstream()

@@ -19,7 +19,7 @@ use osp_eventlog::{EventLog, Recorded, Timers};
 use osp_protocol::quality::{AgentPart, AuditOpened, CustomRuleTask, JudgeTask, QualityEvent, AUDIT_KIND, SERVICE};
 use osp_protocol::registry::document::from_json;
 use osp_protocol::scheduler::{self, Notify, OnTimeout, RunOptions, Submit, Timeout};
-use osp_protocol::{AggregateRef, InboxCommand, Timestamp, Token};
+use osp_protocol::{AggregateRef, Timestamp, Token};
 use osp_runtime::{CommandMeta, Executor, Projection, Reactor, TimerHandler};
 
 use crate::aggregate::{Audit, AuditCommand, OpenAudit};
@@ -138,9 +138,8 @@ impl AuditEffects {
             options,
             metadata: None,
         });
-        let scheduler = Token::new("service", scheduler::SERVICE).expect("valid token");
         let id = format!("submit:{}", part.run_id);
-        self.log.send_command(&scheduler, submit.name(), &id, ACTOR, &submit).await?;
+        self.log.send(&submit, &id, ACTOR).await?;
         tracing::info!(%audit, part = %part.part, run_id = %part.run_id, "part submitted");
         Ok(())
     }

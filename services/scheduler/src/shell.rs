@@ -202,9 +202,8 @@ impl Shell {
                 timeout_ms: Some(checks.timeout_ms()),
             }
         };
-        let quality = Token::new("service", quality::SERVICE).expect("valid token");
         let id = format!("check:{}", check.audit_id);
-        self.log.send_command(&quality, "check", &id, ACTOR, &check).await
+        self.log.send(&quality::Command::Check(Box::new(check)), &id, ACTOR).await
     }
 
     async fn publish_task(&self, run_id: &Token, attempt: u32, dispatch: u32) -> osp_eventlog::Result<()> {

@@ -10,12 +10,19 @@
 //! inbox's dedupe window, and the receiving service recognises it by id after that.
 
 use async_nats::jetstream::message::PublishMessage;
-use osp_protocol::{headers, subject, Token, CONTENT_TYPE};
+use osp_protocol::{headers, subject, InboxCommand, Token, CONTENT_TYPE};
 use serde::Serialize;
 
 use crate::{Error, EventLog, Result};
 
 impl EventLog {
+    /// Sends `command` to the inbox of the service that takes it, under the name it
+    /// has there, as [`send_command`](Self::send_command) does.
+    pub async fn send<C: InboxCommand>(&self, command: &C, command_id: &str, actor: &str) -> Result<()> {
+        let service = Token::new("service", C::SERVICE)?;
+        self.send_command(&service, command.name(), command_id, actor, command).await
+    }
+
     /// Sends `command` (encoded as MessagePack with named fields) to `service`'s inbox
     /// as `actor`, under `command_id`, and waits until the inbox has stored it.
     pub async fn send_command<C: Serialize>(

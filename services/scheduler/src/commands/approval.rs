@@ -7,7 +7,9 @@
 //! (`checks.onFailure: approval`) decides that output instead: approved, the run completes
 //! with it; rejected, the run fails.
 
-use osp_protocol::scheduler::{ApprovalDecided, Approved, Cancelled, Completed, Decision, Failed, RunEvent, TaskError};
+use osp_protocol::scheduler::{
+    ApprovalDecided, Approved, Cancelled, CommandName, Completed, Decision, Failed, RunEvent, TaskError,
+};
 use osp_protocol::{Error, Timestamp};
 
 use super::{attempts, illegal};
@@ -17,7 +19,7 @@ use crate::run::{Phase, Run};
 pub const CHECK_REJECTED: &str = "check_rejected";
 
 pub(super) fn decide(run: &Run, decision: &Decision, now: Timestamp) -> Result<Vec<RunEvent>, Error> {
-    let command = if decision.approved { "approve" } else { "reject" };
+    let command = if decision.approved { CommandName::Approve } else { CommandName::Reject }.into();
     let (Phase::AwaitingApproval, Some(approval)) = (&run.phase, &run.approval) else {
         return Err(illegal(run, command, "it is not waiting for approval"));
     };
