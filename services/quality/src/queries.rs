@@ -2,7 +2,7 @@
 
 use osp_protocol::quality::queries::{AuditIdQuery, AuditQuery, DigestQuery, RuleQuery, RulesQuery};
 use osp_protocol::quality::AUDIT_KIND;
-use osp_protocol::{AggregateRef, Error};
+use osp_protocol::{AggregateRef, Error, Token};
 use osp_runtime::Query;
 
 use crate::view::QualityView;
@@ -12,6 +12,8 @@ pub fn all() -> Vec<Query<QualityView>> {
     vec![
         Query::new("rules", |view: &QualityView, q: RulesQuery| view.rules(&q)),
         Query::new("rule", |view: &QualityView, q: RuleQuery| {
+            // A name no rule could have is told so, as a command naming it would be.
+            Token::new("name", q.name.as_str())?;
             view.rule(&q.name).ok_or_else(|| Error::NotFound {
                 field: "name".into(),
                 value: q.name.clone(),
@@ -19,6 +21,7 @@ pub fn all() -> Vec<Query<QualityView>> {
             })
         }),
         Query::new("audit", |view: &QualityView, q: AuditIdQuery| {
+            Token::new("id", q.id.as_str())?;
             view.audit(&q.id).ok_or_else(|| {
                 let open = AggregateRef::new(AUDIT_KIND, &q.id).ok().and_then(|aggregate| {
                     let open = view.open_audit(&aggregate)?;

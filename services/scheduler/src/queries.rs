@@ -1,7 +1,7 @@
 //! The scheduler's query endpoints (`osp.v1.q.scheduler.*`): thin readers of the view.
 
 use osp_protocol::scheduler::queries::{GetQuery, ListQuery};
-use osp_protocol::Error;
+use osp_protocol::{Error, Token};
 use osp_runtime::Query;
 use serde::Deserialize;
 
@@ -16,6 +16,8 @@ struct DigestQuery {}
 pub fn all() -> Vec<Query<SchedulerView>> {
     vec![
         Query::new("get", |view: &SchedulerView, q: GetQuery| {
+            // An id no run could have is told so, as a command naming it would be.
+            Token::new("run_id", q.run_id.as_str())?;
             view.get(&q.run_id).ok_or_else(|| Error::NotFound {
                 field: "run_id".into(),
                 value: q.run_id.clone(),

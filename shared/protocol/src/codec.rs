@@ -88,8 +88,11 @@ impl Encoding {
 
     /// Decodes again with field-path tracking and turns the failure into an error.
     fn explain_failure<T: DeserializeOwned>(self, bytes: &[u8]) -> Error {
-        let malformed =
-            |path: String, reason: String| Error::Malformed { encoding: self.name().to_owned(), path, reason };
+        let malformed = |path: String, reason: String| Error::Malformed {
+            encoding: self.name().to_owned(),
+            path: crate::finite::cap(path),
+            reason,
+        };
         let tracked: Result<T, Error> = match self {
             Encoding::MessagePack => {
                 let mut de = rmp_serde::Deserializer::from_read_ref(bytes);

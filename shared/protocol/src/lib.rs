@@ -11,6 +11,7 @@ pub mod command;
 pub mod context;
 mod envelope;
 mod error;
+pub mod finite;
 mod hash;
 pub mod headers;
 pub mod json;

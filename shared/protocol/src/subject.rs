@@ -9,6 +9,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use unicode_general_category::{get_general_category, GeneralCategory};
 
 use crate::Error;
 
@@ -85,6 +86,9 @@ fn token_problem(value: &str) -> Option<&'static str> {
         '*' | '>' => Some("must not contain the NATS wildcards '*' or '>'"),
         c if c.is_whitespace() => Some("must not contain whitespace"),
         c if c.is_control() => Some("must not contain control characters"),
+        c if get_general_category(c) == GeneralCategory::Format => {
+            Some("must not contain invisible format characters (Unicode category Cf, such as U+202E, which reverses what follows on screen)")
+        }
         _ => None,
     })
 }
@@ -239,6 +243,9 @@ mod tests {
             ("a\nb", "whitespace"),
             ("a\u{0}b", "control"),
             ("a\u{7f}b", "control"),
+            ("ab\u{202e}cd", "U+202E"),
+            ("zero\u{200b}width", "format characters"),
+            ("\u{feff}bom", "format characters"),
             ("", "empty"),
         ];
         for (bad, why) in cases {

@@ -103,15 +103,27 @@ impl Inbound {
         self.encoding().unwrap_or_default()
     }
 
-    /// Checks the headers: encoding, id, actor and reply subject.
-    pub fn check_headers(&self) -> Result<Encoding, Error> {
+    /// What is checked of every command and query before it is read: the headers
+    /// (encoding, id, actor, reply subject), and that its numbers are ones JSON can carry
+    /// (MessagePack's NaN and infinities would become `null` unseen).
+    pub fn check(&self) -> Result<Encoding, Error> {
         let encoding = self.encoding()?;
         check_value(self.id_header, &self.id)?;
         check_value(headers::ACTOR, &self.actor)?;
         if let Some(reply_to) = &self.reply_to {
             check_reply_subject(reply_to)?;
         }
+        if encoding == Encoding::MessagePack {
+            osp_protocol::finite::check_msgpack(&self.payload)?;
+        }
         Ok(encoding)
+    }
+
+    /// Where a reply to it may be sent: its `Osp-Reply-To`, unless that is not a subject
+    /// one can publish to (a wildcard would spread the reply to every matching
+    /// subscriber; such a command is refused, and its refusal goes only to the log).
+    pub fn reply_subject(&self) -> Option<&str> {
+        self.reply_to.as_deref().filter(|reply_to| check_reply_subject(reply_to).is_ok())
     }
 }
 

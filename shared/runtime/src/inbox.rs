@@ -314,7 +314,7 @@ impl Inbox {
 
     /// Checks the headers and reads the command; takes its aggregate's place in line.
     async fn parse(&self, inbound: &Inbound) -> Result<Box<dyn Turn>, ProtocolError> {
-        let encoding = inbound.check_headers()?;
+        let encoding = inbound.check()?;
         let route = self.routes.get(inbound.command.as_str()).ok_or_else(|| ProtocolError::UnknownCommand {
             command: inbound.command.clone(),
             service: self.service.to_string(),
@@ -366,7 +366,7 @@ impl Inbox {
                 return;
             }
         };
-        if let Some(reply_to) = &inbound.reply_to {
+        if let Some(reply_to) = inbound.reply_subject() {
             self.reply(&inbound, reply_to, answer).await;
         }
         // Its outcome is on the log: a redelivery (a lost acknowledgement) finds it there
@@ -416,6 +416,8 @@ impl Inbox {
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(osp_protocol::CONTENT_TYPE, inbound.reply_encoding().content_type());
+        // A sender with one subscription for many commands matches each reply to its command.
+        headers.insert(osp_protocol::headers::COMMAND_ID, inbound.id.as_str());
         if let Err(error) = self.log.client().publish_with_headers(reply_to.to_owned(), headers, bytes.into()).await {
             tracing::warn!(%error, reply_to, "could not send the reply");
         }

@@ -263,7 +263,7 @@ impl<V: View> Serving<V> {
     async fn answer(self: &Arc<Self>, query: &Query<V>, request: Request) {
         let message = &request.message;
         let inbound = Inbound::query(&message.subject, query.name, message.headers.as_ref(), message.payload.clone());
-        let encoding = match inbound.check_headers() {
+        let encoding = match inbound.check() {
             Ok(encoding) => encoding,
             Err(error) => {
                 let encoding = inbound.reply_encoding();

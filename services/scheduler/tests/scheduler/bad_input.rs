@@ -73,3 +73,81 @@ async fn submitting_the_same_run_twice_is_idempotent_and_other_content_conflicts
     assert_eq!(run.attempts.len(), 1, "dispatched once");
     scheduler.shutdown().await;
 }
+
+/// What JSON cannot show truthfully, and where replies may go: a number MessagePack holds
+/// and JSON cannot (it would become `null` unseen), an id with an invisible character that
+/// reverses what follows on screen, a reply subject that is a wildcard, and a query naming
+/// an id no run could have. Each is refused naming the field, and the refusals of commands
+/// are recorded; nothing is applied, and no reply goes where it may not.
+#[tokio::test]
+async fn what_json_cannot_show_is_refused_and_replies_go_only_where_they_may() {
+    use futures::StreamExt;
+    use std::time::Duration;
+
+    let (server, scheduler, client) = system_with_agent("a1", "summarize").await;
+    let url = server.url();
+    let nats = osp_tests::connect(&url).await;
+
+    #[derive(serde::Serialize)]
+    struct Input {
+        x: f64,
+    }
+    #[derive(serde::Serialize)]
+    struct SubmitWire {
+        run_id: &'static str,
+        capability: &'static str,
+        input: Input,
+    }
+    let infinite = SubmitWire { run_id: "inf", capability: "summarize", input: Input { x: f64::INFINITY } };
+    let bytes = rmp_serde::to_vec_named(&infinite).unwrap();
+    let reply = osp_tests::send_raw_command(&nats, "scheduler", "submit", None, bytes, "non-finite").await;
+    osp_tests::assert_refused("non-finite", &reply, "invalid", Some("input.x"), "NaN and infinity");
+    assert!(client.scheduler().get("inf").await.unwrap().is_none(), "nothing applied");
+
+    let bytes = serde_json::to_vec(&json!({"run_id": "ab\u{202e}cd", "capability": "summarize"})).unwrap();
+    let json = Some("application/json");
+    let reply = osp_tests::send_raw_command(&nats, "scheduler", "submit", json, bytes, "format-character").await;
+    osp_tests::assert_refused("format-character", &reply, "invalid_token", Some("run_id"), "U+202E");
+
+    // A reply subject that is a wildcard: the command is refused on the log, and nothing
+    // is published to the wildcard (it would reach every subscriber under it).
+    let mut spy = nats.subscribe("spy.>").await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "wildcard-reply");
+    headers.insert("Osp-Reply-To", "spy.*");
+    headers.insert("Content-Type", "application/json");
+    let body = br#"{"run_id": "nobody"}"#.to_vec();
+    js.publish_with_headers("osp.v1.in.scheduler.cancel", headers, body.into()).await.unwrap().await.unwrap();
+    osp_tests::eventually(Duration::from_secs(10), "the refusal is recorded", || async {
+        osp_tests::rejections(&url).await.contains_key("wildcard-reply")
+    })
+    .await;
+    let (_, error) = &osp_tests::rejections(&url).await["wildcard-reply"];
+    assert!(error.to_string().contains("Osp-Reply-To"), "{error}");
+    let leaked = tokio::time::timeout(Duration::from_millis(500), spy.next()).await;
+    assert!(leaked.is_err(), "a reply was published to the wildcard: {leaked:?}");
+
+    // Replies carry the command's id, so one subscription can serve many commands.
+    let inbox = nats.new_inbox();
+    let mut replies = nats.subscribe(inbox.clone()).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Osp-Command-Id", "matched-1");
+    headers.insert("Osp-Reply-To", inbox.as_str());
+    headers.insert("Content-Type", "application/json");
+    let body = br#"{"run_id": "nobody"}"#.to_vec();
+    js.publish_with_headers("osp.v1.in.scheduler.cancel", headers, body.into()).await.unwrap().await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(10), replies.next()).await.unwrap().unwrap();
+    let id = reply.headers.as_ref().and_then(|h| h.get("Osp-Command-Id")).map(|v| v.as_str().to_owned());
+    assert_eq!(id.as_deref(), Some("matched-1"));
+
+    // A query naming an id no run could have is told so, as a command would be.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    let body = br#"{"run_id": "a.b"}"#.to_vec();
+    let answer = nats.request_with_headers("osp.v1.q.scheduler.get", headers, body.into()).await.unwrap();
+    let answer: Value = serde_json::from_slice(&answer.payload).unwrap();
+    assert_eq!(answer["error"]["error"], "invalid_token", "{answer}");
+    assert_eq!(answer["error"]["field"], "run_id", "{answer}");
+    scheduler.shutdown().await;
+}
