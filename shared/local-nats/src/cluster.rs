@@ -1,6 +1,9 @@
 //! A JetStream cluster of real nats-server processes on loopback.
 
 use std::fs;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
 
 use crate::ports::free_ports;
 use crate::server::{temp_dir, Launch, LOG_FILE_NAME};
@@ -8,6 +11,10 @@ use crate::{find, Binary, Error, NatsServer};
 
 /// Cluster name shared by all nodes.
 const CLUSTER_NAME: &str = "osp";
+/// How long a new cluster may take before it can place a stream on every node.
+const PLACEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The throwaway stream that shows a stream can be placed on every node.
+const PLACEMENT_PROBE: &str = "OSP_PLACEMENT_PROBE";
 
 /// N nodes forming one JetStream cluster, each with its own store dir, client port and
 /// route port. Exists so replicated streams, quorum loss and node restarts can be tested
@@ -71,6 +78,7 @@ impl Cluster {
         for server in &mut servers {
             server.wait_ready().await?;
         }
+        wait_for_placement(&servers[0], nodes).await?;
         Ok(Cluster { nodes: servers })
     }
 
@@ -85,5 +93,36 @@ impl Cluster {
     /// If `i` is out of range.
     pub fn node(&mut self, i: usize) -> &mut NatsServer {
         &mut self.nodes[i]
+    }
+}
+
+/// A stream on every node can be placed only once the meta leader knows each node as a
+/// JetStream peer, which may come a moment after every node answers on its own (seen as
+/// "no suitable peers for placement" when a test created its replicated streams at once):
+/// place a throwaway stream on every node, retrying until it is placed, and remove it.
+async fn wait_for_placement(first: &NatsServer, nodes: usize) -> Result<(), Error> {
+    let started = Instant::now();
+    let probe = stream::Config {
+        name: PLACEMENT_PROBE.into(),
+        subjects: vec!["osp.placement-probe".into()],
+        num_replicas: nodes,
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    };
+    let client =
+        async_nats::connect(first.url()).await.map_err(|e| first.not_ready(started.elapsed(), e.to_string()))?;
+    let js = jetstream::new(client);
+    loop {
+        let last_error = match js.create_stream(probe.clone()).await {
+            Ok(_) => match js.delete_stream(PLACEMENT_PROBE).await {
+                Ok(_) => return Ok(()),
+                Err(error) => format!("removing the placement probe: {error}"),
+            },
+            Err(error) => format!("placing a stream on {nodes} nodes: {error}"),
+        };
+        if started.elapsed() >= PLACEMENT_TIMEOUT {
+            return Err(first.not_ready(started.elapsed(), last_error));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

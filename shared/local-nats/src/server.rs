@@ -277,13 +277,7 @@ impl NatsServer {
                 }
             };
             if started.elapsed() >= READY_TIMEOUT {
-                return Err(Error::NotReady {
-                    url,
-                    waited: started.elapsed(),
-                    last_error,
-                    log: self.log_file.clone(),
-                    log_tail: self.log_tail(),
-                });
+                return Err(self.not_ready(started.elapsed(), last_error));
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -302,6 +296,11 @@ impl NatsServer {
     }
 
     /// The last lines the current process wrote to the log, for error messages.
+    /// The error of a server still not ready after `waited`, with its log's tail.
+    pub(crate) fn not_ready(&self, waited: Duration, last_error: String) -> Error {
+        Error::NotReady { url: self.url(), waited, last_error, log: self.log_file.clone(), log_tail: self.log_tail() }
+    }
+
     fn log_tail(&self) -> String {
         let mut bytes = Vec::new();
         if let Ok(mut file) = File::open(&self.log_file) {
