@@ -140,6 +140,20 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The aggregate's history on the log holds an event this service cannot read (an
+    /// unknown type, or bytes that do not decode): nothing can be decided on it until that
+    /// is understood, and sending the command again will not help.
+    #[error(
+        "{aggregate} cannot be decided on: its event at seq {seq} cannot be read ({reason}); see `osp log verify`"
+    )]
+    Damaged {
+        /// The aggregate's subject.
+        aggregate: String,
+        /// The stream sequence of the event that cannot be read.
+        seq: u64,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// A value could not be encoded; this is our bug, not the caller's.
     #[error("cannot encode: {reason}")]
     Encode {

@@ -256,7 +256,7 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
     }
 
     async fn load(&self, aggregate: &AggregateRef) -> Result<Folded<A>, Refusal> {
-        let loaded = self.log.load::<A::Event>(aggregate).await.map_err(Refusal::Failed)?;
+        let loaded = self.log.load::<A::Event>(aggregate).await.map_err(unreadable)?;
         Ok(Folded::from_events(&loaded.events))
     }
 
@@ -265,8 +265,19 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
         if folded.head.seq == seq {
             return Ok(folded);
         }
-        let loaded = self.log.load::<A::Event>(aggregate).await.map_err(Refusal::Failed)?;
+        let loaded = self.log.load::<A::Event>(aggregate).await.map_err(unreadable)?;
         Ok(Folded::from_events(loaded.events.iter().take_while(|event| event.seq <= seq)))
+    }
+}
+
+/// Why a history could not be loaded: an event in it that cannot be read is the command's
+/// refusal (`damaged`, naming it: no redelivery can read it either), anything else ours.
+fn unreadable(error: Error) -> Refusal {
+    match error {
+        Error::Malformed { seq, subject, error } => {
+            Refusal::Rejected(osp_protocol::Error::Damaged { aggregate: subject, seq, reason: error.to_string() })
+        }
+        other => Refusal::Failed(other),
     }
 }
 

@@ -151,3 +151,32 @@ async fn what_json_cannot_show_is_refused_and_replies_go_only_where_they_may() {
     assert_eq!(answer["error"]["field"], "run_id", "{answer}");
     scheduler.shutdown().await;
 }
+
+/// A correctly linked event the scheduler cannot read (a type it does not know) on a run's
+/// subject: a command on that run is refused at once, `damaged`, naming the event's
+/// sequence (before, it was redelivered for 45 s and ended `unavailable`, which clients
+/// retry); every other run goes on.
+#[tokio::test]
+async fn a_run_whose_history_holds_an_unreadable_event_refuses_commands_naming_it() {
+    let (server, scheduler, client) = system_with_agent("a1", "summarize").await;
+    let runs = client.scheduler();
+    runs.submit(&submission("damaged", "summarize", json!({}), json!({}))).await.unwrap();
+    runs.submit(&submission("healthy", "summarize", json!({}), json!({}))).await.unwrap();
+
+    let log = osp_eventlog::EventLog::open(osp_tests::connect(&server.url()).await).await.unwrap();
+    let run = osp_protocol::AggregateRef::new("run", "damaged").unwrap();
+    let head = log.load::<osp_protocol::scheduler::RunEvent>(&run).await.unwrap().head;
+    let foreign = log.append(&run, &head, vec![osp_tests::added(1, "not-a-run-event")]).await.unwrap();
+
+    let refused = runs.cancel("damaged", Some("stop"), None).await;
+    let error = refused.as_ref().err().and_then(|e| e.rejection()).cloned();
+    match error {
+        Some(osp_protocol::Error::Damaged { aggregate, seq, reason }) => {
+            assert_eq!((aggregate.as_str(), seq), ("osp.v1.evt.run.damaged", foreign.head.seq));
+            assert!(reason.contains("counter.added"), "{reason}");
+        }
+        other => panic!("expected damaged, got {other:?} ({refused:?})"),
+    }
+    assert!(runs.cancel("healthy", Some("stop"), None).await.is_ok(), "other runs go on");
+    scheduler.shutdown().await;
+}
