@@ -239,19 +239,6 @@ mod tests {
     use super::super::{RunCommand, TimerKind};
     use super::*;
 
-    fn checks(on_failure: OnCheckFailure) -> Checks {
-        Checks {
-            rules: vec!["has-summary".into()],
-            judge: None,
-            on_failure,
-            on_missing_evidence: OnMissingEvidence::Fail,
-            objectives: vec![],
-            timeout_ms: Some(1000),
-            approvers: None,
-            required_approvals: None,
-        }
-    }
-
     fn gated(checks: Checks) -> RunOptions {
         RunOptions { checks: Some(Box::new(checks)), ..with_retry(3, 0, osp_protocol::scheduler::Backoff::None, None) }
     }

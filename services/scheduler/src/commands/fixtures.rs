@@ -282,26 +282,31 @@ pub fn audit_recorded(attempt: u32, opinion: osp_protocol::quality::Opinion) -> 
 }
 
 /// Runs that went through every phase and every way of ending, each as its history of
+/// Checks of rule `has-summary`, a second to answer, failing the run when evidence is
+/// missing: the gate the check tests and histories put on a run.
+pub fn checks(on_failure: osp_protocol::scheduler::OnCheckFailure) -> osp_protocol::scheduler::Checks {
+    use osp_protocol::scheduler::{Checks, OnMissingEvidence};
+    Checks {
+        rules: vec!["has-summary".into()],
+        judge: None,
+        on_failure,
+        on_missing_evidence: OnMissingEvidence::Fail,
+        objectives: vec![],
+        timeout_ms: Some(1000),
+        approvers: None,
+        required_approvals: None,
+    }
+}
+
 /// events: what the view is tested on.
 pub fn histories() -> Vec<(&'static str, Vec<RunEvent>)> {
     use osp_protocol::quality::Opinion;
     use osp_protocol::scheduler::queries::RunStatus;
-    use osp_protocol::scheduler::{Checks, OnCheckFailure, OnMissingEvidence};
+    use osp_protocol::scheduler::OnCheckFailure;
     use serde_json::json;
 
-    let checked = |on_failure| RunOptions {
-        checks: Some(Box::new(Checks {
-            rules: vec!["has-summary".into()],
-            judge: None,
-            on_failure,
-            on_missing_evidence: OnMissingEvidence::Fail,
-            objectives: vec![],
-            timeout_ms: Some(1000),
-            approvers: None,
-            required_approvals: None,
-        })),
-        ..with_retry(3, 0, Backoff::None, None)
-    };
+    let checked =
+        |on_failure| RunOptions { checks: Some(Box::new(checks(on_failure))), ..with_retry(3, 0, Backoff::None, None) };
     let approve_why = |approver: &str| {
         RunCommand::from(Command::Decide(Decision {
             run_id: run_id(),
