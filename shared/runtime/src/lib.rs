@@ -37,7 +37,7 @@ pub use inbound::Inbound;
 pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use projection::{fold, Projection, View};
 pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
-pub use reactor::{reactor_config, Reactor, TimerHandler};
+pub use reactor::{Reactor, TimerHandler};
 pub use running::{stop_requested, Running};
 pub use service::{Service, ServiceArgs, ServiceConfig, Stop};
 pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};

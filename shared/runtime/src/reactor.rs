@@ -69,7 +69,7 @@ pub trait TimerHandler: Send + Sync + 'static {
 }
 
 /// The consumer every instance of `service` shares for reactor `R`.
-pub fn reactor_config<R: Reactor>(service: &Token, ack_wait: Duration) -> WorkConfig {
+fn reactor_config<R: Reactor>(service: &Token, ack_wait: Duration) -> WorkConfig {
     WorkConfig {
         durable: format!("{}-{service}", R::NAME),
         filter: subject::events_of_kind(&Token::new("kind", R::KIND).expect("an aggregate kind is a valid token")),

@@ -149,17 +149,8 @@ impl Service {
         Ok(Service { name, version, log, config, shutdown: CancellationToken::new(), tasks: Vec::new(), inbox: None })
     }
 
-    /// The service's name, as its subjects carry it.
-    pub fn name(&self) -> &Token {
-        &self.name
-    }
-
     pub fn log(&self) -> &EventLog {
         &self.log
-    }
-
-    pub fn config(&self) -> &ServiceConfig {
-        &self.config
     }
 
     /// The token that stops this instance: for tasks of the service's own, which must
