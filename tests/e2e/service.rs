@@ -129,12 +129,12 @@ impl Reactor for Resets {
         self.view.wait_applied(seq, Duration::from_secs(5)).await.is_ok()
     }
 
-    fn effects_of(&self, event: &Recorded<CounterEvent>) -> Vec<Timestamp> {
+    async fn effects_of(&self, event: &Recorded<CounterEvent>) -> osp_eventlog::Result<Vec<Timestamp>> {
         let value = self.view.read().0.get(event.envelope.aggregate.id.as_str()).map_or(0, |c| c.state.value);
-        match event.envelope.payload {
+        Ok(match event.envelope.payload {
             CounterEvent::Added(_) if value >= RESET_AT => vec![Timestamp(event.stored_at.millis() + 1000)],
             _ => vec![],
-        }
+        })
     }
 
     async fn perform(&self, event: &Recorded<CounterEvent>, at: &Timestamp) -> osp_eventlog::Result<()> {

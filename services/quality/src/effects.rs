@@ -84,8 +84,8 @@ impl Reactor for AuditEffects {
         self.view.wait_applied(seq, APPLY_WITHIN).await.is_ok()
     }
 
-    fn effects_of(&self, event: &Recorded<QualityEvent>) -> Vec<Effect> {
-        effects_of(&event.envelope.payload, self.view.read().open_audit(&event.envelope.aggregate))
+    async fn effects_of(&self, event: &Recorded<QualityEvent>) -> osp_eventlog::Result<Vec<Effect>> {
+        Ok(effects_of(&event.envelope.payload, self.view.read().open_audit(&event.envelope.aggregate)))
     }
 
     async fn perform(&self, event: &Recorded<QualityEvent>, effect: &Effect) -> osp_eventlog::Result<()> {

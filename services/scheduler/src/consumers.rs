@@ -20,6 +20,7 @@ use osp_runtime::{Reactor, TimerHandler};
 use crate::commands::{checks, TimerFired};
 use crate::effects::{effects_of, Effect};
 use crate::shell::Shell;
+use crate::view::RunRecord;
 
 /// Run events handled at once by one instance.
 const IN_FLIGHT: usize = 256;
@@ -40,11 +41,9 @@ impl Reactor for RunEffects {
         self.0.runs.wait_applied(seq, APPLY_WITHIN).await.is_ok()
     }
 
-    fn effects_of(&self, event: &Recorded<RunEvent>) -> Vec<Effect> {
-        match self.0.runs.read().run(event.envelope.aggregate.id.as_str()) {
-            Some(run) => effects_of(&event.envelope, run),
-            None => Vec::new(),
-        }
+    async fn effects_of(&self, event: &Recorded<RunEvent>) -> osp_eventlog::Result<Vec<Effect>> {
+        let of_run = |record: &RunRecord| effects_of(&event.envelope, record.run());
+        Ok(self.0.runs.recall(&event.envelope.aggregate, of_run).await?.unwrap_or_default())
     }
 
     async fn perform(&self, event: &Recorded<RunEvent>, effect: &Effect) -> osp_eventlog::Result<()> {
@@ -65,15 +64,15 @@ impl Reactor for Audits {
 
     /// An audit entry decides a run only if its id is the one [`checks::audit_id`] gives
     /// the run and attempt it names; any other audit is not the scheduler's business.
-    fn effects_of(&self, event: &Recorded<QualityEvent>) -> Vec<Self::Effect> {
-        let QualityEvent::AuditRecorded(recorded) = &event.envelope.payload else { return Vec::new() };
+    async fn effects_of(&self, event: &Recorded<QualityEvent>) -> osp_eventlog::Result<Vec<Self::Effect>> {
+        let QualityEvent::AuditRecorded(recorded) = &event.envelope.payload else { return Ok(Vec::new()) };
         let entry = &recorded.entry;
         let asked_for = || {
             let run_id = entry.execution_id.clone()?;
             let attempt = entry.metadata.as_ref()?.get("attempt")?.as_u64()?;
             (checks::audit_id(&run_id, u32::try_from(attempt).ok()?).as_str() == entry.id).then_some(run_id)
         };
-        asked_for().map(|run_id| (run_id, entry.clone())).into_iter().collect()
+        Ok(asked_for().map(|run_id| (run_id, entry.clone())).into_iter().collect())
     }
 
     async fn perform(&self, _: &Recorded<QualityEvent>, (run_id, entry): &Self::Effect) -> osp_eventlog::Result<()> {

@@ -61,6 +61,7 @@ const TIMERS_IN_FLIGHT: usize = 256;
 /// A running scheduler instance.
 pub struct Scheduler {
     running: Running,
+    runs: Projection<SchedulerView>,
 }
 
 impl Scheduler {
@@ -69,7 +70,7 @@ impl Scheduler {
     /// until [`Scheduler::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Scheduler> {
         let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
-        let runs = service.view::<SchedulerView>(&VIEW_KINDS).await?;
+        let runs = service.indexed_view::<SchedulerView>(&VIEW_KINDS).await?;
         let agents = service.view::<AgentsView>(&[ENTRY_KIND]).await?;
         let catalog = service.view::<CatalogView>(&[quality::RULE_KIND]).await?;
         let executor = service.executor(&runs);
@@ -82,13 +83,19 @@ impl Scheduler {
             timers: service.timers().await?,
         });
         service.commands(Commands { log, runs: runs.clone(), agents, catalog }, executor);
-        service.queries(runs, queries::all()).await?;
+        service.queries(runs.clone(), queries::all()).await?;
         service.react(Arc::new(RunEffects(shell.clone()))).await?;
         service.react(Arc::new(Audits(shell.clone()))).await?;
         service.on_timers(&shell.timers, shell.clone(), TIMERS_IN_FLIGHT).await?;
         let heartbeats = liveness::start(service.log().client(), shell, service.shutdown());
         service.spawned(heartbeats.await?);
-        Ok(Scheduler { running: service.running().await? })
+        Ok(Scheduler { running: service.running().await?, runs })
+    }
+
+    /// How many runs this instance holds in memory: those not ended, and those that ended
+    /// within the grace period (`keep_finished`).
+    pub fn runs_in_memory(&self) -> usize {
+        self.runs.read().resident()
     }
 
     /// What this instance's inbox has done.
@@ -186,9 +193,6 @@ impl CommandHandler for Commands {
     async fn admit(&self, aggregate: &AggregateRef, command: &Command) -> Result<RunCommand, ProtocolError> {
         let decision = RunCommand::from(command.clone());
         let Command::Submit(submit) = command else { return Ok(decision) };
-        if self.runs.read().run(aggregate.id.as_str()).is_some_and(Run::exists) {
-            return Ok(decision);
-        }
         let capabilities: Vec<&str> = match (&submit.capability, &submit.workflow) {
             (_, _) if submit.options.wait_for_agent => vec![],
             (Some(capability), _) => vec![capability.as_str()],
@@ -200,6 +204,11 @@ impl CommandHandler for Commands {
         rules.extend(submit.workflow.iter().flat_map(|workflow| workflow.checked_rules()));
         let refusal = || self.unknown_capability(&capabilities).or_else(|| self.unknown_rule(&rules));
         if refusal().is_none() {
+            return Ok(decision);
+        }
+        // A submit of a run that exists is answered with the run, whatever agents there
+        // are now (the run may have ended long ago, and left memory: ask the log).
+        if self.log.last_of(&aggregate.subject()).await.is_ok_and(|last| last > 0) {
             return Ok(decision);
         }
         // The registration or the rule may be on the log and not applied here yet.

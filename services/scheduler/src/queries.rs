@@ -1,11 +1,24 @@
 //! The scheduler's query endpoints (`osp.v1.q.scheduler.*`): thin readers of the view.
 
 use osp_protocol::scheduler::queries::{GetQuery, ListQuery};
+use osp_protocol::scheduler::RUN_KIND;
+use osp_protocol::AggregateRef;
 use osp_protocol::{Error, Token};
-use osp_runtime::Query;
+use osp_runtime::{Projection, Query};
 use serde::Deserialize;
 
-use crate::view::SchedulerView;
+use crate::view::{list, RunRecord, SchedulerView};
+
+/// Why a run's history could not be read: an event in it that cannot be read is named
+/// (`damaged`); anything else is the log being out of reach.
+fn unreadable(error: osp_eventlog::Error) -> Error {
+    match error {
+        osp_eventlog::Error::Malformed { seq, subject, error } => {
+            Error::Damaged { aggregate: subject, seq, reason: error.to_string() }
+        }
+        other => Error::Unavailable { reason: other.to_string() },
+    }
+}
 
 /// `digest` takes no arguments.
 #[derive(Deserialize)]
@@ -15,16 +28,22 @@ struct DigestQuery {}
 /// Every query the scheduler answers.
 pub fn all() -> Vec<Query<SchedulerView>> {
     vec![
-        Query::new("get", |view: &SchedulerView, q: GetQuery| {
+        Query::deferred("get", |runs: Projection<SchedulerView>, _, q: GetQuery| async move {
             // An id no run could have is told so, as a command naming it would be.
-            Token::new("run_id", q.run_id.as_str())?;
-            view.get(&q.run_id).ok_or_else(|| Error::NotFound {
+            let id = Token::new("run_id", q.run_id.as_str())?;
+            let aggregate = AggregateRef { kind: Token::new("kind", RUN_KIND)?, id };
+            let recalled = runs.recall(&aggregate, RunRecord::view).await;
+            recalled.map_err(unreadable)?.flatten().ok_or_else(|| Error::NotFound {
                 field: "run_id".into(),
                 value: q.run_id.clone(),
                 reason: "no run has this id".into(),
             })
         }),
-        Query::new("list", |view: &SchedulerView, q: ListQuery| view.list(&q)),
+        Query::deferred("list", |runs: Projection<SchedulerView>, _, q: ListQuery| async move {
+            let index =
+                runs.index().ok_or_else(|| Error::Unavailable { reason: "this instance keeps no run index".into() })?;
+            list(index, &q)
+        }),
         Query::new("digest", |view: &SchedulerView, _: DigestQuery| view.digest()),
     ]
 }

@@ -21,7 +21,7 @@ use crate::agents::AgentsView;
 use crate::commands::{checks, ParentSignal, RunCommand, TimerFired, TimerKind};
 use crate::effects::Effect;
 use crate::run::Run;
-use crate::view::SchedulerView;
+use crate::view::{RunRecord, SchedulerView};
 
 /// In-memory timers are armed only this far ahead; later ones are left to the durable
 /// timer alone (its one-second resolution matters less the further off it is).
@@ -65,7 +65,10 @@ impl Shell {
             },
             _ => None,
         };
-        let root = root.unwrap_or_else(|| root_of(&self.runs, run_id));
+        let root = match root {
+            Some(root) => root,
+            None => self.read_run(&aggregate, |run| run.root().to_owned()).await?.unwrap_or_else(|| run_id.to_owned()),
+        };
         let meta = CommandMeta { id: command_id, received_at, actor: ACTOR.into(), correlation_id: Some(root) };
         self.executor.decide_own(&aggregate, &command, &meta).await.map(drop)
     }
@@ -81,11 +84,12 @@ impl Shell {
                 join_all(keys.iter().map(|key| self.start_step(run_id, key))).await.into_iter().collect()
             }
             Effect::ToSteps(signal) => {
+                let running = |run: &Run| match &run.workflow {
+                    Some(workflow) => workflow.steps.running().map(|s| (s.key.clone(), s.run_id.clone())).collect(),
+                    None => vec![],
+                };
                 let children: Vec<(String, Token)> =
-                    match self.runs.read().run(run_id.as_str()).and_then(|r| r.workflow.as_ref()) {
-                        Some(workflow) => workflow.steps.running().map(|s| (s.key.clone(), s.run_id.clone())).collect(),
-                        None => vec![],
-                    };
+                    self.read_run(&run_ref(run_id), running).await?.unwrap_or_default();
                 join_all(children.iter().map(|(key, child)| self.to_step(run_id, key, child, &signal, seq)))
                     .await
                     .into_iter()
@@ -136,7 +140,7 @@ impl Shell {
         let id = format!("parent-{kind}:{child}:{seq}");
         self.decide(child.as_str(), RunCommand::FromParent(signal.clone()), id, Timestamp::now()).await?;
         let ParentSignal::Cancel { reason, .. } = signal else { return Ok(()) };
-        if !self.runs.read().run(child.as_str()).is_some_and(Run::cancelled_unsubmitted) {
+        if self.read_run(&run_ref(child), Run::cancelled_unsubmitted).await? != Some(true) {
             return Ok(());
         }
         let ended = StepEnded {
@@ -153,16 +157,14 @@ impl Shell {
 
     /// Submits the run of step `key` of workflow run `parent`, as the parent recorded it.
     async fn start_step(&self, parent: &Token, key: &str) -> osp_eventlog::Result<()> {
-        let submit = {
-            let view = self.runs.read();
-            let Some(run) = view.run(parent.as_str()) else { return Ok(()) };
-            let Some(step) = run.workflow.as_ref().and_then(|w| w.steps.get(key)) else { return Ok(()) };
-            let Ok(root) = Token::new("run_id", run.root().to_owned()) else { return Ok(()) };
+        let submit = |run: &Run| {
+            let step = run.workflow.as_ref().and_then(|w| w.steps.get(key))?;
+            let root = Token::new("run_id", run.root().to_owned()).ok()?;
             let (capability, workflow) = match &step.step {
                 Workflow::Task(task) => (Some(task.capability.clone()), None),
                 other => (None, Some(Box::new(other.clone()))),
             };
-            Submit {
+            Some(Submit {
                 run_id: step.run_id.clone(),
                 capability,
                 workflow,
@@ -170,8 +172,9 @@ impl Shell {
                 input: step.input.clone(),
                 options: step.step.options().clone(),
                 metadata: None,
-            }
+            })
         };
+        let Some(submit) = self.read_run(&run_ref(parent), submit).await?.flatten() else { return Ok(()) };
         let child = submit.run_id.clone();
         let id = format!("start:{child}");
         self.decide(child.as_str(), RunCommand::from(Command::Submit(submit)), id, Timestamp::now()).await
@@ -181,16 +184,12 @@ impl Shell {
     /// run's `checks` option says. The audit id is the check's identity: sent again, it
     /// is recorded once.
     async fn request_check(&self, run_id: &Token, attempt: u32) -> osp_eventlog::Result<()> {
-        let check = {
-            let view = self.runs.read();
-            let Some(run) = view.run(run_id.as_str()) else { return Ok(()) };
-            let (Some(held), Some(checks)) = (run.held.as_ref(), run.checks()) else {
-                return Ok(());
-            };
+        let check = |run: &Run| {
+            let (Some(held), Some(checks)) = (run.held.as_ref(), run.checks()) else { return None };
             if held.attempt != attempt {
-                return Ok(());
+                return None;
             }
-            Check {
+            Some(Check {
                 audit_id: held.audit_id.clone(),
                 output: osp_protocol::json::from_msgpack_value(&held.output),
                 rules: checks.rule_tokens(),
@@ -200,14 +199,18 @@ impl Shell {
                 metadata: Some(serde_json::json!({"attempt": attempt})),
                 judge: checks.judge.clone(),
                 timeout_ms: Some(checks.timeout_ms()),
-            }
+            })
         };
+        let Some(check) = self.read_run(&run_ref(run_id), check).await?.flatten() else { return Ok(()) };
         let id = format!("check:{}", check.audit_id);
         self.log.send(&quality::Command::Check(Box::new(check)), &id, ACTOR).await
     }
 
     async fn publish_task(&self, run_id: &Token, attempt: u32, dispatch: u32) -> osp_eventlog::Result<()> {
-        let Some((capability, message)) = self.task_message(run_id, attempt, dispatch) else { return Ok(()) };
+        let message = |run: &Run| task_message(run, run_id, attempt, dispatch);
+        let Some((capability, message)) = self.read_run(&run_ref(run_id), message).await?.flatten() else {
+            return Ok(());
+        };
         let payload =
             serde_json::to_vec(&message).map_err(|e| osp_protocol::Error::Encode { reason: e.to_string() })?;
         let publish = PublishMessage::build()
@@ -224,24 +227,14 @@ impl Shell {
         Ok(())
     }
 
-    fn task_message(&self, run_id: &Token, attempt: u32, dispatch: u32) -> Option<(Token, TaskMessage)> {
-        let view = self.runs.read();
-        let run = view.run(run_id.as_str())?;
-        let capability = Token::new("capability", run.submission.capability.clone()).ok()?;
-        let deadline = run.nth_attempt(attempt).and_then(|a| a.deadline);
-        let message = TaskMessage {
-            run_id: run_id.clone(),
-            attempt,
-            dispatch,
-            capability: capability.clone(),
-            input: osp_protocol::json::from_msgpack_value(&run.submission.input),
-            deadline,
-            heartbeat_ms: run.submission.options.heartbeat_timeout_ms(),
-            signal_subject: signal_subject(run_id),
-            heartbeat_subject: heartbeat_subject(run_id),
-            feedback: run.feedback_for(attempt),
-        };
-        Some((capability, message))
+    /// `read` of run `aggregate`'s state: the one in hand, or recalled from the log (an
+    /// effect of a run that ended a while ago, handled late).
+    async fn read_run<T>(
+        &self,
+        aggregate: &AggregateRef,
+        read: impl FnOnce(&Run) -> T,
+    ) -> osp_eventlog::Result<Option<T>> {
+        self.runs.recall(aggregate, |record: &RunRecord| read(record.run())).await
     }
 
     /// Sets the durable timer, and (when it is near) an in-memory one that fires on
@@ -313,9 +306,34 @@ impl Shell {
     }
 }
 
-/// The root of run `run_id`'s tree (its own id when it is not a step, or not known).
+/// The root of run `run_id`'s tree, as far as the runs in hand tell (its own id when it
+/// is not a step, or not in hand).
 pub fn root_of(runs: &Projection<SchedulerView>, run_id: &str) -> String {
     runs.read().run(run_id).map_or_else(|| run_id.to_owned(), |run| run.root().to_owned())
+}
+
+fn run_ref(run_id: &Token) -> AggregateRef {
+    AggregateRef { kind: Token::new("kind", RUN_KIND).expect("an aggregate kind is a valid token"), id: run_id.clone() }
+}
+
+/// The task message of attempt `attempt`, dispatch `dispatch` of `run`, and the capability
+/// whose work queue it goes to.
+fn task_message(run: &Run, run_id: &Token, attempt: u32, dispatch: u32) -> Option<(Token, TaskMessage)> {
+    let capability = Token::new("capability", run.submission.capability.clone()).ok()?;
+    let deadline = run.nth_attempt(attempt).and_then(|a| a.deadline);
+    let message = TaskMessage {
+        run_id: run_id.clone(),
+        attempt,
+        dispatch,
+        capability: capability.clone(),
+        input: osp_protocol::json::from_msgpack_value(&run.submission.input),
+        deadline,
+        heartbeat_ms: run.submission.options.heartbeat_timeout_ms(),
+        signal_subject: signal_subject(run_id),
+        heartbeat_subject: heartbeat_subject(run_id),
+        feedback: run.feedback_for(attempt),
+    };
+    Some((capability, message))
 }
 
 /// A timer's identity: a hash of the run id (which may be up to 128 bytes), the kind and

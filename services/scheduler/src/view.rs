@@ -1,36 +1,72 @@
-//! The scheduler's read model: every run's state and what queries show of it beyond
-//! that ([`crate::run_view`]), folded from `osp.v1.evt.run.*`, and which runs an agent
-//! holds now (what the liveness sweep watches).
+//! The scheduler's read model: the state of every run in hand, and what queries show of it
+//! beyond that ([`crate::run_view`]), folded from `osp.v1.evt.run.*`, and which runs an
+//! agent holds now (what the liveness sweep watches).
+//!
+//! A run that ended leaves memory after the grace period ([`osp_runtime::resident`]):
+//! `get` recalls it from the log, `list` reads the listing index ([`list`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use osp_eventlog::Recorded;
 use osp_protocol::scheduler::queries::{Digest, ListQuery, RunPage, RunSummary, RunView, DEFAULT_LIMIT, MAX_LIMIT};
 use osp_protocol::scheduler::RunEvent;
 use osp_protocol::{AggregateRef, Error, Timestamp};
-use osp_runtime::{Folded, Holds, Snapshot, View};
+use osp_runtime::resident::fingerprint;
+use osp_runtime::{Folded, Holds, Index, Indexed, Keeps, Record, Resident, Snapshot, View};
 
 use crate::run::Run;
 use crate::run_view::{run_summary, run_view, RunDetails};
 
-/// Every run, by id.
+/// The runs in hand, by id, and who holds what.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct SchedulerView {
-    runs: BTreeMap<String, RunRecord>,
+    runs: Resident<RunRecord>,
     held: HashMap<String, Held>,
     last_seq: u64,
 }
 
 /// One run: its state as decisions take it, and what else queries show.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
-struct RunRecord {
+pub struct RunRecord {
     folded: Folded<Run>,
     details: RunDetails,
 }
 
 impl RunRecord {
-    fn view(&self) -> RunView {
-        run_view(&self.folded.state, &self.details, self.folded.head.seq)
+    /// What `get` shows of it, if it was submitted.
+    pub fn view(&self) -> Option<RunView> {
+        self.folded.state.exists().then(|| run_view(&self.folded.state, &self.details, self.folded.head.seq))
+    }
+
+    /// Its state.
+    pub fn run(&self) -> &Run {
+        &self.folded.state
+    }
+
+    /// What `list` shows of it, if it was submitted.
+    fn summary(&self) -> Option<RunSummary> {
+        let run = &self.folded.state;
+        (!run.run_id.is_empty()).then(|| run_summary(run, &self.details))
+    }
+}
+
+impl Record for RunRecord {
+    type Event = RunEvent;
+
+    fn apply(&mut self, event: &Recorded<RunEvent>) {
+        self.folded.apply(event);
+        self.details.apply(&event.envelope, &self.folded.state);
+    }
+
+    fn finished(&self) -> bool {
+        self.folded.state.ended()
+    }
+
+    fn fingerprint(&self) -> Option<[u8; 32]> {
+        let view = self.view()?;
+        // Encoding a reply cannot fail (strings, numbers, JSON values); should it ever,
+        // the run still counts, with nothing of it hashed.
+        Some(fingerprint(&rmp_serde::to_vec_named(&view).unwrap_or_default()))
     }
 }
 
@@ -53,10 +89,7 @@ impl View for SchedulerView {
     fn apply(&mut self, event: &Recorded<RunEvent>) {
         self.last_seq = self.last_seq.max(event.seq);
         let id = event.envelope.aggregate.id.as_str();
-        let record = self.runs.entry(id.to_owned()).or_default();
-        record.folded.apply(event);
-        let run = &record.folded.state;
-        record.details.apply(&event.envelope, run);
+        let run = &self.runs.apply(event).folded.state;
         match run.phase.held() {
             Some((attempt, agent)) => {
                 let started_at = run.nth_attempt(attempt).and_then(|a| a.started_at).unwrap_or_default();
@@ -73,14 +106,43 @@ impl View for SchedulerView {
             }
         }
     }
+
+    fn missing(&self, event: &Recorded<RunEvent>) -> bool {
+        self.runs.missing(event)
+    }
+
+    fn restore(&mut self, aggregate: &AggregateRef, earlier: &[Recorded<RunEvent>]) {
+        self.runs.restore(aggregate.id.as_str(), earlier);
+    }
+
+    fn evict(&mut self, finished_before: Timestamp) -> usize {
+        self.runs.evict(finished_before)
+    }
+
+    /// Tagged by status, and as a root run (not a workflow's step) by status too: what
+    /// `list` filters by, whether it shows steps or not.
+    fn indexed(&self, event: &Recorded<RunEvent>) -> Option<(String, Indexed)> {
+        let id = event.envelope.aggregate.id.as_str();
+        let summary = self.runs.get(id)?.summary()?;
+        let status = summary.status;
+        let mut tags = vec![format!("status:{status}")];
+        if summary.parent.is_none() {
+            tags.extend([ROOT.to_owned(), format!("root-status:{status}")]);
+        }
+        let summary = rmp_serde::to_vec_named(&summary).ok()?;
+        Some((id.to_owned(), Indexed { tags, summary }))
+    }
 }
 
-/// Saved whole: every run's folded state and details, who holds what, and how far it
-/// has applied. Shape 2: a run's state apart from its query reply (shape 1 held the reply
-/// inside the state).
+/// The tag of runs that are not a workflow's step.
+const ROOT: &str = "root";
+
+/// Saved: the runs in hand (their folded state and details), the digest of those that left
+/// memory, who holds what, and how far it has applied. Shape 3: only the runs in hand
+/// (shape 2 held every run).
 impl Snapshot for SchedulerView {
     const NAME: &'static str = "scheduler-runs";
-    const SHAPE: u32 = 2;
+    const SHAPE: u32 = 3;
 }
 
 impl Holds<Run> for SchedulerView {
@@ -89,15 +151,27 @@ impl Holds<Run> for SchedulerView {
     }
 }
 
+impl Keeps<RunRecord> for SchedulerView {
+    fn resident(&self) -> &Resident<RunRecord> {
+        &self.runs
+    }
+}
+
 impl SchedulerView {
-    /// One run as `get` shows it.
+    /// One run in hand as `get` shows it (one that left memory is recalled from the log
+    /// by the query, [`osp_runtime::Projection::recall`]).
     pub fn get(&self, run_id: &str) -> Option<RunView> {
-        self.runs.get(run_id).filter(|record| record.folded.state.exists()).map(RunRecord::view)
+        self.runs.get(run_id).and_then(RunRecord::view)
     }
 
-    /// A run's state.
+    /// A run's state, if it is in hand.
     pub fn run(&self, run_id: &str) -> Option<&Run> {
         self.runs.get(run_id).map(|record| &record.folded.state)
+    }
+
+    /// How many runs are in hand.
+    pub fn resident(&self) -> usize {
+        self.runs.len()
     }
 
     /// The attempts agents hold now, by run id.
@@ -110,51 +184,40 @@ impl SchedulerView {
         self.held.contains_key(run_id)
     }
 
-    /// A page of runs by id, filtered.
-    pub fn list(&self, query: &ListQuery) -> Result<RunPage, Error> {
-        let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(Error::Invalid { field: "limit".into(), reason: format!("must be 1 to {MAX_LIMIT}") });
-        }
-        let start = match &query.after {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
-            None => std::ops::Bound::Unbounded,
-        };
-        let mut runs = Vec::new();
-        let mut next = None;
-        let matching = self
-            .runs
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, record)| (&record.folded.state, &record.details))
-            .filter(|(run, _)| !run.run_id.is_empty())
-            .filter(|(run, _)| query.children || run.submission.parent.is_none())
-            .filter(|(run, _)| query.status.is_none_or(|status| run.status() == status))
-            .filter(|(run, _)| {
-                query.capability.as_ref().is_none_or(|capability| &run.submission.capability == capability)
-            });
-        for (run, details) in matching {
-            if runs.len() == limit as usize {
-                next = runs.last().map(|last: &RunSummary| last.run_id.clone());
-                break;
-            }
-            runs.push(run_summary(run, details));
-        }
-        Ok(RunPage { runs, next })
-    }
-
-    /// A hash of every run's state, in id order: equal on instances that applied the
-    /// same log.
+    /// A hash of every run's state (those in hand and those that left memory): equal on
+    /// instances that applied the same log.
     pub fn digest(&self) -> Result<Digest, Error> {
-        let mut hasher = blake3::Hasher::new();
-        let mut runs = 0;
-        for record in self.runs.values().filter(|record| record.folded.state.exists()) {
-            let bytes = rmp_serde::to_vec_named(&record.view()).map_err(|e| Error::Encode { reason: e.to_string() })?;
-            hasher.update(&(bytes.len() as u64).to_le_bytes());
-            hasher.update(&bytes);
-            runs += 1;
-        }
-        Ok(Digest { digest: hasher.finalize().to_hex().to_string(), runs, applied: self.last_seq })
+        let all = self.runs.digest();
+        Ok(Digest { digest: all.hex(), runs: all.count(), applied: self.last_seq })
     }
+}
+
+/// A page of runs by id, filtered, from the listing index.
+pub fn list(index: &Index, query: &ListQuery) -> Result<RunPage, Error> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(Error::Invalid { field: "limit".into(), reason: format!("must be 1 to {MAX_LIMIT}") });
+    }
+    let tag = match (query.children, query.status) {
+        (true, None) => None,
+        (true, Some(status)) => Some(format!("status:{status}")),
+        (false, None) => Some(ROOT.to_owned()),
+        (false, Some(status)) => Some(format!("root-status:{status}")),
+    };
+    let decode = |bytes: &[u8]| rmp_serde::from_slice::<RunSummary>(bytes);
+    let keep = |bytes: &[u8]| {
+        query.capability.as_ref().is_none_or(|capability| decode(bytes).is_ok_and(|run| &run.capability == capability))
+    };
+    let unavailable = |reason: String| Error::Unavailable { reason };
+    let (page, next) = index
+        .page(tag.as_deref(), query.after.as_deref(), limit as usize, keep)
+        .map_err(|e| unavailable(e.to_string()))?;
+    let runs = page
+        .iter()
+        .map(|bytes| decode(bytes))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| unavailable(format!("the listing index holds an unreadable entry: {e}")))?;
+    Ok(RunPage { runs, next })
 }
 
 #[cfg(test)]

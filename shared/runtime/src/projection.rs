@@ -13,14 +13,17 @@
 //! and replay only the events after it, and saves snapshots as it goes
 //! ([`Projection::start_with`], [`crate::snapshot`]).
 
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use osp_protocol::{EventHash, EventPayload};
+use osp_protocol::{AggregateRef, EventHash, EventPayload, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::index::{Index, Indexed};
+use crate::resident::{Record, Resident};
 use crate::snapshot::{self, LastEvent, Restored, Snapshot, Snapshots};
 use osp_eventlog::{EventLog, LogItem, Recorded, Result, Start};
 
@@ -31,6 +34,52 @@ pub trait View: Default + Send + Sync + 'static {
     /// Applies the next event. Must not fail: a fact that cannot be applied is a bug in
     /// the view, not in the log.
     fn apply(&mut self, event: &Recorded<Self::Event>);
+
+    /// `event` continues the history of an aggregate this view has evicted
+    /// ([`crate::resident`]): the projection gives the earlier events back
+    /// ([`restore`](Self::restore)) before it applies `event`.
+    fn missing(&self, _event: &Recorded<Self::Event>) -> bool {
+        false
+    }
+
+    /// Makes an evicted aggregate resident again from its events before the one that
+    /// [`missing`](Self::missing) named.
+    fn restore(&mut self, _aggregate: &AggregateRef, _earlier: &[Recorded<Self::Event>]) {}
+
+    /// Evicts the aggregates that finished before `finished_before`; returns how many.
+    fn evict(&mut self, _finished_before: Timestamp) -> usize {
+        0
+    }
+
+    /// What the listing index holds of the aggregate `event` (just applied) changed: its
+    /// id and entry, for a view that keeps an index ([`crate::index`]).
+    fn indexed(&self, _event: &Recorded<Self::Event>) -> Option<(String, Indexed)> {
+        None
+    }
+}
+
+/// A view that keeps the aggregates of record type `R` resident ([`crate::resident`]).
+pub trait Keeps<R: Record>: View {
+    fn resident(&self) -> &Resident<R>;
+}
+
+/// What a projection keeps besides its view's state.
+#[derive(Clone)]
+pub struct Keeping {
+    /// How long a finished aggregate stays resident after it finished.
+    pub keep_finished: Duration,
+    /// The view's listing index, if it keeps one.
+    pub index: Option<Arc<Index>>,
+}
+
+/// A minute: effects of an ending are performed from memory, and a client asking about a
+/// run it just saw end is answered without a read of the log.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(60);
+
+impl Default for Keeping {
+    fn default() -> Keeping {
+        Keeping { keep_finished: KEEP_FINISHED, index: None }
+    }
 }
 
 /// A view kept up to date from the log by a background task.
@@ -60,6 +109,9 @@ struct Folding<V> {
     applied: watch::Sender<u64>,
     /// The last event applied: its sequence and hash.
     last_event: Mutex<Option<(u64, EventHash)>>,
+    keeping: Keeping,
+    /// Events applied since finished aggregates were last evicted.
+    since_evicted: AtomicU64,
 }
 
 impl<V> Folding<V> {
@@ -92,7 +144,7 @@ impl<V: View> Projection<V> {
     /// Like [`start`](Self::start), for the events matching any of `filters` (not empty,
     /// not overlapping), applied in log order.
     pub async fn start_on(log: &EventLog, filters: &[&str], shutdown: CancellationToken) -> Result<Projection<V>> {
-        Projection::start_inner(log, filters, None, None, shutdown).await
+        Projection::start_inner(log, filters, None, None, Keeping::default(), shutdown).await
     }
 
     async fn start_inner(
@@ -100,15 +152,19 @@ impl<V: View> Projection<V> {
         filters: &[&str],
         restored: Option<Restored<V>>,
         saver: Option<Saver<V>>,
+        keeping: Keeping,
         shutdown: CancellationToken,
     ) -> Result<Projection<V>> {
         let (view, from, last_event) = match restored {
             Some(restored) => (restored.view, restored.seq, restored.last_event),
             None => (V::default(), 0, None),
         };
-        let (applied_tx, applied) = watch::channel(from);
-        let folded =
-            Arc::new(Folding { view: RwLock::new(view), applied: applied_tx, last_event: Mutex::new(last_event) });
+        if let (0, Some(index)) = (from, &keeping.index) {
+            // Folded from the first event, the index is built again with it.
+            index.clear().map_err(index_unavailable)?;
+        }
+        let folded = Arc::new(Folding::new(view, from, last_event, keeping));
+        let applied = folded.applied.subscribe();
         let filter = filters.join(",");
         let filter = filter.as_str();
         let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::Sequence(from + 1)).await?;
@@ -119,7 +175,7 @@ impl<V: View> Projection<V> {
             match follow.next().await {
                 Some(Ok(item)) => {
                     replayed += u64::from(matches!(item, LogItem::Event(_)));
-                    caught_up = apply_item(&folded, item, filter);
+                    caught_up = folded.apply_item(log, item, filter, &shutdown).await;
                 }
                 Some(Err(error)) => return Err(error),
                 // Serving from part of the log would answer wrongly: fail the start.
@@ -131,7 +187,8 @@ impl<V: View> Projection<V> {
                 }
             }
         }
-        tracing::info!(filter, from, replayed, applied = *applied.borrow(), "projection caught up");
+        let evicted = folded.evict();
+        tracing::info!(filter, from, replayed, evicted, applied = *applied.borrow(), "projection caught up");
         let filters: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
         let projection = Projection { folded: folded.clone(), applied, log: log.clone(), filters: filters.clone() };
         let snapshots = saver.map(|saver| Saving { saver, since: replayed, saving: None });
@@ -148,6 +205,47 @@ impl<V: View> Projection<V> {
     /// The log it folds.
     pub fn log(&self) -> &EventLog {
         &self.log
+    }
+
+    /// The view's listing index, if it keeps one.
+    pub fn index(&self) -> Option<&Index> {
+        self.folded.keeping.index.as_deref()
+    }
+
+    /// `read` of the record of `aggregate`: the resident one, or one recalled from the
+    /// log (through the view's cache of recalled records); `None` when the aggregate has
+    /// no events. An event in its history that cannot be read is the error
+    /// `Malformed`, naming it.
+    pub async fn recall<R, T>(&self, aggregate: &AggregateRef, read: impl FnOnce(&R) -> T) -> Result<Option<T>>
+    where
+        R: Record,
+        V: Keeps<R>,
+    {
+        let id = aggregate.id.as_str();
+        let cached = {
+            let view = self.read();
+            let resident = view.resident();
+            match resident.get(id) {
+                Some(record) => return Ok(Some(read(record))),
+                None => resident.recalled_record(id),
+            }
+        };
+        if let Some(record) = cached {
+            return Ok(Some(read(&record)));
+        }
+        let loaded = self.log.load::<R::Event>(aggregate).await?;
+        if loaded.events.is_empty() {
+            return Ok(None);
+        }
+        let mut record = R::default();
+        for event in &loaded.events {
+            record.apply(event);
+        }
+        let answer = read(&record);
+        if record.finished() {
+            self.read().resident().remember(id, Arc::new(record));
+        }
+        Ok(Some(answer))
     }
 
     /// The subjects of the events it reads.
@@ -213,9 +311,27 @@ impl<V: Snapshot> Projection<V> {
         snapshots: Snapshots,
         shutdown: CancellationToken,
     ) -> Result<Projection<V>> {
+        Projection::start_kept(log, filters, snapshots, Keeping::default(), shutdown).await
+    }
+
+    /// Like [`start_with`](Self::start_with), keeping what `keeping` says: finished
+    /// aggregates evicted after `keeping.keep_finished`, and the listing index. A snapshot
+    /// is used only if the index covers it (the index of a view restored from a snapshot
+    /// must hold what the snapshot let go of).
+    pub async fn start_kept(
+        log: &EventLog,
+        filters: &[&str],
+        snapshots: Snapshots,
+        keeping: Keeping,
+        shutdown: CancellationToken,
+    ) -> Result<Projection<V>> {
         let owned: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
+        let at_most = match &keeping.index {
+            Some(index) => index.covers().map_err(index_unavailable)?,
+            None => u64::MAX,
+        };
         let restored = match snapshots.read {
-            true => snapshot::newest_valid::<V>(log, &owned).await.unwrap_or_else(|error| {
+            true => snapshot::newest_valid::<V>(log, &owned, at_most).await.unwrap_or_else(|error| {
                 tracing::warn!(view = V::NAME, %error, "cannot look for snapshots; folding from the first event");
                 None
             }),
@@ -227,13 +343,14 @@ impl<V: Snapshot> Projection<V> {
             name: V::NAME,
             shape: V::SHAPE,
         });
-        Projection::start_inner(log, filters, restored, saver, shutdown).await
+        Projection::start_inner(log, filters, restored, saver, keeping, shutdown).await
     }
 
     /// Saves a snapshot of the view as it is now; returns the sequence it covers.
     pub async fn save_snapshot(&self) -> Result<u64> {
         let (seq, bytes) = {
             let view = self.read();
+            self.folded.index_covers_all()?;
             let seq = *self.folded.applied.borrow();
             (seq, snapshot::encode(&*view, seq, &self.filters, self.folded.last_event())?)
         };
@@ -244,7 +361,8 @@ impl<V: Snapshot> Projection<V> {
 
 /// A view folded once from the first event matching `filters` up to `up_to` (the log's
 /// end when `None`), with no follow and no snapshot: what a projection rebuilt from
-/// scratch holds at that point (`osp log verify` compares it with the live one).
+/// scratch holds at that point (`osp log verify` compares it with the live one). Finished
+/// aggregates are evicted as it goes, as in a projection, so a long history fits.
 /// `progress` is called with (events applied, events still pending).
 pub async fn fold<V: View>(
     log: &EventLog,
@@ -252,51 +370,158 @@ pub async fn fold<V: View>(
     up_to: Option<u64>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<V> {
-    let mut view = V::default();
+    let folded = Folding::new(V::default(), 0, None, Keeping::default());
     let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
+    let filter = filters.join(",");
+    let never = CancellationToken::new();
     let mut applied = 0;
     while let Some(item) = follow.next().await {
-        match item? {
-            LogItem::Event(event) if up_to.is_some_and(|up_to| event.seq > up_to) => break,
-            LogItem::Event(event) => {
-                view.apply(&event);
-                applied += 1;
-                progress(applied, follow.pending());
-            }
-            LogItem::Malformed(bad) if up_to.is_some_and(|up_to| bad.seq > up_to) => break,
-            LogItem::Malformed(bad) => {
-                tracing::warn!(seq = bad.seq, subject = %bad.subject, error = %bad.error, "unreadable event skipped")
-            }
+        let item = item?;
+        let seq = match &item {
+            LogItem::Event(event) => event.seq,
+            LogItem::Malformed(bad) => bad.seq,
             LogItem::CaughtUp(_) => break,
+        };
+        if up_to.is_some_and(|up_to| seq > up_to) {
+            break;
         }
+        applied += u64::from(matches!(item, LogItem::Event(_)));
+        folded.apply_item(log, item, &filter, &never).await;
+        progress(applied, follow.pending());
     }
-    Ok(view)
+    Ok(folded.view.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner()))
 }
 
-/// Applies one step of the follow; true once caught up.
-fn apply_item<V: View>(folded: &Folding<V>, item: LogItem<Recorded<V::Event>>, filter: &str) -> bool {
-    match item {
-        LogItem::Event(event) => {
-            let seq = event.seq;
-            let mut view = folded.view.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            view.apply(&event);
-            *folded.last_event.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((seq, event.hash));
-            folded.applied.send_if_modified(|applied| advance(applied, seq));
-            false
-        }
-        LogItem::Malformed(bad) => {
-            // Skipped loudly: `osp log verify` names it; stopping here would stop the service.
-            tracing::error!(seq = bad.seq, subject = %bad.subject, error = %bad.error, filter, "unreadable event skipped");
-            let _view = folded.view.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            folded.applied.send_if_modified(|applied| advance(applied, bad.seq));
-            false
-        }
-        LogItem::CaughtUp(seq) => {
-            let _view = folded.view.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-            folded.applied.send_if_modified(|applied| advance(applied, seq));
-            true
+/// How often finished aggregates are evicted while a view folds (a replay of a long
+/// history stays as small as the live view).
+const EVICT_EVERY_EVENTS: u64 = 4096;
+/// How often a live view evicts and writes its index when the log is quiet.
+const EVICT_EVERY: Duration = Duration::from_secs(1);
+/// How long a view waits before it asks the log again for an evicted aggregate's history.
+const RECALL_RETRY: Duration = Duration::from_millis(500);
+
+impl<V: View> Folding<V> {
+    fn new(view: V, applied: u64, last_event: Option<(u64, EventHash)>, keeping: Keeping) -> Folding<V> {
+        Folding {
+            view: RwLock::new(view),
+            applied: watch::Sender::new(applied),
+            last_event: Mutex::new(last_event),
+            keeping,
+            since_evicted: AtomicU64::new(0),
         }
     }
+
+    fn write(&self) -> RwLockWriteGuard<'_, V> {
+        self.view.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies one step of the follow; true once caught up.
+    async fn apply_item(
+        &self,
+        log: &EventLog,
+        item: LogItem<Recorded<V::Event>>,
+        filter: &str,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let (seq, caught_up) = match item {
+            LogItem::Event(event) => {
+                self.apply_event(log, &event, shutdown).await;
+                return false;
+            }
+            LogItem::Malformed(bad) => {
+                // Skipped loudly: `osp log verify` names it; stopping here would stop the service.
+                tracing::error!(seq = bad.seq, subject = %bad.subject, error = %bad.error, filter, "unreadable event skipped");
+                (bad.seq, false)
+            }
+            LogItem::CaughtUp(seq) => (seq, true),
+        };
+        let _view = self.write();
+        if let Some(index) = &self.keeping.index {
+            index.advance(seq);
+        }
+        self.applied.send_if_modified(|applied| advance(applied, seq));
+        caught_up
+    }
+
+    async fn apply_event(&self, log: &EventLog, event: &Recorded<V::Event>, shutdown: &CancellationToken) {
+        let seq = event.seq;
+        let earlier = self.earlier_of(log, event, shutdown).await;
+        let mut view = self.write();
+        if let Some(earlier) = earlier {
+            view.restore(&event.envelope.aggregate, &earlier);
+        }
+        view.apply(event);
+        if let Some(index) = &self.keeping.index {
+            match view.indexed(event) {
+                Some((id, entry)) => {
+                    if let Err(error) = index.stage(&id, entry, seq) {
+                        tracing::error!(%error, seq, "cannot write the listing index");
+                    }
+                }
+                None => index.advance(seq),
+            }
+        }
+        *self.last_event.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((seq, event.hash));
+        self.applied.send_if_modified(|applied| advance(applied, seq));
+        drop(view);
+        if self.since_evicted.fetch_add(1, Ordering::Relaxed) + 1 >= EVICT_EVERY_EVENTS {
+            self.evict();
+        }
+    }
+
+    /// The events of `event`'s aggregate before it, when the view has evicted them; asked
+    /// of the log until it answers (or the view stops): applying the event to a state the
+    /// view has forgotten would be wrong for good.
+    async fn earlier_of(
+        &self,
+        log: &EventLog,
+        event: &Recorded<V::Event>,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Recorded<V::Event>>> {
+        if !self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner()).missing(event) {
+            return None;
+        }
+        let aggregate = &event.envelope.aggregate;
+        loop {
+            match log.load::<V::Event>(aggregate).await {
+                Ok(loaded) => return Some(loaded.events.into_iter().take_while(|e| e.seq < event.seq).collect()),
+                Err(error @ osp_eventlog::Error::Malformed { .. }) => {
+                    tracing::error!(%aggregate, %error, "an evicted aggregate's history cannot be read; applying its next event to nothing");
+                    return Some(Vec::new());
+                }
+                Err(error) => tracing::warn!(%aggregate, %error, "cannot recall an evicted aggregate yet"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return Some(Vec::new()),
+                () = tokio::time::sleep(RECALL_RETRY) => {}
+            }
+        }
+    }
+
+    /// Evicts what has been finished for longer than the view keeps it.
+    fn evict(&self) -> usize {
+        self.since_evicted.store(0, Ordering::Relaxed);
+        let keep = i64::try_from(self.keeping.keep_finished.as_millis()).unwrap_or(i64::MAX);
+        let before = Timestamp(Timestamp::now().millis().saturating_sub(keep));
+        let evicted = self.write().evict(before);
+        if evicted > 0 {
+            tracing::debug!(evicted, "finished aggregates left memory");
+        }
+        evicted
+    }
+
+    /// Writes the index, durably, so it covers every event the view holds (before a
+    /// snapshot of the view is taken: the snapshot relies on it).
+    fn index_covers_all(&self) -> Result<()> {
+        match &self.keeping.index {
+            Some(index) => index.flush(true).map_err(index_unavailable),
+            None => Ok(()),
+        }
+    }
+}
+
+fn index_unavailable(error: crate::index::IndexError) -> osp_eventlog::Error {
+    osp_eventlog::Error::Unavailable { operation: "keep the listing index", reason: error.to_string() }
 }
 
 /// A projection's snapshot saving: events applied since the last save, and the save in
@@ -319,6 +544,9 @@ impl<V: View> Saving<V> {
         self.since = 0;
         let encoded = {
             let view = folded.view.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(error) = folded.index_covers_all() {
+                return tracing::error!(view = self.saver.name, %error, "no snapshot: the index cannot cover it");
+            }
             let seq = *folded.applied.borrow();
             (self.saver.encode)(&view, seq, filters, folded.last_event()).map(|bytes| (seq, bytes))
         };
@@ -353,6 +581,8 @@ async fn keep_live<V: View>(
 ) {
     let mut checks = tokio::time::interval(STALL_CHECK);
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut evictions = tokio::time::interval(EVICT_EVERY);
+    evictions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stall = Stall::default();
     let filter = filters.join(",");
     let subjects: Vec<&str> = filters.iter().map(String::as_str).collect();
@@ -364,6 +594,13 @@ async fn keep_live<V: View>(
         let item = tokio::select! {
             () = shutdown.cancelled() => return,
             item = follow.next() => item,
+            _ = evictions.tick() => {
+                folded.evict();
+                if let Some(Err(error)) = folded.keeping.index.as_ref().map(|index| index.flush(false)) {
+                    tracing::error!(%error, "cannot write the listing index");
+                }
+                continue;
+            }
             _ = checks.tick() => {
                 let at = *folded.applied.borrow();
                 if !stall.check(&log, &filters, at).await {
@@ -376,7 +613,7 @@ async fn keep_live<V: View>(
         match item {
             Some(Ok(item)) => {
                 let event = matches!(item, LogItem::Event(_));
-                apply_item(&folded, item, &filter);
+                folded.apply_item(&log, item, &filter, &shutdown).await;
                 if let Some(snapshots) = &mut snapshots {
                     snapshots.after(&log, &filters, &folded, event);
                 }

@@ -1,8 +1,8 @@
 //! What a service does about the events on the log and about its fired timers, the same
 //! way in every service.
 //!
-//! A [`Reactor`] turns each event of one aggregate kind into effects, as data, with a pure
-//! [`Reactor::effects_of`]; the runtime performs them and acknowledges the event only once
+//! A [`Reactor`] turns each event of one aggregate kind into effects, as data, with
+//! [`Reactor::effects_of`], which reads state and decides nothing; the runtime performs them and acknowledges the event only once
 //! all are done. An instance that dies halfway leaves the event unacknowledged, and
 //! another instance performs its effects again: each effect must therefore be idempotent
 //! (a command with an id derived from the event, a timer whose subject is its identity),
@@ -50,9 +50,11 @@ pub trait Reactor: Send + Sync + 'static {
         async { true }
     }
 
-    /// What `event` asks for, given the state once it is applied. Decides nothing and
-    /// performs nothing.
-    fn effects_of(&self, event: &Recorded<Self::Event>) -> Vec<Self::Effect>;
+    /// What `event` asks for, given the state once it is applied (which it may have to
+    /// read from the log: an aggregate that finished a while ago is no longer in memory,
+    /// [`crate::resident`]). Decides nothing and performs nothing. An error means "not
+    /// now": the event is handled again later.
+    fn effects_of(&self, event: &Recorded<Self::Event>) -> impl Future<Output = Result<Vec<Self::Effect>>> + Send;
 
     /// Performs one effect of `event`. Idempotent: it may be performed again, by this
     /// instance or another. An error means "not now": the event is handled again later.
@@ -112,7 +114,15 @@ async fn react<R: Reactor>(reactor: &R, delivery: &Delivery) {
         let _ = delivery.retry_after(NOT_READY_RETRY).await;
         return;
     }
-    for effect in reactor.effects_of(&event) {
+    let effects = match reactor.effects_of(&event).await {
+        Ok(effects) => effects,
+        Err(error) => {
+            tracing::warn!(reactor = R::NAME, seq = event.seq, %error, "cannot read the state; effects later");
+            let _ = delivery.retry_after(RETRY_AFTER).await;
+            return;
+        }
+    };
+    for effect in effects {
         if let Err(error) = reactor.perform(&event, &effect).await {
             let aggregate = &event.envelope.aggregate;
             tracing::warn!(reactor = R::NAME, %aggregate, ?effect, %error, "effect failed; the event will be handled again");

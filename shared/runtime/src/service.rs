@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::reactor::{serve_reactor, serve_timers};
 use crate::{
-    serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, Projection, Query, Reactor, Running, Snapshot,
-    Snapshots, TimerHandler, DEFAULT_ACK_WAIT,
+    serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, Index, Keeping, Projection, Query, Reactor,
+    Running, Snapshot, Snapshots, TimerHandler, DEFAULT_ACK_WAIT, KEEP_FINISHED,
 };
 
 /// What every service instance is configured with, whatever its domain.
@@ -42,6 +42,13 @@ pub struct ServiceConfig {
     pub definitions: Definitions,
     /// When views start from snapshots and save them.
     pub snapshots: Snapshots,
+    /// How long a finished aggregate stays in memory after it finished; then it is read
+    /// from the log when asked for ([`crate::resident`]).
+    pub keep_finished: Duration,
+    /// Where the instance keeps its listing indexes ([`crate::index`]); `None`: in a
+    /// temporary folder, so they are built again from the log at every start (and the
+    /// views of services that keep one start from the first event).
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for ServiceConfig {
@@ -50,6 +57,8 @@ impl Default for ServiceConfig {
             ack_wait: DEFAULT_ACK_WAIT,
             definitions: Definitions::builtin(),
             snapshots: Snapshots::default(),
+            keep_finished: KEEP_FINISHED,
+            state_dir: None,
         }
     }
 }
@@ -76,6 +85,14 @@ pub struct ServiceArgs {
     /// snapshots).
     #[arg(long, env = "OSP_SNAPSHOT_EVERY", value_parser = parse_snapshots)]
     pub snapshot_every: Option<Snapshots>,
+    /// How long a finished run (audit, scope) stays in memory after it ended; then it is
+    /// read from the log when asked for.
+    #[arg(long, env = "OSP_KEEP_FINISHED", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub keep_finished: Duration,
+    /// Keep this instance's listing indexes in this folder (one folder per instance), so
+    /// a restart resumes from its snapshot instead of folding the whole log again.
+    #[arg(long, env = "OSP_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 fn parse_snapshots(text: &str) -> Result<Snapshots, String> {
@@ -89,6 +106,8 @@ impl ServiceArgs {
             ack_wait: self.ack_wait,
             definitions: Definitions::for_deployment(self.streams.as_deref(), self.replicas)?,
             snapshots: self.snapshot_every.unwrap_or_default(),
+            keep_finished: self.keep_finished,
+            state_dir: self.state_dir.clone(),
         })
     }
 
@@ -162,12 +181,29 @@ impl Service {
     /// A view of the events of aggregate kinds `kinds`, replayed (from a snapshot, as
     /// configured) and followed live until shutdown; returns once caught up.
     pub async fn view<V: Snapshot>(&self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+        self.view_keeping(kinds, None).await
+    }
+
+    /// Like [`view`](Self::view), for a view that keeps a listing index of the aggregates
+    /// it lets go of ([`crate::index`]), in the instance's state folder.
+    pub async fn indexed_view<V: Snapshot>(&self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+        let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
+        self.view_keeping(kinds, Some(Arc::new(index))).await
+    }
+
+    async fn view_keeping<V: Snapshot>(
+        &self,
+        kinds: &[&str],
+        index: Option<Arc<Index>>,
+    ) -> anyhow::Result<Projection<V>> {
         let filters = kinds
             .iter()
             .map(|kind| Ok(subject::events_of_kind(&Token::new("kind", *kind)?)))
             .collect::<anyhow::Result<Vec<String>>>()?;
         let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
-        Ok(Projection::start_with(&self.log, &filters, self.config.snapshots, self.shutdown.clone()).await?)
+        let keeping = Keeping { keep_finished: self.config.keep_finished, index };
+        let (snapshots, shutdown) = (self.config.snapshots, self.shutdown.clone());
+        Ok(Projection::start_kept(&self.log, &filters, snapshots, keeping, shutdown).await?)
     }
 
     /// An executor deciding aggregates of type `A` held in `view`.

@@ -273,13 +273,24 @@ async fn list(store: &ObjectStore) -> Result<Vec<(String, u32, u64, String)>> {
 
 /// The newest snapshot of `V` that holds up (see the module's doc), or none. Each one
 /// passed over is named in a warning with why.
-pub(crate) async fn newest_valid<V: Snapshot>(log: &EventLog, filters: &[String]) -> Result<Option<Restored<V>>> {
+pub(crate) async fn newest_valid<V: Snapshot>(
+    log: &EventLog,
+    filters: &[String],
+    at_most: u64,
+) -> Result<Option<Restored<V>>> {
     let store = match log.jetstream().get_object_store(SNAPSHOTS_BUCKET).await {
         Ok(store) => store,
         Err(_) => return Ok(None),
     };
     let mut candidates: Vec<(u64, String)> =
         list(&store).await?.into_iter().filter(|(view, ..)| view == V::NAME).map(|(_, _, seq, n)| (seq, n)).collect();
+    candidates.retain(|(seq, name)| {
+        let covered = *seq <= at_most;
+        if !covered {
+            tracing::info!(view = V::NAME, name, at_most, "snapshot ignored: the listing index does not cover it");
+        }
+        covered
+    });
     candidates.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
     let last = log.last_sequence().await?;
     for (_, name) in candidates {

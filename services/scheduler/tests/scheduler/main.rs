@@ -10,6 +10,7 @@ mod bad_input;
 mod cancel;
 mod concurrency;
 mod durable_timers;
+mod eviction;
 mod gating;
 mod input;
 mod kill_mid_run;

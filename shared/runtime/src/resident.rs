@@ -1,0 +1,308 @@
+//! The aggregates of one kind that a view keeps in memory: every live one, and a finished
+//! one only for a grace period after it finished. Memory is bounded by live work, not by
+//! history.
+//!
+//! A finished aggregate leaves memory (is *evicted*) once it has been finished for the
+//! grace period ([`crate::ServiceConfig::keep_finished`]); the projection evicts as it
+//! folds and once a second. Asked for afterwards, it is *recalled*: folded again from its
+//! own subject on the log (one read of the stream's subject index) through a small LRU
+//! cache ([`crate::Projection::recall`]). Should an event of an evicted aggregate ever be
+//! appended, the projection gives its earlier events back before applying it
+//! ([`Resident::missing`], [`Resident::restore`]), so a view never applies an event to a
+//! state it has forgotten.
+//!
+//! Whether an aggregate is resident changes no answer, so a view's digest cannot depend on
+//! it: it is the XOR of one fingerprint per aggregate, and those of evicted aggregates are
+//! kept folded into one ([`Resident::digest`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use lru::LruCache;
+use osp_eventlog::Recorded;
+use osp_protocol::{EventPayload, Timestamp};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Finished aggregates recalled from the log that one view keeps at once.
+pub const RECALLED: usize = 1024;
+
+/// What a view keeps of one aggregate: its state, and whatever its queries show of it.
+pub trait Record: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The events of its kind.
+    type Event: EventPayload + Send + Sync + 'static;
+
+    /// Applies the next event of this aggregate.
+    fn apply(&mut self, event: &Recorded<Self::Event>);
+
+    /// Nothing more is expected to happen to it: it may leave memory.
+    fn finished(&self) -> bool;
+
+    /// What it adds to its view's digest: a hash of what queries show of it, or `None`
+    /// for an aggregate queries do not show.
+    fn fingerprint(&self) -> Option<[u8; 32]>;
+}
+
+/// The resident aggregates of one kind, by id.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "R: Record")]
+pub struct Resident<R> {
+    records: HashMap<String, R>,
+    /// The finished ones, oldest first, with when they finished (by the log's clock): the
+    /// order they leave in. An entry whose aggregate has changed since is looked at again
+    /// when it comes up.
+    finished: VecDeque<(Timestamp, String)>,
+    /// The fingerprints of the evicted aggregates, folded into one.
+    evicted: Fingerprints,
+    #[serde(skip, default = "recalled_cache")]
+    recalled: Mutex<LruCache<String, Arc<R>>>,
+}
+
+/// Fingerprints folded together: their XOR (so the order they are folded in does not
+/// matter, and one can be taken out again) and how many.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprints {
+    xor: [u8; 32],
+    count: u64,
+}
+
+impl Fingerprints {
+    fn toggle(&mut self, fingerprint: [u8; 32], added: bool) {
+        for (acc, byte) in self.xor.iter_mut().zip(fingerprint) {
+            *acc ^= byte;
+        }
+        match added {
+            true => self.count += 1,
+            false => self.count = self.count.saturating_sub(1),
+        }
+    }
+
+    /// The hash, in hex.
+    pub fn hex(&self) -> String {
+        self.xor.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// How many aggregates are in it.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+fn recalled_cache<R>() -> Mutex<LruCache<String, Arc<R>>> {
+    Mutex::new(LruCache::new(NonZeroUsize::new(RECALLED).expect("not zero")))
+}
+
+impl<R: Record> Default for Resident<R> {
+    fn default() -> Self {
+        Resident {
+            records: HashMap::new(),
+            finished: VecDeque::new(),
+            evicted: Fingerprints::default(),
+            recalled: recalled_cache(),
+        }
+    }
+}
+
+impl<R: Record> Resident<R> {
+    /// Applies the next event of its aggregate (made resident if it was not).
+    pub fn apply(&mut self, event: &Recorded<R::Event>) -> &R {
+        let id = event.envelope.aggregate.id.as_str();
+        let record = self.records.entry(id.to_owned()).or_default();
+        let was_finished = record.finished();
+        record.apply(event);
+        if record.finished() && !was_finished {
+            self.finished.push_back((event.envelope.occurred_at, id.to_owned()));
+        }
+        record
+    }
+
+    /// The resident record of `id`.
+    pub fn get(&self, id: &str) -> Option<&R> {
+        self.records.get(id)
+    }
+
+    /// Every resident record.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &R)> {
+        self.records.iter()
+    }
+
+    /// How many are resident.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether none are resident.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// `event` continues a history this view has let go of: its earlier events must be
+    /// given back ([`restore`](Self::restore)) before it is applied.
+    pub fn missing(&self, event: &Recorded<R::Event>) -> bool {
+        event.envelope.prev_hash.is_some() && !self.records.contains_key(event.envelope.aggregate.id.as_str())
+    }
+
+    /// Makes an evicted aggregate resident again from its earlier events.
+    pub fn restore(&mut self, id: &str, earlier: &[Recorded<R::Event>]) {
+        let mut record = R::default();
+        for event in earlier {
+            record.apply(event);
+        }
+        if let Some(fingerprint) = record.fingerprint() {
+            self.evicted.toggle(fingerprint, false);
+        }
+        self.recalled().pop(id);
+        self.records.insert(id.to_owned(), record);
+    }
+
+    /// Evicts the aggregates that finished before `before` and are finished still.
+    pub fn evict(&mut self, before: Timestamp) -> usize {
+        let mut evicted = 0;
+        while let Some((at, _)) = self.finished.front() {
+            if *at >= before {
+                break;
+            }
+            let Some((_, id)) = self.finished.pop_front() else { break };
+            let Some(record) = self.records.get(&id) else { continue };
+            if !record.finished() {
+                continue;
+            }
+            if let Some(record) = self.records.remove(&id) {
+                if let Some(fingerprint) = record.fingerprint() {
+                    self.evicted.toggle(fingerprint, true);
+                }
+                self.recalled().pop(&id);
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
+    /// The digest of every aggregate of the kind, resident or not.
+    pub fn digest(&self) -> Fingerprints {
+        let mut all = self.evicted;
+        for fingerprint in self.records.values().filter_map(Record::fingerprint) {
+            all.toggle(fingerprint, true);
+        }
+        all
+    }
+
+    /// A record recalled before and still cached.
+    pub fn recalled_record(&self, id: &str) -> Option<Arc<R>> {
+        self.recalled().get(id).cloned()
+    }
+
+    /// Caches a record recalled from the log, unless the aggregate is resident again.
+    pub fn remember(&self, id: &str, record: Arc<R>) {
+        if !self.records.contains_key(id) {
+            self.recalled().put(id.to_owned(), record);
+        }
+    }
+
+    fn recalled(&self) -> MutexGuard<'_, LruCache<String, Arc<R>>> {
+        self.recalled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The hash of one aggregate's encoded query answer, as its [`Record::fingerprint`].
+pub fn fingerprint(bytes: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(bytes.len() as u64).to_le_bytes());
+    hasher.update(bytes);
+    *hasher.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use osp_protocol::{AggregateRef, AnyPayload, EventHash};
+
+    use super::*;
+    use crate::testing::envelope;
+
+    /// What a toy aggregate went through: the types of its events, in order.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    struct Steps(Vec<String>);
+
+    impl Record for Steps {
+        type Event = AnyPayload;
+
+        fn apply(&mut self, event: &Recorded<AnyPayload>) {
+            self.0.push(event.envelope.payload.event_type.clone());
+        }
+
+        fn finished(&self) -> bool {
+            self.0.last().is_some_and(|last| last == "toy.ended")
+        }
+
+        fn fingerprint(&self) -> Option<[u8; 32]> {
+            Some(fingerprint(self.0.join(",").as_bytes()))
+        }
+    }
+
+    /// Event `n` of aggregate `id`, of type `toy.<what>`, at `at` ms.
+    fn event(id: &str, n: u64, what: &str, at: i64) -> Recorded<AnyPayload> {
+        let payload = AnyPayload { event_type: format!("toy.{what}"), schema: 1, body: rmpv::Value::Nil };
+        let mut envelope = envelope(payload, n);
+        envelope.aggregate = AggregateRef::new("toy", id).unwrap();
+        envelope.occurred_at = Timestamp(at);
+        envelope.prev_hash = (n > 1).then_some(EventHash([n as u8; 32]));
+        Recorded { seq: n, stored_at: Timestamp(at), hash: EventHash([0; 32]), envelope }
+    }
+
+    #[test]
+    fn an_aggregate_leaves_once_finished_for_the_grace_period_and_the_digest_does_not_change() {
+        let mut resident = Resident::<Steps>::default();
+        resident.apply(&event("a", 1, "begun", 100));
+        resident.apply(&event("a", 2, "ended", 200));
+        resident.apply(&event("b", 1, "begun", 150));
+        resident.apply(&event("c", 1, "begun", 160));
+        resident.apply(&event("c", 2, "ended", 300));
+        let digest = resident.digest();
+        assert_eq!(digest.count(), 3);
+
+        assert_eq!(resident.evict(Timestamp(200)), 0, "a ended at 200, not before");
+        assert_eq!(resident.evict(Timestamp(201)), 1);
+        assert!(resident.get("a").is_none() && resident.get("b").is_some() && resident.get("c").is_some());
+        assert_eq!(resident.digest(), digest, "the digest counts what left");
+        assert_eq!(resident.evict(Timestamp(10_000)), 1, "c too; b never ended");
+        assert_eq!(resident.len(), 1);
+        assert_eq!(resident.digest(), digest);
+    }
+
+    #[test]
+    fn an_event_of_an_aggregate_that_left_needs_its_history_back_and_then_folds_as_if_it_never_left() {
+        let history = [event("a", 1, "begun", 100), event("a", 2, "ended", 200)];
+        let next = event("a", 3, "reopened", 5_000);
+        let mut kept = Resident::<Steps>::default();
+        let mut evicting = Resident::<Steps>::default();
+        for event in &history {
+            kept.apply(event);
+            evicting.apply(event);
+        }
+        kept.apply(&next);
+        evicting.evict(Timestamp(1_000));
+
+        assert!(!evicting.missing(&event("z", 1, "begun", 0)), "a first event needs no history");
+        assert!(evicting.missing(&next));
+        evicting.restore("a", &history);
+        assert!(!evicting.missing(&next));
+        evicting.apply(&next);
+        assert_eq!(evicting.get("a"), kept.get("a"));
+        assert_eq!(evicting.digest(), kept.digest());
+    }
+
+    #[test]
+    fn a_recalled_record_is_cached_only_while_the_aggregate_is_not_resident() {
+        let mut resident = Resident::<Steps>::default();
+        resident.apply(&event("a", 1, "begun", 100));
+        resident.remember("a", Arc::new(Steps(vec!["stale".into()])));
+        assert!(resident.recalled_record("a").is_none(), "resident: nothing to recall");
+        resident.apply(&event("a", 2, "ended", 200));
+        resident.evict(Timestamp(1_000));
+        resident.remember("a", Arc::new(Steps(vec!["toy.begun".into(), "toy.ended".into()])));
+        assert_eq!(resident.recalled_record("a").unwrap().0.len(), 2);
+        resident.restore("a", &[event("a", 1, "begun", 100)]);
+        assert!(resident.recalled_record("a").is_none(), "back in memory: the cached copy goes");
+    }
+}
