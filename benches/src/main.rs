@@ -9,6 +9,7 @@ mod eventlog;
 mod quality;
 mod registry;
 mod replay;
+mod scale;
 mod scheduler;
 mod stats;
 mod table;
@@ -53,6 +54,10 @@ enum BenchCommand {
     /// Context: KV sets/s and gets/s through the service next to a raw JetStream KV bucket,
     /// and exact search over 100,000 vectors of 384 dimensions (p50/p99).
     Context(context::ContextArgs),
+    /// Scale: an `osp-scheduler` process's resident memory as runs go through it (flat:
+    /// ended runs leave memory), per finished and per active run, next to the same binary
+    /// keeping every run.
+    Scale(scale::ScaleArgs),
     /// Replay: the scheduler's cold start on a log of 1,000,000 events from scratch and
     /// from a snapshot, next to a raw ordered read of the same stream; `osp replay run`
     /// on a run of 10,000 events.
@@ -81,6 +86,7 @@ async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Quality(args) => quality::run(args).await,
         BenchCommand::Context(args) => context::run(args).await,
         BenchCommand::Replay(args) => replay::run(args).await,
+        BenchCommand::Scale(args) => scale::run(args).await,
     }
 }
 

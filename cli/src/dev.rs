@@ -61,7 +61,10 @@ pub async fn run(args: DevArgs, external_url: Option<&str>) -> anyhow::Result<Ex
     let streams: Vec<String> = definitions.streams.iter().map(|(_, c)| c.name.clone()).collect();
     let client = connect::client(&url).await?;
     let version = client.server_info().version;
-    let service = osp_runtime::ServiceConfig { definitions, ..Default::default() };
+    // Indexes kept beside the server's own store survive a restart with it; next to a
+    // server of someone else's they could be of another log: built afresh then.
+    let state_dir = server.as_ref().map(|_| args.data().join("state"));
+    let service = osp_runtime::ServiceConfig { definitions, state_dir, ..Default::default() };
     let offline_after = args.offline_after.unwrap_or(osp_protocol::registry::OFFLINE_AFTER);
     let config = osp_registry::Config { offline_after, service: service.clone() };
     // The registry applies the stream definitions (and checks the server's version) first.

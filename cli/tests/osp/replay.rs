@@ -403,16 +403,19 @@ async fn verify_finds_a_live_state_that_is_not_the_logs() {
     let last_run_event = whole.digest().unwrap().applied;
     let earlier: SchedulerView = osp_runtime::fold(&log, &[filter], Some(last_run_event - 1), |_, _| {}).await.unwrap();
     let last = log.last_sequence().await.unwrap();
+    // An instance that keeps its listing index in a folder, so that its next start
+    // trusts a snapshot the index covers.
+    let System { scheduler, .. } = system;
+    scheduler.shutdown().await;
+    let state = tempfile::tempdir().unwrap();
+    let config = || osp_scheduler::Config { state_dir: Some(state.path().to_owned()), ..Default::default() };
+    osp_scheduler::Scheduler::start(osp_tests::connect(&url).await, config()).await.unwrap().shutdown().await;
     let bytes = osp_runtime::snapshot::encode(&earlier, last, &[filter.to_owned()], None).unwrap();
     let store = log.jetstream().get_object_store(osp_runtime::SNAPSHOTS_BUCKET).await.unwrap();
     let name = osp_runtime::snapshot::object_name(SchedulerView::NAME, SchedulerView::SHAPE, last);
     store.put(name.as_str(), &mut bytes.as_slice()).await.unwrap();
     // Only an instance that trusted it answers.
-    let System { scheduler, .. } = system;
-    scheduler.shutdown().await;
-    let tampered = osp_scheduler::Scheduler::start(osp_tests::connect(&url).await, osp_scheduler::Config::default())
-        .await
-        .unwrap();
+    let tampered = osp_scheduler::Scheduler::start(osp_tests::connect(&url).await, config()).await.unwrap();
     let (out, _) = exits(1, &url, &["log", "verify"]).await;
     assert!(out.contains("scheduler: MISMATCH at seq"), "{out}");
     assert!(out.contains("registry: the live state at seq"), "{out}");

@@ -144,7 +144,9 @@ impl<V: View> Projection<V> {
     /// Like [`start`](Self::start), for the events matching any of `filters` (not empty,
     /// not overlapping), applied in log order.
     pub async fn start_on(log: &EventLog, filters: &[&str], shutdown: CancellationToken) -> Result<Projection<V>> {
-        Projection::start_inner(log, filters, None, None, Keeping::default(), shutdown).await
+        let (projection, _follower) =
+            Projection::start_inner(log, filters, None, None, Keeping::default(), shutdown).await?;
+        Ok(projection)
     }
 
     async fn start_inner(
@@ -154,7 +156,7 @@ impl<V: View> Projection<V> {
         saver: Option<Saver<V>>,
         keeping: Keeping,
         shutdown: CancellationToken,
-    ) -> Result<Projection<V>> {
+    ) -> Result<(Projection<V>, JoinHandle<()>)> {
         let (view, from, last_event) = match restored {
             Some(restored) => (restored.view, restored.seq, restored.last_event),
             None => (V::default(), 0, None),
@@ -192,8 +194,8 @@ impl<V: View> Projection<V> {
         let filters: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
         let projection = Projection { folded: folded.clone(), applied, log: log.clone(), filters: filters.clone() };
         let snapshots = saver.map(|saver| Saving { saver, since: replayed, saving: None });
-        tokio::spawn(keep_live(log.clone(), filters, folded, follow, snapshots, shutdown));
-        Ok(projection)
+        let follower = tokio::spawn(keep_live(log.clone(), filters, folded, follow, snapshots, shutdown));
+        Ok((projection, follower))
     }
 
     /// The view, for reading. Hold it briefly and never across an `.await`: the
@@ -325,6 +327,19 @@ impl<V: Snapshot> Projection<V> {
         keeping: Keeping,
         shutdown: CancellationToken,
     ) -> Result<Projection<V>> {
+        let (projection, _follower) = Projection::start_followed(log, filters, snapshots, keeping, shutdown).await?;
+        Ok(projection)
+    }
+
+    /// Like [`start_kept`](Self::start_kept), with the task that follows the log, which
+    /// ends after `shutdown` once it has written what it keeps (a service waits for it).
+    pub(crate) async fn start_followed(
+        log: &EventLog,
+        filters: &[&str],
+        snapshots: Snapshots,
+        keeping: Keeping,
+        shutdown: CancellationToken,
+    ) -> Result<(Projection<V>, JoinHandle<()>)> {
         let owned: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
         let at_most = match &keeping.index {
             Some(index) => index.covers().map_err(index_unavailable)?,
@@ -510,6 +525,15 @@ impl<V: View> Folding<V> {
         evicted
     }
 
+    /// The view stops: its index is written durably, so the next start of the instance
+    /// resumes from a snapshot the index covers.
+    fn stopped(&self) {
+        let _view = self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(error) = self.index_covers_all() {
+            tracing::error!(%error, "cannot write the listing index");
+        }
+    }
+
     /// Writes the index, durably, so it covers every event the view holds (before a
     /// snapshot of the view is taken: the snapshot relies on it).
     fn index_covers_all(&self) -> Result<()> {
@@ -592,7 +616,7 @@ async fn keep_live<V: View>(
     }
     loop {
         let item = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return folded.stopped(),
             item = follow.next() => item,
             _ = evictions.tick() => {
                 folded.evict();
@@ -624,7 +648,7 @@ async fn keep_live<V: View>(
         }
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return folded.stopped(),
                 () = tokio::time::sleep(REOPEN_AFTER) => {}
             }
             let from = *folded.applied.borrow() + 1;

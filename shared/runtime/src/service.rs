@@ -180,19 +180,19 @@ impl Service {
 
     /// A view of the events of aggregate kinds `kinds`, replayed (from a snapshot, as
     /// configured) and followed live until shutdown; returns once caught up.
-    pub async fn view<V: Snapshot>(&self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+    pub async fn view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
         self.view_keeping(kinds, None).await
     }
 
     /// Like [`view`](Self::view), for a view that keeps a listing index of the aggregates
     /// it lets go of ([`crate::index`]), in the instance's state folder.
-    pub async fn indexed_view<V: Snapshot>(&self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+    pub async fn indexed_view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
         let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
         self.view_keeping(kinds, Some(Arc::new(index))).await
     }
 
     async fn view_keeping<V: Snapshot>(
-        &self,
+        &mut self,
         kinds: &[&str],
         index: Option<Arc<Index>>,
     ) -> anyhow::Result<Projection<V>> {
@@ -203,7 +203,10 @@ impl Service {
         let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
         let keeping = Keeping { keep_finished: self.config.keep_finished, index };
         let (snapshots, shutdown) = (self.config.snapshots, self.shutdown.clone());
-        Ok(Projection::start_kept(&self.log, &filters, snapshots, keeping, shutdown).await?)
+        let (projection, follower) =
+            Projection::start_followed(&self.log, &filters, snapshots, keeping, shutdown).await?;
+        self.tasks.push(follower);
+        Ok(projection)
     }
 
     /// An executor deciding aggregates of type `A` held in `view`.

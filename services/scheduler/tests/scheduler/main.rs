@@ -14,6 +14,7 @@ mod eviction;
 mod gating;
 mod input;
 mod kill_mid_run;
+mod memory;
 mod pause_resume;
 mod python_agent;
 mod retry_backoff;

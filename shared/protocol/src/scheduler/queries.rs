@@ -472,7 +472,9 @@ pub struct RunPage {
 /// A hash of every run's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Digest {
-    /// Hex BLAKE3 of the runs' states, in id order.
+    /// Hex XOR of one BLAKE3 per run (of what `get` shows of it, MessagePack with named
+    /// fields, after its length as 8 bytes little-endian): order-free, so runs that left
+    /// an instance's memory count as those in it.
     pub digest: String,
     /// Runs counted.
     pub runs: u64,

@@ -1,0 +1,284 @@
+//! `osp bench scale`: what an `osp-scheduler` process holds in memory as runs go through
+//! it, with ended runs leaving memory after `--keep-finished`, next to the same binary
+//! keeping every run (`--keep-finished` of a year), in the same run of the benchmark.
+//!
+//! Each instance is its own process (the `osp-scheduler` beside `osp-bench`), on a
+//! nats-server of its own; its resident memory (`VmRSS`) is read at checkpoints, once
+//! every run so far has ended and the grace period has passed. Runs are single tasks whose
+//! agent (in this process) answers a `--output-bytes` output at once, `--in-flight` at a
+//! time. Then `--active` runs are submitted that wait for an approval, to measure what a
+//! run in hand costs.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use osp_client::{Agent, Client, Submission, Task, TaskFailure, Worker};
+use osp_protocol::scheduler::queries::{ListQuery, RunStatus};
+use osp_protocol::scheduler::RunOptions;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+/// Options of `osp bench scale`.
+#[derive(Args)]
+pub struct ScaleArgs {
+    /// Runs through the instance that lets ended runs go.
+    #[arg(long, default_value_t = 200_000)]
+    runs: u64,
+    /// Runs through the instance that keeps every run (the baseline).
+    #[arg(long, default_value_t = 10_000)]
+    baseline_runs: u64,
+    /// Memory is read after this many runs, then at every tenfold, and at the end.
+    #[arg(long, default_value_t = 10_000)]
+    first: u64,
+    /// Bytes of each run's output.
+    #[arg(long, default_value_t = 4096)]
+    output_bytes: usize,
+    /// Runs submitted and not ended yet.
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    /// Runs kept waiting for an approval, to measure a run in hand.
+    #[arg(long, default_value_t = 10_000)]
+    active: u64,
+    /// How long ended runs stay in memory in the measured instance.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    keep_finished: Duration,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+const CAPABILITY: &str = "bench-scale";
+const AGENT: &str = "bench-scale-agent";
+/// The baseline's grace period: longer than any benchmark.
+const KEEP_ALL: &str = "8760h";
+
+/// An `osp-scheduler` process, killed when dropped.
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Instance {
+    fn start(binary: &PathBuf, url: &str, keep_finished: &str) -> anyhow::Result<Instance> {
+        let child = Command::new(binary)
+            .args(["--nats-url", url, "--keep-finished", keep_finished, "--snapshot-every", "off"])
+            .env("OSP_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Instance(child))
+    }
+
+    /// Resident memory, in bytes.
+    fn resident(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .context("no VmRSS in the process status")?;
+        Ok(kib * 1024)
+    }
+}
+
+/// Run ids waiting for the agent to be called with them.
+type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
+
+/// One scheduler process on a server of its own, with the agent registered and working.
+struct Setup {
+    _server: osp_local_nats::NatsServer,
+    instance: Instance,
+    client: Client,
+    waiting: Waiting,
+    _worker: Worker,
+}
+
+async fn setup(binary: &PathBuf, keep_finished: &str, args: &ScaleArgs) -> anyhow::Result<Setup> {
+    let (_, server) = crate::start_server().await?;
+    let url = server.url();
+    let registry_config =
+        osp_registry::Config { offline_after: Duration::from_secs(3600), ..osp_registry::Config::default() };
+    let registry = osp_registry::Registry::start(osp_cli::connect::client(&url).await?, registry_config).await?;
+    let client = Client::new(osp_cli::connect::client(&url).await?).with_actor("service:bench");
+    let entry = Agent::builder(AGENT).description("benchmark agent").capabilities([CAPABILITY]).entry()?;
+    client.registry().register(&entry).await?;
+    registry.shutdown().await;
+    let instance = Instance::start(binary, &url, keep_finished)?;
+    let ready = Instant::now();
+    while client.scheduler().digest().await.is_err() {
+        if ready.elapsed() > Duration::from_secs(60) {
+            bail!("{} did not answer within a minute", binary.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting: Waiting = Arc::default();
+    let output = "o".repeat(args.output_bytes);
+    let worker = {
+        let waiting = waiting.clone();
+        Worker::builder(&Client::new(osp_cli::connect::client(&url).await?), AGENT)
+            .capability(CAPABILITY)
+            .max_concurrency(args.in_flight as u32)
+            .start(move |task: Task| {
+                if let Some(called) = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(task.run_id()) {
+                    let _ = called.send(());
+                }
+                std::future::ready(Ok::<_, TaskFailure>(json!({"text": output})))
+            })
+            .await?
+    };
+    Ok(Setup { _server: server, instance, client, waiting, _worker: worker })
+}
+
+impl Setup {
+    /// Runs `from..to` through, `in_flight` at a time; returns once every one has ended.
+    async fn runs(&self, from: u64, to: u64, in_flight: usize) -> anyhow::Result<()> {
+        let scheduler = self.client.scheduler();
+        stream::iter(from..to)
+            .map(Ok)
+            .try_for_each_concurrent(in_flight, |n| {
+                let scheduler = scheduler.clone();
+                async move {
+                    let id = format!("run-{n:09}");
+                    let (called, heard) = oneshot::channel();
+                    self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), called);
+                    scheduler.submit(&Submission::new(CAPABILITY, json!({"n": n})).run_id(&id)).await?;
+                    tokio::time::timeout(Duration::from_secs(60), heard)
+                        .await
+                        .context("the agent was not called")??;
+                    anyhow::Ok(())
+                }
+            })
+            .await?;
+        self.settled().await
+    }
+
+    /// Returns once no run is pending or in progress.
+    async fn settled(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        for status in [RunStatus::Pending, RunStatus::InProgress] {
+            let open = ListQuery { status: Some(status), children: true, limit: Some(1), ..ListQuery::default() };
+            while !self.client.scheduler().list(&open).await?.runs.is_empty() {
+                if started.elapsed() > Duration::from_secs(120) {
+                    bail!("runs still {status} two minutes after the last was submitted");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resident memory once ended runs have had `grace` (and the once-a-second eviction) to leave.
+    async fn resident_after(&self, grace: Duration) -> anyhow::Result<u64> {
+        tokio::time::sleep(grace + Duration::from_secs(2)).await;
+        self.instance.resident()
+    }
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
+    if args.runs < args.first || args.first == 0 || args.in_flight == 0 {
+        bail!("--first must be at least 1 and at most --runs, and --in-flight at least 1");
+    }
+    let binary = std::env::current_exe()?.with_file_name("osp-scheduler");
+    if !binary.exists() {
+        bail!("{} is missing: build it beside osp-bench (cargo build --release -p osp-scheduler)", binary.display());
+    }
+    let keep = humantime::format_duration(args.keep_finished).to_string();
+    eprintln!(
+        "bench scale: {} runs ({} B outputs, {} in flight) through an osp-scheduler keeping ended runs {keep}, \
+         {} through one keeping them all",
+        args.runs, args.output_bytes, args.in_flight, args.baseline_runs
+    );
+
+    // The baseline: the same binary, keeping every run.
+    let baseline = setup(&binary, KEEP_ALL, &args).await?;
+    let idle_all = baseline.instance.resident()?;
+    baseline.runs(0, args.baseline_runs, args.in_flight).await?;
+    let kept_all = baseline.resident_after(Duration::ZERO).await?;
+    drop(baseline);
+    let kept_per_run = (kept_all.saturating_sub(idle_all)) as f64 / args.baseline_runs.max(1) as f64;
+
+    let measured = setup(&binary, &keep, &args).await?;
+    let idle = measured.instance.resident()?;
+    let mut checkpoints = Vec::new();
+    let mut at = args.first;
+    let mut done = 0;
+    let started = Instant::now();
+    loop {
+        measured.runs(done, at, args.in_flight).await?;
+        done = at;
+        let resident = measured.resident_after(args.keep_finished).await?;
+        eprintln!("  after {done} runs: {:.1} MiB", mib(resident));
+        checkpoints.push((done, resident));
+        if done == args.runs {
+            break;
+        }
+        at = (at * 10).min(args.runs);
+    }
+    let elapsed = started.elapsed();
+    let (first_runs, first) = checkpoints[0];
+    let (last_runs, last) = *checkpoints.last().expect("one checkpoint at least");
+    let finished_per_run = (last as f64 - first as f64) / (last_runs - first_runs).max(1) as f64;
+
+    let approval = serde_json::from_value::<RunOptions>(json!({"approval": {"message": "hold"}}))?;
+    let scheduler = measured.client.scheduler();
+    stream::iter(0..args.active)
+        .map(Ok)
+        .try_for_each_concurrent(args.in_flight, |n| {
+            let (scheduler, approval) = (scheduler.clone(), approval.clone());
+            async move {
+                let submission =
+                    Submission::new(CAPABILITY, json!({"n": n})).run_id(format!("held-{n:09}")).options(approval);
+                scheduler.submit(&submission).await.map(drop)
+            }
+        })
+        .await?;
+    let holding = measured.resident_after(args.keep_finished).await?;
+    let active_per_run = (holding as f64 - last as f64) / args.active.max(1) as f64;
+    let growth = last as f64 / first as f64;
+
+    if args.json {
+        let report = json!({
+            "runs": args.runs,
+            "output_bytes": args.output_bytes,
+            "keep_finished_ms": args.keep_finished.as_millis() as u64,
+            "runs_per_s": round(last_runs as f64 / elapsed.as_secs_f64()),
+            "resident_bytes_idle": idle,
+            "resident_bytes_after": checkpoints.iter().map(|(runs, bytes)| json!({"runs": runs, "bytes": bytes})).collect::<Vec<_>>(),
+            "growth_first_to_last": round(growth),
+            "bytes_per_finished_run": round(finished_per_run),
+            "bytes_per_active_run": round(active_per_run),
+            "baseline_keeping_all": {"runs": args.baseline_runs, "resident_bytes_idle": idle_all, "resident_bytes_after": kept_all, "bytes_per_finished_run": round(kept_per_run)},
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("resident memory of one osp-scheduler ({} B outputs)", args.output_bytes);
+        println!("  idle: {:.1} MiB", mib(idle));
+        for (runs, bytes) in &checkpoints {
+            println!("  after {runs:>9} finished runs: {:>8.1} MiB", mib(*bytes));
+        }
+        println!("  growth from {first_runs} to {last_runs} runs: {growth:.2}x (target: at most 1.20x)");
+        println!("  per finished run: {finished_per_run:>8.0} B   baseline keeping every run: {kept_per_run:.0} B");
+        println!("  per active run (awaiting approval): {active_per_run:.0} B");
+        println!("  runs/s while measured: {:.0}", last_runs as f64 / elapsed.as_secs_f64());
+    }
+    Ok(if growth <= 1.2 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn round(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
