@@ -124,3 +124,18 @@ async fn follow_under_concurrent_appends_loses_and_duplicates_nothing_at_the_han
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "delivered in log order");
     assert_eq!(unique, appended, "every appended event delivered");
 }
+
+#[tokio::test]
+async fn a_load_leaves_no_consumer_behind() {
+    let h = Harness::start().await;
+    let aggregate = counter("c");
+    let mut head = Head::EMPTY;
+    for i in 0..3 {
+        head = h.log.append(&aggregate, &head, vec![added(i, &format!("cmd-{i}"))]).await.unwrap().head;
+    }
+    for _ in 0..20 {
+        assert_eq!(h.log.load::<CounterEvent>(&aggregate).await.unwrap().events.len(), 3);
+    }
+    let mut events = h.log.jetstream().get_stream(osp_eventlog::EVENTS_STREAM).await.unwrap();
+    assert_eq!(events.info().await.unwrap().state.consumer_count, 0, "each load deleted its consumer");
+}

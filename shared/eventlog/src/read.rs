@@ -7,7 +7,7 @@
 //! stream and never panics.
 
 use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use osp_protocol::{AggregateRef, Envelope, EventHash, EventPayload, Timestamp};
@@ -131,12 +131,29 @@ pub struct Malformed {
 /// A replay that turns into a live follow. Read it with [`Follow::next`].
 pub struct Follow<T> {
     messages: pull::Ordered,
+    /// The consumer's name as created, to delete it once read ([`Follow::close`]).
+    consumer: String,
+    events: stream::Stream,
     /// Known high-water mark when nothing was pending at creation.
     caught_up_at_start: Option<u64>,
     caught_up: bool,
     queued_caught_up: Option<u64>,
     pending: u64,
     marker: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Follow<T> {
+    /// Deletes the consumer now, rather than leave it on the server for its inactivity
+    /// threshold: a process that reads many histories (recalls, conflicts) would
+    /// otherwise pile them up. Best effort: one the client has since recreated under
+    /// another name is left to expire.
+    pub async fn close(self) {
+        let Follow { messages, consumer, events, .. } = self;
+        drop(messages);
+        if let Err(error) = events.delete_consumer(&consumer).await {
+            tracing::debug!(%error, consumer, "cannot delete a read's consumer; it expires on its own");
+        }
+    }
 }
 
 impl<T: FromStored> Follow<T> {
@@ -219,6 +236,7 @@ impl EventLog {
                 LogItem::CaughtUp(_) => break,
             }
         }
+        follow.close().await;
         let head = events.last().map_or(Head::EMPTY, Head::after);
         Ok(Loaded { events, head })
     }
@@ -316,6 +334,7 @@ impl EventLog {
             .await
             .map_err(|e| Error::Nats { operation: "create a replay consumer", source: Box::new(e) })?;
         let pending = consumer.cached_info().num_pending;
+        let name = consumer.cached_info().name.clone();
         let caught_up_at_start = (pending == 0).then_some(high_water);
         let messages = consumer
             .messages()
@@ -323,6 +342,8 @@ impl EventLog {
             .map_err(|e| Error::Nats { operation: "start reading the log", source: Box::new(e) })?;
         Ok(Follow {
             messages,
+            consumer: name,
+            events: self.events.clone(),
             caught_up_at_start,
             caught_up: false,
             queued_caught_up: None,
