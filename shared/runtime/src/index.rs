@@ -27,8 +27,9 @@ const BATCH: usize = 1024;
 /// How often a write is made durable (the others are written without a sync, and a crash
 /// loses at most this much, which the log gives back).
 const SYNC_EVERY: Duration = Duration::from_secs(5);
-/// Memory redb may cache pages in.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Memory redb may cache pages in: little, since the resident memory of an instance must
+/// not grow with history (the operating system caches the file too).
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// id → (tags, summary), MessagePack.
 const ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
@@ -61,7 +62,12 @@ pub type Page = (Vec<Vec<u8>>, Option<String>);
 pub struct Index {
     db: Database,
     path: String,
+    /// What the view has staged since the last write. Held only briefly: the view stages
+    /// under its own write lock.
     staged: Mutex<Staged>,
+    /// Held while a batch is written: one write at a time, and a listing (which writes
+    /// first) reads only after every batch taken before it is in.
+    writing: Mutex<Written>,
     /// The folder of an index kept only for the life of the process.
     _temporary: Option<tempfile::TempDir>,
 }
@@ -69,9 +75,17 @@ pub struct Index {
 #[derive(Default)]
 struct Staged {
     entries: BTreeMap<String, Indexed>,
-    /// The view had applied the log up to here when the last entry was staged.
+    /// The view had applied the log up to here when it last staged or advanced.
+    covers: u64,
+}
+
+#[derive(Default)]
+struct Written {
+    /// What the last write recorded as covered.
     covers: u64,
     synced_at: Option<Instant>,
+    /// A write since the last sync was not synced.
+    unsynced: bool,
 }
 
 impl Index {
@@ -90,18 +104,15 @@ impl Index {
         let file = dir.join(format!("{name}.redb"));
         let path = file.display().to_string();
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(&file).map_err(|e| error(&path, e))?;
-        let index = Index { db, path, staged: Mutex::default(), _temporary: temporary };
-        let covers = index.stored_covers()?;
+        let index = Index { db, path, staged: Mutex::default(), writing: Mutex::default(), _temporary: temporary };
+        let covers = index.covers()?;
         index.staged().covers = covers;
+        index.written().covers = covers;
         Ok(index)
     }
 
     /// How far the index covers the log: every event up to this sequence is in it, on disk.
     pub fn covers(&self) -> Result<u64, IndexError> {
-        self.stored_covers()
-    }
-
-    fn stored_covers(&self) -> Result<u64, IndexError> {
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
         let meta = match read.open_table(META) {
             Ok(meta) => meta,
@@ -114,25 +125,25 @@ impl Index {
 
     /// Empties it: the view is folded again from the first event.
     pub fn clear(&self) -> Result<(), IndexError> {
-        let mut staged = self.staged();
-        *staged = Staged::default();
+        let mut written = self.written();
+        *self.staged() = Staged::default();
         let write = self.db.begin_write().map_err(|e| self.error(e))?;
         write.delete_table(ENTRIES).map_err(|e| self.error(e))?;
         write.delete_table(TAGGED).map_err(|e| self.error(e))?;
         write.delete_table(META).map_err(|e| self.error(e))?;
-        write.commit().map_err(|e| self.error(e))
+        write.commit().map_err(|e| self.error(e))?;
+        *written = Written::default();
+        Ok(())
     }
 
     /// Stages the entry of aggregate `id` as of the view having applied the log up to
-    /// `covers`; writes the batch when it is full.
-    pub fn stage(&self, id: &str, entry: Indexed, covers: u64) -> Result<(), IndexError> {
+    /// `covers`. True when a batch is full: the caller should [`flush`](Self::flush),
+    /// once it holds no lock that queries wait for.
+    pub fn stage(&self, id: &str, entry: Indexed, covers: u64) -> bool {
         let mut staged = self.staged();
         staged.entries.insert(id.to_owned(), entry);
         staged.covers = staged.covers.max(covers);
-        if staged.entries.len() >= BATCH {
-            self.write(&mut staged, false)?;
-        }
-        Ok(())
+        staged.entries.len() >= BATCH
     }
 
     /// The view has applied the log up to `covers`, with nothing to stage.
@@ -141,15 +152,35 @@ impl Index {
         staged.covers = staged.covers.max(covers);
     }
 
-    /// Writes what is staged; durably when `durable` (before a snapshot that relies on
-    /// it) or when the last durable write is [`SYNC_EVERY`] old.
+    /// Writes what is staged in one transaction; synced to disk when `durable` (before a
+    /// snapshot that relies on it) or when the last sync is [`SYNC_EVERY`] old. Staged
+    /// entries that could not be written stay staged.
     pub fn flush(&self, durable: bool) -> Result<(), IndexError> {
-        let mut staged = self.staged();
-        self.write(&mut staged, durable)
+        let mut written = self.written();
+        let (entries, covers) = {
+            let mut staged = self.staged();
+            (std::mem::take(&mut staged.entries), staged.covers)
+        };
+        let sync = durable || written.synced_at.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
+        if entries.is_empty() && covers == written.covers && !(sync && written.unsynced) {
+            return Ok(());
+        }
+        if let Err(error) = self.write(&entries, covers, sync) {
+            let mut staged = self.staged();
+            for (id, entry) in entries {
+                staged.entries.entry(id).or_insert(entry);
+            }
+            return Err(error);
+        }
+        written.covers = covers;
+        written.unsynced = !sync;
+        if sync {
+            written.synced_at = Some(Instant::now());
+        }
+        Ok(())
     }
 
-    fn write(&self, staged: &mut Staged, durable: bool) -> Result<(), IndexError> {
-        let sync = durable || staged.synced_at.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
+    fn write(&self, staged: &BTreeMap<String, Indexed>, covers: u64, sync: bool) -> Result<(), IndexError> {
         let mut write = self.db.begin_write().map_err(|e| self.error(e))?;
         if !sync {
             write.set_durability(Durability::None).map_err(|e| self.error(e))?;
@@ -157,7 +188,7 @@ impl Index {
         {
             let mut entries = write.open_table(ENTRIES).map_err(|e| self.error(e))?;
             let mut tagged = write.open_table(TAGGED).map_err(|e| self.error(e))?;
-            for (id, entry) in &staged.entries {
+            for (id, entry) in staged {
                 let old: Option<Indexed> = match entries.get(id.as_str()).map_err(|e| self.error(e))? {
                     Some(bytes) => Some(rmp_serde::from_slice(bytes.value()).map_err(|e| self.error(e))?),
                     None => None,
@@ -175,14 +206,9 @@ impl Index {
                 entries.insert(id.as_str(), bytes.as_slice()).map_err(|e| self.error(e))?;
             }
             let mut meta = write.open_table(META).map_err(|e| self.error(e))?;
-            meta.insert("covers", staged.covers).map_err(|e| self.error(e))?;
+            meta.insert("covers", covers).map_err(|e| self.error(e))?;
         }
-        write.commit().map_err(|e| self.error(e))?;
-        staged.entries.clear();
-        if sync {
-            staged.synced_at = Some(Instant::now());
-        }
-        Ok(())
+        write.commit().map_err(|e| self.error(e))
     }
 
     /// Up to `limit` summaries in id order, after `after`, under `tag` (every entry when
@@ -253,6 +279,10 @@ impl Index {
         self.staged.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn written(&self) -> MutexGuard<'_, Written> {
+        self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn error(&self, reason: impl std::fmt::Display) -> IndexError {
         error(&self.path, reason)
     }
@@ -278,10 +308,10 @@ mod tests {
     fn pages_in_id_order_under_a_tag_follow_each_entrys_latest_tags() {
         let index = Index::open(None, "test").unwrap();
         for (n, id) in ["r1", "r2", "r3", "r4", "r5"].into_iter().enumerate() {
-            index.stage(id, entry(&["status:running"], &format!("{id} running")), n as u64 + 1).unwrap();
+            index.stage(id, entry(&["status:running"], &format!("{id} running")), n as u64 + 1);
         }
-        index.stage("r2", entry(&["status:done"], "r2 done"), 6).unwrap();
-        index.stage("r4", entry(&["status:done"], "r4 done"), 7).unwrap();
+        index.stage("r2", entry(&["status:done"], "r2 done"), 6);
+        index.stage("r4", entry(&["status:done"], "r4 done"), 7);
         let all = |tag, after, limit| texts(index.page(tag, after, limit, |_| true).unwrap());
 
         assert_eq!(all(Some("status:done"), None, 10), (vec!["r2 done".into(), "r4 done".into()], None));
@@ -302,7 +332,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let index = Index::open(Some(dir.path()), "test").unwrap();
-            index.stage("a", entry(&["x"], "a"), 10).unwrap();
+            index.stage("a", entry(&["x"], "a"), 10);
             index.advance(12);
             assert_eq!(index.covers().unwrap(), 0, "nothing written yet");
             index.flush(true).unwrap();

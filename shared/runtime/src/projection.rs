@@ -466,19 +466,19 @@ impl<V: View> Folding<V> {
             view.restore(&event.envelope.aggregate, &earlier);
         }
         view.apply(event);
+        let mut batch_full = false;
         if let Some(index) = &self.keeping.index {
             match view.indexed(event) {
-                Some((id, entry)) => {
-                    if let Err(error) = index.stage(&id, entry, seq) {
-                        tracing::error!(%error, seq, "cannot write the listing index");
-                    }
-                }
+                Some((id, entry)) => batch_full = index.stage(&id, entry, seq),
                 None => index.advance(seq),
             }
         }
         *self.last_event.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((seq, event.hash));
         self.applied.send_if_modified(|applied| advance(applied, seq));
         drop(view);
+        if batch_full {
+            self.write_index();
+        }
         if self.since_evicted.fetch_add(1, Ordering::Relaxed) + 1 >= EVICT_EVERY_EVENTS {
             self.evict();
         }
@@ -523,6 +523,13 @@ impl<V: View> Folding<V> {
             tracing::debug!(evicted, "finished aggregates left memory");
         }
         evicted
+    }
+
+    /// Writes what the index has staged (not durably), outside the view's lock.
+    fn write_index(&self) {
+        if let Some(Err(error)) = self.keeping.index.as_ref().map(|index| index.flush(false)) {
+            tracing::error!(%error, "cannot write the listing index");
+        }
     }
 
     /// The view stops: its index is written durably, so the next start of the instance
@@ -620,9 +627,7 @@ async fn keep_live<V: View>(
             item = follow.next() => item,
             _ = evictions.tick() => {
                 folded.evict();
-                if let Some(Err(error)) = folded.keeping.index.as_ref().map(|index| index.flush(false)) {
-                    tracing::error!(%error, "cannot write the listing index");
-                }
+                folded.write_index();
                 continue;
             }
             _ = checks.tick() => {

@@ -152,6 +152,10 @@ impl<R: Record> Resident<R> {
         if let Some(fingerprint) = record.fingerprint() {
             self.evicted.toggle(fingerprint, false);
         }
+        // Still finished after the next event, it must be able to leave again.
+        if let (true, Some(last)) = (record.finished(), earlier.last()) {
+            self.finished.push_back((last.envelope.occurred_at, id.to_owned()));
+        }
         self.recalled().pop(id);
         self.records.insert(id.to_owned(), record);
     }
@@ -290,6 +294,22 @@ mod tests {
         evicting.apply(&next);
         assert_eq!(evicting.get("a"), kept.get("a"));
         assert_eq!(evicting.digest(), kept.digest());
+    }
+
+    #[test]
+    fn an_aggregate_put_back_that_is_still_finished_leaves_again() {
+        let history = [event("a", 1, "begun", 100), event("a", 2, "ended", 200)];
+        let mut resident = Resident::<Steps>::default();
+        for event in &history {
+            resident.apply(event);
+        }
+        resident.evict(Timestamp(1_000));
+        resident.restore("a", &history);
+        resident.apply(&event("a", 3, "ended", 5_000));
+        let digest = resident.digest();
+        assert_eq!(resident.evict(Timestamp(10_000)), 1);
+        assert!(resident.is_empty());
+        assert_eq!(resident.digest(), digest);
     }
 
     #[test]

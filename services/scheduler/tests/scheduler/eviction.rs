@@ -44,6 +44,8 @@ async fn answers(runs: &osp_client::Scheduler, ids: &[String]) -> BTreeMap<Strin
     let digest = runs.digest().await.unwrap().result;
     answers.insert("digest".into(), json!({"digest": digest.digest, "runs": digest.runs}));
     answers.insert("approve ended".into(), json!(code(runs.approve("rejected", Some("late")).await)));
+    let again = runs.submit(&submission("echo-1", "echo", json!({"n": 1, "fail": false}), json!({}))).await.unwrap();
+    answers.insert("submit again".into(), json!({"status": again.result.status, "created": again.result.created}));
     answers.insert("get unknown".into(), serde_json::to_value(runs.get("never-submitted").await.unwrap()).unwrap());
     answers
 }
