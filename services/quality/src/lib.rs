@@ -12,8 +12,9 @@
 //! - [`rules`]: the pure evaluator of the built-in rule kinds;
 //! - [`aggregate`]: the two aggregates, rules and audit entries, with [`catalog`]'s
 //!   and [`audit`]'s pure decisions;
-//! - [`view`]: the read model; `queries`: its endpoints; `effects`: the runs and the
-//!   deadlines of open checks.
+//! - [`view`]: the read model (recorded audits leave memory after a grace period);
+//!   `listing`: the audit listing, from an index on local disk; `queries`: the endpoints;
+//!   `effects`: the runs and the deadlines of open checks.
 //!
 //! A check that needs agents — a judge (capability `judge`), or a `custom` rule — is
 //! opened, its parts submitted as runs of the scheduler (`effects`), and recorded when
@@ -24,6 +25,7 @@ pub mod aggregate;
 pub mod audit;
 pub mod catalog;
 mod effects;
+mod listing;
 mod queries;
 pub mod rules;
 pub mod view;
@@ -37,13 +39,15 @@ use osp_protocol::quality::{CheckOutcome, Command, OpenCheck, RemoveOutcome, Rul
 use osp_protocol::scheduler::queries::RunStatus;
 use osp_protocol::scheduler::{RunEvent, TaskError, RUN_KIND};
 use osp_protocol::{AggregateRef, Encoding, Error as ProtocolError, Token};
-use osp_runtime::{CommandHandler, Executed, Inbound, InboxCounts, Projection, Running, Service, ServiceConfig, Stop};
+use osp_runtime::{
+    unreadable, CommandHandler, Executed, Inbound, InboxCounts, Projection, Running, Service, ServiceConfig, Stop,
+};
 use serde::Serialize;
 
 use crate::aggregate::{Audit, AuditCommand, CheckCommand, RuleCommand, RuleState};
 use crate::audit::RunEnd;
 use crate::effects::AuditEffects;
-use crate::view::QualityView;
+use crate::view::{AuditRecord, QualityView};
 
 /// The aggregate kinds the quality service's view folds (what `osp log verify` rebuilds).
 pub const VIEW_KINDS: [&str; 2] = [RULE_KIND, AUDIT_KIND];
@@ -63,7 +67,7 @@ impl Quality {
     /// [`Quality::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Quality> {
         let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
-        let view = service.view::<QualityView>(&VIEW_KINDS).await?;
+        let view = service.indexed_view::<QualityView>(&VIEW_KINDS).await?;
         let audits = service.executor(&view);
         let log = service.log().clone();
         let effects = Arc::new(AuditEffects {
@@ -89,6 +93,12 @@ impl Quality {
     /// instance): for comparing instances.
     pub fn digest(&self) -> Result<Digest, ProtocolError> {
         self.view.read().digest()
+    }
+
+    /// How many audits this instance holds in memory: the open ones, and those recorded
+    /// within the grace period (`keep_finished`).
+    pub fn audits_in_memory(&self) -> usize {
+        self.view.read().audits_in_memory()
     }
 
     /// Stops taking work, finishes what is in hand, and returns.
@@ -290,7 +300,8 @@ impl CheckCommands {
     /// The check's rule definitions, from the catalog; a name the catalog does not hold,
     /// once this instance has applied the log as far as it goes, is `not_found`. A check
     /// whose audit entry is already recorded needs none (it changes nothing, or
-    /// conflicts), so a resend is answered even if its rules were removed since.
+    /// conflicts), so a resend is answered even if its rules were removed since, and
+    /// even once the entry has left memory.
     async fn read_rules(
         &self,
         aggregate: &AggregateRef,
@@ -301,16 +312,19 @@ impl CheckCommands {
             true => Ok(None),
             false => view.definitions(names()).map(Some),
         };
-        let first = read(&self.view.read());
-        if first.is_err() {
-            // The rule may be on the log and not applied here yet.
-            if let Ok(last) = self.log.last_sequence().await {
-                let _ = self.view.wait_for(last, CATALOG_CATCH_UP).await;
-            }
+        if let Ok(rules) = read(&self.view.read()) {
+            return Ok(rules);
+        }
+        // The audit may have left memory, or be on the log and not applied here yet.
+        if self.view.recall(aggregate, AuditRecord::exists).await.map_err(unreadable)? == Some(true) {
+            return Ok(None);
+        }
+        // The rule may be on the log and not applied here yet.
+        if let Ok(last) = self.log.last_sequence().await {
+            let _ = self.view.wait_for(last, CATALOG_CATCH_UP).await;
         }
         let view = self.view.read();
-        let read = if first.is_ok() { first } else { read(&view) };
-        read.map_err(|missing| unknown_rules(&missing, &view.rule_names()))
+        read(&view).map_err(|missing| unknown_rules(&missing, &view.rule_names()))
     }
 }
 

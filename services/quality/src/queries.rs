@@ -1,11 +1,13 @@
-//! The quality service's query endpoints (`osp.v1.q.quality.*`): thin readers of the view.
+//! The quality service's query endpoints (`osp.v1.q.quality.*`): thin readers of the view,
+//! of the log for an audit that left memory, and of the listing index.
 
 use osp_protocol::quality::queries::{AuditIdQuery, AuditQuery, DigestQuery, RuleQuery, RulesQuery};
 use osp_protocol::quality::AUDIT_KIND;
 use osp_protocol::{AggregateRef, Error, Token};
-use osp_runtime::Query;
+use osp_runtime::{unreadable, Projection, Query};
 
-use crate::view::QualityView;
+use crate::listing;
+use crate::view::{AuditRecord, QualityView};
 
 /// Every query the quality service answers.
 pub fn all() -> Vec<Query<QualityView>> {
@@ -20,32 +22,22 @@ pub fn all() -> Vec<Query<QualityView>> {
                 reason: "the catalog has no rule by that name".into(),
             })
         }),
-        Query::new("audit", |view: &QualityView, q: AuditIdQuery| {
-            Token::new("id", q.id.as_str())?;
-            view.audit(&q.id).ok_or_else(|| {
-                let open = AggregateRef::new(AUDIT_KIND, &q.id).ok().and_then(|aggregate| {
-                    let open = view.open_audit(&aggregate)?;
-                    let waiting: Vec<&str> = open
-                        .opened
-                        .parts
-                        .iter()
-                        .filter(|part| !open.ended(&part.part))
-                        .map(|part| part.part.as_str())
-                        .collect();
-                    Some(format!(
-                        "the check is open, waiting for {} (until {})",
-                        waiting.join(", "),
-                        open.opened.deadline
-                    ))
-                });
-                Error::NotFound {
-                    field: "id".into(),
-                    value: q.id.clone(),
-                    reason: open.unwrap_or_else(|| "no audit entry has that id".into()),
-                }
+        Query::deferred("audit", |view: Projection<QualityView>, _, q: AuditIdQuery| async move {
+            let id = Token::new("id", q.id.as_str())?;
+            let aggregate = AggregateRef { kind: Token::new("kind", AUDIT_KIND)?, id };
+            let recalled = view.recall(&aggregate, AuditRecord::view).await.map_err(unreadable)?;
+            recalled.unwrap_or(Err(None)).map_err(|open| Error::NotFound {
+                field: "id".into(),
+                value: q.id.clone(),
+                reason: open.unwrap_or_else(|| "no audit entry has that id".into()),
             })
         }),
-        Query::new("audits", |view: &QualityView, q: AuditQuery| view.audits(&q)),
+        Query::deferred("audits", |view: Projection<QualityView>, _, q: AuditQuery| async move {
+            let index = view
+                .index()
+                .ok_or_else(|| Error::Unavailable { reason: "this instance keeps no audit index".into() })?;
+            listing::audits(index, &q)
+        }),
         Query::new("digest", |view: &QualityView, _: DigestQuery| view.digest()),
     ]
 }

@@ -1,38 +1,110 @@
-//! The quality service's read model: the rule catalog by name and the audit entries by
-//! time, folded from the log (`osp.v1.evt.rule.*` and `osp.v1.evt.audit.*`).
+//! The quality service's read model, folded from the log (`osp.v1.evt.rule.*` and
+//! `osp.v1.evt.audit.*`): the rule catalog, every rule always in memory (a catalog is
+//! small), and the audits in hand.
+//!
+//! An audit leaves memory once it has been recorded for the grace period
+//! ([`osp_runtime::resident`]): `audit` recalls it from the log, `audits` lists from the
+//! listing index ([`crate::listing`]), and the digest counts it as before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use osp_eventlog::Head;
-use osp_eventlog::Recorded;
-use osp_protocol::quality::queries::{
-    AuditPage, AuditQuery, AuditView, Digest, RulePage, RuleView, RulesQuery, DEFAULT_LIMIT, MAX_LIMIT,
-};
-use osp_protocol::quality::{AuditEntry, QualityEvent, Rule, AUDIT_KIND, RULE_KIND};
-use osp_protocol::{AggregateRef, Encoding, Error, Timestamp, MAX_MESSAGE_BYTES};
-use osp_runtime::{Folded, Holds, Snapshot, View};
+use osp_eventlog::{Head, Recorded};
+use osp_protocol::quality::queries::{AuditView, Digest, RulePage, RuleView, RulesQuery, DEFAULT_LIMIT, MAX_LIMIT};
+use osp_protocol::quality::{QualityEvent, Rule, AUDIT_KIND, RULE_KIND};
+use osp_protocol::{AggregateRef, Encoding, Error, Timestamp};
+use osp_runtime::resident::fingerprint;
+use osp_runtime::{Folded, Holds, Indexed, Keeps, Record, Resident, Snapshot, View};
+use serde::Serialize;
 
 use crate::aggregate::{Audit, OpenAudit, RuleState};
+use crate::listing;
 
-/// At most this many bytes of entries go in one page (a reply must fit one message;
-/// JSON may take up to six times the MessagePack size, see [`shown_size`]).
-const PAGE_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
-
-/// The catalog and the audit entries, as this instance has applied the log.
+/// The catalog and the audits in hand, as this instance has applied the log.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct QualityView {
     /// Every rule seen, present or removed (its head is needed to append).
     rule_states: HashMap<AggregateRef, Folded<RuleState>>,
-    /// Every audit seen, open or recorded.
-    audit_states: HashMap<AggregateRef, Folded<Audit>>,
     /// The rules in the catalog, by name.
     catalog: BTreeMap<String, AggregateRef>,
-    /// The audit entries, oldest first (`createdAt`, then id), with the size a page
-    /// gives each.
-    audits: BTreeMap<(Timestamp, String), (AggregateRef, usize)>,
+    /// Every open audit, and the recorded ones until they leave memory.
+    audits: Resident<AuditRecord>,
+    /// How many audit entries are recorded, in memory or not.
+    recorded: u64,
     /// The sequence of the last event applied.
     last_seq: u64,
+}
+
+/// One audit: its state as decisions take it.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct AuditRecord {
+    folded: Folded<Audit>,
+}
+
+impl AuditRecord {
+    /// What `audit` shows of it once recorded; while it is open, what it waits for.
+    pub fn view(&self) -> Result<AuditView, Option<String>> {
+        match &self.folded.state {
+            Audit::Recorded(audit) => Ok(AuditView { entry: audit.entry.clone(), rules: audit.rules.clone() }),
+            Audit::Open(open) => {
+                let waiting: Vec<&str> = open
+                    .opened
+                    .parts
+                    .iter()
+                    .filter(|part| !open.ended(&part.part))
+                    .map(|part| part.part.as_str())
+                    .collect();
+                Err(Some(format!(
+                    "the check is open, waiting for {} (until {})",
+                    waiting.join(", "),
+                    open.opened.deadline
+                )))
+            }
+            Audit::Empty => Err(None),
+        }
+    }
+
+    /// Whether a check was made under its id (recorded, or open).
+    pub fn exists(&self) -> bool {
+        !matches!(self.folded.state, Audit::Empty)
+    }
+
+    fn recorded(&self) -> bool {
+        matches!(self.folded.state, Audit::Recorded(_))
+    }
+}
+
+impl Record for AuditRecord {
+    type Event = QualityEvent;
+
+    fn apply(&mut self, event: &Recorded<QualityEvent>) {
+        self.folded.apply(event);
+    }
+
+    /// Nothing happens to an audit once its entry is recorded.
+    fn finished(&self) -> bool {
+        self.recorded()
+    }
+
+    fn fingerprint(&self) -> Option<[u8; 32]> {
+        let head = &self.folded.head;
+        Some(match &self.folded.state {
+            Audit::Empty => fingerprint_of(head, &()),
+            Audit::Recorded(audit) => fingerprint_of(head, &(&audit.entry, &audit.rules)),
+            Audit::Open(open) => fingerprint_of(head, &(&open.opened, open.opened_at.millis(), &open.ended)),
+        })
+    }
+}
+
+/// What one aggregate adds to the digest: a hash of its head (so two instances agree on
+/// where its history ends) and of its state.
+fn fingerprint_of(head: &Head, state: &impl Serialize) -> [u8; 32] {
+    let head = (head.seq, head.version, head.hash.map(|hash| hash.0));
+    // Encoding these cannot fail (strings, numbers, JSON values); should it ever, the
+    // aggregate still counts, with less of it hashed.
+    let mut bytes = Encoding::MessagePack.encode(&head).unwrap_or_default();
+    bytes.extend(Encoding::MessagePack.encode(state).unwrap_or_default());
+    fingerprint(&bytes)
 }
 
 impl View for QualityView {
@@ -51,11 +123,9 @@ impl View for QualityView {
                 };
             }
             AUDIT_KIND => {
-                let folded = self.audit_states.entry(aggregate.clone()).or_default();
-                folded.apply(event);
-                if let Audit::Recorded(audit) = &folded.state {
-                    let key = (audit.entry.created_at, audit.entry.id.clone());
-                    self.audits.insert(key, (aggregate.clone(), shown_size(&audit.entry)));
+                let was_recorded = self.audits.get(aggregate.id.as_str()).is_some_and(AuditRecord::recorded);
+                if self.audits.apply(event).recorded() && !was_recorded {
+                    self.recorded += 1;
                 }
             }
             other => {
@@ -63,12 +133,35 @@ impl View for QualityView {
             }
         }
     }
+
+    /// Only audits leave memory; rules never do.
+    fn missing(&self, event: &Recorded<QualityEvent>) -> bool {
+        event.envelope.aggregate.kind.as_str() == AUDIT_KIND && self.audits.missing(event)
+    }
+
+    fn restore(&mut self, aggregate: &AggregateRef, earlier: &[Recorded<QualityEvent>]) {
+        if aggregate.kind.as_str() == AUDIT_KIND {
+            self.audits.restore(aggregate.id.as_str(), earlier);
+        }
+    }
+
+    fn evict(&mut self, finished_before: Timestamp) -> usize {
+        self.audits.evict(finished_before)
+    }
+
+    /// A recorded audit's entry, as `audits` lists it.
+    fn indexed(&self, event: &Recorded<QualityEvent>) -> Option<(String, Indexed)> {
+        let audit = self.audit_record(&event.envelope.aggregate)?.folded.state.recorded()?;
+        listing::indexed(&audit.entry)
+    }
 }
 
-/// Saved whole: every aggregate's folded state and the indexes over them.
+/// Saved: the rules, the audits in hand and the digest of those that left memory, how many
+/// entries are recorded, and how far it has applied. Shape 3: only the audits in hand, and
+/// no listing (shape 2 held every audit, and the listing by time).
 impl Snapshot for QualityView {
     const NAME: &'static str = "quality-records";
-    const SHAPE: u32 = 2;
+    const SHAPE: u32 = 3;
 }
 
 impl Holds<RuleState> for QualityView {
@@ -79,7 +172,13 @@ impl Holds<RuleState> for QualityView {
 
 impl Holds<Audit> for QualityView {
     fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<Audit>> {
-        self.audit_states.get(aggregate)
+        self.audit_record(aggregate).map(|record| &record.folded)
+    }
+}
+
+impl Keeps<AuditRecord> for QualityView {
+    fn resident(&self) -> &Resident<AuditRecord> {
+        &self.audits
     }
 }
 
@@ -140,132 +239,56 @@ impl QualityView {
         Ok(page)
     }
 
-    /// The audit entry `id`, with the rules it was checked against.
+    /// The audit entry `id`, with the rules it was checked against, while in memory (one
+    /// that left is recalled from the log by the query, [`osp_runtime::Projection::recall`]).
     pub fn audit(&self, id: &str) -> Option<AuditView> {
-        let aggregate = AggregateRef::new(AUDIT_KIND, id).ok()?;
-        let audit = self.audit_states.get(&aggregate)?.state.recorded()?;
-        Some(AuditView { entry: audit.entry.clone(), rules: audit.rules.clone() })
+        self.audits.get(id)?.view().ok()
     }
 
-    /// Whether a check under the audit id `aggregate` was made (recorded, or open).
+    /// Whether a check under the audit id `aggregate` was made (recorded, or open), as far
+    /// as the audits in memory tell.
     pub fn has_audit(&self, aggregate: &AggregateRef) -> bool {
-        self.audit_states.get(aggregate).is_some_and(|folded| !matches!(folded.state, Audit::Empty))
+        self.audit_record(aggregate).is_some_and(AuditRecord::exists)
     }
 
-    /// The check under audit id `aggregate`, while it waits for agents.
+    /// The check under audit id `aggregate`, while it waits for agents (an open check
+    /// never leaves memory).
     pub fn open_audit(&self, aggregate: &AggregateRef) -> Option<&OpenAudit> {
-        match &self.audit_states.get(aggregate)?.state {
+        match &self.audit_record(aggregate)?.folded.state {
             Audit::Open(open) => Some(open),
             _ => None,
         }
     }
 
-    /// The entries matching every filter of `query`, oldest first, a page at a time.
-    pub fn audits(&self, query: &AuditQuery) -> Result<AuditPage, Error> {
-        let limit = page_limit(query.limit)?;
-        let from = match &query.after {
-            None => Bound::Unbounded,
-            Some(after) => Bound::Excluded(self.audit_key(after)?),
-        };
-        let (mut page, mut bytes) = (AuditPage::default(), 0);
-        for ((_, id), (aggregate, size)) in self.audits.range((from, Bound::Unbounded)) {
-            let Some(audit) = self.audit_states.get(aggregate).and_then(|folded| folded.state.recorded()) else {
-                continue;
-            };
-            if !matches(&audit.entry, query) {
-                continue;
-            }
-            if page.entries.len() == limit || (!page.entries.is_empty() && bytes + size > PAGE_BYTES) {
-                page.next = page.entries.last().map(|entry| entry.id.clone());
-                break;
-            }
-            bytes += size;
-            page.entries.push(audit.entry.clone());
-            debug_assert_eq!(&audit.entry.id, id);
-        }
-        Ok(page)
+    /// How many audits are in memory: the open ones, and those recorded within the grace
+    /// period.
+    pub fn audits_in_memory(&self) -> usize {
+        self.audits.len()
     }
 
-    /// Where the entry `id` sits in time order (a page's `after`).
-    fn audit_key(&self, id: &str) -> Result<(Timestamp, String), Error> {
-        let not_found = || Error::NotFound {
-            field: "after".into(),
-            value: id.to_owned(),
-            reason: "no audit entry has that id; pass the previous page's next".into(),
-        };
-        let aggregate = AggregateRef::new(AUDIT_KIND, id).map_err(|_| not_found())?;
-        let audit =
-            self.audit_states.get(&aggregate).and_then(|folded| folded.state.recorded()).ok_or_else(not_found)?;
-        Ok((audit.entry.created_at, audit.entry.id.clone()))
+    fn audit_record(&self, aggregate: &AggregateRef) -> Option<&AuditRecord> {
+        (aggregate.kind.as_str() == AUDIT_KIND).then(|| self.audits.get(aggregate.id.as_str()))?
     }
 
-    /// A fingerprint of everything this view holds, the same on every instance that has
-    /// applied the same log: every aggregate's head and state, in a fixed order.
+    /// A hash of every rule and every audit (those in memory and those that left it): the
+    /// XOR of one fingerprint each, equal on instances that applied the same log.
     pub fn digest(&self) -> Result<Digest, Error> {
-        let mut aggregates: Vec<(&AggregateRef, &Head, State)> = self
-            .rule_states
-            .iter()
-            .map(|(aggregate, folded)| (aggregate, &folded.head, State::Rule(&folded.state)))
-            .chain(
-                self.audit_states
-                    .iter()
-                    .map(|(aggregate, folded)| (aggregate, &folded.head, State::Audit(&folded.state))),
-            )
-            .collect();
-        aggregates.sort_by(|a, b| a.0.cmp(b.0));
-        let mut hasher = blake3::Hasher::new();
-        for (aggregate, head, state) in aggregates {
-            let head = (aggregate.to_string(), head.seq, head.version, head.hash.map(|h| h.0));
-            hasher.update(&Encoding::MessagePack.encode(&head)?);
-            match state {
-                State::Rule(state) => {
-                    let state = (&state.rule, state.revision, state.updated_at.millis());
-                    hasher.update(&Encoding::MessagePack.encode(&state)?);
-                }
-                State::Audit(Audit::Empty) => {}
-                State::Audit(Audit::Recorded(audit)) => {
-                    hasher.update(&Encoding::MessagePack.encode(&(&audit.entry, &audit.rules))?);
-                }
-                State::Audit(Audit::Open(open)) => {
-                    let state = (&open.opened, open.opened_at.millis(), &open.ended);
-                    hasher.update(&Encoding::MessagePack.encode(&state)?);
-                }
-            }
+        let mut all = self.audits.digest();
+        for folded in self.rule_states.values() {
+            let state = &folded.state;
+            all.add(fingerprint_of(&folded.head, &(&state.rule, state.revision, state.updated_at.millis())));
         }
         Ok(Digest {
-            digest: hasher.finalize().to_hex().to_string(),
+            digest: all.hex(),
             rules: self.catalog.len() as u64,
-            audits: self.audits.len() as u64,
+            audits: self.recorded,
             applied: self.last_seq,
         })
     }
-}
-
-/// One aggregate's state, of either kind, as the digest reads it.
-enum State<'a> {
-    Rule(&'a RuleState),
-    Audit(&'a Audit),
 }
 
 /// The rule's view, while it is in the catalog.
 pub fn rule_view(state: &RuleState) -> Option<RuleView> {
     let rule = state.rule.as_ref()?;
     Some(RuleView { rule: rule.clone(), revision: state.revision, updated_at: state.updated_at })
-}
-
-/// Whether `entry` passes every filter `query` sets.
-fn matches(entry: &AuditEntry, query: &AuditQuery) -> bool {
-    (query.opinions.is_empty() || query.opinions.contains(&entry.opinion))
-        && query.min_critical.is_none_or(|min| entry.findings.critical >= min)
-        && query.min_major.is_none_or(|min| entry.findings.major >= min)
-        && query.agent_id.as_ref().is_none_or(|agent| entry.agent_id.as_ref() == Some(agent))
-        && query.execution_id.as_ref().is_none_or(|execution| entry.execution_id.as_ref() == Some(execution))
-        && query.from.is_none_or(|from| entry.created_at >= from)
-        && query.to.is_none_or(|to| entry.created_at < to)
-}
-
-/// At most how many bytes an entry takes in a page, in either encoding: JSON can be up to
-/// six times the MessagePack size (`false` is 1 byte in MessagePack, `false,` 6 in JSON).
-fn shown_size(entry: &AuditEntry) -> usize {
-    6 * Encoding::MessagePack.encode(entry).map_or(MAX_MESSAGE_BYTES, |bytes| bytes.len())
 }

@@ -40,7 +40,7 @@ pub use executor::{CommandMeta, Executed, Executor, Holds, Place, Refusal};
 pub use inbound::Inbound;
 pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use index::{Index, Indexed};
-pub use projection::{fold, Keeping, Keeps, Projection, View, KEEP_FINISHED};
+pub use projection::{fold, unreadable, Keeping, Keeps, Projection, View, KEEP_FINISHED};
 pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
 pub use reactor::{Reactor, TimerHandler};
 pub use resident::{Record, Resident};

@@ -63,6 +63,18 @@ pub trait Keeps<R: Record>: View {
     fn resident(&self) -> &Resident<R>;
 }
 
+/// The refusal a query or a command gives when a history it needed ([`Projection::recall`])
+/// could not be read: an event in it that cannot be read is named (`damaged`: asking again
+/// will not read it either); anything else is the log being out of reach.
+pub fn unreadable(error: osp_eventlog::Error) -> osp_protocol::Error {
+    match error {
+        osp_eventlog::Error::Malformed { seq, subject, error } => {
+            osp_protocol::Error::Damaged { aggregate: subject, seq, reason: error.to_string() }
+        }
+        other => osp_protocol::Error::Unavailable { reason: other.to_string() },
+    }
+}
+
 /// What a projection keeps besides its view's state.
 #[derive(Clone)]
 pub struct Keeping {

@@ -78,6 +78,12 @@ impl Fingerprints {
         }
     }
 
+    /// Folds in the fingerprint of one more aggregate: one a view keeps outside a
+    /// [`Resident`] (a catalog that never leaves memory), in the same digest.
+    pub fn add(&mut self, fingerprint: [u8; 32]) {
+        self.toggle(fingerprint, true);
+    }
+
     /// The hash, in hex.
     pub fn hex(&self) -> String {
         self.xor.iter().map(|byte| format!("{byte:02x}")).collect()

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::common::{add_three, command, query, refusal, system, THREE};
 
 /// (id, agent, execution, output): opinions by [`crate::common::three_rules`] in the
-/// comments.
-fn first_half() -> Vec<(&'static str, &'static str, &'static str, Value)> {
+/// comments. The eviction test records them too.
+pub fn first_half() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     vec![
         ("e1", "agent-a", "r1", json!({"summary": "fine", "score": 0.5})), // unqualified
         ("e2", "agent-a", "r2", json!({"summary": "LOUDLY fine", "score": 0.5})), // qualified: minor
@@ -21,7 +21,7 @@ fn first_half() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     ]
 }
 
-fn second_half() -> Vec<(&'static str, &'static str, &'static str, Value)> {
+pub fn second_half() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     vec![
         ("e5", "agent-a", "r5", json!({})), // adverse: critical + major + minor
         ("e6", "agent-c", "r1", json!({"summary": "fine", "score": 1})), // unqualified
@@ -30,7 +30,7 @@ fn second_half() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     ]
 }
 
-async fn record(client: &osp_client::Client, entries: Vec<(&str, &str, &str, Value)>) {
+pub async fn record(client: &osp_client::Client, entries: Vec<(&str, &str, &str, Value)>) {
     for (id, agent, execution, output) in entries {
         let body = json!({"auditId": id, "agentId": agent, "executionId": execution, "output": output, "rules": THREE});
         command::<AuditEntry>(client, "check", &body).await.unwrap();

@@ -7,6 +7,7 @@ mod audits_query;
 mod bad_input;
 mod catalog;
 mod checks;
+mod eviction;
 mod judge;
 mod kill_mid_load;
 mod two_instances;

@@ -133,11 +133,12 @@ pub struct DigestQuery {}
 /// A hash of the catalog and the audit entries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Digest {
-    /// Hex BLAKE3 of the rules and the entries, in key order.
+    /// The hex XOR of one BLAKE3 per rule and per audit (of its head and its state): the
+    /// same whichever audits an instance holds in memory.
     pub digest: String,
     /// Rules in the catalog.
     pub rules: u64,
-    /// Audit entries.
+    /// Audit entries recorded.
     pub audits: u64,
     /// The log sequence the state is at.
     pub applied: u64,
