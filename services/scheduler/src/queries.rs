@@ -4,21 +4,10 @@ use osp_protocol::scheduler::queries::{GetQuery, ListQuery};
 use osp_protocol::scheduler::RUN_KIND;
 use osp_protocol::AggregateRef;
 use osp_protocol::{Error, Token};
-use osp_runtime::{Projection, Query};
+use osp_runtime::{unreadable, Projection, Query};
 use serde::Deserialize;
 
 use crate::view::{list, RunRecord, SchedulerView};
-
-/// Why a run's history could not be read: an event in it that cannot be read is named
-/// (`damaged`); anything else is the log being out of reach.
-fn unreadable(error: osp_eventlog::Error) -> Error {
-    match error {
-        osp_eventlog::Error::Malformed { seq, subject, error } => {
-            Error::Damaged { aggregate: subject, seq, reason: error.to_string() }
-        }
-        other => Error::Unavailable { reason: other.to_string() },
-    }
-}
 
 /// `digest` takes no arguments.
 #[derive(Deserialize)]

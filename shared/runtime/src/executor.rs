@@ -274,9 +274,7 @@ impl<A: Aggregate, V: Holds<A>> Executor<A, V> {
 /// refusal (`damaged`, naming it: no redelivery can read it either), anything else ours.
 fn unreadable(error: Error) -> Refusal {
     match error {
-        Error::Malformed { seq, subject, error } => {
-            Refusal::Rejected(osp_protocol::Error::Damaged { aggregate: subject, seq, reason: error.to_string() })
-        }
+        Error::Malformed { .. } => Refusal::Rejected(crate::projection::unreadable(error)),
         other => Refusal::Failed(other),
     }
 }
