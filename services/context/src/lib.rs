@@ -12,7 +12,9 @@
 //!
 //! - [`aggregate`]: a scope's entries or embeddings, `decide` / `evolve`;
 //! - [`access`]: who may read and write which scope, and the archive policy;
-//! - [`view`]: the read model, [`index`]: the embeddings laid out for exact search;
+//! - [`view`]: the read model: [`scopes`] in memory while they may change (a run's leaves
+//!   after the run ended), [`runs`] likewise; [`reads`]: what a query reads in a scope;
+//!   [`index`]: the embeddings laid out for exact search;
 //! - [`embed`]: a search by text, through a run of the `embed` capability;
 //! - [`sealing`]: sensitive values encrypted before they reach the log.
 
@@ -22,7 +24,9 @@ pub mod embed;
 pub mod index;
 mod input;
 mod queries;
+pub mod reads;
 pub mod runs;
+pub mod scopes;
 pub mod sealing;
 pub mod view;
 
@@ -31,6 +35,7 @@ use std::time::Duration;
 
 use osp_eventlog::EventLog;
 use osp_protocol::context::queries::{Digest, EntryView};
+use osp_protocol::context::Scope;
 use osp_protocol::context::{Command, RemoveOutcome, UpsertOutcome, EMBEDDINGS_KIND, SCOPE_KIND, SERVICE};
 use osp_protocol::registry::ENTRY_KIND;
 use osp_protocol::scheduler::RUN_KIND;
@@ -42,8 +47,9 @@ use crate::access::Access;
 use crate::aggregate::ScopeState;
 use crate::embed::Embedder;
 pub use crate::input::ContextInput;
+use crate::runs::RunRecord;
 use crate::sealing::SealKey;
-use crate::view::{entry_view, ContextView, RevealPolicy};
+use crate::view::{entry_view, ContextView, InMemory, RevealPolicy};
 
 /// How a context instance runs.
 #[derive(Clone, Debug)]
@@ -110,6 +116,11 @@ impl Context {
         self.view.read().digest()
     }
 
+    /// What this instance holds in memory (runs' facts, scopes): for tests of its bounds.
+    pub fn in_memory(&self) -> InMemory {
+        self.view.read().in_memory()
+    }
+
     /// Stops taking work, finishes what is in hand, and returns.
     pub async fn shutdown(self) {
         self.running.shutdown().await
@@ -130,6 +141,20 @@ struct Commands {
 }
 
 impl Commands {
+    /// Whether `actor` may write `scope`. Whether a run's scope is archived is recalled from
+    /// the log when the run is not in memory (it ended and left, or it is not known here).
+    async fn may_write(&self, actor: &str, scope: &Scope) -> Result<(), ProtocolError> {
+        let run_ended = match scope {
+            Scope::Run(run) => {
+                let aggregate = AggregateRef::new(RUN_KIND, run.as_str())?;
+                let recalled = self.view.recall(&aggregate, RunRecord::ended).await;
+                recalled.map_err(|error| queries::unreadable(format!("run {run}"), error))?.unwrap_or(false)
+            }
+            _ => false,
+        };
+        self.view.read().check(actor, Access::Write { run_ended }, scope)
+    }
+
     /// `command` as the aggregate decides it: a sensitive environment value sealed with
     /// the service's key, so the log never holds it in clear (deterministically: the same
     /// value sent again is recognised as the same).
@@ -208,13 +233,12 @@ impl CommandHandler for Commands {
     /// not be applied here yet).
     async fn admit(&self, _: &AggregateRef, request: &Request) -> Result<Command, ProtocolError> {
         let scope = request.command.scope();
-        let check = || self.view.read().check(&request.actor, Access::Write, scope);
-        if check().is_err() {
+        if self.may_write(&request.actor, scope).await.is_err() {
             if let Ok(last) = self.log.last_sequence().await {
                 let _ = self.view.wait_for(last, ACCESS_CATCH_UP).await;
             }
+            self.may_write(&request.actor, scope).await?;
         }
-        check()?;
         self.seal(&request.command)
     }
 

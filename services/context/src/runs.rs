@@ -2,20 +2,35 @@
 //! the registry's events on the log (reading another service's events is allowed;
 //! asking it is not): which agents work on which runs, who submitted a run and in which
 //! session, which runs have ended; and the registry as an agent's system context shows it.
+//!
+//! A run's facts stay in memory while it runs and for the grace period after it ended
+//! ([`osp_runtime::resident`]); an access check about a run that left answers as before:
+//! an ended run gives no agent anything, and whether it ended (its scope is archived) is
+//! recalled from the log ([`crate::access`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use osp_eventlog::Recorded;
 use osp_protocol::registry::{document, EntryEvent, EntryKey, AGENTS};
 use osp_protocol::scheduler::RunEvent;
-use osp_protocol::Envelope;
+use osp_protocol::{AggregateRef, Timestamp};
+use osp_runtime::{Record, Resident};
+
+use crate::input::ContextInput;
 
 /// The runs, as far as access to their scopes goes.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct Runs {
-    runs: HashMap<String, RunFacts>,
-    /// The runs each agent started an attempt of.
-    by_agent: HashMap<String, BTreeSet<String>>,
+    runs: Resident<RunRecord>,
+    /// Per agent, the runs whose scopes its attempts reach it: those it started an attempt
+    /// of, and their workflows' roots (a workflow's steps share the root's scope). Runs
+    /// that ended are dropped as runs leave memory: they reach nobody any more.
+    reach: HashMap<String, BTreeSet<String>>,
 }
+
+/// One run's facts, once the log has its submission.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+pub struct RunRecord(Option<RunFacts>);
 
 /// One run's facts.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -30,61 +45,116 @@ pub struct RunFacts {
     pub ended: bool,
 }
 
-impl Runs {
-    /// Applies one of run `run_id`'s events.
-    pub fn apply(&mut self, run_id: &str, event: &Envelope<RunEvent>) {
-        match &event.payload {
+impl RunRecord {
+    /// Whether the run ended: its scope is archived.
+    pub fn ended(&self) -> bool {
+        self.0.as_ref().is_some_and(|facts| facts.ended)
+    }
+
+    /// Whether it runs: submitted, and not ended.
+    fn running(&self) -> bool {
+        self.0.as_ref().is_some_and(|facts| !facts.ended)
+    }
+}
+
+impl Record for RunRecord {
+    type Event = ContextInput;
+
+    fn apply(&mut self, event: &Recorded<ContextInput>) {
+        let envelope = &event.envelope;
+        let ContextInput::Run(run) = &envelope.payload else { return };
+        match run {
             RunEvent::Submitted(submitted) => {
-                let root = event
+                let root = envelope
                     .correlation_id
                     .clone()
                     .or_else(|| submitted.parent.as_ref().map(|parent| parent.root.to_string()))
-                    .unwrap_or_else(|| run_id.to_owned());
+                    .unwrap_or_else(|| envelope.aggregate.id.to_string());
                 let session = submitted.metadata.as_ref().and_then(|metadata| document::get(metadata, "session"));
-                let facts = RunFacts {
+                self.0 = Some(RunFacts {
                     root,
-                    submitter: event.actor.clone(),
+                    submitter: envelope.actor.clone(),
                     session: session.and_then(|session| session.as_str()).map(str::to_owned),
                     ended: false,
-                };
-                self.runs.insert(run_id.to_owned(), facts);
-            }
-            RunEvent::Started(started) => {
-                self.by_agent.entry(started.agent.clone()).or_default().insert(run_id.to_owned());
+                });
             }
             RunEvent::Completed(_) | RunEvent::Failed(_) | RunEvent::Cancelled(_) => {
-                if let Some(run) = self.runs.get_mut(run_id) {
-                    run.ended = true;
+                if let Some(facts) = &mut self.0 {
+                    facts.ended = true;
                 }
             }
             _ => {}
         }
     }
 
-    /// The run's facts, if the log has its submission.
-    pub fn run(&self, run_id: &str) -> Option<&RunFacts> {
-        self.runs.get(run_id)
+    fn finished(&self) -> bool {
+        self.ended()
     }
 
-    /// Whether run `run_id` has ended (its scope is archived).
-    pub fn ended(&self, run_id: &str) -> bool {
-        self.runs.get(run_id).is_some_and(|run| run.ended)
+    /// None: the digest is of the scopes; what it says of runs is the scheduler's.
+    fn fingerprint(&self) -> Option<[u8; 32]> {
+        None
+    }
+}
+
+impl Runs {
+    /// Applies one of a run's events; returns the run's record as it is now.
+    pub fn apply(&mut self, event: &Recorded<ContextInput>) -> &RunRecord {
+        let record = self.runs.apply(event);
+        if let ContextInput::Run(RunEvent::Started(started)) = &event.envelope.payload {
+            let root = record.0.as_ref().map(|facts| facts.root.clone());
+            let reach = self.reach.entry(started.agent.clone()).or_default();
+            reach.insert(event.envelope.aggregate.id.to_string());
+            reach.extend(root);
+        }
+        record
+    }
+
+    /// `event` continues the history of a run that left memory.
+    pub fn missing(&self, event: &Recorded<ContextInput>) -> bool {
+        self.runs.missing(event)
+    }
+
+    /// Puts a run that left memory back, from its events before the one that was missing.
+    pub fn restore(&mut self, run: &AggregateRef, earlier: &[Recorded<ContextInput>]) {
+        self.runs.restore(run.id.as_str(), earlier);
+    }
+
+    /// Lets go of the runs that ended before `before`; returns how many.
+    pub fn evict(&mut self, before: Timestamp) -> usize {
+        let evicted = self.runs.evict(before);
+        if evicted > 0 {
+            let runs = &self.runs;
+            self.reach.retain(|_, reach| {
+                reach.retain(|run| runs.get(run).is_some_and(RunRecord::running));
+                !reach.is_empty()
+            });
+        }
+        evicted
+    }
+
+    /// The runs in memory: every one still running, and those that ended within the grace
+    /// period.
+    pub fn resident(&self) -> &Resident<RunRecord> {
+        &self.runs
+    }
+
+    /// The facts of a run in memory, if the log has its submission.
+    pub fn run(&self, run_id: &str) -> Option<&RunFacts> {
+        self.runs.get(run_id).and_then(|record| record.0.as_ref())
+    }
+
+    /// Whether run `run_id` is running: submitted and not ended. A run not in memory is
+    /// not: it was never submitted, or it ended and left.
+    pub fn running(&self, run_id: &str) -> bool {
+        self.runs.get(run_id).is_some_and(RunRecord::running)
     }
 
     /// The runs `agent` works on now: those it started an attempt of, and the roots of
     /// their workflows (a workflow's steps share the root's scope), that have not ended.
     pub fn worked_on_by(&self, agent: &str) -> BTreeSet<&str> {
-        let mut runs = BTreeSet::new();
-        for run_id in self.by_agent.get(agent).into_iter().flatten() {
-            let Some(run) = self.runs.get(run_id) else { continue };
-            if !run.ended {
-                runs.insert(run_id.as_str());
-            }
-            if self.runs.get(&run.root).is_some_and(|root| !root.ended) {
-                runs.insert(run.root.as_str());
-            }
-        }
-        runs
+        let reach = self.reach.get(agent).into_iter().flatten();
+        reach.map(String::as_str).filter(|run| self.running(run)).collect()
     }
 }
 

@@ -2,25 +2,29 @@
 //! log says of runs and of the registry, folded from `osp.v1.evt.{scope,embeddings,run,
 //! entry}.*`. Every read names who asks, and answers only what that actor may read
 //! ([`crate::access`]), sensitive values masked unless revealed to one allowed to see them.
+//!
+//! A run's facts and its scope leave memory after the run ended and the grace period
+//! ([`osp_runtime::resident`], [`crate::scopes`]): a query of the scope then recalls it
+//! from the log. Every other scope stays.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::BTreeMap;
 
 use osp_eventlog::Recorded;
 use osp_protocol::context::queries::{
-    Digest, EmbeddingView, EntryPage, EntryView, KeyPage, PreferenceLevel, RegistryContext, ResolvedPreference,
-    ScopeKeys, SearchResult, SystemContext, DEFAULT_LIMIT, MAX_LIMIT,
+    Digest, EntryView, PreferenceLevel, RegistryContext, ResolvedPreference, ScopeKeys, SystemContext,
 };
-use osp_protocol::context::{agent_of, ContextEvent, Scope, Section, EMBEDDINGS_KIND, MASK, MAX_TOP_K};
-use osp_protocol::{AggregateRef, Encoding, Error, Token};
-use osp_runtime::{Folded, Holds, Snapshot, View};
+use osp_protocol::context::{agent_of, Scope, Section, EMBEDDINGS_KIND, MASK, SCOPE_KIND};
+use osp_protocol::scheduler::RUN_KIND;
+use osp_protocol::{AggregateRef, Error, Timestamp, Token};
+use osp_runtime::{Folded, Holds, Keeps, Resident, Snapshot, View};
 
 use crate::access::{self, Access};
 use crate::aggregate::{ScopeState, Stored};
-use crate::index::{matches_filter, VectorIndex};
 use crate::input::ContextInput;
-use crate::runs::{Registry, Runs};
-use crate::sealing::{self, SealKey};
+use crate::reads::not_found;
+use crate::runs::{Registry, RunRecord, Runs};
+use crate::scopes::{Embeddings, Entries, ScopeRecord};
+use crate::sealing::SealKey;
 
 /// How many keys of each scope a system context lists.
 const SYSTEM_KEYS: usize = 100;
@@ -66,14 +70,32 @@ impl RevealPolicy {
 /// The scopes and what the log says of runs and agents, as this instance has applied it.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct ContextView {
-    /// Every aggregate seen, entries or embeddings (its head is needed to append).
-    records: HashMap<AggregateRef, Folded<ScopeState>>,
-    /// The embeddings of each scope, for search.
-    indexes: HashMap<Scope, VectorIndex>,
+    /// The scopes' entries (an aggregate's head is needed to append).
+    entries: Resident<Entries>,
+    /// The scopes' embeddings, with their indexes for search.
+    embeddings: Resident<Embeddings>,
     runs: Runs,
     registry: Registry,
+    /// Entries and embeddings of every scope, in memory or not: for the digest.
+    totals: Totals,
     /// The sequence of the last event applied.
     last_seq: u64,
+}
+
+/// How much a view holds in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InMemory {
+    /// Runs' facts.
+    pub runs: usize,
+    /// Scopes' aggregates (a scope's entries and its embeddings are two).
+    pub scopes: usize,
+}
+
+/// How many entries and embeddings all scopes hold.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Totals {
+    entries: u64,
+    embeddings: u64,
 }
 
 impl View for ContextView {
@@ -83,99 +105,112 @@ impl View for ContextView {
         self.last_seq = self.last_seq.max(event.seq);
         let envelope = &event.envelope;
         let aggregate = &envelope.aggregate;
-        match &envelope.payload {
-            ContextInput::Run(run) => {
-                self.runs.apply(aggregate.id.as_str(), &rewrapped(envelope, run.clone()));
-            }
-            ContextInput::Entry(entry) => self.registry.apply(aggregate.id.as_str(), entry),
-            ContextInput::Context(payload) => {
-                let recorded = Recorded {
-                    seq: event.seq,
-                    stored_at: event.stored_at,
-                    hash: event.hash,
-                    envelope: rewrapped(envelope, payload.clone()),
-                };
-                let folded = self.records.entry(aggregate.clone()).or_default();
-                folded.apply(&recorded);
-                if let ContextEvent::EntrySet(set) = payload {
-                    if let Some(stored) = folded.state.entries.get_mut(&(set.section, set.key.clone())) {
-                        stored.seq = event.seq;
-                    }
-                }
-                let Ok(scope) = Scope::of_aggregate(aggregate) else { return };
-                match payload {
-                    ContextEvent::EmbeddingsUpserted(upserted) => {
-                        let index = self.indexes.entry(scope).or_default();
-                        upserted.entries.iter().for_each(|embedding| index.upsert(embedding));
-                    }
-                    ContextEvent::EmbeddingRemoved(removed) => {
-                        if let Some(index) = self.indexes.get_mut(&scope) {
-                            index.remove(&removed.id);
-                        }
-                    }
-                    ContextEvent::EntrySet(_) | ContextEvent::EntryRemoved(_) => {}
+        match (&envelope.payload, aggregate.kind.as_str()) {
+            (ContextInput::Run(_), _) => {
+                if self.runs.apply(event).ended() {
+                    self.run_ended(aggregate.id.as_str(), envelope.occurred_at);
                 }
             }
+            (ContextInput::Entry(entry), _) => self.registry.apply(aggregate.id.as_str(), entry),
+            (ContextInput::Context(_), EMBEDDINGS_KIND) => {
+                applied(&mut self.embeddings, &mut self.totals, &self.runs, event);
+            }
+            (ContextInput::Context(_), _) => applied(&mut self.entries, &mut self.totals, &self.runs, event),
         }
     }
-}
 
-/// An envelope's metadata around `payload`: one of the kinds a [`ContextInput`] holds, as
-/// its own type.
-fn rewrapped<P, Q>(envelope: &osp_protocol::Envelope<P>, payload: Q) -> osp_protocol::Envelope<Q> {
-    osp_protocol::Envelope {
-        id: envelope.id,
-        aggregate: envelope.aggregate.clone(),
-        version: envelope.version,
-        occurred_at: envelope.occurred_at,
-        actor: envelope.actor.clone(),
-        correlation_id: envelope.correlation_id.clone(),
-        causation_id: envelope.causation_id.clone(),
-        prev_hash: envelope.prev_hash,
-        payload,
+    fn missing(&self, event: &Recorded<ContextInput>) -> bool {
+        match event.envelope.aggregate.kind.as_str() {
+            SCOPE_KIND => self.entries.missing(event),
+            EMBEDDINGS_KIND => self.embeddings.missing(event),
+            RUN_KIND => self.runs.missing(event),
+            _ => false,
+        }
+    }
+
+    /// Only a finished scope leaves memory: one put back is a run's that has ended.
+    fn restore(&mut self, aggregate: &AggregateRef, earlier: &[Recorded<ContextInput>]) {
+        let (id, at) = (aggregate.id.as_str(), earlier.last().map(|event| event.envelope.occurred_at));
+        let at = at.unwrap_or_default();
+        match aggregate.kind.as_str() {
+            SCOPE_KIND => {
+                self.entries.restore(id, earlier);
+                self.entries.change(id, at, ScopeRecord::run_ended);
+            }
+            EMBEDDINGS_KIND => {
+                self.embeddings.restore(id, earlier);
+                self.embeddings.change(id, at, ScopeRecord::run_ended);
+            }
+            RUN_KIND => self.runs.restore(aggregate, earlier),
+            _ => {}
+        }
+    }
+
+    fn evict(&mut self, finished_before: Timestamp) -> usize {
+        self.runs.evict(finished_before) + self.entries.evict(finished_before) + self.embeddings.evict(finished_before)
     }
 }
 
-/// Saved whole: every aggregate's folded state and the indexes over them.
+/// Applies a scope's event to its aggregate, keeping the totals; the scope of a run that
+/// has ended (an event that got in as the run ended) is finished at once.
+fn applied<const EMBEDDINGS: bool>(
+    scopes: &mut Resident<ScopeRecord<EMBEDDINGS>>,
+    totals: &mut Totals,
+    runs: &Runs,
+    event: &Recorded<ContextInput>,
+) {
+    let id = event.envelope.aggregate.id.as_str();
+    let (entries, embeddings) = scopes.get(id).map_or((0, 0), ScopeRecord::counts);
+    let (now_entries, now_embeddings) = scopes.apply(event).counts();
+    totals.entries = (totals.entries + now_entries).saturating_sub(entries);
+    totals.embeddings = (totals.embeddings + now_embeddings).saturating_sub(embeddings);
+    let run = match Scope::parse("scope", id) {
+        Ok(Scope::Run(run)) => run,
+        _ => return,
+    };
+    if runs.resident().get(run.as_str()).is_some_and(RunRecord::ended) {
+        scopes.change(id, event.envelope.occurred_at, ScopeRecord::run_ended);
+    }
+}
+
+/// Saved: the scopes and runs in memory, the fingerprints of those that left, the registry
+/// and the totals. Shape 2: a run's scope and facts leave memory after the run ended
+/// (shape 1 held every scope and run).
 impl Snapshot for ContextView {
     const NAME: &'static str = "context-scopes";
-    const SHAPE: u32 = 1;
+    const SHAPE: u32 = 2;
 }
 
 impl Holds<ScopeState> for ContextView {
     fn folded(&self, aggregate: &AggregateRef) -> Option<&Folded<ScopeState>> {
-        self.records.get(aggregate)
+        let id = aggregate.id.as_str();
+        match aggregate.kind.as_str() {
+            EMBEDDINGS_KIND => self.embeddings.get(id).map(ScopeRecord::folded),
+            _ => self.entries.get(id).map(ScopeRecord::folded),
+        }
     }
 }
 
-/// How many items a page may hold: `limit`, 1 to [`MAX_LIMIT`] ([`DEFAULT_LIMIT`] when absent).
-fn page_limit(limit: Option<u32>) -> Result<usize, Error> {
-    match limit.unwrap_or(DEFAULT_LIMIT) {
-        n @ 1..=MAX_LIMIT => Ok(n as usize),
-        n => Err(Error::Invalid { field: "limit".into(), reason: format!("must be 1 to {MAX_LIMIT}, not {n}") }),
+impl Keeps<Entries> for ContextView {
+    fn resident(&self) -> &Resident<Entries> {
+        &self.entries
     }
 }
 
-/// An entry as a reader allowed to see its value in clear sees it: a sealed value is
-/// opened with the policy's key.
-fn revealed_view(scope: &Scope, stored: &Stored, policy: &RevealPolicy) -> Result<EntryView, Error> {
-    let mut view = entry_view(scope, stored, true);
-    if stored.entry.sealed {
-        let unavailable = |reason: String| Error::Unavailable { reason };
-        let key = policy.key.as_ref().ok_or_else(|| {
-            unavailable("this context instance has no seal key to open sensitive values (OSP_CONTEXT_SEAL_KEY)".into())
-        })?;
-        let sealed = stored.entry.value.as_str().unwrap_or_default();
-        let value = key
-            .unseal(&sealing::place(scope, &stored.entry.key), sealed)
-            .map_err(|e| unavailable(format!("cannot reveal {} of {scope}: {e}", stored.entry.key)))?;
-        view.value = value.into();
+impl Keeps<Embeddings> for ContextView {
+    fn resident(&self) -> &Resident<Embeddings> {
+        &self.embeddings
     }
-    Ok(view)
+}
+
+impl Keeps<RunRecord> for ContextView {
+    fn resident(&self) -> &Resident<RunRecord> {
+        self.runs.resident()
+    }
 }
 
 /// An entry as a reader sees it: its value masked when sensitive and not `revealed`
-/// (a revealed sealed value is opened by [`revealed_view`]).
+/// (a revealed sealed value is opened by the reads that reveal it, [`crate::reads`]).
 pub fn entry_view(scope: &Scope, stored: &Stored, revealed: bool) -> EntryView {
     let entry = &stored.entry;
     let masked = entry.sensitive && !revealed;
@@ -196,10 +231,6 @@ pub fn entry_view(scope: &Scope, stored: &Stored, revealed: bool) -> EntryView {
     }
 }
 
-fn not_found(field: &str, value: &str, reason: String) -> Error {
-    Error::NotFound { field: field.into(), value: value.to_owned(), reason }
-}
-
 impl ContextView {
     /// What the log says of runs.
     pub fn runs(&self) -> &Runs {
@@ -211,113 +242,20 @@ impl ContextView {
         access::check(actor, access, scope, &self.runs)
     }
 
-    /// The entries' state of `scope`, if it has any.
+    /// The entries' state of `scope`, if it has any and is in memory.
     pub fn scope(&self, scope: &Scope) -> Option<&ScopeState> {
-        self.records.get(&scope.entries()).map(|folded| &folded.state)
+        self.entries.get(&scope.to_string()).map(ScopeRecord::state)
     }
 
-    /// The entry `key` of `section` in `scope`, as `actor` may read it (never revealed).
-    pub fn entry(&self, actor: &str, scope: &Scope, section: Section, key: &str) -> Result<EntryView, Error> {
-        self.check(actor, Access::Read, scope)?;
-        let stored = self.scope(scope).and_then(|state| state.entry(section, key));
-        let stored =
-            stored.ok_or_else(|| not_found("key", key, format!("{scope} has no {} by that name", section.noun())))?;
-        Ok(entry_view(scope, stored, false))
+    /// Whether `scope` may have left memory: a run's, whose run is not running here (it
+    /// ended, or it is not known here). Any other scope is in memory if it has any event.
+    pub fn may_have_left(&self, scope: &Scope) -> bool {
+        matches!(scope, Scope::Run(run) if !self.runs.running(run.as_str()))
     }
 
-    /// An environment entry, revealed when asked and allowed.
-    pub fn env(
-        &self,
-        actor: &str,
-        scope: &Scope,
-        key: &str,
-        reveal: bool,
-        policy: &RevealPolicy,
-    ) -> Result<EntryView, Error> {
-        let view = self.entry(actor, scope, Section::Env, key)?;
-        if !(reveal && view.sensitive) {
-            return Ok(view);
-        }
-        let stored = self.scope(scope).and_then(|state| state.entry(Section::Env, key)).expect("read just now");
-        match policy.allows(actor, stored) {
-            true => revealed_view(scope, stored, policy),
-            false => Err(Error::Forbidden {
-                field: "Osp-Actor header".into(),
-                value: actor.to_owned(),
-                reason: format!("may not reveal {key} of {scope}: {}", policy.who_may_reveal(stored)),
-            }),
-        }
-    }
-
-    /// A page of `section`'s entries of `scope` (the environment entries applying to
-    /// `target`), from `after`.
-    pub fn entries(
-        &self,
-        actor: &str,
-        scope: &Scope,
-        section: Section,
-        page: Page<'_>,
-        policy: &RevealPolicy,
-    ) -> Result<EntryPage, Error> {
-        self.check(actor, Access::Read, scope)?;
-        let limit = page_limit(page.limit)?;
-        let mut out = EntryPage::default();
-        let Some(state) = self.scope(scope) else { return Ok(out) };
-        // The sections share one ordered map: a page starts within its own section, never
-        // at the map's first entry (another section's, which would end the page at once).
-        let from = match page.after {
-            Some(after) => Bound::Excluded((section, after.to_owned())),
-            None => Bound::Included((section, String::new())),
-        };
-        let entries = state.entries.range((from, Bound::Unbounded)).take_while(|((s, _), _)| *s == section);
-        for ((_, key), stored) in entries {
-            if page.target.is_some_and(|target| {
-                !stored.entry.target.is_empty() && !stored.entry.target.iter().any(|t| t == target)
-            }) {
-                continue;
-            }
-            if out.entries.len() == limit {
-                out.next = out.entries.last().map(|entry| entry.key.clone());
-                break;
-            }
-            debug_assert_eq!(key, &stored.entry.key);
-            let revealed = match page.reveal && policy.allows(actor, stored) {
-                true => revealed_view(scope, stored, policy)?,
-                false => entry_view(scope, stored, false),
-            };
-            out.entries.push(revealed);
-        }
-        Ok(out)
-    }
-
-    /// A page of `scope`'s key-value keys starting with `prefix`, from `after`.
-    pub fn keys(
-        &self,
-        actor: &str,
-        scope: &Scope,
-        prefix: &str,
-        after: Option<&str>,
-        limit: Option<u32>,
-    ) -> Result<KeyPage, Error> {
-        self.check(actor, Access::Read, scope)?;
-        let limit = page_limit(limit)?;
-        let mut page = KeyPage::default();
-        let Some(state) = self.scope(scope) else { return Ok(page) };
-        let start = match after {
-            Some(after) if after >= prefix => Bound::Excluded((Section::Kv, after.to_owned())),
-            _ => Bound::Included((Section::Kv, prefix.to_owned())),
-        };
-        for ((section, key), _) in state.entries.range((start, Bound::Unbounded)) {
-            if *section != Section::Kv || !key.starts_with(prefix) {
-                break;
-            }
-            if page.keys.len() == limit {
-                page.next = page.keys.last().cloned();
-                break;
-            }
-            page.keys.push(key.clone());
-        }
-        Ok(page)
+    /// What it holds in memory.
+    pub fn in_memory(&self) -> InMemory {
+        InMemory { runs: self.runs.resident().len(), scopes: self.entries.len() + self.embeddings.len() }
     }
 
     /// The preference `key` as it applies: `agent`'s, else `user`'s, else the setting.
@@ -347,68 +285,6 @@ impl ContextView {
             }),
             None => Err(not_found("key", key, "no preference of the agent or the user has it, and no setting".into())),
         }
-    }
-
-    /// An embedding of `scope`.
-    pub fn embedding(&self, actor: &str, scope: &Scope, id: &str) -> Result<EmbeddingView, Error> {
-        self.check(actor, Access::Read, scope)?;
-        let (item, vector) = self
-            .indexes
-            .get(scope)
-            .and_then(|index| index.get(id))
-            .ok_or_else(|| not_found("id", id, format!("{scope} has no embedding by that id")))?;
-        Ok(EmbeddingView {
-            id: item.id.clone(),
-            content: item.content.clone(),
-            metadata: item.metadata.clone(),
-            vector: vector.to_vec(),
-        })
-    }
-
-    /// The `top_k` embeddings of `scope` closest to `vector`, among those whose metadata
-    /// has every field of `filter`.
-    pub fn search(
-        &self,
-        actor: &str,
-        scope: &Scope,
-        vector: &[f32],
-        top_k: u32,
-        filter: Option<&serde_json::Value>,
-    ) -> Result<SearchResult, Error> {
-        self.check(actor, Access::Read, scope)?;
-        if top_k == 0 || top_k > MAX_TOP_K {
-            return Err(Error::Invalid {
-                field: "top_k".into(),
-                reason: format!("must be 1 to {MAX_TOP_K}, not {top_k}"),
-            });
-        }
-        let filter = match filter {
-            None => None,
-            Some(serde_json::Value::Object(filter)) => Some(filter),
-            Some(other) => {
-                return Err(Error::Invalid {
-                    field: "filter".into(),
-                    reason: format!("must be an object of metadata fields, not {}", osp_protocol::json::kind_of(other)),
-                })
-            }
-        };
-        let Some(index) = self.indexes.get(scope).filter(|index| !index.is_empty()) else {
-            return Ok(SearchResult::default());
-        };
-        if vector.len() != index.dimension() {
-            return Err(Error::Invalid {
-                field: "vector".into(),
-                reason: format!(
-                    "has {} dimensions; the embeddings of {scope} have {}",
-                    vector.len(),
-                    index.dimension()
-                ),
-            });
-        }
-        let (matches, compared) = index.search(vector, top_k as usize, |item| {
-            filter.is_none_or(|filter| matches_filter(item.metadata.as_ref(), filter))
-        });
-        Ok(SearchResult { matches, compared, embedded_by: None })
     }
 
     /// What agent `agent` may see, in one answer (environment values masked).
@@ -467,7 +343,8 @@ impl ContextView {
                 state.into_iter().flat_map(|state| state.section(Section::Kv)).map(|(key, _)| key.to_owned()).collect();
             scopes.push(ScopeKeys {
                 scope: scope.clone(),
-                writable: access::check(&as_agent, Access::Write, scope, &self.runs).is_ok(),
+                // The runs it works on have not ended.
+                writable: self.check(&as_agent, Access::Write { run_ended: false }, scope).is_ok(),
                 total: keys.len() as u64,
                 keys: keys.into_iter().take(SYSTEM_KEYS).collect(),
             });
@@ -481,86 +358,122 @@ impl ContextView {
     }
 
     /// A fingerprint of every scope's entries and embeddings, the same on every instance
-    /// that has applied the same log.
+    /// that has applied the same log, whatever each holds in memory: the XOR of one hash
+    /// per aggregate ([`ScopeRecord`]'s fingerprint).
     pub fn digest(&self) -> Result<Digest, Error> {
-        let mut aggregates: Vec<_> = self.records.iter().collect();
-        aggregates.sort_by(|a, b| a.0.cmp(b.0));
-        let mut hasher = blake3::Hasher::new();
-        let (mut entries, mut embeddings) = (0, 0);
-        for (aggregate, folded) in aggregates {
-            let head = (aggregate.to_string(), folded.head.seq, folded.head.version, folded.head.hash.map(|h| h.0));
-            hasher.update(&Encoding::MessagePack.encode(&head)?);
-            for stored in folded.state.entries.values() {
-                let entry = (&*stored.entry, stored.revision, stored.updated_at, &stored.updated_by, stored.seq);
-                hasher.update(&Encoding::MessagePack.encode(&entry)?);
-                entries += 1;
-            }
-            if aggregate.kind.as_str() == EMBEDDINGS_KIND {
-                let Some(index) = Scope::of_aggregate(aggregate).ok().and_then(|scope| self.indexes.get(&scope)) else {
-                    continue;
-                };
-                for (item, vector) in index.slots() {
-                    hasher.update(&Encoding::MessagePack.encode(&(&item.id, &item.content, &item.metadata, vector))?);
-                    embeddings += 1;
-                }
-            }
-        }
+        let all = self.entries.digest().and(self.embeddings.digest());
         Ok(Digest {
-            digest: hasher.finalize().to_hex().to_string(),
-            scopes: self.records.len() as u64,
-            entries,
-            embeddings,
+            digest: all.hex(),
+            scopes: all.count(),
+            entries: self.totals.entries,
+            embeddings: self.totals.embeddings,
             applied: self.last_seq,
         })
     }
-}
 
-/// Which entries of a section a page holds.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Page<'a> {
-    /// Start after this key.
-    pub after: Option<&'a str>,
-    /// At most this many.
-    pub limit: Option<u32>,
-    /// Environment entries applying there only (no target, or a target naming it).
-    pub target: Option<&'a str>,
-    /// Show sensitive values to a reader allowed to see them.
-    pub reveal: bool,
+    /// Its run has ended: run `run_id`'s scope is finished.
+    fn run_ended(&mut self, run_id: &str, at: Timestamp) {
+        // A run whose id is too long for a scope has none.
+        let Ok(scope) = Scope::of("run", run_id) else { return };
+        let id = scope.to_string();
+        self.entries.change(&id, at, ScopeRecord::run_ended);
+        self.embeddings.change(&id, at, ScopeRecord::run_ended);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use osp_protocol::context::EntrySet;
+    use osp_protocol::context::{ContextEvent, Embedding, EmbeddingsUpserted, EntrySet};
+    use osp_protocol::scheduler::{Completed, RunEvent, RunOptions, Submitted};
     use osp_protocol::EventHash;
     use osp_runtime::testing::envelope;
     use serde_json::json;
 
     use super::*;
 
-    /// A view that has applied `entries` to the global scope, in order.
-    fn global_with(entries: &[(Section, &str)]) -> ContextView {
-        let mut view = ContextView::default();
-        for (i, (section, key)) in entries.iter().enumerate() {
-            let set = EntrySet {
-                section: *section,
-                key: (*key).into(),
-                value: json!(i),
-                description: None,
-                read_only: false,
-                target: vec![],
-                sensitive: false,
-                sealed: false,
-            };
-            let version = i as u64 + 1;
-            let mut envelope = envelope(ContextInput::Context(ContextEvent::EntrySet(set)), version);
-            envelope.aggregate = Scope::Global.entries();
-            view.apply(&Recorded { seq: version, stored_at: envelope.occurred_at, hash: EventHash([0; 32]), envelope });
-        }
-        view
+    fn set(key: &str) -> ContextInput {
+        ContextInput::Context(ContextEvent::EntrySet(EntrySet {
+            section: Section::Kv,
+            key: key.into(),
+            value: json!(key),
+            description: None,
+            read_only: false,
+            target: vec![],
+            sensitive: false,
+            sealed: false,
+        }))
     }
 
-    fn keys(page: &EntryPage) -> Vec<&str> {
-        page.entries.iter().map(|entry| entry.key.as_str()).collect()
+    fn upsert(id: &str) -> ContextInput {
+        let embedding = Embedding { id: id.into(), content: id.into(), metadata: None, vector: vec![1.0, 2.0] };
+        ContextInput::Context(ContextEvent::EmbeddingsUpserted(EmbeddingsUpserted { entries: vec![embedding] }))
+    }
+
+    fn submitted() -> ContextInput {
+        ContextInput::Run(RunEvent::Submitted(Submitted {
+            capability: Some(Token::new("c", "x").unwrap()),
+            workflow: None,
+            parent: None,
+            input: osp_protocol::registry::document::from_json(&json!(null)),
+            options: RunOptions::default(),
+            metadata: None,
+            dispatched: None,
+        }))
+    }
+
+    fn completed() -> ContextInput {
+        let output = osp_protocol::registry::document::from_json(&json!(1));
+        ContextInput::Run(RunEvent::Completed(Completed { attempt: 1, output }))
+    }
+
+    /// A log: `(kind, id, payload)` in order, each event chained to its aggregate's last.
+    fn log(events: &[(&str, &str, ContextInput)]) -> Vec<Recorded<ContextInput>> {
+        let mut versions = std::collections::HashMap::new();
+        let mut log = Vec::new();
+        for (seq, (kind, id, payload)) in (1..).zip(events) {
+            let version = versions.entry((kind, id)).and_modify(|v| *v += 1).or_insert(1u64);
+            let mut envelope = envelope(payload.clone(), *version);
+            envelope.aggregate = AggregateRef::new(kind, id).unwrap();
+            envelope.prev_hash = (*version > 1).then_some(EventHash([*version as u8; 32]));
+            log.push(Recorded { seq, stored_at: envelope.occurred_at, hash: EventHash([seq as u8; 32]), envelope });
+        }
+        log
+    }
+
+    #[test]
+    fn a_runs_scope_leaves_with_the_run_and_comes_back_for_its_next_event_as_if_it_never_left() {
+        let mut events = log(&[
+            (RUN_KIND, "r1", submitted()),
+            (SCOPE_KIND, "run:r1", set("a")),
+            (EMBEDDINGS_KIND, "run:r1", upsert("e")),
+            (SCOPE_KIND, "global", set("g")),
+            (SCOPE_KIND, "run:r2", set("no such run")),
+            (RUN_KIND, "r1", completed()),
+            (SCOPE_KIND, "run:r1", set("late")),
+        ]);
+        let next = events.pop().unwrap();
+        let (mut kept, mut evicting) = (ContextView::default(), ContextView::default());
+        for event in &events {
+            kept.apply(event);
+            evicting.apply(event);
+        }
+        let digest = kept.digest().unwrap();
+        assert_eq!((digest.scopes, digest.entries, digest.embeddings), (4, 3, 1));
+        assert_eq!(evicting.evict(Timestamp(i64::MAX)), 3, "the run, its entries and its embeddings");
+        assert_eq!(evicting.in_memory(), InMemory { runs: 0, scopes: 2 }, "global and run:r2 stay");
+        assert!(evicting.scope(&Scope::of("run", "r1").unwrap()).is_none());
+        assert!(evicting.may_have_left(&Scope::of("run", "r1").unwrap()));
+        assert_eq!(evicting.digest().unwrap(), digest);
+
+        // Nothing in the protocol writes an archived scope, but should an event get in:
+        assert!(evicting.missing(&next));
+        evicting.restore(&next.envelope.aggregate, &events[1..2]);
+        for view in [&mut kept, &mut evicting] {
+            view.apply(&next);
+        }
+        assert_eq!(evicting.digest().unwrap(), kept.digest().unwrap());
+        assert_eq!(evicting.evict(Timestamp(i64::MAX)), 1, "put back finished: it leaves again");
+        assert_eq!(evicting.digest().unwrap(), kept.digest().unwrap());
     }
 
     #[test]
@@ -594,27 +507,5 @@ mod tests {
             ),
             "{some}"
         );
-    }
-
-    #[test]
-    fn each_section_lists_its_own_entries_whatever_the_others_hold() {
-        let view = global_with(&[
-            (Section::Kv, "a"),
-            (Section::Env, "HOME"),
-            (Section::Setting, "max_tokens"),
-            (Section::Kv, "b"),
-            (Section::Setting, "model"),
-            (Section::Env, "PATH"),
-        ]);
-        let policy = RevealPolicy::default();
-        let list = |section, page| view.entries("user:ana", &Scope::Global, section, page, &policy).unwrap();
-        assert_eq!(keys(&list(Section::Setting, Page::default())), ["max_tokens", "model"]);
-        assert_eq!(keys(&list(Section::Env, Page::default())), ["HOME", "PATH"]);
-        assert!(list(Section::Preference, Page::default()).entries.is_empty());
-        let first = list(Section::Setting, Page { limit: Some(1), ..Page::default() });
-        assert_eq!((keys(&first), first.next.as_deref()), (vec!["max_tokens"], Some("max_tokens")));
-        let rest = list(Section::Setting, Page { after: first.next.as_deref(), ..Page::default() });
-        assert_eq!((keys(&rest), rest.next.as_deref()), (vec!["model"], None));
-        assert_eq!(view.keys("user:ana", &Scope::Global, "", None, None).unwrap().keys, ["a", "b"]);
     }
 }

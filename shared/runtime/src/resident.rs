@@ -69,9 +69,7 @@ pub struct Fingerprints {
 
 impl Fingerprints {
     fn toggle(&mut self, fingerprint: [u8; 32], added: bool) {
-        for (acc, byte) in self.xor.iter_mut().zip(fingerprint) {
-            *acc ^= byte;
-        }
+        self.xor_in(fingerprint);
         match added {
             true => self.count += 1,
             false => self.count = self.count.saturating_sub(1),
@@ -82,6 +80,20 @@ impl Fingerprints {
     /// [`Resident`] (a catalog that never leaves memory), in the same digest.
     pub fn add(&mut self, fingerprint: [u8; 32]) {
         self.toggle(fingerprint, true);
+    }
+
+    fn xor_in(&mut self, bytes: [u8; 32]) {
+        for (acc, byte) in self.xor.iter_mut().zip(bytes) {
+            *acc ^= byte;
+        }
+    }
+
+    /// These and `other` together: the digest of a view that keeps aggregates of several
+    /// kinds, each in a `Resident` of its own.
+    pub fn and(mut self, other: Fingerprints) -> Fingerprints {
+        self.xor_in(other.xor);
+        self.count += other.count;
+        self
     }
 
     /// The hash, in hex.
@@ -121,6 +133,20 @@ impl<R: Record> Resident<R> {
             self.finished.push_back((event.envelope.occurred_at, id.to_owned()));
         }
         record
+    }
+
+    /// Changes the resident record of `id` by what an event of another aggregate says of it
+    /// (a run's scope is finished once the run has ended), at `at` by the log's clock: once
+    /// that finishes it, it leaves memory after the grace period, as if its own event had.
+    /// The change must leave its fingerprint as it was: a record put back is folded from
+    /// its own events alone.
+    pub fn change(&mut self, id: &str, at: Timestamp, change: impl FnOnce(&mut R)) {
+        let Some(record) = self.records.get_mut(id) else { return };
+        let was_finished = record.finished();
+        change(record);
+        if record.finished() && !was_finished {
+            self.finished.push_back((at, id.to_owned()));
+        }
     }
 
     /// The resident record of `id`.
@@ -316,6 +342,34 @@ mod tests {
         assert_eq!(resident.evict(Timestamp(10_000)), 1);
         assert!(resident.is_empty());
         assert_eq!(resident.digest(), digest);
+    }
+
+    #[test]
+    fn a_record_finished_by_another_aggregates_event_leaves_like_any_other() {
+        let mut resident = Resident::<Steps>::default();
+        resident.apply(&event("a", 1, "begun", 100));
+        resident.apply(&event("b", 1, "begun", 100));
+        resident.change("a", Timestamp(300), |steps| steps.0.push("toy.ended".into()));
+        resident.change("gone", Timestamp(300), |_| panic!("not resident: nothing to change"));
+        assert_eq!(resident.evict(Timestamp(300)), 0, "finished at 300, not before");
+        assert_eq!(resident.evict(Timestamp(301)), 1);
+        assert!(resident.get("a").is_none() && resident.get("b").is_some());
+    }
+
+    #[test]
+    fn fingerprints_of_two_kinds_add_up_to_those_of_one() {
+        let (mut one, mut first, mut second) =
+            (Resident::<Steps>::default(), Resident::<Steps>::default(), Resident::<Steps>::default());
+        for (id, n) in [("a", 1), ("b", 2), ("c", 3)] {
+            let event = event(id, 1, &format!("begun-{n}"), 100);
+            one.apply(&event);
+            match n {
+                2 => second.apply(&event),
+                _ => first.apply(&event),
+            };
+        }
+        assert_eq!(first.digest().and(second.digest()), one.digest());
+        assert_eq!(first.digest().and(Fingerprints::default()), first.digest());
     }
 
     #[test]

@@ -17,11 +17,17 @@ pub async fn server() -> NatsServer {
 
 /// A context instance with its own connection.
 pub async fn context(url: &str) -> Context {
+    context_keeping(url, osp_runtime::KEEP_FINISHED).await
+}
+
+/// A context instance that keeps a run's facts and scope in memory for `keep_finished`
+/// after the run ended.
+pub async fn context_keeping(url: &str, keep_finished: Duration) -> Context {
     let config = Config {
+        service: osp_runtime::ServiceConfig { keep_finished, ..Default::default() },
         reveal_to: vec!["user:ops".into()],
         embed_timeout: Duration::from_secs(5),
         seal_key: Some(seal_key()),
-        ..Config::default()
     };
     Context::start(osp_tests::connect(url).await, config).await.expect("start the context service")
 }

@@ -6,6 +6,7 @@ mod common;
 mod bad_input;
 mod embeddings;
 mod entries;
+mod eviction;
 mod isolation;
 mod kill_and_rebuild;
 mod masking;

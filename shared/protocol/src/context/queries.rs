@@ -355,9 +355,10 @@ pub struct DigestQuery {}
 /// A hash of every scope's entries and embeddings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Digest {
-    /// Hex BLAKE3 of the scopes, in order.
+    /// Hex XOR of one BLAKE3 per aggregate of a scope (its entries, or its embeddings):
+    /// the same whatever an instance holds in memory.
     pub digest: String,
-    /// Scopes with entries or embeddings.
+    /// Aggregates of scopes: a scope with entries and embeddings counts twice.
     pub scopes: u64,
     /// Entries in all sections.
     pub entries: u64,
