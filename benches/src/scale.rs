@@ -6,8 +6,8 @@
 //! nats-server of its own; its resident memory (`VmRSS`) is read at checkpoints, once
 //! every run so far has ended and the grace period has passed. Runs are single tasks whose
 //! agent (in this process) answers a `--output-bytes` output at once, `--in-flight` at a
-//! time. Then `--active` runs are submitted that wait for an approval, to measure what a
-//! run in hand costs.
+//! time. Before them, `--active` runs are submitted that wait for an approval (and stay in
+//! memory throughout), to measure what a run in hand costs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -210,6 +210,23 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
 
     let measured = setup(&binary, &keep, &args).await?;
     let idle = measured.instance.resident()?;
+    // Runs in hand first, on a fresh process: measured later, the allocator's memory
+    // kept from the finished runs' traffic would hide them.
+    let approval = serde_json::from_value::<RunOptions>(json!({"approval": {"message": "hold"}}))?;
+    let scheduler = measured.client.scheduler();
+    stream::iter(0..args.active)
+        .map(Ok)
+        .try_for_each_concurrent(args.in_flight, |n| {
+            let (scheduler, approval) = (scheduler.clone(), approval.clone());
+            async move {
+                let submission =
+                    Submission::new(CAPABILITY, json!({"n": n})).run_id(format!("held-{n:09}")).options(approval);
+                scheduler.submit(&submission).await.map(drop)
+            }
+        })
+        .await?;
+    let holding = measured.resident_after(args.keep_finished).await?;
+    let active_per_run = (holding as f64 - idle as f64) / args.active.max(1) as f64;
     let mut checkpoints = Vec::new();
     let mut at = args.first;
     let mut done = 0;
@@ -230,21 +247,6 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let (last_runs, last) = *checkpoints.last().expect("one checkpoint at least");
     let finished_per_run = (last as f64 - first as f64) / (last_runs - first_runs).max(1) as f64;
 
-    let approval = serde_json::from_value::<RunOptions>(json!({"approval": {"message": "hold"}}))?;
-    let scheduler = measured.client.scheduler();
-    stream::iter(0..args.active)
-        .map(Ok)
-        .try_for_each_concurrent(args.in_flight, |n| {
-            let (scheduler, approval) = (scheduler.clone(), approval.clone());
-            async move {
-                let submission =
-                    Submission::new(CAPABILITY, json!({"n": n})).run_id(format!("held-{n:09}")).options(approval);
-                scheduler.submit(&submission).await.map(drop)
-            }
-        })
-        .await?;
-    let holding = measured.resident_after(args.keep_finished).await?;
-    let active_per_run = (holding as f64 - last as f64) / args.active.max(1) as f64;
     let growth = last as f64 / first as f64;
 
     if args.json {
