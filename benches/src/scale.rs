@@ -251,6 +251,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
 
     if args.json {
         let report = json!({
+            "benchmark": "scale",
             "runs": args.runs,
             "output_bytes": args.output_bytes,
             "keep_finished_ms": args.keep_finished.as_millis() as u64,
