@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 /// Finished aggregates recalled from the log that one view keeps at once.
 pub const RECALLED: usize = 1024;
+/// Room kept however few are resident, so a quiet view does not reallocate at every turn.
+const SPARE: usize = 1024;
 
 /// What a view keeps of one aggregate: its state, and whatever its queries show of it.
 pub trait Record: Default + Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -48,7 +50,8 @@ pub trait Record: Default + Serialize + DeserializeOwned + Send + Sync + 'static
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "R: Record")]
 pub struct Resident<R> {
-    records: HashMap<String, R>,
+    /// Boxed, so that the map's spare room costs a pointer a slot, not a record.
+    records: HashMap<String, Box<R>>,
     /// The finished ones, oldest first, with when they finished (by the log's clock): the
     /// order they leave in. An entry whose aggregate has changed since is looked at again
     /// when it comes up.
@@ -126,7 +129,7 @@ impl<R: Record> Resident<R> {
     /// Applies the next event of its aggregate (made resident if it was not).
     pub fn apply(&mut self, event: &Recorded<R::Event>) -> &R {
         let id = event.envelope.aggregate.id.as_str();
-        let record = self.records.entry(id.to_owned()).or_default();
+        let record: &mut R = self.records.entry(id.to_owned()).or_default();
         let was_finished = record.finished();
         record.apply(event);
         if record.finished() && !was_finished {
@@ -143,7 +146,7 @@ impl<R: Record> Resident<R> {
     pub fn change(&mut self, id: &str, at: Timestamp, change: impl FnOnce(&mut R)) {
         let Some(record) = self.records.get_mut(id) else { return };
         let was_finished = record.finished();
-        change(record);
+        change(record.as_mut());
         if record.finished() && !was_finished {
             self.finished.push_back((at, id.to_owned()));
         }
@@ -151,12 +154,12 @@ impl<R: Record> Resident<R> {
 
     /// The resident record of `id`.
     pub fn get(&self, id: &str) -> Option<&R> {
-        self.records.get(id)
+        self.records.get(id).map(Box::as_ref)
     }
 
     /// Every resident record.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &R)> {
-        self.records.iter()
+        self.records.iter().map(|(id, record)| (id, record.as_ref()))
     }
 
     /// How many are resident.
@@ -189,7 +192,7 @@ impl<R: Record> Resident<R> {
             self.finished.push_back((last.envelope.occurred_at, id.to_owned()));
         }
         self.recalled().pop(id);
-        self.records.insert(id.to_owned(), record);
+        self.records.insert(id.to_owned(), Box::new(record));
     }
 
     /// Evicts the aggregates that finished before `before` and are finished still.
@@ -212,13 +215,29 @@ impl<R: Record> Resident<R> {
                 evicted += 1;
             }
         }
+        if evicted > 0 {
+            self.shrink();
+        }
         evicted
+    }
+
+    /// Gives back the room of what left once it is mostly empty: a burst of finished
+    /// aggregates must not keep its peak of memory for good (a map never shrinks by itself).
+    fn shrink(&mut self) {
+        let len = self.records.len();
+        if self.records.capacity() > 4 * len + SPARE {
+            self.records.shrink_to(2 * len);
+        }
+        let len = self.finished.len();
+        if self.finished.capacity() > 4 * len + SPARE {
+            self.finished.shrink_to(2 * len);
+        }
     }
 
     /// The digest of every aggregate of the kind, resident or not.
     pub fn digest(&self) -> Fingerprints {
         let mut all = self.evicted;
-        for fingerprint in self.records.values().filter_map(Record::fingerprint) {
+        for fingerprint in self.records.values().filter_map(|record| record.fingerprint()) {
             all.toggle(fingerprint, true);
         }
         all
@@ -326,6 +345,23 @@ mod tests {
         evicting.apply(&next);
         assert_eq!(evicting.get("a"), kept.get("a"));
         assert_eq!(evicting.digest(), kept.digest());
+    }
+
+    #[test]
+    fn the_room_of_a_burst_that_left_is_given_back() {
+        let mut resident = Resident::<Steps>::default();
+        for n in 0..20_000 {
+            let id = format!("r{n}");
+            resident.apply(&event(&id, 1, "begun", 100));
+            resident.apply(&event(&id, 2, "ended", 200));
+        }
+        let peak = resident.records.capacity();
+        assert!(peak >= 20_000);
+        resident.apply(&event("live", 1, "begun", 300));
+        assert_eq!(resident.evict(Timestamp(1_000)), 20_000);
+        assert!(resident.records.capacity() <= 4 + SPARE, "{} of {peak} kept", resident.records.capacity());
+        assert!(resident.finished.capacity() <= 4 + SPARE);
+        assert!(resident.get("live").is_some());
     }
 
     #[test]
