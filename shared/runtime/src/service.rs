@@ -87,7 +87,7 @@ pub struct ServiceArgs {
     pub snapshot_every: Option<Snapshots>,
     /// How long a finished run (audit, scope) stays in memory after it ended; then it is
     /// read from the log when asked for.
-    #[arg(long, env = "OSP_KEEP_FINISHED", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "OSP_KEEP_FINISHED", default_value = "10s", value_parser = humantime::parse_duration)]
     pub keep_finished: Duration,
     /// Keep this instance's listing indexes in this folder (one folder per instance), so
     /// a restart resumes from its snapshot instead of folding the whole log again.
