@@ -150,8 +150,8 @@ impl View for QualityView {
     }
 
     /// A recorded audit's entry, as `audits` lists it.
-    fn indexed(&self, event: &Recorded<QualityEvent>) -> Option<(String, Indexed)> {
-        let audit = self.audit_record(&event.envelope.aggregate)?.folded.state.recorded()?;
+    fn indexed(&self, aggregate: &AggregateRef) -> Option<(String, Indexed)> {
+        let audit = self.audit_record(aggregate)?.folded.state.recorded()?;
         listing::indexed(&audit.entry)
     }
 }

@@ -121,8 +121,8 @@ impl View for SchedulerView {
 
     /// Tagged by status, and as a root run (not a workflow's step) by status too: what
     /// `list` filters by, whether it shows steps or not.
-    fn indexed(&self, event: &Recorded<RunEvent>) -> Option<(String, Indexed)> {
-        let id = event.envelope.aggregate.id.as_str();
+    fn indexed(&self, aggregate: &AggregateRef) -> Option<(String, Indexed)> {
+        let id = aggregate.id.as_str();
         let summary = self.runs.get(id)?.summary()?;
         let status = summary.status;
         let mut tags = vec![format!("status:{status}")];

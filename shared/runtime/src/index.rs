@@ -4,10 +4,11 @@
 //!
 //! One entry per aggregate: the summary a listing shows (encoded by the service) and its
 //! *tags*, the filters it can be found by (`status:completed`). Entries are listed in id
-//! order, from after an id, optionally under one tag. The projection stages an entry for
-//! each event applied ([`crate::View::indexed`]) and writes them in batches, one redb
-//! transaction each; a listing writes what is staged first, so it sees every event the
-//! view has applied.
+//! order, from after an id, optionally under one tag. The projection notes which aggregates
+//! the events it applies change, and builds and stages their entries
+//! ([`crate::View::indexed`]) once per batch, not once per event; each batch is one redb
+//! transaction. A listing writes what is changed first, so it sees every event the view
+//! has applied.
 //!
 //! redb rather than a JetStream KV bucket: a KV bucket would cost a stored write on the
 //! servers per change (the writes per run are what a run costs), and has no ordered range
@@ -22,8 +23,6 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-/// Entries staged before they are written in one transaction.
-const BATCH: usize = 1024;
 /// How often a write is made durable (the others are written without a sync, and a crash
 /// loses at most this much, which the log gives back).
 const SYNC_EVERY: Duration = Duration::from_secs(5);
@@ -137,13 +136,11 @@ impl Index {
     }
 
     /// Stages the entry of aggregate `id` as of the view having applied the log up to
-    /// `covers`. True when a batch is full: the caller should [`flush`](Self::flush),
-    /// once it holds no lock that queries wait for.
-    pub fn stage(&self, id: &str, entry: Indexed, covers: u64) -> bool {
+    /// `covers`.
+    pub fn stage(&self, id: String, entry: Indexed, covers: u64) {
         let mut staged = self.staged();
-        staged.entries.insert(id.to_owned(), entry);
+        staged.entries.insert(id, entry);
         staged.covers = staged.covers.max(covers);
-        staged.entries.len() >= BATCH
     }
 
     /// The view has applied the log up to `covers`, with nothing to stage.
@@ -308,10 +305,10 @@ mod tests {
     fn pages_in_id_order_under_a_tag_follow_each_entrys_latest_tags() {
         let index = Index::open(None, "test").unwrap();
         for (n, id) in ["r1", "r2", "r3", "r4", "r5"].into_iter().enumerate() {
-            index.stage(id, entry(&["status:running"], &format!("{id} running")), n as u64 + 1);
+            index.stage(id.to_owned(), entry(&["status:running"], &format!("{id} running")), n as u64 + 1);
         }
-        index.stage("r2", entry(&["status:done"], "r2 done"), 6);
-        index.stage("r4", entry(&["status:done"], "r4 done"), 7);
+        index.stage("r2".into(), entry(&["status:done"], "r2 done"), 6);
+        index.stage("r4".into(), entry(&["status:done"], "r4 done"), 7);
         let all = |tag, after, limit| texts(index.page(tag, after, limit, |_| true).unwrap());
 
         assert_eq!(all(Some("status:done"), None, 10), (vec!["r2 done".into(), "r4 done".into()], None));
@@ -332,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let index = Index::open(Some(dir.path()), "test").unwrap();
-            index.stage("a", entry(&["x"], "a"), 10);
+            index.stage("a".into(), entry(&["x"], "a"), 10);
             index.advance(12);
             assert_eq!(index.covers().unwrap(), 0, "nothing written yet");
             index.flush(true).unwrap();

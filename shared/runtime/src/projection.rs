@@ -13,8 +13,9 @@
 //! and replay only the events after it, and saves snapshots as it goes
 //! ([`Projection::start_with`], [`crate::snapshot`]).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use osp_protocol::{AggregateRef, EventHash, EventPayload, Timestamp};
@@ -51,9 +52,10 @@ pub trait View: Default + Send + Sync + 'static {
         0
     }
 
-    /// What the listing index holds of the aggregate `event` (just applied) changed: its
-    /// id and entry, for a view that keeps an index ([`crate::index`]).
-    fn indexed(&self, _event: &Recorded<Self::Event>) -> Option<(String, Indexed)> {
+    /// What the listing index holds of `aggregate`, resident, for a view that keeps an
+    /// index ([`crate::index`]): its id in the index and its entry. Asked once per batch
+    /// of events for each aggregate they changed, never for one the view has evicted.
+    fn indexed(&self, _aggregate: &AggregateRef) -> Option<(String, Indexed)> {
         None
     }
 }
@@ -125,6 +127,17 @@ struct Folding<V> {
     keeping: Keeping,
     /// Events applied since finished aggregates were last evicted.
     since_evicted: AtomicU64,
+    /// What the view changed that its index does not hold yet. Changed under the view's
+    /// write lock, taken under its read lock, so it always matches the view.
+    unindexed: Mutex<Unindexed>,
+}
+
+/// The aggregates whose index entries the events applied since the last batch changed.
+#[derive(Default)]
+struct Unindexed {
+    aggregates: HashSet<AggregateRef>,
+    /// The view had applied the log up to here.
+    covers: u64,
 }
 
 impl<V> Folding<V> {
@@ -222,9 +235,12 @@ impl<V: View> Projection<V> {
         &self.log
     }
 
-    /// The view's listing index, if it keeps one.
+    /// The view's listing index, if it keeps one, holding every event the view has applied
+    /// (once [`Index::page`] has written what this stages).
     pub fn index(&self) -> Option<&Index> {
-        self.folded.keeping.index.as_deref()
+        let index = self.folded.keeping.index.as_deref()?;
+        self.folded.stage_changed(&self.read(), index);
+        Some(index)
     }
 
     /// `read` of the record of `aggregate`: the resident one, or one recalled from the
@@ -378,7 +394,7 @@ impl<V: Snapshot> Projection<V> {
     pub async fn save_snapshot(&self) -> Result<u64> {
         let (seq, bytes) = {
             let view = self.read();
-            self.folded.index_covers_all()?;
+            self.folded.index_covers_all(&view)?;
             let seq = *self.folded.applied.borrow();
             (seq, snapshot::encode(&*view, seq, &self.filters, self.folded.last_event())?)
         };
@@ -423,6 +439,8 @@ pub async fn fold<V: View>(
 /// How often finished aggregates are evicted while a view folds (a replay of a long
 /// history stays as small as the live view).
 const EVICT_EVERY_EVENTS: u64 = 4096;
+/// The changed aggregates whose index entries are built and written together.
+const INDEX_BATCH: usize = 1024;
 /// How often a live view evicts and writes its index when the log is quiet.
 const EVICT_EVERY: Duration = Duration::from_secs(1);
 /// How long a view waits before it asks the log again for an evicted aggregate's history.
@@ -436,6 +454,7 @@ impl<V: View> Folding<V> {
             last_event: Mutex::new(last_event),
             keeping,
             since_evicted: AtomicU64::new(0),
+            unindexed: Mutex::default(),
         }
     }
 
@@ -464,8 +483,9 @@ impl<V: View> Folding<V> {
             LogItem::CaughtUp(seq) => (seq, true),
         };
         let _view = self.write();
-        if let Some(index) = &self.keeping.index {
-            index.advance(seq);
+        if self.keeping.index.is_some() {
+            let mut unindexed = self.unindexed();
+            unindexed.covers = unindexed.covers.max(seq);
         }
         self.applied.send_if_modified(|applied| advance(applied, seq));
         caught_up
@@ -480,11 +500,11 @@ impl<V: View> Folding<V> {
         }
         view.apply(event);
         let mut batch_full = false;
-        if let Some(index) = &self.keeping.index {
-            match view.indexed(event) {
-                Some((id, entry)) => batch_full = index.stage(&id, entry, seq),
-                None => index.advance(seq),
-            }
+        if self.keeping.index.is_some() {
+            let mut unindexed = self.unindexed();
+            unindexed.aggregates.insert(event.envelope.aggregate.clone());
+            unindexed.covers = seq;
+            batch_full = unindexed.aggregates.len() >= INDEX_BATCH;
         }
         *self.last_event.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((seq, event.hash));
         self.applied.send_if_modified(|applied| advance(applied, seq));
@@ -526,8 +546,10 @@ impl<V: View> Folding<V> {
         }
     }
 
-    /// Evicts what has been finished for longer than the view keeps it.
+    /// Evicts what has been finished for longer than the view keeps it, once the index
+    /// holds what the view changed (an evicted aggregate's entry cannot be built).
     fn evict(&self) -> usize {
+        self.write_index();
         self.since_evicted.store(0, Ordering::Relaxed);
         let keep = i64::try_from(self.keeping.keep_finished.as_millis()).unwrap_or(i64::MAX);
         let before = Timestamp(Timestamp::now().millis().saturating_sub(keep));
@@ -538,9 +560,28 @@ impl<V: View> Folding<V> {
         evicted
     }
 
-    /// Writes what the index has staged (not durably), outside the view's lock.
+    fn unindexed(&self) -> MutexGuard<'_, Unindexed> {
+        self.unindexed.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Builds the entries of the aggregates `view` changed since the last batch and stages
+    /// them in `index`.
+    fn stage_changed(&self, view: &V, index: &Index) {
+        let Unindexed { aggregates, covers } = std::mem::take(&mut *self.unindexed());
+        for aggregate in &aggregates {
+            if let Some((id, entry)) = view.indexed(aggregate) {
+                index.stage(id, entry, covers);
+            }
+        }
+        index.advance(covers);
+    }
+
+    /// Writes what the view changed to the index (not durably); the entries are built under
+    /// the view's read lock, and written outside it.
     fn write_index(&self) {
-        if let Some(Err(error)) = self.keeping.index.as_ref().map(|index| index.flush(false)) {
+        let Some(index) = &self.keeping.index else { return };
+        self.stage_changed(&self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner()), index);
+        if let Err(error) = index.flush(false) {
             tracing::error!(%error, "cannot write the listing index");
         }
     }
@@ -548,17 +589,20 @@ impl<V: View> Folding<V> {
     /// The view stops: its index is written durably, so the next start of the instance
     /// resumes from a snapshot the index covers.
     fn stopped(&self) {
-        let _view = self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(error) = self.index_covers_all() {
+        let view = self.view.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(error) = self.index_covers_all(&view) {
             tracing::error!(%error, "cannot write the listing index");
         }
     }
 
-    /// Writes the index, durably, so it covers every event the view holds (before a
-    /// snapshot of the view is taken: the snapshot relies on it).
-    fn index_covers_all(&self) -> Result<()> {
+    /// Writes the index, durably, so it covers every event `view` (read-locked) holds
+    /// (before a snapshot of the view is taken: the snapshot relies on it).
+    fn index_covers_all(&self, view: &V) -> Result<()> {
         match &self.keeping.index {
-            Some(index) => index.flush(true).map_err(index_unavailable),
+            Some(index) => {
+                self.stage_changed(view, index);
+                index.flush(true).map_err(index_unavailable)
+            }
             None => Ok(()),
         }
     }
@@ -588,7 +632,7 @@ impl<V: View> Saving<V> {
         self.since = 0;
         let encoded = {
             let view = folded.view.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if let Err(error) = folded.index_covers_all() {
+            if let Err(error) = folded.index_covers_all(&view) {
                 return tracing::error!(view = self.saver.name, %error, "no snapshot: the index cannot cover it");
             }
             let seq = *folded.applied.borrow();
@@ -640,7 +684,6 @@ async fn keep_live<V: View>(
             item = follow.next() => item,
             _ = evictions.tick() => {
                 folded.evict();
-                folded.write_index();
                 continue;
             }
             _ = checks.tick() => {
