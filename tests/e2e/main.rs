@@ -6,6 +6,7 @@ mod consumers;
 mod durability;
 mod executor;
 mod guards;
+mod ownership;
 mod replay;
 mod service;
 mod snapshots;

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod json;
 pub mod nats_server;
 pub mod page;
+pub mod partition;
 mod payload;
 pub mod quality;
 pub mod registry;
@@ -32,6 +33,7 @@ pub use command::InboxCommand;
 pub use envelope::{derived_event_id, Envelope};
 pub use error::Error;
 pub use hash::EventHash;
+pub use partition::Partitions;
 #[doc(hidden)]
 pub use payload::__from_value;
 pub use payload::{AnyPayload, EventPayload};

@@ -25,6 +25,7 @@ mod executor;
 mod inbound;
 mod inbox;
 pub mod index;
+pub mod ownership;
 mod projection;
 mod queries;
 mod reactor;
