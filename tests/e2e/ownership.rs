@@ -2,15 +2,17 @@
 //! those of a member that stopped renewing, give a share to one that joins, and never
 //! act for the same partition at once.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::Operation;
 use async_nats::jetstream::stream::{Config, SubjectTransform};
-use osp_eventlog::EventLog;
-use osp_protocol::Partitions;
+use osp_eventlog::{EventLog, Head, Recorded};
+use osp_protocol::{AggregateRef, Partitions};
 use osp_runtime::ownership::{self, Ownership, Timing, LEASES_BUCKET};
-use osp_tests::{connect, eventually, Harness};
+use osp_runtime::{Keeping, Projection, Snapshot, Snapshots, View};
+use osp_tests::{added, connect, counter, eventually, CounterEvent, Harness};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -143,4 +145,110 @@ async fn members_share_take_over_from_the_dead_give_to_newcomers_and_never_overl
     sampling.cancel();
     sampler.await.unwrap();
     assert!(overlaps.lock().unwrap().is_empty(), "partitions acted for by two members at once: {overlaps:?}");
+}
+
+/// Each counter's total, for the counters the view holds.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Totals(HashMap<String, i64>);
+
+impl View for Totals {
+    type Event = CounterEvent;
+
+    fn apply(&mut self, event: &Recorded<CounterEvent>) {
+        let total = self.0.entry(event.envelope.aggregate.id.to_string()).or_default();
+        match &event.envelope.payload {
+            CounterEvent::Added(added) => *total += added.by,
+            CounterEvent::Reset(_) => *total = 0,
+        }
+    }
+
+    fn forget(&mut self, moved: &dyn Fn(&AggregateRef) -> bool) {
+        self.0.retain(|id, _| !moved(&counter(id)));
+    }
+}
+
+impl Snapshot for Totals {
+    const NAME: &'static str = "totals-test";
+    const SHAPE: u32 = 1;
+}
+
+/// Adds `by` to each of `counters`, `times` times, as one writer would.
+async fn add_to(log: &EventLog, counters: &[String], by: i64, times: usize, heads: &mut HashMap<String, Head>) {
+    for id in counters {
+        for n in 0..times {
+            let head = heads.get(id).cloned().unwrap_or(Head::EMPTY);
+            let appended = log.append(&counter(id), &head, vec![added(by, &format!("{id}-{by}-{n}"))]).await.unwrap();
+            heads.insert(id.clone(), appended.head);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_view_holds_only_its_partitions_and_folds_the_history_of_those_it_gains() {
+    let harness = Harness::start().await;
+    let url = harness.server.url();
+    let partitions = Partitions::new(8).unwrap();
+    let counters: Vec<String> = (0..40).map(|n| format!("c{n}")).collect();
+    let mut heads = HashMap::new();
+    add_to(&harness.log, &counters, 2, 3, &mut heads).await;
+
+    let a = join(&url, partitions).await;
+    let b = join(&url, partitions).await;
+    let view_of = |member: &Member| {
+        let keeping = Keeping { owned: Some(member.ownership.clone()), ..Keeping::default() };
+        let filters = [osp_protocol::subject::events_of_kind(&counter("x").kind)];
+        let (log, shutdown) = (harness.log.clone(), member.shutdown.clone());
+        async move {
+            let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+            let snapshots = Snapshots { every: 0, read: false };
+            Projection::<Totals>::start_kept(&log, &filters, snapshots, keeping, shutdown).await.unwrap()
+        }
+    };
+    let (view_a, view_b) = (view_of(&a).await, view_of(&b).await);
+    // Holds exactly the counters of the partitions its member owns, each at `total`.
+    let holds_its_share = |view: &Projection<Totals>, member: &Member, total: i64| {
+        let owned = member.ownership.owned();
+        let view = view.read();
+        let mine: Vec<&String> = counters.iter().filter(|id| owned.contains(&partitions.of(id))).collect();
+        view.0.len() == mine.len() && mine.iter().all(|id| view.0.get(*id) == Some(&total))
+    };
+
+    eventually(Duration::from_secs(15), "a and b each folding its half", || {
+        let (counts, covered) = shares(&[&a, &b], partitions);
+        let held = holds_its_share(&view_a, &a, 6) && holds_its_share(&view_b, &b, 6);
+        async move { covered && counts == [4, 4] && held }
+    })
+    .await;
+
+    // New events: each applies those of its own partitions only.
+    add_to(&harness.log, &counters, 1, 1, &mut heads).await;
+    eventually(Duration::from_secs(15), "both following their share", || {
+        let held = holds_its_share(&view_a, &a, 7) && holds_its_share(&view_b, &b, 7);
+        async move { held }
+    })
+    .await;
+
+    // b dies: a gains its partitions and folds their history, then follows all of them.
+    b.keeper.abort();
+    eventually(Duration::from_secs(15), "a holding every counter", || {
+        let held = a.ownership.owned().len() == 8 && holds_its_share(&view_a, &a, 7);
+        async move { held }
+    })
+    .await;
+    add_to(&harness.log, &counters, 3, 1, &mut heads).await;
+    eventually(Duration::from_secs(15), "a following every counter", || {
+        let held = holds_its_share(&view_a, &a, 10);
+        async move { held }
+    })
+    .await;
+
+    // A newcomer takes half back: a forgets what moved.
+    let c = join(&url, partitions).await;
+    let view_c = view_of(&c).await;
+    eventually(Duration::from_secs(15), "a and c each holding its half", || {
+        let held = holds_its_share(&view_a, &a, 10) && holds_its_share(&view_c, &c, 10);
+        let (counts, _) = shares(&[&a, &c], partitions);
+        async move { held && counts == [4, 4] }
+    })
+    .await;
 }

@@ -13,8 +13,8 @@
 //! and replay only the events after it, and saves snapshots as it goes
 //! ([`Projection::start_with`], [`crate::snapshot`]).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::{Index, Indexed};
+use crate::ownership::Ownership;
 use crate::resident::{Record, Resident};
 use crate::snapshot::{self, LastEvent, Restored, Snapshot, Snapshots};
 use osp_eventlog::{EventLog, LogItem, Recorded, Result, Start};
@@ -46,6 +47,10 @@ pub trait View: Default + Send + Sync + 'static {
     /// Makes an evicted aggregate resident again from its events before the one that
     /// [`missing`](Self::missing) named.
     fn restore(&mut self, _aggregate: &AggregateRef, _earlier: &[Recorded<Self::Event>]) {}
+
+    /// Drops the aggregates `moved` names, finished or not: their partition is now another
+    /// instance's ([`crate::ownership`]). Not counted as evicted.
+    fn forget(&mut self, _moved: &dyn Fn(&AggregateRef) -> bool) {}
 
     /// Evicts the aggregates that finished before `finished_before`; returns how many.
     fn evict(&mut self, _finished_before: Timestamp) -> usize {
@@ -84,6 +89,10 @@ pub struct Keeping {
     pub keep_finished: Duration,
     /// The view's listing index, if it keeps one.
     pub index: Option<Arc<Index>>,
+    /// The partitions this instance owns, when the view holds only those: it applies
+    /// only their events, folds a partition's history when it gains one and forgets its
+    /// aggregates when it moves away. `None`: the view holds every aggregate.
+    pub owned: Option<Ownership>,
 }
 
 /// Ten seconds: the effects of an ending are performed from memory, and a client asking
@@ -93,7 +102,7 @@ pub const KEEP_FINISHED: Duration = Duration::from_secs(10);
 
 impl Default for Keeping {
     fn default() -> Keeping {
-        Keeping { keep_finished: KEEP_FINISHED, index: None }
+        Keeping { keep_finished: KEEP_FINISHED, index: None, owned: None }
     }
 }
 
@@ -130,6 +139,9 @@ struct Folding<V> {
     /// What the view changed that its index does not hold yet. Changed under the view's
     /// write lock, taken under its read lock, so it always matches the view.
     unindexed: Mutex<Unindexed>,
+    /// With `keeping.owned`, per partition: the view holds all of it. Set once a gained
+    /// partition's history is folded in; cleared when it moves away.
+    loaded: Vec<AtomicBool>,
 }
 
 /// The aggregates whose index entries the events applied since the last batch changed.
@@ -253,12 +265,13 @@ impl<V: View> Projection<V> {
         V: Keeps<R>,
     {
         let id = aggregate.id.as_str();
+        let held = self.folded.holds(id);
         let cached = {
             let view = self.read();
             let resident = view.resident();
             match resident.get(id) {
-                Some(record) => return Ok(Some(read(record))),
-                None => resident.recalled_record(id),
+                Some(record) if held => return Ok(Some(read(record))),
+                _ => resident.recalled_record(id),
             }
         };
         if let Some(record) = cached {
@@ -374,14 +387,17 @@ impl<V: Snapshot> Projection<V> {
             Some(index) => index.covers().map_err(index_unavailable)?,
             None => u64::MAX,
         };
-        let restored = match snapshots.read {
+        // A snapshot holds the partitions of the instance that saved it (per-partition
+        // snapshots are not built yet): a view holding a share folds from the first event.
+        let shared_out = keeping.owned.is_some();
+        let restored = match snapshots.read && !shared_out {
             true => snapshot::newest_valid::<V>(log, &owned, at_most).await.unwrap_or_else(|error| {
                 tracing::warn!(view = V::NAME, %error, "cannot look for snapshots; folding from the first event");
                 None
             }),
             false => None,
         };
-        let saver = (snapshots.every > 0).then_some(Saver {
+        let saver = (snapshots.every > 0 && !shared_out).then_some(Saver {
             every: snapshots.every,
             encode: snapshot::encode::<V>,
             name: V::NAME,
@@ -452,10 +468,94 @@ impl<V: View> Folding<V> {
             view: RwLock::new(view),
             applied: watch::Sender::new(applied),
             last_event: Mutex::new(last_event),
-            keeping,
             since_evicted: AtomicU64::new(0),
             unindexed: Mutex::default(),
+            loaded: match &keeping.owned {
+                Some(owned) => {
+                    let held = owned.owned();
+                    owned.partitions().all().map(|p| AtomicBool::new(held.contains(&p))).collect()
+                }
+                None => Vec::new(),
+            },
+            keeping,
         }
+    }
+
+    /// The view holds every event of the aggregate `id`.
+    fn holds(&self, id: &str) -> bool {
+        match &self.keeping.owned {
+            Some(owned) => self.loaded[owned.partitions().of(id) as usize].load(Ordering::Acquire),
+            None => true,
+        }
+    }
+
+    /// Follows the partitions the instance owns: forgets those that moved away, folds the
+    /// history of those gained (the events up to what the view has applied; the follow
+    /// brings the rest). A history that cannot be read now is folded at the next call.
+    async fn reshare(&self, log: &EventLog, filters: &[&str], shutdown: &CancellationToken) {
+        let Some(owned) = &self.keeping.owned else { return };
+        let partitions = owned.partitions();
+        let now = owned.owned();
+        let loaded = |p: u32| self.loaded[p as usize].load(Ordering::Acquire);
+        let lost: Vec<u32> = partitions.all().filter(|p| loaded(*p) && !now.contains(p)).collect();
+        if !lost.is_empty() {
+            let mut view = self.write();
+            for p in &lost {
+                self.loaded[*p as usize].store(false, Ordering::Release);
+            }
+            view.forget(&|aggregate| lost.contains(&partitions.of(aggregate.id.as_str())));
+            tracing::info!(
+                view = std::any::type_name::<V>(),
+                ?lost,
+                "partitions moved away; their aggregates forgotten"
+            );
+        }
+        let gained: Vec<u32> = now.into_iter().filter(|p| !loaded(*p)).collect();
+        if gained.is_empty() {
+            return;
+        }
+        let up_to = *self.applied.borrow();
+        let folded = match self.fold_partitions(log, filters, &gained, up_to, shutdown).await {
+            Ok(folded) => folded,
+            Err(error) => return tracing::warn!(%error, ?gained, "cannot fold gained partitions yet"),
+        };
+        for p in &gained {
+            self.loaded[*p as usize].store(true, Ordering::Release);
+        }
+        tracing::info!(view = std::any::type_name::<V>(), ?gained, folded, up_to, "gained partitions folded");
+    }
+
+    /// Applies the events of `partitions` up to `up_to`, from the first; returns how many.
+    async fn fold_partitions(
+        &self,
+        log: &EventLog,
+        filters: &[&str],
+        partitions: &[u32],
+        up_to: u64,
+        shutdown: &CancellationToken,
+    ) -> Result<u64> {
+        let Some(owned) = &self.keeping.owned else { return Ok(0) };
+        let mut folded = 0;
+        if up_to == 0 {
+            return Ok(folded);
+        }
+        let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
+        while let Some(item) = follow.next().await {
+            let event = match item? {
+                LogItem::Event(event) if event.seq <= up_to => event,
+                LogItem::Malformed(bad) if bad.seq < up_to => continue,
+                _ => break,
+            };
+            if partitions.contains(&owned.partitions().of(event.envelope.aggregate.id.as_str())) {
+                self.apply_event(log, &event, shutdown).await;
+                folded += 1;
+            }
+            if event.seq == up_to {
+                break;
+            }
+        }
+        follow.close().await;
+        Ok(folded)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, V> {
@@ -471,10 +571,12 @@ impl<V: View> Folding<V> {
         shutdown: &CancellationToken,
     ) -> bool {
         let (seq, caught_up) = match item {
-            LogItem::Event(event) => {
+            LogItem::Event(event) if self.holds(event.envelope.aggregate.id.as_str()) => {
                 self.apply_event(log, &event, shutdown).await;
                 return false;
             }
+            // Another instance's partition.
+            LogItem::Event(event) => (event.seq, false),
             LogItem::Malformed(bad) => {
                 // Skipped loudly: `osp log verify` names it; stopping here would stop the service.
                 tracing::error!(seq = bad.seq, subject = %bad.subject, error = %bad.error, filter, "unreadable event skipped");
@@ -503,10 +605,15 @@ impl<V: View> Folding<V> {
         if self.keeping.index.is_some() {
             let mut unindexed = self.unindexed();
             unindexed.aggregates.insert(event.envelope.aggregate.clone());
-            unindexed.covers = seq;
+            unindexed.covers = unindexed.covers.max(seq);
             batch_full = unindexed.aggregates.len() >= INDEX_BATCH;
         }
-        *self.last_event.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((seq, event.hash));
+        let mut last_event = self.last_event.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A gained partition's history is folded after later events of others.
+        if last_event.is_none_or(|(last, _)| last < seq) {
+            *last_event = Some((seq, event.hash));
+        }
+        drop(last_event);
         self.applied.send_if_modified(|applied| advance(applied, seq));
         drop(view);
         if batch_full {
@@ -651,6 +758,16 @@ impl<V: View> Saving<V> {
     }
 }
 
+/// The next change of the partitions owned; never, for a view holding every aggregate.
+async fn changed(
+    owned: &mut Option<watch::Receiver<BTreeSet<u32>>>,
+) -> std::result::Result<(), watch::error::RecvError> {
+    match owned {
+        Some(owned) => owned.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn advance(applied: &mut u64, seq: u64) -> bool {
     let moved = seq > *applied;
     *applied = (*applied).max(seq);
@@ -674,6 +791,8 @@ async fn keep_live<V: View>(
     let mut stall = Stall::default();
     let filter = filters.join(",");
     let subjects: Vec<&str> = filters.iter().map(String::as_str).collect();
+    let mut owned = folded.keeping.owned.as_ref().map(Ownership::changes);
+    folded.reshare(&log, &subjects, &shutdown).await;
     // The start-up replay counts: a long one is worth saving at once.
     if let Some(snapshots) = &mut snapshots {
         snapshots.after(&log, &filters, &folded, false);
@@ -684,6 +803,12 @@ async fn keep_live<V: View>(
             item = follow.next() => item,
             _ = evictions.tick() => {
                 folded.evict();
+                // A gained partition whose history could not be read is tried again.
+                folded.reshare(&log, &subjects, &shutdown).await;
+                continue;
+            }
+            Ok(()) = changed(&mut owned) => {
+                folded.reshare(&log, &subjects, &shutdown).await;
                 continue;
             }
             _ = checks.tick() => {

@@ -221,6 +221,14 @@ impl<R: Record> Resident<R> {
         evicted
     }
 
+    /// Drops the resident records `moved` names, finished or not: their partition is now
+    /// another instance's ([`crate::ownership`]).
+    pub fn forget(&mut self, moved: impl Fn(&str) -> bool) {
+        self.records.retain(|id, _| !moved(id));
+        self.finished.retain(|(_, id)| !moved(id));
+        self.shrink();
+    }
+
     /// Gives back the room of what left once it is mostly empty: a burst of finished
     /// aggregates must not keep its peak of memory for good (a map never shrinks by itself).
     fn shrink(&mut self) {

@@ -201,7 +201,7 @@ impl Service {
             .map(|kind| Ok(subject::events_of_kind(&Token::new("kind", *kind)?)))
             .collect::<anyhow::Result<Vec<String>>>()?;
         let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
-        let keeping = Keeping { keep_finished: self.config.keep_finished, index };
+        let keeping = Keeping { keep_finished: self.config.keep_finished, index, owned: None };
         let (snapshots, shutdown) = (self.config.snapshots, self.shutdown.clone());
         let (projection, follower) =
             Projection::start_followed(&self.log, &filters, snapshots, keeping, shutdown).await?;
