@@ -70,7 +70,7 @@ impl Scheduler {
     /// until [`Scheduler::shutdown`].
     pub async fn start(client: async_nats::Client, config: Config) -> anyhow::Result<Scheduler> {
         let mut service = Service::open(client, SERVICE, env!("CARGO_PKG_VERSION"), config).await?;
-        let runs = service.indexed_view::<SchedulerView>(&VIEW_KINDS).await?;
+        let runs = service.partitioned_view::<SchedulerView>(&VIEW_KINDS).await?;
         let agents = service.view::<AgentsView>(&[ENTRY_KIND]).await?;
         let catalog = service.view::<CatalogView>(&[quality::RULE_KIND]).await?;
         let executor = service.executor(&runs);

@@ -32,7 +32,8 @@ pub fn all() -> Vec<Query<SchedulerView>> {
             let index =
                 runs.index().ok_or_else(|| Error::Unavailable { reason: "this instance keeps no run index".into() })?;
             list(index, &q)
-        }),
-        Query::new("digest", |view: &SchedulerView, _: DigestQuery| view.digest()),
+        })
+        .whole(),
+        Query::new("digest", |view: &SchedulerView, _: DigestQuery| view.digest()).whole(),
     ]
 }

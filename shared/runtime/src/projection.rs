@@ -242,6 +242,11 @@ impl<V: View> Projection<V> {
         self.folded.view.read().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The partitions its instance owns, when the view holds only those.
+    pub fn owned(&self) -> Option<&Ownership> {
+        self.folded.keeping.owned.as_ref()
+    }
+
     /// The log it folds.
     pub fn log(&self) -> &EventLog {
         &self.log

@@ -81,6 +81,8 @@ impl<V> Clone for Answer<V> {
 pub struct Query<V> {
     name: &'static str,
     answer: Answer<V>,
+    /// It reads every aggregate of the view, not one ([`Query::whole`]).
+    whole: bool,
 }
 
 /// What a query answers: a value to encode, or bytes already encoded in the request's
@@ -104,6 +106,14 @@ impl<V: View> Query<V> {
         Query::encoded(name, move |view, query, _| run(view, query).map(QueryResult::Value))
     }
 
+    /// Marks a query that reads every aggregate of the view (a listing, a digest): an
+    /// instance whose view holds only its share of the partitions refuses it as
+    /// `unavailable`, saying so, rather than answer for a part as if for the whole.
+    pub fn whole(mut self) -> Query<V> {
+        self.whole = true;
+        self
+    }
+
     /// The endpoint `name`, whose `run` also sees who asks.
     pub fn asked<Q, R, F>(name: &'static str, run: F) -> Query<V>
     where
@@ -115,7 +125,7 @@ impl<V: View> Query<V> {
             let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, caller, query));
             encode_result(encoding, seq, result.map(QueryResult::Value))
         };
-        Query { name, answer: Answer::Now(Arc::new(answer)) }
+        Query { name, answer: Answer::Now(Arc::new(answer)), whole: false }
     }
 
     /// The endpoint `name`, whose `run` sees the request's encoding and may answer with
@@ -130,7 +140,7 @@ impl<V: View> Query<V> {
             let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, query, encoding));
             encode_result(encoding, seq, result)
         };
-        Query { name, answer: Answer::Now(Arc::new(answer)) }
+        Query { name, answer: Answer::Now(Arc::new(answer)), whole: false }
     }
 
     /// The endpoint `name`, whose `run` awaits something besides the view (a read of the
@@ -157,7 +167,7 @@ impl<V: View> Query<V> {
             }
             .boxed()
         };
-        Query { name, answer: Answer::Later(Arc::new(answer)) }
+        Query { name, answer: Answer::Later(Arc::new(answer)), whole: false }
     }
 }
 
@@ -282,6 +292,17 @@ impl<V: View> Serving<V> {
                 return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
             }
         };
+        if let (true, Some(owned)) = (query.whole, self.projection.owned()) {
+            let error = ProtocolError::Unavailable {
+                reason: format!(
+                    "this instance holds {} of the {} partitions its service's aggregates are shared out in (--partitions); `{}` over all of them is not served yet",
+                    owned.owned().len(),
+                    owned.partitions(),
+                    query.name
+                ),
+            };
+            return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
+        }
         let caller = Caller { actor: inbound.actor.clone() };
         if let (Answer::Now(answer), true) = (&query.answer, self.projection.applied() >= min_seq) {
             // The sequence is read before the view, so the view holds at least what it says.

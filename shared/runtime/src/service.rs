@@ -20,10 +20,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use osp_eventlog::{Definitions, EventLog, Timers};
-use osp_protocol::{subject, Token};
+use osp_protocol::{subject, Partitions, Token};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::ownership::{self, Ownership, Timing};
 use crate::reactor::{serve_reactor, serve_timers};
 use crate::{
     serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, Index, Keeping, Projection, Query, Reactor,
@@ -49,6 +50,10 @@ pub struct ServiceConfig {
     /// temporary folder, so they are built again from the log at every start (and the
     /// views of services that keep one start from the first event).
     pub state_dir: Option<PathBuf>,
+    /// The partitions the service's aggregates are shared out in among its instances
+    /// ([`crate::ownership`]), for its [`Service::partitioned_view`]; `None`: every
+    /// instance holds every aggregate.
+    pub partitions: Option<Partitions>,
 }
 
 impl Default for ServiceConfig {
@@ -59,6 +64,7 @@ impl Default for ServiceConfig {
             snapshots: Snapshots::default(),
             keep_finished: KEEP_FINISHED,
             state_dir: None,
+            partitions: None,
         }
     }
 }
@@ -93,6 +99,12 @@ pub struct ServiceArgs {
     /// a restart resumes from its snapshot instead of folding the whole log again.
     #[arg(long, env = "OSP_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Share the aggregates among the instances in this many partitions, each instance
+    /// holding and folding only those it owns (leases in the KV bucket OSP_LEASES). The
+    /// same number for every instance, fixed for the deployment. The scheduler's runs so
+    /// far; the other services hold everything (docs/operations.md).
+    #[arg(long, env = "OSP_PARTITIONS")]
+    pub partitions: Option<Partitions>,
 }
 
 fn parse_snapshots(text: &str) -> Result<Snapshots, String> {
@@ -108,6 +120,7 @@ impl ServiceArgs {
             snapshots: self.snapshot_every.unwrap_or_default(),
             keep_finished: self.keep_finished,
             state_dir: self.state_dir.clone(),
+            partitions: self.partitions,
         })
     }
 
@@ -153,6 +166,10 @@ pub struct Service {
     inbox: Option<Inbox>,
 }
 
+/// How long a starting instance waits for its first partitions before it folds its
+/// views: one lease lifetime, by which the others have given it its share.
+const FIRST_SHARE_WITHIN: Duration = Duration::from_secs(3);
+
 impl Service {
     /// Applies the stream definitions (refusing a server that is too old first) and opens
     /// the log, for service `name` at `version` (what `$SRV.INFO` reports).
@@ -181,27 +198,46 @@ impl Service {
     /// A view of the events of aggregate kinds `kinds`, replayed (from a snapshot, as
     /// configured) and followed live until shutdown; returns once caught up.
     pub async fn view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
-        self.view_keeping(kinds, None).await
+        self.view_keeping(kinds, None, None).await
     }
 
     /// Like [`view`](Self::view), for a view that keeps a listing index of the aggregates
     /// it lets go of ([`crate::index`]), in the instance's state folder.
     pub async fn indexed_view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
         let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
-        self.view_keeping(kinds, Some(Arc::new(index))).await
+        self.view_keeping(kinds, Some(Arc::new(index)), None).await
+    }
+
+    /// Like [`indexed_view`](Self::indexed_view), holding only the partitions this
+    /// instance owns when the configuration shares the aggregates out
+    /// ([`ServiceConfig::partitions`]): the instance joins the members of the service,
+    /// waits a moment for its first share, and folds just that. For a view whose every
+    /// aggregate kind is partitioned (a query over all of them is refused, [`Query::whole`]).
+    pub async fn partitioned_view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+        let Some(partitions) = self.config.partitions else { return self.indexed_view(kinds).await };
+        let (owned, keeper) =
+            ownership::start(&self.log, self.name.as_str(), partitions, Timing::default(), self.shutdown.clone())
+                .await?;
+        self.tasks.push(keeper);
+        // Folding the first share at once spares a second replay when it arrives.
+        let mut changes = owned.changes();
+        let _ = tokio::time::timeout(FIRST_SHARE_WITHIN, changes.wait_for(|owned| !owned.is_empty())).await;
+        let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
+        self.view_keeping(kinds, Some(Arc::new(index)), Some(owned)).await
     }
 
     async fn view_keeping<V: Snapshot>(
         &mut self,
         kinds: &[&str],
         index: Option<Arc<Index>>,
+        owned: Option<Ownership>,
     ) -> anyhow::Result<Projection<V>> {
         let filters = kinds
             .iter()
             .map(|kind| Ok(subject::events_of_kind(&Token::new("kind", *kind)?)))
             .collect::<anyhow::Result<Vec<String>>>()?;
         let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
-        let keeping = Keeping { keep_finished: self.config.keep_finished, index, owned: None };
+        let keeping = Keeping { keep_finished: self.config.keep_finished, index, owned };
         let (snapshots, shutdown) = (self.config.snapshots, self.shutdown.clone());
         let (projection, follower) =
             Projection::start_followed(&self.log, &filters, snapshots, keeping, shutdown).await?;

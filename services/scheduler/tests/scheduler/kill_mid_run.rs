@@ -1,7 +1,8 @@
 //! Three scheduler processes share the load; one is killed with SIGKILL while 1,000 runs
 //! are in flight. Every run still ends exactly once, no attempt is started (or executed
 //! by an agent) twice, and a restarted instance's state equals the others' and a fold of
-//! the log.
+//! the log. The same again with the runs shared out in 16 partitions: the survivors take
+//! the dead instance's partitions over.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -18,16 +19,27 @@ use tokio::process::Child;
 
 const RUNS: usize = 1000;
 
-/// An `osp-scheduler` process, as an operator runs it; returns once it serves.
-async fn spawn_scheduler(url: &str) -> Child {
-    osp_tests::spawn_service(env!("CARGO_BIN_EXE_osp-scheduler"), url, &["--ack-wait", "2s"], "scheduler started").await
+/// An `osp-scheduler` process, as an operator runs it, with `args`; returns once it serves.
+async fn spawn_scheduler(url: &str, args: &[&str]) -> Child {
+    let args: Vec<&str> = ["--ack-wait", "2s"].iter().chain(args).copied().collect();
+    osp_tests::spawn_service(env!("CARGO_BIN_EXE_osp-scheduler"), url, &args, "scheduler started").await
 }
 
 #[tokio::test]
 async fn kill_9_one_of_three_with_1000_runs_in_flight() {
+    kill_9_one_of_three(&[]).await
+}
+
+#[tokio::test]
+async fn kill_9_one_of_three_owning_16_partitions_with_1000_runs_in_flight() {
+    kill_9_one_of_three(&["--partitions", "16"]).await
+}
+
+async fn kill_9_one_of_three(args: &[&str]) {
     let server = server().await;
     let url = server.url();
-    let mut instances = vec![spawn_scheduler(&url).await, spawn_scheduler(&url).await, spawn_scheduler(&url).await];
+    let mut instances =
+        vec![spawn_scheduler(&url, args).await, spawn_scheduler(&url, args).await, spawn_scheduler(&url, args).await];
     register_agent(&url, "a1", &["echo"]).await;
     register_agent(&url, "a2", &["echo"]).await;
 
@@ -134,7 +146,16 @@ async fn kill_9_one_of_three_with_1000_runs_in_flight() {
     assert!(executed.len() >= RUNS);
 
     // A restarted instance rebuilds the same state as the others and as a fold of the log.
-    instances.push(spawn_scheduler(&url).await);
+    instances.push(spawn_scheduler(&url, args).await);
+    if !args.is_empty() {
+        // Shared out, no instance holds the whole: it says so rather than answer for a part.
+        let refused = submitter.scheduler().digest().await.unwrap_err().to_string();
+        assert!(refused.contains("--partitions") && refused.contains("digest"), "{refused}");
+        for agent in agents {
+            agent.shutdown().await;
+        }
+        return;
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let folded = Projection::<SchedulerView>::start(&log, "osp.v1.evt.run.*", shutdown.clone()).await.unwrap();
     let expected = folded.read().digest().unwrap();

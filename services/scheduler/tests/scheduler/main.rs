@@ -15,6 +15,7 @@ mod gating;
 mod input;
 mod kill_mid_run;
 mod memory;
+mod partitions;
 mod pause_resume;
 mod python_agent;
 mod retry_backoff;
