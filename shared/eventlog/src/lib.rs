@@ -31,7 +31,7 @@ use osp_protocol::nats_server;
 pub use append::{Appended, Head, NewEvent};
 pub use definitions::{ConsumerDefinition, Definitions, EVENTS_STREAM, INBOX_STREAM, TIMERS_STREAM, WORK_STREAM};
 pub use error::{Error, Result};
-pub use read::{Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
+pub use read::{Delivered, Follow, FromStored, Loaded, LogItem, Malformed, Recorded, Start, StoredMessage};
 pub use timers::{fired_timer_id, Timers};
 pub use verify::{ChainVerifier, Problem, ProblemKind, VerifyReport};
 pub use work::{Deliveries, Delivery, WorkConfig, WorkConsumer};

@@ -156,12 +156,32 @@ impl<T> Follow<T> {
     }
 }
 
+/// What [`Follow::next_where`] delivers.
+#[derive(Debug)]
+pub enum Delivered<T> {
+    /// An item, as [`Follow::next`] gives it.
+    Item(LogItem<T>),
+    /// The event at this sequence, on a subject the reader does not want, left undecoded.
+    Passed(u64),
+}
+
 impl<T: FromStored> Follow<T> {
     /// The next item; `None` only if the underlying subscription ends.
     pub async fn next(&mut self) -> Option<Result<LogItem<T>>> {
+        match self.next_where(&|_| true).await? {
+            Ok(Delivered::Item(item)) => Some(Ok(item)),
+            Ok(Delivered::Passed(seq)) => unreachable!("every subject is wanted, yet {seq} was passed"),
+            Err(error) => Some(Err(error)),
+        }
+    }
+
+    /// Like [`next`](Self::next), decoding only the events whose subject `wanted`
+    /// accepts: a reader that holds a share of the aggregates spends nothing on the others
+    /// but learns how far the log has gone.
+    pub async fn next_where(&mut self, wanted: &(dyn Fn(&str) -> bool + Sync)) -> Option<Result<Delivered<T>>> {
         if let Some(seq) = self.caught_up_at_start.take().or_else(|| self.queued_caught_up.take()) {
             self.caught_up = true;
-            return Some(Ok(LogItem::CaughtUp(seq)));
+            return Some(Ok(Delivered::Item(LogItem::CaughtUp(seq))));
         }
         let message = match self.messages.next().await? {
             Ok(message) => message,
@@ -176,11 +196,14 @@ impl<T: FromStored> Follow<T> {
             self.queued_caught_up = Some(seq);
         }
         let message = message.message;
+        if !wanted(message.subject.as_str()) {
+            return Some(Ok(Delivered::Passed(seq)));
+        }
         let stored = StoredMessage { seq, subject: message.subject.to_string(), stored_at, payload: message.payload };
-        Some(Ok(match T::from_stored(&stored) {
+        Some(Ok(Delivered::Item(match T::from_stored(&stored) {
             Ok(event) => LogItem::Event(event),
             Err(error) => LogItem::Malformed(Malformed { seq, subject: stored.subject, error }),
-        }))
+        })))
     }
 
     /// Matching events still to be delivered, as of the last one delivered: the

@@ -27,7 +27,7 @@ use crate::index::{Index, Indexed};
 use crate::ownership::Ownership;
 use crate::resident::{Record, Resident};
 use crate::snapshot::{self, LastEvent, Restored, Snapshot, Snapshots};
-use osp_eventlog::{EventLog, LogItem, Recorded, Result, Start};
+use osp_eventlog::{Delivered, EventLog, LogItem, Recorded, Result, Start};
 
 /// A read model that events are applied to, in log order.
 pub trait View: Default + Send + Sync + 'static {
@@ -212,11 +212,12 @@ impl<V: View> Projection<V> {
         let mut replayed = 0;
         // Replay in the foreground: the service answers nothing before it has the state.
         while !caught_up {
-            match follow.next().await {
-                Some(Ok(item)) => {
+            match follow.next_where(&|subject| folded.wants(subject)).await {
+                Some(Ok(Delivered::Item(item))) => {
                     replayed += u64::from(matches!(item, LogItem::Event(_)));
                     caught_up = folded.apply_item(log, item, filter, &shutdown).await;
                 }
+                Some(Ok(Delivered::Passed(seq))) => folded.pass(seq),
                 Some(Err(error)) => return Err(error),
                 // Serving from part of the log would answer wrongly: fail the start.
                 None => {
@@ -486,6 +487,20 @@ impl<V: View> Folding<V> {
         }
     }
 
+    /// The view reads the event stored on `subject`: one of an aggregate it holds.
+    fn wants(&self, subject: &str) -> bool {
+        self.keeping.owned.is_none() || self.holds(aggregate_id(subject))
+    }
+
+    /// The event at `seq` is another instance's: the view has applied the log that far.
+    fn pass(&self, seq: u64) {
+        if self.keeping.index.is_some() {
+            let mut unindexed = self.unindexed();
+            unindexed.covers = unindexed.covers.max(seq);
+        }
+        self.applied.send_if_modified(|applied| advance(applied, seq));
+    }
+
     /// The view holds every event of the aggregate `id`.
     fn holds(&self, id: &str) -> bool {
         match &self.keeping.owned {
@@ -545,17 +560,19 @@ impl<V: View> Folding<V> {
             return Ok(folded);
         }
         let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
-        while let Some(item) = follow.next().await {
-            let event = match item? {
-                LogItem::Event(event) if event.seq <= up_to => event,
-                LogItem::Malformed(bad) if bad.seq < up_to => continue,
+        let gained = |subject: &str| partitions.contains(&owned.partitions().of(aggregate_id(subject)));
+        while let Some(delivered) = follow.next_where(&gained).await {
+            let seq = match delivered? {
+                Delivered::Item(LogItem::Event(event)) if event.seq <= up_to => {
+                    self.apply_event(log, &event, shutdown).await;
+                    folded += 1;
+                    event.seq
+                }
+                Delivered::Item(LogItem::Malformed(bad)) if bad.seq < up_to => continue,
+                Delivered::Passed(seq) if seq <= up_to => seq,
                 _ => break,
             };
-            if partitions.contains(&owned.partitions().of(event.envelope.aggregate.id.as_str())) {
-                self.apply_event(log, &event, shutdown).await;
-                folded += 1;
-            }
-            if event.seq == up_to {
+            if seq == up_to {
                 break;
             }
         }
@@ -763,6 +780,11 @@ impl<V: View> Saving<V> {
     }
 }
 
+/// The aggregate id in an event's subject (`osp.v1.evt.<kind>.<id>`): its last token.
+fn aggregate_id(subject: &str) -> &str {
+    subject.rsplit_once('.').map_or(subject, |(_, id)| id)
+}
+
 /// The next change of the partitions owned; never, for a view holding every aggregate.
 async fn changed(
     owned: &mut Option<watch::Receiver<BTreeSet<u32>>>,
@@ -797,6 +819,7 @@ async fn keep_live<V: View>(
     let filter = filters.join(",");
     let subjects: Vec<&str> = filters.iter().map(String::as_str).collect();
     let mut owned = folded.keeping.owned.as_ref().map(Ownership::changes);
+    let wanted = |subject: &str| folded.wants(subject);
     folded.reshare(&log, &subjects, &shutdown).await;
     // The start-up replay counts: a long one is worth saving at once.
     if let Some(snapshots) = &mut snapshots {
@@ -805,7 +828,15 @@ async fn keep_live<V: View>(
     loop {
         let item = tokio::select! {
             () = shutdown.cancelled() => return folded.stopped(),
-            item = follow.next() => item,
+            delivered = follow.next_where(&wanted) => match delivered {
+                Some(Ok(Delivered::Passed(seq))) => {
+                    folded.pass(seq);
+                    continue;
+                }
+                Some(Ok(Delivered::Item(item))) => Some(Ok(item)),
+                Some(Err(error)) => Some(Err(error)),
+                None => None,
+            },
             _ = evictions.tick() => {
                 folded.evict();
                 // A gained partition whose history could not be read is tried again.
