@@ -626,7 +626,9 @@ impl<V: View> Folding<V> {
         let mut batch_full = false;
         if self.keeping.index.is_some() {
             let mut unindexed = self.unindexed();
-            unindexed.aggregates.insert(event.envelope.aggregate.clone());
+            if !unindexed.aggregates.contains(&event.envelope.aggregate) {
+                unindexed.aggregates.insert(event.envelope.aggregate.clone());
+            }
             unindexed.covers = unindexed.covers.max(seq);
             batch_full = unindexed.aggregates.len() >= INDEX_BATCH;
         }

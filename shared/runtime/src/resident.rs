@@ -129,7 +129,11 @@ impl<R: Record> Resident<R> {
     /// Applies the next event of its aggregate (made resident if it was not).
     pub fn apply(&mut self, event: &Recorded<R::Event>) -> &R {
         let id = event.envelope.aggregate.id.as_str();
-        let record: &mut R = self.records.entry(id.to_owned()).or_default();
+        // Most events are of a resident aggregate: no key to allocate for those.
+        if !self.records.contains_key(id) {
+            self.records.insert(id.to_owned(), Box::default());
+        }
+        let record: &mut R = self.records.get_mut(id).expect("inserted above");
         let was_finished = record.finished();
         record.apply(event);
         if record.finished() && !was_finished {
