@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_nats::jetstream::kv::Operation;
 use async_nats::jetstream::stream::{Config, SubjectTransform};
 use osp_eventlog::{EventLog, Head, Recorded};
-use osp_protocol::{AggregateRef, Partitions};
-use osp_runtime::ownership::{self, Ownership, Timing, LEASES_BUCKET};
+use osp_protocol::Partitions;
+use osp_runtime::ownership::{self, Ownership, Share, Timing, LEASES_BUCKET};
 use osp_runtime::{Keeping, Projection, Snapshot, Snapshots, View};
 use osp_tests::{added, connect, counter, eventually, CounterEvent, Harness};
 use tokio::task::JoinHandle;
@@ -162,8 +162,8 @@ impl View for Totals {
         }
     }
 
-    fn forget(&mut self, moved: &dyn Fn(&AggregateRef) -> bool) {
-        self.0.retain(|id, _| !moved(&counter(id)));
+    fn forget(&mut self, moved: &Share) {
+        self.0.retain(|id, _| !moved.contains_id(id));
     }
 }
 

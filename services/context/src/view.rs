@@ -174,11 +174,11 @@ fn applied<const EMBEDDINGS: bool>(
 }
 
 /// Saved: the scopes and runs in memory, the fingerprints of those that left, the registry
-/// and the totals. Shape 2: a run's scope and facts leave memory after the run ended
-/// (shape 1 held every scope and run).
+/// and the totals. Shape 3: the digest of scopes out of memory kept per partition (shape 2
+/// as one; shape 1 held every scope and run).
 impl Snapshot for ContextView {
     const NAME: &'static str = "context-scopes";
-    const SHAPE: u32 = 2;
+    const SHAPE: u32 = 3;
 }
 
 impl Holds<ScopeState> for ContextView {

@@ -68,7 +68,7 @@ pub fn audits(index: &Index, query: &AuditQuery) -> Result<AuditPage, Error> {
         _ => None,
     };
     // An entry that cannot be read is kept, so the page says so rather than skip it.
-    let keep = |bytes: &[u8]| decode(bytes).map_or(true, |entry| matches(&entry, query));
+    let keep = |_: &str, bytes: &[u8]| decode(bytes).map_or(true, |entry| matches(&entry, query));
     let (found, more) = index.page(tag.as_deref(), start.as_deref(), limit, keep).map_err(unavailable)?;
     let (mut page, mut bytes) = (AuditPage::default(), 0);
     for summary in &found {
@@ -87,7 +87,7 @@ pub fn audits(index: &Index, query: &AuditQuery) -> Result<AuditPage, Error> {
 
 /// Where the entry `id` sits in the listing (a page's `after`).
 fn position(index: &Index, id: &str) -> Result<String, Error> {
-    let (found, _) = index.page(Some(&id_tag(id)), None, 1, |_| true).map_err(unavailable)?;
+    let (found, _) = index.page(Some(&id_tag(id)), None, 1, |_, _| true).map_err(unavailable)?;
     let entry = found.first().ok_or_else(|| Error::NotFound {
         field: "after".into(),
         value: id.to_owned(),

@@ -157,11 +157,12 @@ impl View for QualityView {
 }
 
 /// Saved: the rules, the audits in hand and the digest of those that left memory, how many
-/// entries are recorded, and how far it has applied. Shape 3: only the audits in hand, and
-/// no listing (shape 2 held every audit, and the listing by time).
+/// entries are recorded, and how far it has applied. Shape 4: the digest of audits out of
+/// memory kept per partition (shape 3 as one; shape 2 held every audit, and the listing
+/// by time).
 impl Snapshot for QualityView {
     const NAME: &'static str = "quality-records";
-    const SHAPE: u32 = 3;
+    const SHAPE: u32 = 4;
 }
 
 impl Holds<RuleState> for QualityView {

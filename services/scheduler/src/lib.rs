@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod commands;
 mod consumers;
 pub mod effects;
+pub mod listing;
 mod liveness;
 mod queries;
 pub mod run;

@@ -7,7 +7,8 @@ use osp_protocol::{Error, Token};
 use osp_runtime::{unreadable, Projection, Query};
 use serde::Deserialize;
 
-use crate::view::{list, RunRecord, SchedulerView};
+use crate::listing::{list, merge_pages};
+use crate::view::{merge_digests, RunRecord, SchedulerView};
 
 /// `digest` takes no arguments.
 #[derive(Deserialize)]
@@ -28,12 +29,20 @@ pub fn all() -> Vec<Query<SchedulerView>> {
                 reason: "no run has this id".into(),
             })
         }),
-        Query::deferred("list", |runs: Projection<SchedulerView>, _, q: ListQuery| async move {
-            let index =
-                runs.index().ok_or_else(|| Error::Unavailable { reason: "this instance keeps no run index".into() })?;
-            list(index, &q)
-        })
-        .whole(),
-        Query::new("digest", |view: &SchedulerView, _: DigestQuery| view.digest()).whole(),
+        Query::gathered(
+            "list",
+            |runs: Projection<SchedulerView>, share, q: ListQuery| async move {
+                let index = runs
+                    .index()
+                    .ok_or_else(|| Error::Unavailable { reason: "this instance keeps no run index".into() })?;
+                list(index, &q, &share)
+            },
+            |q, parts| merge_pages(&q, parts),
+        ),
+        Query::gathered(
+            "digest",
+            |runs: Projection<SchedulerView>, share, _: DigestQuery| async move { Ok(runs.read().digest_part(&share)) },
+            |_, parts| Ok(merge_digests(parts)),
+        ),
     ]
 }

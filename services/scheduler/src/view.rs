@@ -3,16 +3,17 @@
 //! agent holds now (what the liveness sweep watches).
 //!
 //! A run that ended leaves memory after the grace period ([`osp_runtime::resident`]):
-//! `get` recalls it from the log, `list` reads the listing index ([`list`]).
+//! `get` recalls it from the log, `list` reads the listing index ([`crate::listing`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use osp_eventlog::Recorded;
-use osp_protocol::scheduler::queries::{Digest, ListQuery, RunPage, RunSummary, RunView, DEFAULT_LIMIT, MAX_LIMIT};
+use osp_protocol::scheduler::queries::{Digest, RunSummary, RunView};
 use osp_protocol::scheduler::RunEvent;
-use osp_protocol::{AggregateRef, Error, Timestamp};
+use osp_protocol::{AggregateRef, Error, Partitions, Timestamp};
+use osp_runtime::ownership::Share;
 use osp_runtime::resident::fingerprint;
-use osp_runtime::{Folded, Holds, Index, Indexed, Keeps, Record, Resident, Snapshot, View};
+use osp_runtime::{Fingerprints, Folded, Holds, Indexed, Keeps, Part, Record, Resident, Snapshot, View};
 
 use crate::run::Run;
 use crate::run_view::{run_summary, run_view, RunDetails};
@@ -119,6 +120,15 @@ impl View for SchedulerView {
         self.runs.evict(finished_before)
     }
 
+    fn share(&mut self, partitions: Partitions) {
+        self.runs.share(partitions);
+    }
+
+    fn forget(&mut self, moved: &Share) {
+        self.runs.forget(moved);
+        self.held.retain(|id, _| !moved.contains_id(id));
+    }
+
     /// Tagged by status, and as a root run (not a workflow's step) by status too: what
     /// `list` filters by, whether it shows steps or not.
     fn indexed(&self, aggregate: &AggregateRef) -> Option<(String, Indexed)> {
@@ -135,14 +145,15 @@ impl View for SchedulerView {
 }
 
 /// The tag of runs that are not a workflow's step.
-const ROOT: &str = "root";
+pub(crate) const ROOT: &str = "root";
 
 /// Saved: the runs in hand (their folded state and details), the digest of those that left
-/// memory, who holds what, and how far it has applied. Shape 3: only the runs in hand
-/// (shape 2 held every run).
+/// memory (per partition), who holds what, and how far it has applied. Shape 4: the
+/// digest of runs out of memory kept per partition (shape 3 as one; shape 2 held every
+/// run).
 impl Snapshot for SchedulerView {
     const NAME: &'static str = "scheduler-runs";
-    const SHAPE: u32 = 3;
+    const SHAPE: u32 = 4;
 }
 
 impl Holds<Run> for SchedulerView {
@@ -190,34 +201,34 @@ impl SchedulerView {
         let all = self.runs.digest();
         Ok(Digest { digest: all.hex(), runs: all.count(), applied: self.last_seq })
     }
+
+    /// [`digest`](Self::digest) per partition of `share`: this instance's part of the
+    /// digest when it holds a share ([`osp_runtime::gather`]).
+    pub fn digest_part(&self, share: &Share) -> DigestPart {
+        let mut parts = self.runs.digests();
+        parts.retain(|partition, _| share.contains(*partition));
+        DigestPart { parts, last_seq: self.last_seq }
+    }
 }
 
-/// A page of runs by id, filtered, from the listing index.
-pub fn list(index: &Index, query: &ListQuery) -> Result<RunPage, Error> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(Error::Invalid { field: "limit".into(), reason: format!("must be 1 to {MAX_LIMIT}") });
+/// One instance's part of the digest.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct DigestPart {
+    parts: BTreeMap<u32, Fingerprints>,
+    /// The last run event its view applied.
+    last_seq: u64,
+}
+
+/// The digest of every run, from the parts: each taken for its share of the partitions.
+pub fn merge_digests(parts: Vec<Part<DigestPart>>) -> Digest {
+    let (mut all, mut applied) = (Fingerprints::default(), 0);
+    for Part { value, share, .. } in parts {
+        applied = applied.max(value.last_seq);
+        for (_, fingerprints) in value.parts.into_iter().filter(|(partition, _)| share.contains(*partition)) {
+            all = all.and(fingerprints);
+        }
     }
-    let tag = match (query.children, query.status) {
-        (true, None) => None,
-        (true, Some(status)) => Some(format!("status:{status}")),
-        (false, None) => Some(ROOT.to_owned()),
-        (false, Some(status)) => Some(format!("root-status:{status}")),
-    };
-    let decode = |bytes: &[u8]| rmp_serde::from_slice::<RunSummary>(bytes);
-    let keep = |bytes: &[u8]| {
-        query.capability.as_ref().is_none_or(|capability| decode(bytes).is_ok_and(|run| &run.capability == capability))
-    };
-    let unavailable = |reason: String| Error::Unavailable { reason };
-    let (page, next) = index
-        .page(tag.as_deref(), query.after.as_deref(), limit as usize, keep)
-        .map_err(|e| unavailable(e.to_string()))?;
-    let runs = page
-        .iter()
-        .map(|bytes| decode(bytes))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| unavailable(format!("the listing index holds an unreadable entry: {e}")))?;
-    Ok(RunPage { runs, next })
+    Digest { digest: all.hex(), runs: all.count(), applied }
 }
 
 #[cfg(test)]

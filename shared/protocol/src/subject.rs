@@ -153,6 +153,10 @@ pub const WORK_PREFIX: &str = "osp.v1.work";
 pub const TIMER_PREFIX: &str = "osp.v1.timer";
 /// Prefix of query subjects: core NATS request/reply, answered by any instance.
 pub const QUERY_PREFIX: &str = "osp.v1.q";
+/// Prefix of the subjects where the instances of a service holding shares of its
+/// partitions each answer a query over every aggregate for their share: core NATS, every
+/// instance subscribed (no queue group), asked only by instances of that service.
+pub const GATHER_PREFIX: &str = "osp.v1.gather";
 /// Prefix of agents' heartbeats: core NATS, never stored.
 pub const HEARTBEAT_PREFIX: &str = "osp.v1.hb";
 /// Every agent's heartbeat: what a registry instance subscribes to.
@@ -192,6 +196,12 @@ pub fn query_group(service: &Token) -> String {
 /// One query of `service`: `osp.v1.q.<service>.<query>`.
 pub fn query(service: &Token, query: &Token) -> String {
     format!("{QUERY_PREFIX}.{service}.{query}")
+}
+
+/// Where every instance of `service` answers `query` for its share of the partitions:
+/// `osp.v1.gather.<service>.<query>`.
+pub fn gather(service: &Token, query: &Token) -> String {
+    format!("{GATHER_PREFIX}.{service}.{query}")
 }
 
 /// Where the agent named `agent` sends its heartbeats: `osp.v1.hb.<agent>`.

@@ -209,13 +209,13 @@ impl Index {
     }
 
     /// Up to `limit` summaries in id order, after `after`, under `tag` (every entry when
-    /// `None`) and kept by `keep`.
+    /// `None`) and kept by `keep` (given the id and the summary).
     pub fn page(
         &self,
         tag: Option<&str>,
         after: Option<&str>,
         limit: usize,
-        keep: impl Fn(&[u8]) -> bool,
+        keep: impl Fn(&str, &[u8]) -> bool,
     ) -> Result<Page, IndexError> {
         self.flush(false)?;
         let read = self.db.begin_read().map_err(|e| self.error(e))?;
@@ -231,7 +231,7 @@ impl Index {
         // entry is kept: there is a next page.
         let mut add = |id: &str, bytes: &[u8]| -> Result<bool, IndexError> {
             let entry: Indexed = rmp_serde::from_slice(bytes).map_err(|e| self.error(e))?;
-            if !keep(&entry.summary) {
+            if !keep(id, &entry.summary) {
                 return Ok(true);
             }
             if page.len() == limit {
@@ -309,7 +309,7 @@ mod tests {
         }
         index.stage("r2".into(), entry(&["status:done"], "r2 done"), 6);
         index.stage("r4".into(), entry(&["status:done"], "r4 done"), 7);
-        let all = |tag, after, limit| texts(index.page(tag, after, limit, |_| true).unwrap());
+        let all = |tag, after, limit| texts(index.page(tag, after, limit, |_, _| true).unwrap());
 
         assert_eq!(all(Some("status:done"), None, 10), (vec!["r2 done".into(), "r4 done".into()], None));
         assert_eq!(
@@ -320,7 +320,7 @@ mod tests {
         assert_eq!(all(Some("status:running"), Some("r3"), 2), (vec!["r5 running".into()], None));
         assert_eq!(all(None, Some("r1"), 2), (vec!["r2 done".into(), "r3 running".into()], Some("r3".into())));
         assert_eq!(all(Some("status:unknown"), None, 2), (vec![], None));
-        let kept = texts(index.page(None, None, 10, |summary| summary.ends_with(b"done")).unwrap());
+        let kept = texts(index.page(None, None, 10, |_, summary| summary.ends_with(b"done")).unwrap());
         assert_eq!(kept, (vec!["r2 done".into(), "r4 done".into()], None));
     }
 
@@ -337,9 +337,9 @@ mod tests {
         }
         let index = Index::open(Some(dir.path()), "test").unwrap();
         assert_eq!(index.covers().unwrap(), 12);
-        assert_eq!(texts(index.page(Some("x"), None, 5, |_| true).unwrap()).0, vec!["a".to_owned()]);
+        assert_eq!(texts(index.page(Some("x"), None, 5, |_, _| true).unwrap()).0, vec!["a".to_owned()]);
         index.clear().unwrap();
         assert_eq!(index.covers().unwrap(), 0);
-        assert_eq!(texts(index.page(None, None, 5, |_| true).unwrap()).0, Vec::<String>::new());
+        assert_eq!(texts(index.page(None, None, 5, |_, _| true).unwrap()).0, Vec::<String>::new());
     }
 }

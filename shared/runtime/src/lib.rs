@@ -10,7 +10,8 @@
 //!   [`index`]: listings of all history from local disk;
 //! - [`Executor`]: decide, append with optimistic concurrency, retry on conflict;
 //! - [`Inbox`]: commands in from any client, refusals recorded, replies out;
-//! - [`serve_queries`]: micro-service endpoints over a view;
+//! - [`serve_queries`]: micro-service endpoints over a view; [`gather`]: queries over every
+//!   aggregate answered together by instances that each hold a share;
 //! - [`Reactor`] and [`TimerHandler`]: effects of events, as data, performed idempotently;
 //!   fired timers decided as commands;
 //! - [`Service`]: the one start-up, putting these parts together; [`ServiceArgs`] and
@@ -22,6 +23,7 @@
 
 mod aggregate;
 mod executor;
+pub mod gather;
 mod inbound;
 mod inbox;
 pub mod index;
@@ -38,13 +40,14 @@ pub mod testing;
 
 pub use aggregate::{Aggregate, Folded, REMEMBERED_CAUSES};
 pub use executor::{CommandMeta, Executed, Executor, Holds, Place, Refusal};
+pub use gather::Part;
 pub use inbound::Inbound;
 pub use inbox::{CommandHandler, Inbox, InboxCounts, DEFAULT_ACK_WAIT};
 pub use index::{Index, Indexed};
 pub use projection::{fold, unreadable, Keeping, Keeps, Projection, View, KEEP_FINISHED};
 pub use queries::{serve_queries, Caller, Query, QueryResult, ViewProgress, MIN_SEQ_WAIT};
 pub use reactor::{Reactor, TimerHandler};
-pub use resident::{Record, Resident};
+pub use resident::{Fingerprints, Record, Resident};
 pub use running::{stop_requested, Running};
 pub use service::{Service, ServiceArgs, ServiceConfig, Stop};
 pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};

@@ -18,13 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use osp_protocol::{AggregateRef, EventHash, EventPayload, Timestamp};
+use osp_protocol::{AggregateRef, EventHash, EventPayload, Partitions, Timestamp};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::index::{Index, Indexed};
-use crate::ownership::Ownership;
+use crate::ownership::{Ownership, Share};
 use crate::resident::{Record, Resident};
 use crate::snapshot::{self, LastEvent, Restored, Snapshot, Snapshots};
 use osp_eventlog::{Delivered, EventLog, LogItem, Recorded, Result, Start};
@@ -48,9 +48,16 @@ pub trait View: Default + Send + Sync + 'static {
     /// [`missing`](Self::missing) named.
     fn restore(&mut self, _aggregate: &AggregateRef, _earlier: &[Recorded<Self::Event>]) {}
 
-    /// Drops the aggregates `moved` names, finished or not: their partition is now another
-    /// instance's ([`crate::ownership`]). Not counted as evicted.
-    fn forget(&mut self, _moved: &dyn Fn(&AggregateRef) -> bool) {}
+    /// The view will hold only the aggregates of some of `partitions` ([`Keeping::owned`]):
+    /// told once, before any event, so it can keep what it folds apart per partition
+    /// ([`Resident::share`](crate::Resident::share)).
+    fn share(&mut self, _partitions: Partitions) {}
+
+    /// Drops every aggregate of the partitions that `moved` away, finished or not: they
+    /// are now another instance's ([`crate::ownership`]). Not counted as evicted. A view
+    /// holding a share must: a partition that comes back is folded again from its first
+    /// event.
+    fn forget(&mut self, _moved: &Share) {}
 
     /// Evicts the aggregates that finished before `finished_before`; returns how many.
     fn evict(&mut self, _finished_before: Timestamp) -> usize {
@@ -195,10 +202,13 @@ impl<V: View> Projection<V> {
         keeping: Keeping,
         shutdown: CancellationToken,
     ) -> Result<(Projection<V>, JoinHandle<()>)> {
-        let (view, from, last_event) = match restored {
+        let (mut view, from, last_event) = match restored {
             Some(restored) => (restored.view, restored.seq, restored.last_event),
             None => (V::default(), 0, None),
         };
+        if let Some(owned) = &keeping.owned {
+            view.share(owned.partitions());
+        }
         if let (0, Some(index)) = (from, &keeping.index) {
             // Folded from the first event, the index is built again with it.
             index.clear().map_err(index_unavailable)?;
@@ -246,6 +256,21 @@ impl<V: View> Projection<V> {
     /// The partitions its instance owns, when the view holds only those.
     pub fn owned(&self) -> Option<&Ownership> {
         self.folded.keeping.owned.as_ref()
+    }
+
+    /// The partitions the view holds every aggregate of: all of them unless it holds a
+    /// share ([`Keeping::owned`]); a partition gained is in it once its history is folded.
+    pub fn share(&self) -> Share {
+        match &self.folded.keeping.owned {
+            None => Share::whole(Partitions::ONE),
+            Some(owned) => {
+                let partitions = owned.partitions();
+                Share::new(
+                    partitions,
+                    partitions.all().filter(|p| self.folded.loaded[*p as usize].load(Ordering::Acquire)),
+                )
+            }
+        }
     }
 
     /// The log it folds.
@@ -523,7 +548,7 @@ impl<V: View> Folding<V> {
             for p in &lost {
                 self.loaded[*p as usize].store(false, Ordering::Release);
             }
-            view.forget(&|aggregate| lost.contains(&partitions.of(aggregate.id.as_str())));
+            view.forget(&Share::new(partitions, lost.iter().copied()));
             tracing::info!(
                 view = std::any::type_name::<V>(),
                 ?lost,

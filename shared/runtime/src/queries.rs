@@ -26,6 +26,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::gather::{serve_parts, Gather, Gathering, Part};
+use crate::ownership::Share;
 use crate::{Inbound, Projection, View};
 use osp_eventlog::{Error, Result};
 
@@ -56,7 +58,7 @@ pub struct Caller {
 }
 
 /// An encoded reply, and the error it carries (for the micro-service error headers).
-type Encoded = (Vec<u8>, Option<ProtocolError>);
+pub(crate) type Encoded = (Vec<u8>, Option<ProtocolError>);
 /// A query answered from the view at once.
 type Now<V> = dyn Fn(&V, &Caller, u64, Encoding, &[u8]) -> Encoded + Send + Sync;
 /// A query that awaits something besides the view (a read of the log, another service's
@@ -66,6 +68,8 @@ type Later<V> = dyn Fn(Projection<V>, Caller, Encoding, Bytes) -> BoxFuture<'sta
 enum Answer<V> {
     Now(Arc<Now<V>>),
     Later(Arc<Later<V>>),
+    /// Over every aggregate: gathered from every instance holding a share.
+    Gathered(Gather<V>),
 }
 
 impl<V> Clone for Answer<V> {
@@ -73,6 +77,7 @@ impl<V> Clone for Answer<V> {
         match self {
             Answer::Now(answer) => Answer::Now(answer.clone()),
             Answer::Later(answer) => Answer::Later(answer.clone()),
+            Answer::Gathered(gather) => Answer::Gathered(gather.clone()),
         }
     }
 }
@@ -81,8 +86,6 @@ impl<V> Clone for Answer<V> {
 pub struct Query<V> {
     name: &'static str,
     answer: Answer<V>,
-    /// It reads every aggregate of the view, not one ([`Query::whole`]).
-    whole: bool,
 }
 
 /// What a query answers: a value to encode, or bytes already encoded in the request's
@@ -106,12 +109,22 @@ impl<V: View> Query<V> {
         Query::encoded(name, move |view, query, _| run(view, query).map(QueryResult::Value))
     }
 
-    /// Marks a query that reads every aggregate of the view (a listing, a digest): an
-    /// instance whose view holds only its share of the partitions refuses it as
-    /// `unavailable`, saying so, rather than answer for a part as if for the whole.
-    pub fn whole(mut self) -> Query<V> {
-        self.whole = true;
-        self
+    /// The endpoint `name` over every aggregate of the view (a listing, a digest), which
+    /// instances holding a share of the partitions answer together ([`crate::gather`]):
+    /// `part` answers over the partitions of a [`Share`] the view holds (awaiting what it
+    /// needs, reading the projection briefly), and `merge` makes one answer of the parts,
+    /// each taken for some of the partitions (a part may hold more, which `merge` leaves
+    /// out: [`Part::share`]). A view holding every aggregate answers with one part.
+    pub fn gathered<Q, S, R, F, Fut, M>(name: &'static str, part: F, merge: M) -> Query<V>
+    where
+        Q: DeserializeOwned + Send + 'static,
+        S: Serialize + DeserializeOwned + Send + 'static,
+        R: Serialize,
+        F: Fn(Projection<V>, Share, Q) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, ProtocolError>> + Send + 'static,
+        M: Fn(Q, Vec<Part<S>>) -> Result<R, ProtocolError> + Send + Sync + 'static,
+    {
+        Query { name, answer: Answer::Gathered(Gather::new(part, merge)) }
     }
 
     /// The endpoint `name`, whose `run` also sees who asks.
@@ -125,7 +138,7 @@ impl<V: View> Query<V> {
             let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, caller, query));
             encode_result(encoding, seq, result.map(QueryResult::Value))
         };
-        Query { name, answer: Answer::Now(Arc::new(answer)), whole: false }
+        Query { name, answer: Answer::Now(Arc::new(answer)) }
     }
 
     /// The endpoint `name`, whose `run` sees the request's encoding and may answer with
@@ -140,7 +153,7 @@ impl<V: View> Query<V> {
             let result = decode_query::<Q>(encoding, payload).and_then(|query| run(view, query, encoding));
             encode_result(encoding, seq, result)
         };
-        Query { name, answer: Answer::Now(Arc::new(answer)), whole: false }
+        Query { name, answer: Answer::Now(Arc::new(answer)) }
     }
 
     /// The endpoint `name`, whose `run` awaits something besides the view (a read of the
@@ -167,12 +180,16 @@ impl<V: View> Query<V> {
             }
             .boxed()
         };
-        Query { name, answer: Answer::Later(Arc::new(answer)), whole: false }
+        Query { name, answer: Answer::Later(Arc::new(answer)) }
     }
 }
 
 /// The reply to a query's `result`, encoded.
-fn encode_result<R: Serialize>(encoding: Encoding, seq: u64, result: Result<QueryResult<R>, ProtocolError>) -> Encoded {
+pub(crate) fn encode_result<R: Serialize>(
+    encoding: Encoding,
+    seq: u64,
+    result: Result<QueryResult<R>, ProtocolError>,
+) -> Encoded {
     match result {
         Ok(QueryResult::Value(result)) => encode_reply(encoding, &Reply::Ok { seq, result }, None),
         Ok(QueryResult::Encoded(result)) => (osp_protocol::encode_ok_with(encoding, seq, &result), None),
@@ -180,7 +197,7 @@ fn encode_result<R: Serialize>(encoding: Encoding, seq: u64, result: Result<Quer
     }
 }
 
-fn decode_query<Q: DeserializeOwned>(encoding: Encoding, payload: &[u8]) -> Result<Q, ProtocolError> {
+pub(crate) fn decode_query<Q: DeserializeOwned>(encoding: Encoding, payload: &[u8]) -> Result<Q, ProtocolError> {
     match (payload.is_empty(), encoding) {
         (true, Encoding::MessagePack) => encoding.decode(&[0x80]),
         (true, Encoding::Json) => encoding.decode(b"{}"),
@@ -225,13 +242,21 @@ pub async fn serve_queries<V: View>(
         .await
         .map_err(nats_error)?;
     let group = micro.group(subject::query_group(service));
+    let gathered = queries
+        .iter()
+        .filter_map(|query| match &query.answer {
+            Answer::Gathered(gather) => Some((query.name, gather.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut tasks = serve_parts(client, service, &projection, gathered, &shutdown).await?;
     let serving = Arc::new(Serving {
+        client: client.clone(),
         service: service.clone(),
         projection,
         waiters: Arc::new(Semaphore::new(MAX_WAITING)),
         reply_limit: client.server_info().max_payload.min(MAX_MESSAGE_BYTES).saturating_sub(REPLY_HEADROOM),
     });
-    let mut tasks = Vec::new();
     for query in queries {
         // Named by the query alone, so `nats micro stats` reads `find`, not the subject.
         let mut endpoint = group.endpoint_builder().name(query.name).add(query.name).await.map_err(nats_error)?;
@@ -261,6 +286,7 @@ const REPLY_HEADROOM: usize = 4 * 1024;
 
 /// What every endpoint of a service answers from.
 struct Serving<V> {
+    client: async_nats::Client,
     service: Token,
     projection: Projection<V>,
     /// Places for queries waiting for their `Osp-Min-Seq`.
@@ -292,17 +318,6 @@ impl<V: View> Serving<V> {
                 return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
             }
         };
-        if let (true, Some(owned)) = (query.whole, self.projection.owned()) {
-            let error = ProtocolError::Unavailable {
-                reason: format!(
-                    "this instance holds {} of the {} partitions its service's aggregates are shared out in (--partitions); `{}` over all of them is not served yet",
-                    owned.owned().len(),
-                    owned.partitions(),
-                    query.name
-                ),
-            };
-            return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
-        }
         let caller = Caller { actor: inbound.actor.clone() };
         if let (Answer::Now(answer), true) = (&query.answer, self.projection.applied() >= min_seq) {
             // The sequence is read before the view, so the view holds at least what it says.
@@ -315,7 +330,7 @@ impl<V: View> Serving<V> {
             let error = ProtocolError::Lagging { wanted: min_seq, applied: self.projection.applied() };
             return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
         };
-        let (serving, answer) = (self.clone(), query.answer.clone());
+        let (serving, answer, name) = (self.clone(), query.answer.clone(), query.name);
         tokio::spawn(async move {
             let _waiting = waiting;
             let projection = &serving.projection;
@@ -327,6 +342,17 @@ impl<V: View> Serving<V> {
                     }
                     Answer::Later(answer) => {
                         answer(projection.clone(), caller, encoding, inbound.payload.clone()).await
+                    }
+                    Answer::Gathered(gather) => {
+                        let gathering =
+                            Gathering { encoding, payload: inbound.payload.clone(), actor: caller.actor, min_seq };
+                        match Token::new("query", name) {
+                            Ok(name) => {
+                                let subject = subject::gather(&serving.service, &name);
+                                gather.answer(&serving.client, subject, projection.clone(), &gathering).await
+                            }
+                            Err(error) => failure(encoding, error),
+                        }
                     }
                 },
             };
@@ -367,7 +393,7 @@ impl<V: View> Serving<V> {
     }
 }
 
-fn failure(encoding: Encoding, error: ProtocolError) -> (Vec<u8>, Option<ProtocolError>) {
+pub(crate) fn failure(encoding: Encoding, error: ProtocolError) -> (Vec<u8>, Option<ProtocolError>) {
     encode_reply::<()>(encoding, &Reply::Err { seq: None, error: error.clone() }, Some(error))
 }
 

@@ -13,17 +13,20 @@
 //!
 //! Whether an aggregate is resident changes no answer, so a view's digest cannot depend on
 //! it: it is the XOR of one fingerprint per aggregate, and those of evicted aggregates are
-//! kept folded into one ([`Resident::digest`]).
+//! kept folded together per partition ([`Resident::digest`], [`Resident::digests`]), so an
+//! instance holding a share of the partitions answers for exactly its share.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use lru::LruCache;
 use osp_eventlog::Recorded;
-use osp_protocol::{EventPayload, Timestamp};
+use osp_protocol::{EventPayload, Partitions, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::ownership::Share;
 
 /// Finished aggregates recalled from the log that one view keeps at once.
 pub const RECALLED: usize = 1024;
@@ -56,8 +59,10 @@ pub struct Resident<R> {
     /// order they leave in. An entry whose aggregate has changed since is looked at again
     /// when it comes up.
     finished: VecDeque<(Timestamp, String)>,
-    /// The fingerprints of the evicted aggregates, folded into one.
-    evicted: Fingerprints,
+    /// The fingerprints of the evicted aggregates, folded together per partition.
+    evicted: BTreeMap<u32, Fingerprints>,
+    /// The partitions aggregates are spread over ([`share`](Self::share)).
+    partitions: Partitions,
     #[serde(skip, default = "recalled_cache")]
     recalled: Mutex<LruCache<String, Arc<R>>>,
 }
@@ -119,13 +124,22 @@ impl<R: Record> Default for Resident<R> {
         Resident {
             records: HashMap::new(),
             finished: VecDeque::new(),
-            evicted: Fingerprints::default(),
+            evicted: BTreeMap::new(),
+            partitions: Partitions::ONE,
             recalled: recalled_cache(),
         }
     }
 }
 
 impl<R: Record> Resident<R> {
+    /// Keeps the fingerprints of evicted aggregates apart per partition of `partitions`, so
+    /// that a partition can be forgotten ([`forget`](Self::forget)) and digested alone
+    /// ([`digests`](Self::digests)). Called before anything is evicted.
+    pub fn share(&mut self, partitions: Partitions) {
+        debug_assert!(self.evicted.is_empty(), "fingerprints already kept by partition of {}", self.partitions);
+        self.partitions = partitions;
+    }
+
     /// Applies the next event of its aggregate (made resident if it was not).
     pub fn apply(&mut self, event: &Recorded<R::Event>) -> &R {
         let id = event.envelope.aggregate.id.as_str();
@@ -189,7 +203,7 @@ impl<R: Record> Resident<R> {
             record.apply(event);
         }
         if let Some(fingerprint) = record.fingerprint() {
-            self.evicted.toggle(fingerprint, false);
+            self.evicted_of(id).toggle(fingerprint, false);
         }
         // Still finished after the next event, it must be able to leave again.
         if let (true, Some(last)) = (record.finished(), earlier.last()) {
@@ -213,7 +227,7 @@ impl<R: Record> Resident<R> {
             }
             if let Some(record) = self.records.remove(&id) {
                 if let Some(fingerprint) = record.fingerprint() {
-                    self.evicted.toggle(fingerprint, true);
+                    self.evicted_of(&id).toggle(fingerprint, true);
                 }
                 self.recalled().pop(&id);
                 evicted += 1;
@@ -225,11 +239,17 @@ impl<R: Record> Resident<R> {
         evicted
     }
 
-    /// Drops the resident records `moved` names, finished or not: their partition is now
-    /// another instance's ([`crate::ownership`]).
-    pub fn forget(&mut self, moved: impl Fn(&str) -> bool) {
-        self.records.retain(|id, _| !moved(id));
-        self.finished.retain(|(_, id)| !moved(id));
+    fn evicted_of(&mut self, id: &str) -> &mut Fingerprints {
+        self.evicted.entry(self.partitions.of(id)).or_default()
+    }
+
+    /// Drops every aggregate of the partitions that `moved` away, resident (finished or
+    /// not) or evicted: they are now another instance's ([`crate::ownership`]).
+    pub fn forget(&mut self, moved: &Share) {
+        debug_assert_eq!(moved.partitions(), self.partitions, "shared out as the resident records are");
+        self.records.retain(|id, _| !moved.contains_id(id));
+        self.finished.retain(|(_, id)| !moved.contains_id(id));
+        self.evicted.retain(|partition, _| !moved.contains(*partition));
         self.shrink();
     }
 
@@ -248,11 +268,23 @@ impl<R: Record> Resident<R> {
 
     /// The digest of every aggregate of the kind, resident or not.
     pub fn digest(&self) -> Fingerprints {
-        let mut all = self.evicted;
+        let mut all = self.evicted.values().fold(Fingerprints::default(), |all, part| all.and(*part));
         for fingerprint in self.records.values().filter_map(|record| record.fingerprint()) {
             all.toggle(fingerprint, true);
         }
         all
+    }
+
+    /// [`digest`](Self::digest) per partition ([`share`](Self::share)), of those with any
+    /// aggregate: what an instance holding a share answers for its partitions.
+    pub fn digests(&self) -> BTreeMap<u32, Fingerprints> {
+        let mut parts = self.evicted.clone();
+        for (id, record) in &self.records {
+            if let Some(fingerprint) = record.fingerprint() {
+                parts.entry(self.partitions.of(id)).or_default().toggle(fingerprint, true);
+            }
+        }
+        parts
     }
 
     /// A record recalled before and still cached.
@@ -418,6 +450,41 @@ mod tests {
         }
         assert_eq!(first.digest().and(second.digest()), one.digest());
         assert_eq!(first.digest().and(Fingerprints::default()), first.digest());
+    }
+
+    #[test]
+    fn a_share_digests_per_partition_and_forgets_what_moved_resident_or_evicted() {
+        let partitions = Partitions::new(4).unwrap();
+        let ids: Vec<String> = (0..40).map(|n| format!("r{n}")).collect();
+        let (mut shared, mut whole) = (Resident::<Steps>::default(), Resident::<Steps>::default());
+        shared.share(partitions);
+        for (n, id) in ids.iter().enumerate() {
+            let ended = n % 3 != 0;
+            for resident in [&mut shared, &mut whole] {
+                resident.apply(&event(id, 1, "begun", 100));
+                if ended {
+                    resident.apply(&event(id, 2, "ended", 200));
+                }
+            }
+        }
+        assert_eq!(shared.evict(Timestamp(1_000)), 26);
+        let parts = shared.digests();
+        let all = parts.values().fold(Fingerprints::default(), |all, part| all.and(*part));
+        assert_eq!(all, whole.digest(), "the parts add up to the whole, evicted or not");
+        assert_eq!(all, shared.digest());
+
+        let moved = Share::new(partitions, [1, 3]);
+        shared.forget(&moved);
+        let mut kept = Resident::<Steps>::default();
+        for (n, id) in ids.iter().enumerate().filter(|(_, id)| !moved.contains_id(id)) {
+            kept.apply(&event(id, 1, "begun", 100));
+            if n % 3 != 0 {
+                kept.apply(&event(id, 2, "ended", 200));
+            }
+        }
+        assert_eq!(shared.digest(), kept.digest(), "what moved is gone, resident and evicted alike");
+        assert_eq!(shared.digests().keys().copied().collect::<Vec<_>>(), vec![0, 2]);
+        assert!(shared.iter().all(|(id, _)| !moved.contains_id(id)));
     }
 
     #[test]

@@ -46,6 +46,57 @@ impl Default for Timing {
     }
 }
 
+/// Some of the partitions aggregates are spread over: those a view holds all of
+/// ([`crate::Projection::share`]), or those that moved away from it ([`crate::View::forget`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Share {
+    partitions: Partitions,
+    set: BTreeSet<u32>,
+}
+
+impl Share {
+    pub fn new(partitions: Partitions, set: impl IntoIterator<Item = u32>) -> Share {
+        Share { partitions, set: set.into_iter().filter(|p| *p < partitions.count()).collect() }
+    }
+
+    /// Every one of `partitions`.
+    pub fn whole(partitions: Partitions) -> Share {
+        Share::new(partitions, partitions.all())
+    }
+
+    /// What the aggregates are spread over.
+    pub fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    pub fn contains(&self, partition: u32) -> bool {
+        self.set.contains(&partition)
+    }
+
+    /// Whether the aggregate with id `id` is in one of these partitions.
+    pub fn contains_id(&self, id: &str) -> bool {
+        self.contains(self.partitions.of(id))
+    }
+
+    /// The partitions, in order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.set.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// The partitions in both.
+    pub fn and(&self, other: &Share) -> Share {
+        Share { partitions: self.partitions, set: self.set.intersection(&other.set).copied().collect() }
+    }
+}
+
 /// This instance's share of the partitions, as its leases stand.
 #[derive(Clone)]
 pub struct Ownership {
