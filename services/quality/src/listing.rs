@@ -24,7 +24,7 @@ pub fn indexed(entry: &AuditEntry) -> Option<(String, Indexed)> {
     let mut tags = vec![id_tag(&entry.id), opinion_tag(entry.opinion)];
     tags.extend(entry.agent_id.as_deref().map(agent_tag));
     tags.extend(entry.execution_id.as_deref().map(execution_tag));
-    Some((key(entry), Indexed { tags, summary }))
+    Some((key(entry), Indexed::new(tags, summary)))
 }
 
 /// `createdAt` as 16 hex digits, in the order of the times (negative ones first), then the

@@ -99,6 +99,12 @@ impl Scheduler {
         self.runs.read().resident()
     }
 
+    /// How many partitions of the runs this instance has gained and taken in from their
+    /// snapshots (`--partitions`), rather than folding their history from the first event.
+    pub fn partitions_restored(&self) -> u64 {
+        self.runs.partitions_restored()
+    }
+
     /// What this instance's inbox has done.
     pub fn commands(&self) -> &InboxCounts {
         self.running.commands()

@@ -13,7 +13,7 @@ use osp_protocol::scheduler::RunEvent;
 use osp_protocol::{AggregateRef, Error, Partitions, Timestamp};
 use osp_runtime::ownership::Share;
 use osp_runtime::resident::fingerprint;
-use osp_runtime::{Fingerprints, Folded, Holds, Indexed, Keeps, Part, Record, Resident, Snapshot, View};
+use osp_runtime::{Fingerprints, Folded, Holds, Indexed, Keeps, Part, Partitioned, Record, Resident, Snapshot, View};
 
 use crate::run::Run;
 use crate::run_view::{run_summary, run_view, RunDetails};
@@ -27,7 +27,7 @@ pub struct SchedulerView {
 }
 
 /// One run: its state as decisions take it, and what else queries show.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {
     folded: Folded<Run>,
     details: RunDetails,
@@ -140,7 +140,7 @@ impl View for SchedulerView {
             tags.extend([ROOT.to_owned(), format!("root-status:{status}")]);
         }
         let summary = rmp_serde::to_vec_named(&summary).ok()?;
-        Some((id.to_owned(), Indexed { tags, summary }))
+        Some((id.to_owned(), Indexed::new(tags, summary)))
     }
 }
 
@@ -154,6 +154,28 @@ pub(crate) const ROOT: &str = "root";
 impl Snapshot for SchedulerView {
     const NAME: &'static str = "scheduler-runs";
     const SHAPE: u32 = 4;
+}
+
+/// Saved a partition at a time when the instances share the runs out (`--partitions`).
+impl Partitioned for SchedulerView {
+    fn part(&self, share: &Share) -> SchedulerView {
+        SchedulerView {
+            runs: self.runs.part(share),
+            held: self
+                .held
+                .iter()
+                .filter(|(id, _)| share.contains_id(id))
+                .map(|(id, h)| (id.clone(), h.clone()))
+                .collect(),
+            last_seq: self.last_seq,
+        }
+    }
+
+    fn absorb(&mut self, part: SchedulerView) {
+        self.runs.absorb(part.runs);
+        self.held.extend(part.held);
+        self.last_seq = self.last_seq.max(part.last_seq);
+    }
 }
 
 impl Holds<Run> for SchedulerView {

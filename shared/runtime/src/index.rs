@@ -44,6 +44,17 @@ pub struct Indexed {
     pub tags: Vec<String>,
     /// What a listing shows of it, encoded by the service.
     pub summary: Vec<u8>,
+    /// The log sequence of the aggregate's last event it shows: an entry is never replaced
+    /// by one showing an earlier state (a partition's history folded again, in the
+    /// background, after its later events: [`crate::Projection`]). Set by the projection.
+    #[serde(default)]
+    seq: u64,
+}
+
+impl Indexed {
+    pub fn new(tags: Vec<String>, summary: Vec<u8>) -> Indexed {
+        Indexed { tags, summary, seq: 0 }
+    }
 }
 
 /// Why the index failed.
@@ -135,11 +146,18 @@ impl Index {
         Ok(())
     }
 
-    /// Stages the entry of aggregate `id` as of the view having applied the log up to
-    /// `covers`.
-    pub fn stage(&self, id: String, entry: Indexed, covers: u64) {
+    /// Stages the entry of aggregate `id`, whose last event is at `seq`, as of the view
+    /// having applied the log up to `covers`; unless an entry of a later event is there.
+    pub fn stage(&self, id: String, mut entry: Indexed, seq: u64, covers: u64) {
+        entry.seq = seq;
         let mut staged = self.staged();
-        staged.entries.insert(id, entry);
+        match staged.entries.get_mut(&id) {
+            Some(newer) if newer.seq > seq => {}
+            Some(older) => *older = entry,
+            None => {
+                staged.entries.insert(id, entry);
+            }
+        }
         staged.covers = staged.covers.max(covers);
     }
 
@@ -190,7 +208,7 @@ impl Index {
                     Some(bytes) => Some(rmp_serde::from_slice(bytes.value()).map_err(|e| self.error(e))?),
                     None => None,
                 };
-                if old.as_ref() == Some(entry) {
+                if old.as_ref().is_some_and(|old| old == entry || old.seq > entry.seq) {
                     continue;
                 }
                 for tag in old.iter().flat_map(|old| &old.tags).filter(|tag| !entry.tags.contains(tag)) {
@@ -294,7 +312,7 @@ mod tests {
     use super::*;
 
     fn entry(tags: &[&str], summary: &str) -> Indexed {
-        Indexed { tags: tags.iter().map(|tag| (*tag).to_owned()).collect(), summary: summary.as_bytes().to_vec() }
+        Indexed::new(tags.iter().map(|tag| (*tag).to_owned()).collect(), summary.as_bytes().to_vec())
     }
 
     fn texts((page, next): Page) -> (Vec<String>, Option<String>) {
@@ -305,10 +323,15 @@ mod tests {
     fn pages_in_id_order_under_a_tag_follow_each_entrys_latest_tags() {
         let index = Index::open(None, "test").unwrap();
         for (n, id) in ["r1", "r2", "r3", "r4", "r5"].into_iter().enumerate() {
-            index.stage(id.to_owned(), entry(&["status:running"], &format!("{id} running")), n as u64 + 1);
+            index.stage(
+                id.to_owned(),
+                entry(&["status:running"], &format!("{id} running")),
+                n as u64 + 1,
+                n as u64 + 1,
+            );
         }
-        index.stage("r2".into(), entry(&["status:done"], "r2 done"), 6);
-        index.stage("r4".into(), entry(&["status:done"], "r4 done"), 7);
+        index.stage("r2".into(), entry(&["status:done"], "r2 done"), 6, 6);
+        index.stage("r4".into(), entry(&["status:done"], "r4 done"), 7, 7);
         let all = |tag, after, limit| texts(index.page(tag, after, limit, |_, _| true).unwrap());
 
         assert_eq!(all(Some("status:done"), None, 10), (vec!["r2 done".into(), "r4 done".into()], None));
@@ -329,7 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let index = Index::open(Some(dir.path()), "test").unwrap();
-            index.stage("a".into(), entry(&["x"], "a"), 10);
+            index.stage("a".into(), entry(&["x"], "a"), 10, 10);
             index.advance(12);
             assert_eq!(index.covers().unwrap(), 0, "nothing written yet");
             index.flush(true).unwrap();
@@ -341,5 +364,20 @@ mod tests {
         index.clear().unwrap();
         assert_eq!(index.covers().unwrap(), 0);
         assert_eq!(texts(index.page(None, None, 5, |_, _| true).unwrap()).0, Vec::<String>::new());
+    }
+
+    #[test]
+    fn an_entry_is_never_replaced_by_one_of_an_earlier_event() {
+        let index = Index::open(None, "test").unwrap();
+        let listed = |index: &Index| texts(index.page(None, None, 5, |_, _| true).unwrap()).0;
+        index.stage("a".into(), entry(&["done"], "a done"), 9, 9);
+        index.stage("a".into(), entry(&["running"], "a running"), 4, 9);
+        assert_eq!(listed(&index), vec!["a done".to_owned()], "staged together");
+        index.stage("a".into(), entry(&["running"], "a running"), 4, 9);
+        index.flush(false).unwrap();
+        assert_eq!(listed(&index), vec!["a done".to_owned()], "staged after the later one was written");
+        assert!(texts(index.page(Some("running"), None, 5, |_, _| true).unwrap()).0.is_empty());
+        index.stage("a".into(), entry(&["reopened"], "a reopened"), 12, 12);
+        assert_eq!(listed(&index), vec!["a reopened".to_owned()]);
     }
 }

@@ -50,7 +50,7 @@ pub use reactor::{Reactor, TimerHandler};
 pub use resident::{Fingerprints, Record, Resident};
 pub use running::{stop_requested, Running};
 pub use service::{Service, ServiceArgs, ServiceConfig, Stop};
-pub use snapshot::{Snapshot, Snapshots, SNAPSHOTS_BUCKET};
+pub use snapshot::{Partitioned, Snapshot, Snapshots, SNAPSHOTS_BUCKET};
 
 /// Sends tracing to stderr, filtered by `OSP_LOG` (e.g. `osp_scheduler=debug`), or at
 /// `default` (`info`, `warn`) without it: what every OSP binary does first.

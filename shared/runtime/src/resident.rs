@@ -239,6 +239,40 @@ impl<R: Record> Resident<R> {
         evicted
     }
 
+    /// A copy of what it holds of the partitions of `share`: what a partition's snapshot
+    /// holds ([`crate::snapshot::Partitioned`]).
+    pub fn part(&self, share: &Share) -> Resident<R>
+    where
+        R: Clone,
+    {
+        Resident {
+            records: self
+                .records
+                .iter()
+                .filter(|(id, _)| share.contains_id(id))
+                .map(|(id, r)| (id.clone(), r.clone()))
+                .collect(),
+            finished: self.finished.iter().filter(|(_, id)| share.contains_id(id)).cloned().collect(),
+            evicted: self.evicted.iter().filter(|(p, _)| share.contains(**p)).map(|(p, f)| (*p, *f)).collect(),
+            partitions: self.partitions,
+            recalled: recalled_cache(),
+        }
+    }
+
+    /// Takes in `part`, which holds partitions this one holds nothing of.
+    pub fn absorb(&mut self, part: Resident<R>) {
+        debug_assert_eq!(part.partitions, self.partitions, "shared out alike");
+        self.records.extend(part.records);
+        // Each oldest first: merged, they still leave in the order they finished.
+        let mut finished: Vec<_> = self.finished.drain(..).chain(part.finished).collect();
+        finished.sort_by_key(|(at, _)| *at);
+        self.finished = finished.into();
+        for (partition, fingerprints) in part.evicted {
+            let kept = self.evicted.entry(partition).or_default();
+            *kept = kept.and(fingerprints);
+        }
+    }
+
     fn evicted_of(&mut self, id: &str) -> &mut Fingerprints {
         self.evicted.entry(self.partitions.of(id)).or_default()
     }

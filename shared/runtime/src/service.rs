@@ -25,7 +25,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::ownership::{self, Ownership, Timing};
+use crate::projection::Parts;
 use crate::reactor::{serve_reactor, serve_timers};
+use crate::snapshot::Partitioned;
 use crate::{
     serve_queries, Aggregate, CommandHandler, Executor, Holds, Inbox, Index, Keeping, Projection, Query, Reactor,
     Running, Snapshot, Snapshots, TimerHandler, DEFAULT_ACK_WAIT, KEEP_FINISHED,
@@ -198,22 +200,23 @@ impl Service {
     /// A view of the events of aggregate kinds `kinds`, replayed (from a snapshot, as
     /// configured) and followed live until shutdown; returns once caught up.
     pub async fn view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
-        self.view_keeping(kinds, None, None).await
+        self.view_keeping(kinds, None, None, None).await
     }
 
     /// Like [`view`](Self::view), for a view that keeps a listing index of the aggregates
     /// it lets go of ([`crate::index`]), in the instance's state folder.
     pub async fn indexed_view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
         let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
-        self.view_keeping(kinds, Some(Arc::new(index)), None).await
+        self.view_keeping(kinds, Some(Arc::new(index)), None, None).await
     }
 
     /// Like [`indexed_view`](Self::indexed_view), holding only the partitions this
     /// instance owns when the configuration shares the aggregates out
     /// ([`ServiceConfig::partitions`]): the instance joins the members of the service,
-    /// waits a moment for its first share, and folds just that. For a view whose every
-    /// aggregate kind is partitioned (a query over all of them is refused, [`Query::whole`]).
-    pub async fn partitioned_view<V: Snapshot>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
+    /// waits a moment for its first share, and takes in just that (from each partition's
+    /// snapshot and the events after it). For a view whose every aggregate kind is
+    /// partitioned (a query over all of them is gathered, [`Query::gathered`]).
+    pub async fn partitioned_view<V: Partitioned>(&mut self, kinds: &[&str]) -> anyhow::Result<Projection<V>> {
         let Some(partitions) = self.config.partitions else { return self.indexed_view(kinds).await };
         let (owned, keeper) =
             ownership::start(&self.log, self.name.as_str(), partitions, Timing::default(), self.shutdown.clone())
@@ -223,7 +226,8 @@ impl Service {
         let mut changes = owned.changes();
         let _ = tokio::time::timeout(FIRST_SHARE_WITHIN, changes.wait_for(|owned| !owned.is_empty())).await;
         let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
-        self.view_keeping(kinds, Some(Arc::new(index)), Some(owned)).await
+        let parts = Parts::of(self.config.snapshots);
+        self.view_keeping(kinds, Some(Arc::new(index)), Some(owned), Some(parts)).await
     }
 
     async fn view_keeping<V: Snapshot>(
@@ -231,6 +235,7 @@ impl Service {
         kinds: &[&str],
         index: Option<Arc<Index>>,
         owned: Option<Ownership>,
+        parts: Option<Parts<V>>,
     ) -> anyhow::Result<Projection<V>> {
         let filters = kinds
             .iter()
@@ -240,7 +245,7 @@ impl Service {
         let keeping = Keeping { keep_finished: self.config.keep_finished, index, owned };
         let (snapshots, shutdown) = (self.config.snapshots, self.shutdown.clone());
         let (projection, follower) =
-            Projection::start_followed(&self.log, &filters, snapshots, keeping, shutdown).await?;
+            Projection::start_followed(&self.log, &filters, snapshots, keeping, parts, shutdown).await?;
         self.tasks.push(follower);
         Ok(projection)
     }

@@ -24,11 +24,12 @@ use std::time::Duration;
 use async_nats::jetstream::object_store::{self, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::StorageType;
 use futures::StreamExt;
-use osp_protocol::EventHash;
+use osp_protocol::{EventHash, Partitions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
+use crate::ownership::Share;
 use crate::View;
 use osp_eventlog::{Error, EventLog, Result};
 
@@ -52,6 +53,17 @@ pub trait Snapshot: View + Serialize + DeserializeOwned {
     /// The version of the state's serialized shape. Bump it whenever the state's types
     /// change: snapshots of another shape are then ignored, never misread.
     const SHAPE: u32;
+}
+
+/// A view whose instances may each hold a share of the partitions
+/// ([`crate::ownership`]): saved and restored per partition, so an instance gaining a
+/// partition starts from that partition's snapshot and the events after it.
+pub trait Partitioned: Snapshot {
+    /// A view holding (a copy of) what this one holds of the partitions of `share`.
+    fn part(&self, share: &Share) -> Self;
+
+    /// Takes in `part`: a view of partitions this one holds nothing of.
+    fn absorb(&mut self, part: Self);
 }
 
 /// When a projection saves snapshots.
@@ -147,13 +159,43 @@ pub type LastEvent = Option<(u64, EventHash)>;
 
 /// Encodes `view` as a snapshot covering `seq` (pure: what [`save`] stores).
 pub fn encode<V: Snapshot>(view: &V, seq: u64, filters: &[String], last_event: LastEvent) -> Result<Vec<u8>> {
-    let state = rmp_serde::to_vec_named(view).map_err(|e| {
-        Error::Protocol(osp_protocol::Error::Encode { reason: format!("snapshot of {}: {e}", V::NAME) })
-    })?;
+    encode_as(V::NAME, V::SHAPE, view, seq, filters, last_event)
+}
+
+/// The name the snapshots of partition `partition` of `partitions` of view `view` go by,
+/// in place of the view's name: `<view>/<P>/<p>`.
+pub fn part_name(view: &str, partitions: Partitions, partition: u32) -> String {
+    format!("{view}/{partitions}/{partition}")
+}
+
+/// Encodes what `view` holds of partition `partition` as that partition's snapshot,
+/// covering `seq`.
+pub fn encode_part<V: Partitioned>(
+    view: &V,
+    partitions: Partitions,
+    partition: u32,
+    seq: u64,
+    filters: &[String],
+    last_event: LastEvent,
+) -> Result<Vec<u8>> {
+    let part = view.part(&Share::new(partitions, [partition]));
+    encode_as(&part_name(V::NAME, partitions, partition), V::SHAPE, &part, seq, filters, last_event)
+}
+
+fn encode_as<V: Serialize>(
+    name: &str,
+    shape: u32,
+    view: &V,
+    seq: u64,
+    filters: &[String],
+    last_event: LastEvent,
+) -> Result<Vec<u8>> {
+    let state = rmp_serde::to_vec_named(view)
+        .map_err(|e| Error::Protocol(osp_protocol::Error::Encode { reason: format!("snapshot of {name}: {e}") }))?;
     let header = SnapshotHeader {
         format: FORMAT.into(),
-        view: V::NAME.into(),
-        shape: V::SHAPE,
+        view: name.into(),
+        shape,
         seq,
         filters: filters.to_vec(),
         last_event,
@@ -191,9 +233,14 @@ pub fn unpack(mut bytes: Vec<u8>) -> Result<SnapshotBytes, String> {
 
 /// Checks a snapshot's header against the view reading it; decodes the state.
 pub fn decode<V: Snapshot>(snapshot: SnapshotBytes, filters: &[String]) -> Result<Restored<V>, String> {
+    decode_as(V::NAME, snapshot, filters)
+}
+
+/// [`decode`], of a snapshot going by `name` ([`part_name`]).
+fn decode_as<V: Snapshot>(name: &str, snapshot: SnapshotBytes, filters: &[String]) -> Result<Restored<V>, String> {
     let header = &snapshot.header;
-    if header.view != V::NAME {
-        return Err(format!("it is a snapshot of view {:?}, not {:?}", header.view, V::NAME));
+    if header.view != name {
+        return Err(format!("it is a snapshot of view {:?}, not {name:?}", header.view));
     }
     if header.shape != V::SHAPE {
         return Err(format!("its state has shape {}, this build reads shape {}", header.shape, V::SHAPE));
@@ -294,7 +341,7 @@ pub(crate) async fn newest_valid<V: Snapshot>(
     candidates.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
     let last = log.last_sequence().await?;
     for (_, name) in candidates {
-        match read_one::<V>(log, &store, &name, filters, last).await {
+        match read_one::<V>(log, &store, V::NAME, &name, filters, last).await {
             Ok(restored) => {
                 tracing::info!(view = V::NAME, seq = restored.seq, name, "starting from a snapshot");
                 return Ok(Some(restored));
@@ -305,9 +352,48 @@ pub(crate) async fn newest_valid<V: Snapshot>(
     Ok(None)
 }
 
+/// The newest snapshot that holds up of each of `wanted` partitions of `partitions`
+/// covering the log at most up to `at_most`: (partition, its view).
+pub(crate) async fn newest_parts<V: Snapshot>(
+    log: &EventLog,
+    partitions: Partitions,
+    wanted: &[u32],
+    filters: &[String],
+    at_most: u64,
+) -> Result<Vec<(u32, Restored<V>)>> {
+    let store = match log.jetstream().get_object_store(SNAPSHOTS_BUCKET).await {
+        Ok(store) => store,
+        Err(_) => return Ok(Vec::new()),
+    };
+    let stored = list(&store).await?;
+    let last = log.last_sequence().await?;
+    let mut found = Vec::new();
+    for partition in wanted {
+        let view = part_name(V::NAME, partitions, *partition);
+        let mut candidates: Vec<(u64, &str)> = stored
+            .iter()
+            .filter(|(name, shape, seq, _)| *name == view && *shape == V::SHAPE && *seq <= at_most)
+            .map(|(_, _, seq, object)| (*seq, object.as_str()))
+            .collect();
+        candidates.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        for (_, object) in candidates {
+            match read_one::<V>(log, &store, &view, object, filters, last).await {
+                Ok(restored) => {
+                    found.push((*partition, restored));
+                    break;
+                }
+                Err(why) => tracing::warn!(view, object, %why, "snapshot ignored"),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Reads the snapshot `name` of view `view` (its name or a [`part_name`]) and checks it.
 async fn read_one<V: Snapshot>(
     log: &EventLog,
     store: &ObjectStore,
+    view: &str,
     name: &str,
     filters: &[String],
     last: u64,
@@ -332,7 +418,7 @@ async fn read_one<V: Snapshot>(
             return Err(format!("its last event (seq {seq}) is not the one the log holds there"));
         }
     }
-    decode::<V>(snapshot, filters)
+    decode_as::<V>(view, snapshot, filters)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::{client, eventually, register_agent, server, submission, worker, RUN_WITHIN};
 use osp_protocol::scheduler::queries::{Digest, ListQuery};
 use osp_protocol::Partitions;
-use osp_runtime::Projection;
+use osp_runtime::{Projection, Snapshots};
 use osp_scheduler::view::SchedulerView;
 use osp_scheduler::{Config, Scheduler};
 use serde_json::json;
@@ -18,12 +18,24 @@ const RUNS: usize = 200;
 
 async fn instance(url: &str) -> Scheduler {
     // Ended runs stay in memory for the test's length: what an instance holds is its share.
-    let config = Config {
-        partitions: Some(Partitions::new(16).unwrap()),
-        keep_finished: Duration::from_secs(3600),
-        ..Config::default()
-    };
+    start(url, Config { keep_finished: Duration::from_secs(3600), ..Config::default() }).await
+}
+
+async fn start(url: &str, config: Config) -> Scheduler {
+    let config = Config { partitions: Some(Partitions::new(16).unwrap()), ..config };
     Scheduler::start(osp_tests::connect(url).await, config).await.expect("start the scheduler")
+}
+
+/// Submits `ids` and waits until each has ended.
+async fn run_through(submitter: &osp_client::Client, ids: &[String]) {
+    let runs = submitter.scheduler();
+    for id in ids {
+        runs.submit(&submission(id, "echo", json!({"id": id}), json!({}))).await.unwrap();
+    }
+    for id in ids {
+        let run = runs.wait(id, RUN_WITHIN).await.unwrap();
+        assert!(run.status().is_final(), "{id}: {run:?}");
+    }
 }
 
 #[tokio::test]
@@ -36,13 +48,7 @@ async fn each_instance_holds_only_its_share_and_the_last_one_holds_all() {
     let submitter = client(&url).await;
     let runs = submitter.scheduler();
     let ids: Vec<String> = (0..RUNS).map(|i| format!("run-{i:03}")).collect();
-    for id in &ids {
-        runs.submit(&submission(id, "echo", json!({"id": id}), json!({}))).await.unwrap();
-    }
-    for id in &ids {
-        let run = runs.wait(id, RUN_WITHIN).await.unwrap();
-        assert!(run.status().is_final(), "{id}: {run:?}");
-    }
+    run_through(&submitter, &ids).await;
     eventually(Duration::from_secs(15), "the runs held once, shared between the two", || {
         let (a, b) = (first.runs_in_memory(), second.runs_in_memory());
         async move { a + b == RUNS && a > 0 && b > 0 }
@@ -76,6 +82,48 @@ async fn each_instance_holds_only_its_share_and_the_last_one_holds_all() {
     same_answers(&submitter, &ids, &expected).await;
     agent.shutdown().await;
     first.shutdown().await;
+}
+
+#[tokio::test]
+async fn instances_started_again_take_their_partitions_in_from_snapshots_and_answer_as_before() {
+    let server = server().await;
+    let url = server.url();
+    // Ended runs leave memory at once: the snapshots hold their fingerprints, not them, and
+    // an instance starting again must index their history itself.
+    let config =
+        Config { keep_finished: Duration::ZERO, snapshots: Snapshots { every: 100, read: true }, ..Config::default() };
+    let (first, second) = (start(&url, config.clone()).await, start(&url, config.clone()).await);
+    register_agent(&url, "a1", &["echo"]).await;
+    let agent = worker(&url, "a1", "echo", 32, |task| async move { Ok(task.input().clone()) }).await;
+    let submitter = client(&url).await;
+    let ids: Vec<String> = (0..RUNS).map(|i| format!("run-{i:03}")).collect();
+    run_through(&submitter, &ids).await;
+    let expected = folded_digest(&url).await;
+    same_answers(&submitter, &ids, &expected).await;
+    assert_eq!((first.partitions_restored(), second.partitions_restored()), (0, 0), "nothing saved at the start");
+    first.shutdown().await;
+    second.shutdown().await;
+
+    let (first, second) = (start(&url, config.clone()).await, start(&url, config).await);
+    // The first takes all 16 in before the second joins and takes its share in.
+    eventually(Duration::from_secs(15), "every partition taken in from a snapshot", || {
+        let restored = [first.partitions_restored(), second.partitions_restored()];
+        async move { restored[0] == 16 && restored[1] > 0 }
+    })
+    .await;
+    same_answers(&submitter, &ids, &expected).await;
+    for id in &ids {
+        let run = submitter.scheduler().get(id).await.unwrap().expect("the run is found");
+        assert!(run.status().is_final(), "{id}: {run:?}");
+    }
+    // And they go on from there.
+    let more: Vec<String> = (RUNS..RUNS + 20).map(|i| format!("run-{i:03}")).collect();
+    run_through(&submitter, &more).await;
+    let all: Vec<String> = ids.iter().chain(&more).cloned().collect();
+    same_answers(&submitter, &all, &folded_digest(&url).await).await;
+    agent.shutdown().await;
+    first.shutdown().await;
+    second.shutdown().await;
 }
 
 /// The digest of a fold of the whole log by one view.

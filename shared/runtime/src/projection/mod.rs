@@ -13,7 +13,7 @@
 //! and replay only the events after it, and saves snapshots as it goes
 //! ([`Projection::start_with`], [`crate::snapshot`]).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -27,7 +27,10 @@ use crate::index::{Index, Indexed};
 use crate::ownership::{Ownership, Share};
 use crate::resident::{Record, Resident};
 use crate::snapshot::{self, LastEvent, Restored, Snapshot, Snapshots};
+
+mod share;
 use osp_eventlog::{Delivered, EventLog, LogItem, Recorded, Result, Start};
+pub(crate) use share::Parts;
 
 /// A read model that events are applied to, in log order.
 pub trait View: Default + Send + Sync + 'static {
@@ -149,12 +152,22 @@ struct Folding<V> {
     /// With `keeping.owned`, per partition: the view holds all of it. Set once a gained
     /// partition's history is folded in; cleared when it moves away.
     loaded: Vec<AtomicBool>,
+    /// With `keeping.owned`, per partition: the listing index holds all of it
+    /// ([`share`](self::share)).
+    indexed: Vec<AtomicBool>,
+    /// With `keeping.owned`, per partition: how many times it was gained.
+    gains: Vec<AtomicU64>,
+    /// How a view holding a share saves and restores its partitions' snapshots.
+    parts: Option<Parts<V>>,
+    /// Partitions gained that were taken in from a snapshot.
+    restored: AtomicU64,
 }
 
-/// The aggregates whose index entries the events applied since the last batch changed.
+/// The aggregates whose index entries the events applied since the last batch changed,
+/// with the sequence of the last of their events applied.
 #[derive(Default)]
 struct Unindexed {
-    aggregates: HashSet<AggregateRef>,
+    aggregates: HashMap<AggregateRef, u64>,
     /// The view had applied the log up to here.
     covers: u64,
 }
@@ -190,7 +203,7 @@ impl<V: View> Projection<V> {
     /// not overlapping), applied in log order.
     pub async fn start_on(log: &EventLog, filters: &[&str], shutdown: CancellationToken) -> Result<Projection<V>> {
         let (projection, _follower) =
-            Projection::start_inner(log, filters, None, None, Keeping::default(), shutdown).await?;
+            Projection::start_inner(log, filters, None, None, Keeping::default(), None, shutdown).await?;
         Ok(projection)
     }
 
@@ -200,20 +213,28 @@ impl<V: View> Projection<V> {
         restored: Option<Restored<V>>,
         saver: Option<Saver<V>>,
         keeping: Keeping,
+        parts: Option<Parts<V>>,
         shutdown: CancellationToken,
     ) -> Result<(Projection<V>, JoinHandle<()>)> {
-        let (mut view, from, last_event) = match restored {
+        let (mut view, mut from, mut last_event) = match restored {
             Some(restored) => (restored.view, restored.seq, restored.last_event),
             None => (V::default(), 0, None),
         };
         if let Some(owned) = &keeping.owned {
+            // Holding nothing yet, it starts at the log's end; its partitions are taken in
+            // as they are gained (below, the first share).
             view.share(owned.partitions());
+            from = log.last_sequence().await?;
+            last_event = match from {
+                0 => None,
+                _ => log.stored_hash(from).await?.map(|hash| (from, hash)),
+            };
         }
         if let (0, Some(index)) = (from, &keeping.index) {
             // Folded from the first event, the index is built again with it.
             index.clear().map_err(index_unavailable)?;
         }
-        let folded = Arc::new(Folding::new(view, from, last_event, keeping));
+        let folded = Arc::new(Folding::new(view, from, last_event, keeping, parts));
         let applied = folded.applied.subscribe();
         let filter = filters.join(",");
         let filter = filter.as_str();
@@ -238,6 +259,7 @@ impl<V: View> Projection<V> {
                 }
             }
         }
+        replayed += folded.reshare(log, filters, &shutdown).await;
         let evicted = folded.evict();
         tracing::info!(filter, from, replayed, evicted, applied = *applied.borrow(), "projection caught up");
         let filters: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
@@ -256,21 +278,6 @@ impl<V: View> Projection<V> {
     /// The partitions its instance owns, when the view holds only those.
     pub fn owned(&self) -> Option<&Ownership> {
         self.folded.keeping.owned.as_ref()
-    }
-
-    /// The partitions the view holds every aggregate of: all of them unless it holds a
-    /// share ([`Keeping::owned`]); a partition gained is in it once its history is folded.
-    pub fn share(&self) -> Share {
-        match &self.folded.keeping.owned {
-            None => Share::whole(Partitions::ONE),
-            Some(owned) => {
-                let partitions = owned.partitions();
-                Share::new(
-                    partitions,
-                    partitions.all().filter(|p| self.folded.loaded[*p as usize].load(Ordering::Acquire)),
-                )
-            }
-        }
     }
 
     /// The log it folds.
@@ -400,17 +407,21 @@ impl<V: Snapshot> Projection<V> {
         keeping: Keeping,
         shutdown: CancellationToken,
     ) -> Result<Projection<V>> {
-        let (projection, _follower) = Projection::start_followed(log, filters, snapshots, keeping, shutdown).await?;
+        let (projection, _follower) =
+            Projection::start_followed(log, filters, snapshots, keeping, None, shutdown).await?;
         Ok(projection)
     }
 
     /// Like [`start_kept`](Self::start_kept), with the task that follows the log, which
     /// ends after `shutdown` once it has written what it keeps (a service waits for it).
+    /// A view holding a share (`keeping.owned`) is saved and restored a partition at a time
+    /// with `parts`, and never folds from the first event without them.
     pub(crate) async fn start_followed(
         log: &EventLog,
         filters: &[&str],
         snapshots: Snapshots,
         keeping: Keeping,
+        parts: Option<Parts<V>>,
         shutdown: CancellationToken,
     ) -> Result<(Projection<V>, JoinHandle<()>)> {
         let owned: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
@@ -418,8 +429,7 @@ impl<V: Snapshot> Projection<V> {
             Some(index) => index.covers().map_err(index_unavailable)?,
             None => u64::MAX,
         };
-        // A snapshot holds the partitions of the instance that saved it (per-partition
-        // snapshots are not built yet): a view holding a share folds from the first event.
+        // A view holding a share restores partitions as it gains them, not the whole view.
         let shared_out = keeping.owned.is_some();
         let restored = match snapshots.read && !shared_out {
             true => snapshot::newest_valid::<V>(log, &owned, at_most).await.unwrap_or_else(|error| {
@@ -428,17 +438,25 @@ impl<V: Snapshot> Projection<V> {
             }),
             false => None,
         };
-        let saver = (snapshots.every > 0 && !shared_out).then_some(Saver {
+        let saver = (snapshots.every > 0 && (!shared_out || parts.is_some())).then_some(Saver {
             every: snapshots.every,
             encode: snapshot::encode::<V>,
             name: V::NAME,
             shape: V::SHAPE,
         });
-        Projection::start_inner(log, filters, restored, saver, keeping, shutdown).await
+        let parts = parts.filter(|_| shared_out);
+        Projection::start_inner(log, filters, restored, saver, keeping, parts, shutdown).await
     }
 
-    /// Saves a snapshot of the view as it is now; returns the sequence it covers.
+    /// Saves a snapshot of the view as it is now; returns the sequence it covers. Not of a
+    /// view holding a share: a part saved as the whole would be read as the whole.
     pub async fn save_snapshot(&self) -> Result<u64> {
+        if self.folded.keeping.owned.is_some() {
+            return Err(osp_eventlog::Error::Unavailable {
+                operation: "save a snapshot",
+                reason: "the view holds a share of the partitions; its partitions are saved as it goes".into(),
+            });
+        }
         let (seq, bytes) = {
             let view = self.read();
             self.folded.index_covers_all(&view)?;
@@ -461,7 +479,7 @@ pub async fn fold<V: View>(
     up_to: Option<u64>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<V> {
-    let folded = Folding::new(V::default(), 0, None, Keeping::default());
+    let folded = Folding::new(V::default(), 0, None, Keeping::default(), None);
     let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
     let filter = filters.join(",");
     let never = CancellationToken::new();
@@ -494,20 +512,26 @@ const EVICT_EVERY: Duration = Duration::from_secs(1);
 const RECALL_RETRY: Duration = Duration::from_millis(500);
 
 impl<V: View> Folding<V> {
-    fn new(view: V, applied: u64, last_event: Option<(u64, EventHash)>, keeping: Keeping) -> Folding<V> {
+    /// With `keeping.owned`, no partition is loaded yet: each is taken in as it is gained.
+    fn new(
+        view: V,
+        applied: u64,
+        last_event: Option<(u64, EventHash)>,
+        keeping: Keeping,
+        parts: Option<Parts<V>>,
+    ) -> Folding<V> {
+        let count = keeping.owned.as_ref().map_or(0, |owned| owned.partitions().count() as usize);
         Folding {
             view: RwLock::new(view),
             applied: watch::Sender::new(applied),
             last_event: Mutex::new(last_event),
             since_evicted: AtomicU64::new(0),
             unindexed: Mutex::default(),
-            loaded: match &keeping.owned {
-                Some(owned) => {
-                    let held = owned.owned();
-                    owned.partitions().all().map(|p| AtomicBool::new(held.contains(&p))).collect()
-                }
-                None => Vec::new(),
-            },
+            loaded: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            indexed: (0..count).map(|_| AtomicBool::new(false)).collect(),
+            gains: (0..count).map(|_| AtomicU64::new(0)).collect(),
+            parts,
+            restored: AtomicU64::new(0),
             keeping,
         }
     }
@@ -532,77 +556,6 @@ impl<V: View> Folding<V> {
             Some(owned) => self.loaded[owned.partitions().of(id) as usize].load(Ordering::Acquire),
             None => true,
         }
-    }
-
-    /// Follows the partitions the instance owns: forgets those that moved away, folds the
-    /// history of those gained (the events up to what the view has applied; the follow
-    /// brings the rest). A history that cannot be read now is folded at the next call.
-    async fn reshare(&self, log: &EventLog, filters: &[&str], shutdown: &CancellationToken) {
-        let Some(owned) = &self.keeping.owned else { return };
-        let partitions = owned.partitions();
-        let now = owned.owned();
-        let loaded = |p: u32| self.loaded[p as usize].load(Ordering::Acquire);
-        let lost: Vec<u32> = partitions.all().filter(|p| loaded(*p) && !now.contains(p)).collect();
-        if !lost.is_empty() {
-            let mut view = self.write();
-            for p in &lost {
-                self.loaded[*p as usize].store(false, Ordering::Release);
-            }
-            view.forget(&Share::new(partitions, lost.iter().copied()));
-            tracing::info!(
-                view = std::any::type_name::<V>(),
-                ?lost,
-                "partitions moved away; their aggregates forgotten"
-            );
-        }
-        let gained: Vec<u32> = now.into_iter().filter(|p| !loaded(*p)).collect();
-        if gained.is_empty() {
-            return;
-        }
-        let up_to = *self.applied.borrow();
-        let folded = match self.fold_partitions(log, filters, &gained, up_to, shutdown).await {
-            Ok(folded) => folded,
-            Err(error) => return tracing::warn!(%error, ?gained, "cannot fold gained partitions yet"),
-        };
-        for p in &gained {
-            self.loaded[*p as usize].store(true, Ordering::Release);
-        }
-        tracing::info!(view = std::any::type_name::<V>(), ?gained, folded, up_to, "gained partitions folded");
-    }
-
-    /// Applies the events of `partitions` up to `up_to`, from the first; returns how many.
-    async fn fold_partitions(
-        &self,
-        log: &EventLog,
-        filters: &[&str],
-        partitions: &[u32],
-        up_to: u64,
-        shutdown: &CancellationToken,
-    ) -> Result<u64> {
-        let Some(owned) = &self.keeping.owned else { return Ok(0) };
-        let mut folded = 0;
-        if up_to == 0 {
-            return Ok(folded);
-        }
-        let mut follow = log.follow_any::<Recorded<V::Event>>(filters, Start::All).await?;
-        let gained = |subject: &str| partitions.contains(&owned.partitions().of(aggregate_id(subject)));
-        while let Some(delivered) = follow.next_where(&gained).await {
-            let seq = match delivered? {
-                Delivered::Item(LogItem::Event(event)) if event.seq <= up_to => {
-                    self.apply_event(log, &event, shutdown).await;
-                    folded += 1;
-                    event.seq
-                }
-                Delivered::Item(LogItem::Malformed(bad)) if bad.seq < up_to => continue,
-                Delivered::Passed(seq) if seq <= up_to => seq,
-                _ => break,
-            };
-            if seq == up_to {
-                break;
-            }
-        }
-        follow.close().await;
-        Ok(folded)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, V> {
@@ -651,8 +604,11 @@ impl<V: View> Folding<V> {
         let mut batch_full = false;
         if self.keeping.index.is_some() {
             let mut unindexed = self.unindexed();
-            if !unindexed.aggregates.contains(&event.envelope.aggregate) {
-                unindexed.aggregates.insert(event.envelope.aggregate.clone());
+            match unindexed.aggregates.get_mut(&event.envelope.aggregate) {
+                Some(last) => *last = seq,
+                None => {
+                    unindexed.aggregates.insert(event.envelope.aggregate.clone(), seq);
+                }
             }
             unindexed.covers = unindexed.covers.max(seq);
             batch_full = unindexed.aggregates.len() >= INDEX_BATCH;
@@ -724,9 +680,9 @@ impl<V: View> Folding<V> {
     /// them in `index`.
     fn stage_changed(&self, view: &V, index: &Index) {
         let Unindexed { aggregates, covers } = std::mem::take(&mut *self.unindexed());
-        for aggregate in &aggregates {
+        for (aggregate, seq) in &aggregates {
             if let Some((id, entry)) = view.indexed(aggregate) {
-                index.stage(id, entry, covers);
+                index.stage(id, entry, *seq, covers);
             }
         }
         index.advance(covers);
@@ -786,22 +742,36 @@ impl<V: View> Saving<V> {
             return;
         }
         self.since = 0;
+        let name = self.saver.name;
         let encoded = {
             let view = folded.view.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Err(error) = folded.index_covers_all(&view) {
-                return tracing::error!(view = self.saver.name, %error, "no snapshot: the index cannot cover it");
+                return tracing::error!(view = name, %error, "no snapshot: the index cannot cover it");
             }
-            let seq = *folded.applied.borrow();
-            (self.saver.encode)(&view, seq, filters, folded.last_event()).map(|bytes| (seq, bytes))
+            let (seq, last_event) = (*folded.applied.borrow(), folded.last_event());
+            let encoded = match (&folded.parts, folded.loaded_share()) {
+                // A view holding a share is saved a partition at a time.
+                (Some(parts), Some(share)) => share
+                    .iter()
+                    .map(|p| {
+                        let bytes = (parts.encode)(&view, share.partitions(), p, seq, filters, last_event)?;
+                        Ok((snapshot::part_name(name, share.partitions(), p), bytes))
+                    })
+                    .collect::<Result<Vec<_>>>(),
+                _ => (self.saver.encode)(&view, seq, filters, last_event).map(|bytes| vec![(name.to_owned(), bytes)]),
+            };
+            encoded.map(|encoded| (seq, encoded))
         };
-        let (seq, bytes) = match encoded {
+        let (seq, encoded) = match encoded {
             Ok(encoded) => encoded,
-            Err(error) => return tracing::error!(view = self.saver.name, %error, "cannot encode a snapshot"),
+            Err(error) => return tracing::error!(view = name, %error, "cannot encode a snapshot"),
         };
-        let (log, name, shape) = (log.clone(), self.saver.name, self.saver.shape);
+        let (log, shape) = (log.clone(), self.saver.shape);
         self.saving = Some(tokio::spawn(async move {
-            if let Err(error) = snapshot::save(&log, name, shape, seq, &bytes).await {
-                tracing::warn!(view = name, seq, %error, "cannot save a snapshot");
+            for (name, bytes) in encoded {
+                if let Err(error) = snapshot::save(&log, &name, shape, seq, &bytes).await {
+                    tracing::warn!(view = name, seq, %error, "cannot save a snapshot");
+                }
             }
         }));
     }
