@@ -35,6 +35,14 @@ pub const MSG_ID: &str = "Nats-Msg-Id";
 /// W3C trace context, carried from a command to what it causes.
 pub const TRACEPARENT: &str = "traceparent";
 
+/// On a command handed by one instance of a service to the instance owning its
+/// aggregate's partition (`osp.v1.owner.…`): the inbox subject it was sent to.
+pub const FORWARDED_SUBJECT: &str = "Osp-Forwarded-Subject";
+/// On a handed command: when the inbox stored it (milliseconds since the Unix epoch).
+pub const RECEIVED_AT: &str = "Osp-Received-At";
+/// On a handed command: which delivery it is (from 1), and `last` when it is the last.
+pub const DELIVERY: &str = "Osp-Delivery";
+
 /// The micro-service error headers, set on a failed query reply so the standard NATS
 /// tooling counts it as an error (the body still carries the full [`crate::Error`]).
 pub const SERVICE_ERROR: &str = "Nats-Service-Error";

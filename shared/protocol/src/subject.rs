@@ -157,6 +157,10 @@ pub const QUERY_PREFIX: &str = "osp.v1.q";
 /// partitions each answer a query over every aggregate for their share: core NATS, every
 /// instance subscribed (no queue group), asked only by instances of that service.
 pub const GATHER_PREFIX: &str = "osp.v1.gather";
+/// Prefix of the subjects where an instance of a service holding a share of its
+/// partitions takes the commands other instances read for its partitions: core NATS
+/// request/reply between the service's instances only.
+pub const OWNER_PREFIX: &str = "osp.v1.owner";
 /// Prefix of agents' heartbeats: core NATS, never stored.
 pub const HEARTBEAT_PREFIX: &str = "osp.v1.hb";
 /// Every agent's heartbeat: what a registry instance subscribes to.
@@ -202,6 +206,12 @@ pub fn query(service: &Token, query: &Token) -> String {
 /// `osp.v1.gather.<service>.<query>`.
 pub fn gather(service: &Token, query: &Token) -> String {
     format!("{GATHER_PREFIX}.{service}.{query}")
+}
+
+/// Where the instance `member` of `service` takes the commands of its partitions that
+/// another instance read: `osp.v1.owner.<service>.<member>`.
+pub fn owner(service: &Token, member: &str) -> String {
+    format!("{OWNER_PREFIX}.{service}.{member}")
 }
 
 /// Where the agent named `agent` sends its heartbeats: `osp.v1.hb.<agent>`.

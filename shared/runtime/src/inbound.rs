@@ -92,6 +92,59 @@ impl Inbound {
         }
     }
 
+    /// The headers that hand it, as read, to the instance owning its aggregate's
+    /// partition ([`Inbound::handed`] reads them back); its body is the payload.
+    pub fn handing(&self) -> async_nats::HeaderMap {
+        let mut handed = async_nats::HeaderMap::new();
+        handed.insert(headers::FORWARDED_SUBJECT, self.subject.as_str());
+        handed.insert(headers::COMMAND_ID, self.id.as_str());
+        handed.insert(headers::RECEIVED_AT, self.received_at.millis().to_string().as_str());
+        handed.insert(headers::ACTOR, self.actor.as_str());
+        let delivery = match self.last_attempt {
+            true => format!("{} last", self.attempt),
+            false => self.attempt.to_string(),
+        };
+        handed.insert(headers::DELIVERY, delivery.as_str());
+        let optional = [
+            (headers::REPLY_TO, &self.reply_to),
+            (osp_protocol::CONTENT_TYPE, &self.content_type),
+            (headers::TRACEPARENT, &self.traceparent),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                handed.insert(name, value.as_str());
+            }
+        }
+        handed
+    }
+
+    /// A command another instance of `service` read and handed to this one
+    /// ([`Inbound::handing`]), or what is missing from its headers.
+    pub fn handed(service: &Token, message: &async_nats::Message) -> Result<Inbound, String> {
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let required = |name: &str| header(name).ok_or_else(|| format!("no {name} header"));
+        let subject = required(headers::FORWARDED_SUBJECT)?;
+        let received_at = required(headers::RECEIVED_AT)?.parse().map_err(|_| "an unreadable received-at")?;
+        let delivery = required(headers::DELIVERY)?;
+        let (attempt, last) =
+            delivery.split_once(' ').map_or((delivery.as_str(), false), |(n, last)| (n, last == "last"));
+        Ok(Inbound {
+            command: subject::inbox_command(service, &subject).unwrap_or_default().to_owned(),
+            subject,
+            id: required(headers::COMMAND_ID)?,
+            id_header: headers::COMMAND_ID,
+            received_at: Timestamp(received_at),
+            actor: header(headers::ACTOR).unwrap_or_else(|| headers::ANONYMOUS.to_owned()),
+            reply_to: header(headers::REPLY_TO),
+            content_type: header(osp_protocol::CONTENT_TYPE),
+            traceparent: header(headers::TRACEPARENT),
+            payload: message.payload.clone(),
+            size: message.payload.len(),
+            attempt: attempt.parse().map_err(|_| "an unreadable delivery")?,
+            last_attempt: last,
+        })
+    }
+
     /// The encoding of its payload (and of the reply).
     pub fn encoding(&self) -> Result<Encoding, Error> {
         Encoding::from_content_type(self.content_type.as_deref())
@@ -166,6 +219,28 @@ mod tests {
         for bad in ["", "a..b", "a.*", "a.>", "a b", ".a", "a."] {
             let err = check_reply_subject(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid Osp-Reply-To header"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_handed_command_reads_back_as_it_was_read() {
+        let service = Token::new("service", "scheduler").unwrap();
+        let mut inbound = Inbound::query("osp.v1.in.scheduler.submit", "submit", None, Bytes::from_static(b"\x80"));
+        inbound.reply_to = Some("_INBOX.x".into());
+        inbound.attempt = 3;
+        for last_attempt in [false, true] {
+            inbound.last_attempt = last_attempt;
+            let message = async_nats::Message {
+                subject: "osp.v1.owner.scheduler.m1".into(),
+                reply: None,
+                payload: inbound.payload.clone(),
+                headers: Some(inbound.handing()),
+                status: None,
+                description: None,
+                length: 0,
+            };
+            let handed = Inbound::handed(&service, &message).unwrap();
+            assert_eq!(format!("{handed:?}"), format!("{inbound:?}"));
         }
     }
 

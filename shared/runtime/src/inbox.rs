@@ -15,6 +15,14 @@
 //! If the log cannot be reached the command is not acknowledged and comes back later;
 //! on its last delivery it is recorded as refused (`unavailable`) instead, so nothing
 //! a client sends disappears without a trace.
+//!
+//! When the instances hold shares of the partitions ([`crate::ownership`]), a command
+//! read by an instance that does not own its aggregate's partition is handed, as read,
+//! to the owner (core NATS request/reply on `osp.v1.owner.<service>.<member>`), which
+//! decides it from memory, records and answers as above, then tells the reader, which
+//! acknowledges it. An owner that does not answer within [`HAND_WAIT`] (it died, the
+//! partition is moving) leaves the command to the reader, which decides it from the log:
+//! optimistic concurrency and the command's id keep that right wherever it is decided.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::StreamExt;
 use osp_protocol::{subject, AggregateRef, Encoding, Error as ProtocolError, Reply, Token};
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -32,6 +41,7 @@ use tracing::Instrument;
 
 use osp_eventlog::{Delivery, Error, EventLog, WorkConfig, WorkConsumer, INBOX_STREAM};
 
+use crate::ownership::Ownership;
 use crate::{rejection, Aggregate, CommandMeta, Executed, Executor, Holds, Inbound, Place, Refusal};
 
 /// What a service plugs into the inbox: how to read its commands and what to answer.
@@ -92,6 +102,9 @@ const HAND_BACK_FOR: Duration = Duration::from_secs(1);
 /// stopping instance, still pulling while it hands back, does not get it again.
 const HAND_BACK_DELAY: Duration = Duration::from_secs(2);
 
+/// How long a reader waits for the owner of a command's partition to decide it.
+const HAND_WAIT: Duration = Duration::from_secs(5);
+
 /// A command read and in line for its aggregate.
 struct Parsed<H: CommandHandler> {
     aggregate: AggregateRef,
@@ -102,12 +115,25 @@ struct Parsed<H: CommandHandler> {
 /// One handler and the executor behind it, with their types hidden, so that one inbox
 /// serves several kinds of aggregate.
 trait Route: Send + Sync {
-    /// Reads the command and takes its aggregate's place in line (called in arrival order).
+    /// Reads the command and takes its aggregate's place in line (called in arrival order),
+    /// unless `may_hand` and another instance owns the aggregate's partition.
     fn parse<'a>(
         &'a self,
         inbound: &'a Inbound,
         encoding: Encoding,
-    ) -> BoxFuture<'a, Result<Box<dyn Turn>, ProtocolError>>;
+        may_hand: bool,
+    ) -> BoxFuture<'a, Result<Next, ProtocolError>>;
+
+    /// The partitions its executor's view holds a share of, if it does.
+    fn owned(&self) -> Option<Ownership>;
+}
+
+/// Where a command read goes next.
+enum Next {
+    /// Decided here, in its turn.
+    Here(Box<dyn Turn>),
+    /// Handed to this member, which owns its aggregate's partition.
+    Owner(String),
 }
 
 /// A command holding its place in its aggregate's line, to be decided in its turn.
@@ -135,14 +161,22 @@ impl<H: CommandHandler> Route for Handled<H> {
         &'a self,
         inbound: &'a Inbound,
         encoding: Encoding,
-    ) -> BoxFuture<'a, Result<Box<dyn Turn>, ProtocolError>> {
+        may_hand: bool,
+    ) -> BoxFuture<'a, Result<Next, ProtocolError>> {
         Box::pin(async move {
             let (aggregate, command) = self.handler.parse(inbound, encoding)?;
+            let owner = may_hand.then(|| self.owned()).flatten();
+            if let Some(owner) = owner.and_then(|owned| owned.owner_elsewhere(aggregate.id.as_str())) {
+                return Ok(Next::Owner(owner));
+            }
             let place = self.executor.queue(&aggregate).await;
             let parsed = Parsed::<H> { aggregate, command, place };
-            Ok(Box::new(Turned { handler: self.handler.clone(), executor: self.executor.clone(), parsed })
-                as Box<dyn Turn>)
+            Ok(Next::Here(Box::new(Turned { handler: self.handler.clone(), executor: self.executor.clone(), parsed })))
         })
+    }
+
+    fn owned(&self) -> Option<Ownership> {
+        self.executor.projection().owned().cloned()
     }
 }
 
@@ -217,6 +251,7 @@ pub struct Inbox {
 pub struct InboxCounts {
     accepted: AtomicU64,
     rejected: AtomicU64,
+    handed: AtomicU64,
 }
 
 impl InboxCounts {
@@ -228,6 +263,11 @@ impl InboxCounts {
     /// Commands this instance refused (and recorded as refused).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Commands this instance read and the owner of their partition decided.
+    pub fn handed(&self) -> u64 {
+        self.handed.load(Ordering::Relaxed)
     }
 }
 
@@ -292,6 +332,7 @@ impl Inbox {
         .await?;
         let mut deliveries = consumer.deliveries().await?;
         let inbox = Arc::new(self);
+        let handed = inbox.take_handed(&shutdown).await?;
         Ok(tokio::spawn(async move {
             let slots = Arc::new(Semaphore::new(IN_FLIGHT));
             let name = format!("inbox-{}", inbox.service);
@@ -300,7 +341,7 @@ impl Inbox {
                 // Read and queued here, in arrival order: commands on one aggregate are
                 // then decided in the order they arrived, however the tasks run.
                 let inbound = Inbound::read(&inbox.service, &delivery);
-                let parsed = inbox.parse(&inbound).await;
+                let parsed = inbox.parse(&inbound, true).await;
                 let inbox = inbox.clone();
                 tokio::spawn(async move {
                     inbox.handle(delivery, inbound, parsed).await;
@@ -309,27 +350,113 @@ impl Inbox {
             }
             let _all = slots.acquire_many(IN_FLIGHT as u32).await;
             hand_back(&mut deliveries).await;
+            if let Some(handed) = handed {
+                let _ = handed.await;
+            }
         }))
     }
 
-    /// Checks the headers and reads the command; takes its aggregate's place in line.
-    async fn parse(&self, inbound: &Inbound) -> Result<Box<dyn Turn>, ProtocolError> {
+    /// Takes the commands other instances read for the partitions this instance owns,
+    /// until `shutdown`, when the service's aggregates are shared out.
+    async fn take_handed(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+    ) -> osp_eventlog::Result<Option<JoinHandle<()>>> {
+        let Some(owned) = self.routes.values().find_map(|route| route.owned()) else { return Ok(None) };
+        let subject = subject::owner(&self.service, owned.member());
+        let mut handed = self
+            .log
+            .client()
+            .subscribe(subject)
+            .await
+            .map_err(|e| Error::Nats { operation: "take the commands of owned partitions", source: Box::new(e) })?;
+        let (inbox, shutdown) = (self.clone(), shutdown.clone());
+        Ok(Some(tokio::spawn(async move {
+            let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+            loop {
+                let message = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    message = handed.next() => match message { Some(message) => message, None => break },
+                };
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let Some(reader) = message.reply.clone() else { continue };
+                let inbound = match Inbound::handed(&inbox.service, &message) {
+                    Ok(inbound) => inbound,
+                    Err(error) => {
+                        tracing::warn!(%error, "a handed command cannot be read; its reader decides it");
+                        continue;
+                    }
+                };
+                // In arrival order, as the inbox does.
+                let parsed = inbox.parse(&inbound, false).await;
+                let inbox = inbox.clone();
+                tokio::spawn(async move {
+                    let outcome = match inbox.answer(&inbound, parsed).await {
+                        Ok(Answered::Reply(answer)) => {
+                            if let Some(reply_to) = inbound.reply_subject() {
+                                inbox.reply(&inbound, reply_to, answer).await;
+                            }
+                            HANDED_DONE
+                        }
+                        Ok(Answered::Elsewhere) => HANDED_DONE,
+                        Err(error) => {
+                            tracing::warn!(%error, "a handed command not processed; its reader will have it delivered again");
+                            HANDED_AGAIN
+                        }
+                    };
+                    if let Err(error) = inbox.log.client().publish(reader, outcome.into()).await {
+                        tracing::debug!(%error, "could not tell the reader of a handed command");
+                    }
+                    drop(slot);
+                });
+            }
+        })))
+    }
+
+    /// Hands `inbound` to `owner`; decides it here if the owner does not answer.
+    async fn hand(&self, inbound: &Inbound, owner: &str) -> Result<Answered, Error> {
+        let subject = subject::owner(&self.service, owner);
+        let request = self.log.client().request_with_headers(subject, inbound.handing(), inbound.payload.clone());
+        match tokio::time::timeout(HAND_WAIT, request).await {
+            Ok(Ok(answer)) if answer.payload.as_ref() == HANDED_DONE.as_bytes() => {
+                self.counts.handed.fetch_add(1, Ordering::Relaxed);
+                Ok(Answered::Elsewhere)
+            }
+            Ok(Ok(_)) => Err(Error::Unavailable {
+                operation: "decide a command",
+                reason: format!("the owner of its partition ({owner}) could not reach the log"),
+            }),
+            failed => {
+                let why = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no answer within {HAND_WAIT:?}"),
+                };
+                tracing::debug!(owner, %why, "the owner of a command's partition did not take it; deciding it here");
+                let parsed = self.parse(inbound, false).await;
+                Box::pin(self.answer(inbound, parsed)).await
+            }
+        }
+    }
+
+    /// Checks the headers and reads the command; takes its aggregate's place in line,
+    /// unless `may_hand` and another instance owns its aggregate's partition.
+    async fn parse(&self, inbound: &Inbound, may_hand: bool) -> Result<Next, ProtocolError> {
         let encoding = inbound.check()?;
         let route = self.routes.get(inbound.command.as_str()).ok_or_else(|| ProtocolError::UnknownCommand {
             command: inbound.command.clone(),
             service: self.service.to_string(),
             known: self.known.iter().map(|name| (*name).to_owned()).collect(),
         })?;
-        route.parse(inbound, encoding).await
+        route.parse(inbound, encoding, may_hand).await
     }
 
-    async fn handle(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Box<dyn Turn>, ProtocolError>) {
+    async fn handle(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Next, ProtocolError>) {
         let span = tracing::info_span!("command", service = %self.service, id = %inbound.id, subject = %inbound.subject,
             traceparent = inbound.traceparent.as_deref().unwrap_or(""));
         self.handle_in_span(delivery, inbound, parsed).instrument(span).await
     }
 
-    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Box<dyn Turn>, ProtocolError>) {
+    async fn handle_in_span(&self, delivery: Delivery, inbound: Inbound, parsed: Result<Next, ProtocolError>) {
         let answer = {
             let work = self.answer(&inbound, parsed);
             tokio::pin!(work);
@@ -349,12 +476,13 @@ impl Inbox {
             }
         };
         let answer = match answer {
-            Ok(answer) => answer,
+            Ok(Answered::Reply(answer)) => Some(answer),
+            Ok(Answered::Elsewhere) => None,
             Err(error) if inbound.last_attempt => {
                 // Not even the refusal could be recorded: still tell the sender.
                 tracing::error!(%error, attempt = inbound.attempt, "command dropped after its last delivery: the log cannot be reached");
                 let error = ProtocolError::Unavailable { reason: error.to_string() };
-                inbound.reply_encoding().encode(&Reply::<()>::Err { seq: None, error })
+                Some(inbound.reply_encoding().encode(&Reply::<()>::Err { seq: None, error }))
             }
             Err(error) => {
                 // Ours, not the sender's: leave it unacknowledged for a later delivery.
@@ -366,7 +494,7 @@ impl Inbox {
                 return;
             }
         };
-        if let Some(reply_to) = inbound.reply_subject() {
+        if let (Some(reply_to), Some(answer)) = (inbound.reply_subject(), answer) {
             self.reply(&inbound, reply_to, answer).await;
         }
         // Its outcome is on the log: a redelivery (a lost acknowledgement) finds it there
@@ -376,25 +504,22 @@ impl Inbox {
         }
     }
 
-    /// Decides the command and encodes its reply; an `Err` means "not now" (the log is
-    /// unreachable).
-    async fn answer(
-        &self,
-        inbound: &Inbound,
-        parsed: Result<Box<dyn Turn>, ProtocolError>,
-    ) -> Result<Result<Vec<u8>, ProtocolError>, Error> {
+    /// Decides the command (or hands it to its partition's owner) and encodes its reply;
+    /// an `Err` means "not now" (the log is unreachable).
+    async fn answer(&self, inbound: &Inbound, parsed: Result<Next, ProtocolError>) -> Result<Answered, Error> {
         if inbound.attempt > 1 {
             if let Some((seq, error)) = rejection::recorded(&self.log, &self.service, inbound).await? {
-                return Ok(refusal(inbound, seq, error));
+                return Ok(Answered::Reply(refusal(inbound, seq, error)));
             }
         }
         let (error, target) = match parsed {
             Err(error) => (error, None),
-            Ok(turn) => match turn.decide(inbound).await {
+            Ok(Next::Owner(owner)) => return self.hand(inbound, &owner).await,
+            Ok(Next::Here(turn)) => match turn.decide(inbound).await {
                 Decided::Accepted { seq, appended, reply } => {
                     self.counts.accepted.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(seq, appended, "command accepted");
-                    return Ok(reply);
+                    return Ok(Answered::Reply(reply));
                 }
                 Decided::Refused(error, target) => (error, target),
                 Decided::Failed(error) => return Err(error),
@@ -403,7 +528,7 @@ impl Inbox {
         let seq = rejection::record(&self.log, &self.service, inbound, &error, target.as_ref()).await?;
         self.counts.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::info!(seq, %error, "command rejected");
-        Ok(refusal(inbound, seq, error))
+        Ok(Answered::Reply(refusal(inbound, seq, error)))
     }
 
     async fn reply(&self, inbound: &Inbound, reply_to: &str, answer: Result<Vec<u8>, ProtocolError>) {
@@ -423,6 +548,19 @@ impl Inbox {
         }
     }
 }
+
+/// What became of a command.
+enum Answered {
+    /// Decided here: the reply to send, encoded.
+    Reply(Result<Vec<u8>, ProtocolError>),
+    /// Decided by the owner of its partition, which answered the sender.
+    Elsewhere,
+}
+
+/// What the owner of a handed command tells its reader: decided (and answered), or to
+/// be delivered again later (the owner could not reach the log).
+const HANDED_DONE: &str = "done";
+const HANDED_AGAIN: &str = "again";
 
 /// The refusal `error`, recorded at `seq`, encoded as the sender asked.
 fn refusal(inbound: &Inbound, seq: u64, error: ProtocolError) -> Result<Vec<u8>, ProtocolError> {

@@ -55,6 +55,9 @@ async fn each_instance_holds_only_its_share_and_the_last_one_holds_all() {
     })
     .await;
     println!("held: {} and {}", first.runs_in_memory(), second.runs_in_memory());
+    // Commands read by an instance outside their run's share went to the owner.
+    let handed = [first.commands().handed(), second.commands().handed()];
+    assert!(handed.iter().all(|n| *n > 0), "handed to the owner: {handed:?}");
     let expected = folded_digest(&url).await;
     assert_eq!(expected.runs, RUNS as u64);
     same_answers(&submitter, &ids, &expected).await;

@@ -180,6 +180,7 @@ impl Keeper {
                 true => self.table.owners.insert(partition, String::from_utf8_lossy(&entry.value).into_owned()),
                 false => self.table.owners.remove(&partition),
             };
+            self.ownership.see_owner(partition, self.table.owners.get(&partition).map(String::as_str));
         }
     }
 

@@ -18,7 +18,7 @@ pub mod plan;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use osp_protocol::Partitions;
@@ -111,12 +111,16 @@ struct Shared {
     until: Vec<AtomicU64>,
     epoch: Instant,
     owned: watch::Sender<BTreeSet<u32>>,
+    /// Per partition, the member the leases name as its owner, as last seen.
+    owners: RwLock<Vec<Option<String>>>,
 }
 
 impl Ownership {
     fn new(member: String, partitions: Partitions) -> Ownership {
         let until = partitions.all().map(|_| AtomicU64::new(0)).collect();
-        let shared = Shared { member, partitions, until, epoch: Instant::now(), owned: watch::Sender::default() };
+        let owners = RwLock::new(partitions.all().map(|_| None).collect());
+        let shared =
+            Shared { member, partitions, until, epoch: Instant::now(), owned: watch::Sender::default(), owners };
         Ownership { shared: Arc::new(shared) }
     }
 
@@ -138,6 +142,35 @@ impl Ownership {
     /// True while this instance owns the partition of the aggregate `id`.
     pub fn owns_id(&self, id: &str) -> bool {
         self.owns(self.shared.partitions.of(id))
+    }
+
+    /// The member the leases name as the owner of `partition` (this one or another), as
+    /// this instance last saw them: where its commands go ([`crate::Inbox`]).
+    pub fn owner(&self, partition: u32) -> Option<String> {
+        let owners = self.shared.owners.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        owners.get(partition as usize).cloned().flatten()
+    }
+
+    /// Another member owning the partition of the aggregate `id`, if one does.
+    pub fn owner_elsewhere(&self, id: &str) -> Option<String> {
+        let partition = self.shared.partitions.of(id);
+        if self.owns(partition) {
+            return None;
+        }
+        self.owner(partition).filter(|owner| owner != self.member())
+    }
+
+    /// Takes in the owner the leases name for `partition` (a renewal names the same one).
+    fn see_owner(&self, partition: u32, owner: Option<&str>) {
+        let unchanged =
+            |seen: &[Option<String>]| seen.get(partition as usize).is_none_or(|seen| seen.as_deref() == owner);
+        if unchanged(&self.shared.owners.read().unwrap_or_else(|poisoned| poisoned.into_inner())) {
+            return;
+        }
+        let mut seen = self.shared.owners.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(seen) = seen.get_mut(partition as usize) {
+            *seen = owner.map(str::to_owned);
+        }
     }
 
     /// The partitions this instance holds leases on.
