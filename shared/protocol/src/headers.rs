@@ -35,11 +35,15 @@ pub const MSG_ID: &str = "Nats-Msg-Id";
 /// W3C trace context, carried from a command to what it causes.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// On a command handed by one instance of a service to the instance owning its
-/// aggregate's partition (`osp.v1.owner.…`): the inbox subject it was sent to.
+/// On a command or an event handed by one instance of a service to the instance owning
+/// its aggregate's partition (`osp.v1.owner.…`): the inbox subject it was sent to, or
+/// the event's subject.
 pub const FORWARDED_SUBJECT: &str = "Osp-Forwarded-Subject";
-/// On a handed command: when the inbox stored it (milliseconds since the Unix epoch).
+/// On a handed command or event: when the inbox or the log stored it (milliseconds since
+/// the Unix epoch).
 pub const RECEIVED_AT: &str = "Osp-Received-At";
+/// On a handed event: its sequence in the log.
+pub const SEQ: &str = "Osp-Seq";
 /// On a handed command: which delivery it is (from 1), and `last` when it is the last.
 pub const DELIVERY: &str = "Osp-Delivery";
 

@@ -208,10 +208,11 @@ pub fn gather(service: &Token, query: &Token) -> String {
     format!("{GATHER_PREFIX}.{service}.{query}")
 }
 
-/// Where the instance `member` of `service` takes the commands of its partitions that
-/// another instance read: `osp.v1.owner.<service>.<member>`.
-pub fn owner(service: &Token, member: &str) -> String {
-    format!("{OWNER_PREFIX}.{service}.{member}")
+/// Where the instance `member` of `service` takes what another instance read for its
+/// partitions: `osp.v1.owner.<service>.<member>.<what>`, `what` being `inbox` for
+/// commands or a reactor's name for events whose effects it performs.
+pub fn owner(service: &Token, member: &str, what: &str) -> String {
+    format!("{OWNER_PREFIX}.{service}.{member}.{what}")
 }
 
 /// Where the agent named `agent` sends its heartbeats: `osp.v1.hb.<agent>`.

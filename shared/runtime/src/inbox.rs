@@ -17,12 +17,9 @@
 //! a client sends disappears without a trace.
 //!
 //! When the instances hold shares of the partitions ([`crate::ownership`]), a command
-//! read by an instance that does not own its aggregate's partition is handed, as read,
-//! to the owner (core NATS request/reply on `osp.v1.owner.<service>.<member>`), which
-//! decides it from memory, records and answers as above, then tells the reader, which
-//! acknowledges it. An owner that does not answer within [`HAND_WAIT`] (it died, the
-//! partition is moving) leaves the command to the reader, which decides it from the log:
-//! optimistic concurrency and the command's id keep that right wherever it is decided.
+//! read by an instance that does not own its aggregate's partition is handed to the owner
+//! ([`crate::handing`]), which decides it from memory, records and answers as above, then
+//! tells the reader, which acknowledges it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +38,7 @@ use tracing::Instrument;
 
 use osp_eventlog::{Delivery, Error, EventLog, WorkConfig, WorkConsumer, INBOX_STREAM};
 
+use crate::handing::{self, Handed};
 use crate::ownership::Ownership;
 use crate::{rejection, Aggregate, CommandMeta, Executed, Executor, Holds, Inbound, Place, Refusal};
 
@@ -102,8 +100,8 @@ const HAND_BACK_FOR: Duration = Duration::from_secs(1);
 /// stopping instance, still pulling while it hands back, does not get it again.
 const HAND_BACK_DELAY: Duration = Duration::from_secs(2);
 
-/// How long a reader waits for the owner of a command's partition to decide it.
-const HAND_WAIT: Duration = Duration::from_secs(5);
+/// The last token of the subject where an owner takes commands handed to it.
+const HANDED_TO: &str = "inbox";
 
 /// A command read and in line for its aggregate.
 struct Parsed<H: CommandHandler> {
@@ -363,7 +361,7 @@ impl Inbox {
         shutdown: &CancellationToken,
     ) -> osp_eventlog::Result<Option<JoinHandle<()>>> {
         let Some(owned) = self.routes.values().find_map(|route| route.owned()) else { return Ok(None) };
-        let subject = subject::owner(&self.service, owned.member());
+        let subject = subject::owner(&self.service, owned.member(), HANDED_TO);
         let mut handed = self
             .log
             .client()
@@ -391,22 +389,20 @@ impl Inbox {
                 let parsed = inbox.parse(&inbound, false).await;
                 let inbox = inbox.clone();
                 tokio::spawn(async move {
-                    let outcome = match inbox.answer(&inbound, parsed).await {
+                    let done = match inbox.answer(&inbound, parsed).await {
                         Ok(Answered::Reply(answer)) => {
                             if let Some(reply_to) = inbound.reply_subject() {
                                 inbox.reply(&inbound, reply_to, answer).await;
                             }
-                            HANDED_DONE
+                            true
                         }
-                        Ok(Answered::Elsewhere) => HANDED_DONE,
+                        Ok(Answered::Elsewhere) => true,
                         Err(error) => {
                             tracing::warn!(%error, "a handed command not processed; its reader will have it delivered again");
-                            HANDED_AGAIN
+                            false
                         }
                     };
-                    if let Err(error) = inbox.log.client().publish(reader, outcome.into()).await {
-                        tracing::debug!(%error, "could not tell the reader of a handed command");
-                    }
+                    handing::answer(inbox.log.client(), reader, done).await;
                     drop(slot);
                 });
             }
@@ -415,22 +411,17 @@ impl Inbox {
 
     /// Hands `inbound` to `owner`; decides it here if the owner does not answer.
     async fn hand(&self, inbound: &Inbound, owner: &str) -> Result<Answered, Error> {
-        let subject = subject::owner(&self.service, owner);
-        let request = self.log.client().request_with_headers(subject, inbound.handing(), inbound.payload.clone());
-        match tokio::time::timeout(HAND_WAIT, request).await {
-            Ok(Ok(answer)) if answer.payload.as_ref() == HANDED_DONE.as_bytes() => {
+        let subject = subject::owner(&self.service, owner, HANDED_TO);
+        match handing::hand(self.log.client(), subject, inbound.handing(), inbound.payload.clone()).await {
+            Handed::Done => {
                 self.counts.handed.fetch_add(1, Ordering::Relaxed);
                 Ok(Answered::Elsewhere)
             }
-            Ok(Ok(_)) => Err(Error::Unavailable {
+            Handed::Again => Err(Error::Unavailable {
                 operation: "decide a command",
                 reason: format!("the owner of its partition ({owner}) could not reach the log"),
             }),
-            failed => {
-                let why = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => format!("no answer within {HAND_WAIT:?}"),
-                };
+            Handed::Unanswered(why) => {
                 tracing::debug!(owner, %why, "the owner of a command's partition did not take it; deciding it here");
                 let parsed = self.parse(inbound, false).await;
                 Box::pin(self.answer(inbound, parsed)).await
@@ -556,11 +547,6 @@ enum Answered {
     /// Decided by the owner of its partition, which answered the sender.
     Elsewhere,
 }
-
-/// What the owner of a handed command tells its reader: decided (and answered), or to
-/// be delivered again later (the owner could not reach the log).
-const HANDED_DONE: &str = "done";
-const HANDED_AGAIN: &str = "again";
 
 /// The refusal `error`, recorded at `seq`, encoded as the sender asked.
 fn refusal(inbound: &Inbound, seq: u64, error: ProtocolError) -> Result<Vec<u8>, ProtocolError> {

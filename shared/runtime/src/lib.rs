@@ -24,6 +24,7 @@
 mod aggregate;
 mod executor;
 pub mod gather;
+mod handing;
 mod inbound;
 mod inbox;
 pub mod index;

@@ -12,16 +12,27 @@
 //! own aggregates; the same acknowledge-when-done rule holds.
 //!
 //! Both are served on durable consumers shared by all instances of the service, so each
-//! message is handled by one instance, and by another if that one dies first.
+//! message is handled by one instance, and by another if that one dies first. When the
+//! instances hold shares of the events' partitions, the instance that reads an event
+//! hands it to the owner of its partition, which performs its effects from the state it
+//! holds ([`crate::handing`]).
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use osp_eventlog::{Delivery, EventLog, FromStored, Recorded, Result, Timers, WorkConfig, WorkConsumer, EVENTS_STREAM};
-use osp_protocol::{subject, EventPayload, Timestamp, Token};
+use futures::StreamExt;
+use osp_eventlog::{
+    Delivery, EventLog, FromStored, Recorded, Result, StoredMessage, Timers, WorkConfig, WorkConsumer, EVENTS_STREAM,
+};
+use osp_protocol::{headers, subject, EventPayload, Timestamp, Token};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+
+use crate::handing::{self, Handed};
+use crate::ownership::Ownership;
+use crate::projection::aggregate_id;
 use tokio_util::sync::CancellationToken;
 
 /// How long after a failed effect (or a fired timer that could not be decided) it is tried
@@ -80,57 +91,161 @@ fn reactor_config<R: Reactor>(service: &Token, ack_wait: Duration) -> WorkConfig
     }
 }
 
-/// Serves reactor `reactor` of `service` until `shutdown`.
+/// Serves reactor `reactor` of `service` until `shutdown`; with `owned`, hands each event
+/// to the owner of its partition, and performs the effects of those handed to this one.
 pub(crate) async fn serve_reactor<R: Reactor>(
     log: &EventLog,
     service: &Token,
     reactor: Arc<R>,
     ack_wait: Duration,
+    owned: Option<Ownership>,
     shutdown: CancellationToken,
-) -> Result<JoinHandle<()>> {
+) -> Result<Vec<JoinHandle<()>>> {
     let consumer =
         WorkConsumer::ensure(log.jetstream(), EVENTS_STREAM, &reactor_config::<R>(service, ack_wait)).await?;
-    consumer
+    let mut tasks = Vec::new();
+    if let Some(owned) = &owned {
+        let subject = subject::owner(service, owned.member(), R::NAME);
+        tasks.push(take_handed(log.client(), subject, reactor.clone(), shutdown.clone()).await?);
+    }
+    let reader = Reader { client: log.client().clone(), service: service.clone(), owned };
+    let served = consumer
         .serve(R::NAME, R::IN_FLIGHT, shutdown, move |delivery| {
-            let reactor = reactor.clone();
-            async move { react(&*reactor, &delivery).await }
+            let (reactor, reader) = (reactor.clone(), reader.clone());
+            async move { reader.react(&*reactor, &delivery).await }
         })
-        .await
+        .await?;
+    tasks.push(served);
+    Ok(tasks)
 }
 
-async fn react<R: Reactor>(reactor: &R, delivery: &Delivery) {
-    let stored = delivery.stored();
-    let event = match Recorded::<R::Event>::from_stored(&stored) {
+/// What an instance reading the events needs to hand them to their partitions' owners.
+#[derive(Clone)]
+struct Reader {
+    client: async_nats::Client,
+    service: Token,
+    owned: Option<Ownership>,
+}
+
+impl Reader {
+    async fn react<R: Reactor>(&self, reactor: &R, delivery: &Delivery) {
+        let stored = delivery.stored();
+        let owner = self.owned.as_ref().and_then(|owned| owned.owner_elsewhere(aggregate_id(&stored.subject)));
+        let reacted = match owner {
+            Some(owner) => self.hand::<R>(&owner, &stored).await,
+            None => None,
+        };
+        let reacted = match reacted {
+            Some(reacted) => reacted,
+            None => react(reactor, &stored).await,
+        };
+        match reacted {
+            Reacted::Done => acknowledge(delivery).await,
+            Reacted::Later(delay) => {
+                let _ = delivery.retry_after(delay).await;
+            }
+        }
+    }
+
+    /// Hands `stored` to `owner`: what became of it, or `None` when the owner did not take it.
+    async fn hand<R: Reactor>(&self, owner: &str, stored: &StoredMessage) -> Option<Reacted> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(headers::FORWARDED_SUBJECT, stored.subject.as_str());
+        headers.insert(headers::SEQ, stored.seq.to_string().as_str());
+        headers.insert(headers::RECEIVED_AT, stored.stored_at.millis().to_string().as_str());
+        let subject = subject::owner(&self.service, owner, R::NAME);
+        match handing::hand(&self.client, subject, headers, stored.payload.clone()).await {
+            Handed::Done => Some(Reacted::Done),
+            Handed::Again => Some(Reacted::Later(RETRY_AFTER)),
+            Handed::Unanswered(why) => {
+                tracing::debug!(reactor = R::NAME, owner, %why, "the owner of an event's partition did not take it; its effects are performed here");
+                None
+            }
+        }
+    }
+}
+
+/// Performs the effects of the events other instances read and handed to this one, the
+/// owner of their partitions, until `shutdown`.
+async fn take_handed<R: Reactor>(
+    client: &async_nats::Client,
+    subject: String,
+    reactor: Arc<R>,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>> {
+    let mut handed = client.subscribe(subject).await.map_err(|e| osp_eventlog::Error::Nats {
+        operation: "take the events of owned partitions",
+        source: Box::new(e),
+    })?;
+    let client = client.clone();
+    Ok(tokio::spawn(async move {
+        let slots = Arc::new(Semaphore::new(R::IN_FLIGHT));
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = handed.next() => match message { Some(message) => message, None => break },
+            };
+            let Ok(slot) = slots.clone().acquire_owned().await else { break };
+            let (Some(reader), Some(stored)) = (message.reply.clone(), handed_event(&message)) else {
+                tracing::warn!(reactor = R::NAME, "a handed event cannot be read; its reader performs its effects");
+                continue;
+            };
+            let (client, reactor) = (client.clone(), reactor.clone());
+            tokio::spawn(async move {
+                let done = matches!(react(&*reactor, &stored).await, Reacted::Done);
+                handing::answer(&client, reader, done).await;
+                drop(slot);
+            });
+        }
+    }))
+}
+
+/// The event a handed message carries.
+fn handed_event(message: &async_nats::Message) -> Option<StoredMessage> {
+    let header = |name: &str| message.headers.as_ref()?.get(name).map(|v| v.as_str().to_owned());
+    Some(StoredMessage {
+        seq: header(headers::SEQ)?.parse().ok()?,
+        subject: header(headers::FORWARDED_SUBJECT)?,
+        stored_at: Timestamp(header(headers::RECEIVED_AT)?.parse().ok()?),
+        payload: message.payload.clone(),
+    })
+}
+
+/// What became of an event's effects.
+enum Reacted {
+    Done,
+    /// Not now: the event is handled again after this long.
+    Later(Duration),
+}
+
+async fn react<R: Reactor>(reactor: &R, stored: &StoredMessage) -> Reacted {
+    let event = match Recorded::<R::Event>::from_stored(stored) {
         Ok(event) => event,
         Err(error) => {
             // `osp log verify` names it; no effect can come of it.
             tracing::error!(reactor = R::NAME, seq = stored.seq, subject = %stored.subject, %error, "unreadable event; no effects");
-            acknowledge(delivery).await;
-            return;
+            return Reacted::Done;
         }
     };
     if !reactor.ready(event.seq).await {
         tracing::warn!(reactor = R::NAME, seq = event.seq, "the state has not applied this event yet; effects later");
-        let _ = delivery.retry_after(NOT_READY_RETRY).await;
-        return;
+        return Reacted::Later(NOT_READY_RETRY);
     }
     let effects = match reactor.effects_of(&event).await {
         Ok(effects) => effects,
         Err(error) => {
             tracing::warn!(reactor = R::NAME, seq = event.seq, %error, "cannot read the state; effects later");
-            let _ = delivery.retry_after(RETRY_AFTER).await;
-            return;
+            return Reacted::Later(RETRY_AFTER);
         }
     };
     for effect in effects {
         if let Err(error) = reactor.perform(&event, &effect).await {
             let aggregate = &event.envelope.aggregate;
             tracing::warn!(reactor = R::NAME, %aggregate, ?effect, %error, "effect failed; the event will be handled again");
-            let _ = delivery.retry_after(RETRY_AFTER).await;
-            return;
+            return Reacted::Later(RETRY_AFTER);
         }
     }
-    acknowledge(delivery).await;
+    Reacted::Done
 }
 
 /// Serves the fired timers of `timers` with `handler` until `shutdown`.

@@ -166,6 +166,9 @@ pub struct Service {
     tasks: Vec<JoinHandle<()>>,
     /// Served once every part is in ([`running`](Self::running)).
     inbox: Option<Inbox>,
+    /// The partitions this instance owns, and the aggregate kinds shared out in them
+    /// ([`partitioned_view`](Self::partitioned_view)).
+    owned: Option<(Ownership, Vec<String>)>,
 }
 
 /// How long a starting instance waits for its first partitions before it folds its
@@ -184,7 +187,16 @@ impl Service {
         anyhow::ensure!(!config.ack_wait.is_zero(), "the ack wait must be more than zero");
         let name = Token::new("service", name)?;
         let log = EventLog::start(client, &config.definitions).await?;
-        Ok(Service { name, version, log, config, shutdown: CancellationToken::new(), tasks: Vec::new(), inbox: None })
+        Ok(Service {
+            name,
+            version,
+            log,
+            config,
+            shutdown: CancellationToken::new(),
+            tasks: Vec::new(),
+            inbox: None,
+            owned: None,
+        })
     }
 
     pub fn log(&self) -> &EventLog {
@@ -227,6 +239,7 @@ impl Service {
         let _ = tokio::time::timeout(FIRST_SHARE_WITHIN, changes.wait_for(|owned| !owned.is_empty())).await;
         let index = Index::open(self.config.state_dir.as_deref(), V::NAME)?;
         let parts = Parts::of(self.config.snapshots);
+        self.owned = Some((owned.clone(), kinds.iter().map(|kind| (*kind).to_owned()).collect()));
         self.view_keeping(kinds, Some(Arc::new(index)), Some(owned), Some(parts)).await
     }
 
@@ -278,10 +291,14 @@ impl Service {
         Ok(())
     }
 
-    /// Performs the effects `reactor` finds in the events of its kind.
+    /// Performs the effects `reactor` finds in the events of its kind; those of an
+    /// aggregate kind shared out in partitions, by the owner of the event's partition.
     pub async fn react<R: Reactor>(&mut self, reactor: Arc<R>) -> anyhow::Result<()> {
         let ack_wait = self.config.ack_wait;
-        self.tasks.push(serve_reactor(&self.log, &self.name, reactor, ack_wait, self.shutdown.clone()).await?);
+        let owned = self.owned.as_ref().filter(|(_, kinds)| kinds.iter().any(|kind| kind == R::KIND));
+        let owned = owned.map(|(owned, _)| owned.clone());
+        let served = serve_reactor(&self.log, &self.name, reactor, ack_wait, owned, self.shutdown.clone()).await?;
+        self.tasks.extend(served);
         Ok(())
     }
 

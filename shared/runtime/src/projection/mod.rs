@@ -778,7 +778,7 @@ impl<V: View> Saving<V> {
 }
 
 /// The aggregate id in an event's subject (`osp.v1.evt.<kind>.<id>`): its last token.
-fn aggregate_id(subject: &str) -> &str {
+pub(crate) fn aggregate_id(subject: &str) -> &str {
     subject.rsplit_once('.').map_or(subject, |(_, id)| id)
 }
 
