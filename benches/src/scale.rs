@@ -58,30 +58,40 @@ const AGENT: &str = "bench-scale-agent";
 /// The baseline's grace period: longer than any benchmark.
 const KEEP_ALL: &str = "8760h";
 
+/// How the `osp-scheduler` processes of a setup are started.
+#[derive(Clone)]
+struct Launch {
+    binary: PathBuf,
+    /// `--keep-finished`, as the scheduler reads it.
+    keep_finished: String,
+}
+
 /// An `osp-scheduler` process, killed when dropped.
-struct Instance(Child);
+struct Instance {
+    child: Child,
+}
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Instance {
-    fn start(binary: &PathBuf, url: &str, keep_finished: &str) -> anyhow::Result<Instance> {
-        let child = Command::new(binary)
-            .args(["--nats-url", url, "--keep-finished", keep_finished, "--snapshot-every", "off"])
+    fn start(launch: &Launch, url: &str) -> anyhow::Result<Instance> {
+        let child = Command::new(&launch.binary)
+            .args(["--nats-url", url, "--keep-finished", &launch.keep_finished, "--snapshot-every", "off"])
             .env("OSP_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        Ok(Instance(child))
+            .with_context(|| format!("starting {}", launch.binary.display()))?;
+        Ok(Instance { child })
     }
 
     /// Resident memory, in bytes.
     fn resident(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib = status
             .lines()
             .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -91,55 +101,106 @@ impl Instance {
     }
 }
 
+/// The `osp-scheduler` processes of a setup, all started alike.
+struct Instances {
+    launch: Launch,
+    url: String,
+    running: Vec<Instance>,
+}
+
+impl Instances {
+    fn new(launch: &Launch, url: &str) -> Instances {
+        Instances { launch: launch.clone(), url: url.to_owned(), running: Vec::new() }
+    }
+
+    /// Starts one more instance.
+    fn add(&mut self) -> anyhow::Result<()> {
+        self.running.push(Instance::start(&self.launch, &self.url)?);
+        Ok(())
+    }
+
+    /// Returns once the scheduler answers a `digest` (which every instance is asked for).
+    async fn serving(&self, client: &Client) -> anyhow::Result<()> {
+        let ready = Instant::now();
+        while client.scheduler().digest().await.is_err() {
+            if ready.elapsed() > READY_WITHIN {
+                bail!("{} did not answer within {READY_WITHIN:?}", self.launch.binary.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+}
+
+/// How long a starting scheduler has to answer.
+const READY_WITHIN: Duration = Duration::from_secs(60);
+
 /// Run ids waiting for the agent to be called with them.
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
 
-/// One scheduler process on a server of its own, with the agent registered and working.
-struct Setup {
-    _server: osp_local_nats::NatsServer,
-    instance: Instance,
+/// What pushes runs through the schedulers: the submitting client, and the runs whose
+/// call to the agent is awaited.
+#[derive(Clone)]
+struct Runner {
     client: Client,
     waiting: Waiting,
-    _worker: Worker,
 }
 
-async fn setup(binary: &PathBuf, keep_finished: &str, args: &ScaleArgs) -> anyhow::Result<Setup> {
+/// Scheduler processes on a server of their own, with the agent registered and working.
+/// The instances are declared first, so they are stopped before the server.
+struct Setup {
+    instances: Instances,
+    runner: Runner,
+    _worker: Worker,
+    _server: osp_local_nats::NatsServer,
+}
+
+/// A fresh server with `count` instances started as `launch` says, serving.
+async fn setup(launch: &Launch, count: usize, args: &ScaleArgs) -> anyhow::Result<Setup> {
     let (_, server) = crate::start_server().await?;
     let url = server.url();
+    let client = register_agent(&url).await?;
+    let mut instances = Instances::new(launch, &url);
+    for _ in 0..count {
+        instances.add()?;
+    }
+    instances.serving(&client).await?;
+    let waiting: Waiting = Arc::default();
+    let worker = start_agent(&url, waiting.clone(), args).await?;
+    Ok(Setup { instances, runner: Runner { client, waiting }, _worker: worker, _server: server })
+}
+
+/// Registers the benchmark's agent (through a registry in this process, stopped once it
+/// has recorded it); returns the client that submits the runs.
+async fn register_agent(url: &str) -> anyhow::Result<Client> {
     let registry_config =
         osp_registry::Config { offline_after: Duration::from_secs(3600), ..osp_registry::Config::default() };
-    let registry = osp_registry::Registry::start(osp_cli::connect::client(&url).await?, registry_config).await?;
-    let client = Client::new(osp_cli::connect::client(&url).await?).with_actor("service:bench");
+    let registry = osp_registry::Registry::start(osp_cli::connect::client(url).await?, registry_config).await?;
+    let client = Client::new(osp_cli::connect::client(url).await?).with_actor("service:bench");
     let entry = Agent::builder(AGENT).description("benchmark agent").capabilities([CAPABILITY]).entry()?;
     client.registry().register(&entry).await?;
     registry.shutdown().await;
-    let instance = Instance::start(binary, &url, keep_finished)?;
-    let ready = Instant::now();
-    while client.scheduler().digest().await.is_err() {
-        if ready.elapsed() > Duration::from_secs(60) {
-            bail!("{} did not answer within a minute", binary.display());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let waiting: Waiting = Arc::default();
-    let output = "o".repeat(args.output_bytes);
-    let worker = {
-        let waiting = waiting.clone();
-        Worker::builder(&Client::new(osp_cli::connect::client(&url).await?), AGENT)
-            .capability(CAPABILITY)
-            .max_concurrency(args.in_flight as u32)
-            .start(move |task: Task| {
-                if let Some(called) = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(task.run_id()) {
-                    let _ = called.send(());
-                }
-                std::future::ready(Ok::<_, TaskFailure>(json!({"text": output})))
-            })
-            .await?
-    };
-    Ok(Setup { _server: server, instance, client, waiting, _worker: worker })
+    Ok(client)
 }
 
-impl Setup {
+/// The agent, in this process: answers every task at once with `--output-bytes` of
+/// output, and tells `waiting` it was called.
+async fn start_agent(url: &str, waiting: Waiting, args: &ScaleArgs) -> anyhow::Result<Worker> {
+    let output = "o".repeat(args.output_bytes);
+    let worker = Worker::builder(&Client::new(osp_cli::connect::client(url).await?), AGENT)
+        .capability(CAPABILITY)
+        .max_concurrency(args.in_flight as u32)
+        .start(move |task: Task| {
+            if let Some(called) = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(task.run_id()) {
+                let _ = called.send(());
+            }
+            std::future::ready(Ok::<_, TaskFailure>(json!({"text": output})))
+        })
+        .await?;
+    Ok(worker)
+}
+
+impl Runner {
     /// Runs `from..to` through, `in_flight` at a time; returns once every one has ended.
     async fn runs(&self, from: u64, to: u64, in_flight: usize) -> anyhow::Result<()> {
         let scheduler = self.client.scheduler();
@@ -176,11 +237,18 @@ impl Setup {
         }
         Ok(())
     }
+}
+
+impl Setup {
+    /// Resident memory of the (only) instance, for the memory figures.
+    fn resident(&self) -> anyhow::Result<u64> {
+        self.instances.running.first().context("no instance running")?.resident()
+    }
 
     /// Resident memory once ended runs have had `grace` (and the once-a-second eviction) to leave.
     async fn resident_after(&self, grace: Duration) -> anyhow::Result<u64> {
         tokio::time::sleep(grace + Duration::from_secs(2)).await;
-        self.instance.resident()
+        self.resident()
     }
 }
 
@@ -201,19 +269,20 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     );
 
     // The baseline: the same binary, keeping every run.
-    let baseline = setup(&binary, KEEP_ALL, &args).await?;
-    let idle_all = baseline.instance.resident()?;
-    baseline.runs(0, args.baseline_runs, args.in_flight).await?;
+    let baseline = setup(&Launch { binary: binary.clone(), keep_finished: KEEP_ALL.into() }, 1, &args).await?;
+    let idle_all = baseline.resident()?;
+    baseline.runner.runs(0, args.baseline_runs, args.in_flight).await?;
     let kept_all = baseline.resident_after(Duration::ZERO).await?;
     drop(baseline);
     let kept_per_run = (kept_all.saturating_sub(idle_all)) as f64 / args.baseline_runs.max(1) as f64;
 
-    let measured = setup(&binary, &keep, &args).await?;
-    let idle = measured.instance.resident()?;
+    let launch = Launch { binary, keep_finished: keep.clone() };
+    let measured = setup(&launch, 1, &args).await?;
+    let idle = measured.resident()?;
     // Runs in hand first, on a fresh process: measured later, the allocator's memory
     // kept from the finished runs' traffic would hide them.
     let approval = serde_json::from_value::<RunOptions>(json!({"approval": {"message": "hold"}}))?;
-    let scheduler = measured.client.scheduler();
+    let scheduler = measured.runner.client.scheduler();
     stream::iter(0..args.active)
         .map(Ok)
         .try_for_each_concurrent(args.in_flight, |n| {
@@ -232,7 +301,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let mut done = 0;
     let started = Instant::now();
     loop {
-        measured.runs(done, at, args.in_flight).await?;
+        measured.runner.runs(done, at, args.in_flight).await?;
         done = at;
         let resident = measured.resident_after(args.keep_finished).await?;
         eprintln!("  after {done} runs: {:.1} MiB", mib(resident));
