@@ -268,16 +268,41 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         args.runs, args.output_bytes, args.in_flight, args.baseline_runs
     );
 
+    let launch = Launch { binary, keep_finished: keep };
+    let memory = memory(&launch, &args).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&memory.json(&args))?);
+    } else {
+        memory.print(&args);
+    }
+    Ok(if memory.meets_target() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// The memory figures: of one instance letting ended runs go, and of one keeping them all.
+struct Memory {
+    /// The baseline keeping every run: idle, after its runs, and per run.
+    idle_all: u64,
+    kept_all: u64,
+    kept_per_run: f64,
+    /// The measured instance: idle, per run in hand, and after each checkpoint's runs.
+    idle: u64,
+    active_per_run: f64,
+    checkpoints: Vec<(u64, u64)>,
+    /// How long the measured instance's runs took, checkpoints included.
+    elapsed: Duration,
+}
+
+/// Measures the baseline keeping every run, then the instance `launch` says.
+async fn memory(launch: &Launch, args: &ScaleArgs) -> anyhow::Result<Memory> {
     // The baseline: the same binary, keeping every run.
-    let baseline = setup(&Launch { binary: binary.clone(), keep_finished: KEEP_ALL.into() }, 1, &args).await?;
+    let baseline = setup(&Launch { keep_finished: KEEP_ALL.into(), ..launch.clone() }, 1, args).await?;
     let idle_all = baseline.resident()?;
     baseline.runner.runs(0, args.baseline_runs, args.in_flight).await?;
     let kept_all = baseline.resident_after(Duration::ZERO).await?;
     drop(baseline);
     let kept_per_run = (kept_all.saturating_sub(idle_all)) as f64 / args.baseline_runs.max(1) as f64;
 
-    let launch = Launch { binary, keep_finished: keep.clone() };
-    let measured = setup(&launch, 1, &args).await?;
+    let measured = setup(launch, 1, args).await?;
     let idle = measured.resident()?;
     // Runs in hand first, on a fresh process: measured later, the allocator's memory
     // kept from the finished runs' traffic would hide them.
@@ -312,39 +337,68 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         at = (at * 10).min(args.runs);
     }
     let elapsed = started.elapsed();
-    let (first_runs, first) = checkpoints[0];
-    let (last_runs, last) = *checkpoints.last().expect("one checkpoint at least");
-    let finished_per_run = (last as f64 - first as f64) / (last_runs - first_runs).max(1) as f64;
+    Ok(Memory { idle_all, kept_all, kept_per_run, idle, active_per_run, checkpoints, elapsed })
+}
 
-    let growth = last as f64 / first as f64;
+impl Memory {
+    fn first(&self) -> (u64, u64) {
+        self.checkpoints[0]
+    }
 
-    if args.json {
-        let report = json!({
+    fn last(&self) -> (u64, u64) {
+        *self.checkpoints.last().expect("one checkpoint at least")
+    }
+
+    fn finished_per_run(&self) -> f64 {
+        let ((first_runs, first), (last_runs, last)) = (self.first(), self.last());
+        (last as f64 - first as f64) / (last_runs - first_runs).max(1) as f64
+    }
+
+    fn growth(&self) -> f64 {
+        self.last().1 as f64 / self.first().1 as f64
+    }
+
+    fn runs_per_s(&self) -> f64 {
+        self.last().0 as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Memory grew from the first checkpoint to the last by at most a fifth.
+    fn meets_target(&self) -> bool {
+        self.growth() <= 1.2
+    }
+
+    fn json(&self, args: &ScaleArgs) -> serde_json::Value {
+        json!({
             "benchmark": "scale",
             "runs": args.runs,
             "output_bytes": args.output_bytes,
             "keep_finished_ms": args.keep_finished.as_millis() as u64,
-            "runs_per_s": round(last_runs as f64 / elapsed.as_secs_f64()),
-            "resident_bytes_idle": idle,
-            "resident_bytes_after": checkpoints.iter().map(|(runs, bytes)| json!({"runs": runs, "bytes": bytes})).collect::<Vec<_>>(),
-            "growth_first_to_last": round(growth),
-            "bytes_per_finished_run": round(finished_per_run),
-            "bytes_per_active_run": round(active_per_run),
-            "baseline_keeping_all": {"runs": args.baseline_runs, "resident_bytes_idle": idle_all, "resident_bytes_after": kept_all, "bytes_per_finished_run": round(kept_per_run)},
-        });
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
+            "runs_per_s": round(self.runs_per_s()),
+            "resident_bytes_idle": self.idle,
+            "resident_bytes_after": self.checkpoints.iter().map(|(runs, bytes)| json!({"runs": runs, "bytes": bytes})).collect::<Vec<_>>(),
+            "growth_first_to_last": round(self.growth()),
+            "bytes_per_finished_run": round(self.finished_per_run()),
+            "bytes_per_active_run": round(self.active_per_run),
+            "baseline_keeping_all": {"runs": args.baseline_runs, "resident_bytes_idle": self.idle_all, "resident_bytes_after": self.kept_all, "bytes_per_finished_run": round(self.kept_per_run)},
+        })
+    }
+
+    fn print(&self, args: &ScaleArgs) {
+        let ((first_runs, _), (last_runs, _)) = (self.first(), self.last());
         println!("resident memory of one osp-scheduler ({} B outputs)", args.output_bytes);
-        println!("  idle: {:.1} MiB", mib(idle));
-        for (runs, bytes) in &checkpoints {
+        println!("  idle: {:.1} MiB", mib(self.idle));
+        for (runs, bytes) in &self.checkpoints {
             println!("  after {runs:>9} finished runs: {:>8.1} MiB", mib(*bytes));
         }
-        println!("  growth from {first_runs} to {last_runs} runs: {growth:.2}x (target: at most 1.20x)");
-        println!("  per finished run: {finished_per_run:>8.0} B   baseline keeping every run: {kept_per_run:.0} B");
-        println!("  per active run (awaiting approval): {active_per_run:.0} B");
-        println!("  runs/s while measured: {:.0}", last_runs as f64 / elapsed.as_secs_f64());
+        println!("  growth from {first_runs} to {last_runs} runs: {:.2}x (target: at most 1.20x)", self.growth());
+        println!(
+            "  per finished run: {:>8.0} B   baseline keeping every run: {:.0} B",
+            self.finished_per_run(),
+            self.kept_per_run
+        );
+        println!("  per active run (awaiting approval): {:.0} B", self.active_per_run);
+        println!("  runs/s while measured: {:.0}", self.runs_per_s());
     }
-    Ok(if growth <= 1.2 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 fn mib(bytes: u64) -> f64 {
