@@ -8,21 +8,30 @@
 //! agent (in this process) answers a `--output-bytes` output at once, `--in-flight` at a
 //! time. Before them, `--active` runs are submitted that wait for an approval (and stay in
 //! memory throughout), to measure what a run in hand costs.
+//!
+//! Then the CPU a run costs as instances are added: rows of `--instances` processes
+//! sharing the runs in `--partitions` (each folding only its partitions' events), each on
+//! a fresh server, after a row of one instance holding every run, all measured alike: the
+//! runs' wall clock, and each instance's CPU time (`/proc/<pid>/stat`) over the runs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use async_nats::jetstream::kv;
 use clap::Args;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use osp_client::{Agent, Client, Submission, Task, TaskFailure, Worker};
 use osp_protocol::scheduler::queries::{ListQuery, RunStatus};
-use osp_protocol::scheduler::RunOptions;
+use osp_protocol::scheduler::{RunOptions, SERVICE};
+use osp_protocol::Partitions;
+use osp_runtime::ownership::LEASES_BUCKET;
 use serde_json::json;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 /// Options of `osp bench scale`.
 #[derive(Args)]
@@ -48,9 +57,32 @@ pub struct ScaleArgs {
     /// How long ended runs stay in memory in the measured instance.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     keep_finished: Duration,
+    /// Instances of each row of CPU per run, comma-separated (empty: no rows), sharing the
+    /// runs in `--partitions`. A row of one instance holding every run, without
+    /// partitions, comes first as the baseline.
+    #[arg(long, default_value = "1,2,4", value_parser = parse_counts)]
+    instances: Counts,
+    /// Partitions the instances share the runs in.
+    #[arg(long, default_value = "16")]
+    partitions: Partitions,
+    /// Runs through each row of instances.
+    #[arg(long, default_value_t = 20_000)]
+    scale_runs: u64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Numbers of instances, as `--instances` lists them.
+#[derive(Clone, Debug)]
+struct Counts(Vec<usize>);
+
+fn parse_counts(text: &str) -> Result<Counts, String> {
+    let counts = text.split(',').map(str::trim).filter(|count| !count.is_empty()).map(|count| match count.parse() {
+        Ok(0) | Err(_) => Err(format!("{count:?} is not a number of instances (1 or more)")),
+        Ok(count) => Ok(count),
+    });
+    counts.collect::<Result<_, _>>().map(Counts)
 }
 
 const CAPABILITY: &str = "bench-scale";
@@ -64,11 +96,21 @@ struct Launch {
     binary: PathBuf,
     /// `--keep-finished`, as the scheduler reads it.
     keep_finished: String,
+    /// `--partitions`, or none: each instance holds every run.
+    partitions: Option<Partitions>,
+}
+
+impl Launch {
+    fn partitioned(&self, partitions: Partitions) -> Launch {
+        Launch { partitions: Some(partitions), ..self.clone() }
+    }
 }
 
 /// An `osp-scheduler` process, killed when dropped.
 struct Instance {
     child: Child,
+    /// Its name among the members sharing partitions, as written in the leases.
+    member: Option<String>,
 }
 
 impl Drop for Instance {
@@ -80,13 +122,15 @@ impl Drop for Instance {
 
 impl Instance {
     fn start(launch: &Launch, url: &str) -> anyhow::Result<Instance> {
+        let partitions = launch.partitions.map(|p| p.to_string());
         let child = Command::new(&launch.binary)
             .args(["--nats-url", url, "--keep-finished", &launch.keep_finished, "--snapshot-every", "off"])
+            .args(partitions.iter().flat_map(|p| ["--partitions", p]))
             .env("OSP_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {}", launch.binary.display()))?;
-        Ok(Instance { child })
+        Ok(Instance { child, member: None })
     }
 
     /// Resident memory, in bytes.
@@ -99,24 +143,182 @@ impl Instance {
             .context("no VmRSS in the process status")?;
         Ok(kib * 1024)
     }
+
+    /// CPU time used so far, user and system: `utime` and `stime` of `/proc/<pid>/stat`.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The command name, in parentheses, may hold spaces: count the fields after it,
+        // from the state (field 3); utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |field: usize| fields.get(field - 3).and_then(|ticks| ticks.parse::<u64>().ok());
+        let (user, system) = ticks(14).zip(ticks(15)).context("no CPU times in the process stat")?;
+        Ok(Duration::from_micros((user + system) * 1_000_000 / clock_ticks()))
+    }
 }
 
-/// The `osp-scheduler` processes of a setup, all started alike.
+/// The unit of the CPU times in `/proc`, clock ticks per second: what
+/// `sysconf(_SC_CLK_TCK)` answers, which it reads from the process's auxiliary vector
+/// (`AT_CLKTCK`). Read here from `/proc/self/auxv`, as osp-bench does not depend on
+/// `libc`; 100, the kernel's value on common configurations, if it cannot be read.
+fn clock_ticks() -> u64 {
+    const AT_CLKTCK: usize = 17;
+    const WORD: usize = std::mem::size_of::<usize>();
+    let word = |bytes: &[u8]| usize::from_ne_bytes(bytes.try_into().expect("a word"));
+    let auxv = std::fs::read("/proc/self/auxv").unwrap_or_default();
+    let mut pairs = auxv.chunks_exact(2 * WORD).map(|pair| (word(&pair[..WORD]), word(&pair[WORD..])));
+    pairs.find(|(key, _)| *key == AT_CLKTCK).map_or(100, |(_, ticks)| ticks.max(1) as u64)
+}
+
+/// The scheduler's keys in the leases bucket, as this process last heard them.
+#[derive(Clone, Debug)]
+struct Table {
+    members: BTreeSet<String>,
+    /// The owner of each partition with one.
+    owners: BTreeMap<u32, String>,
+    /// When the last change was heard: the moment a wait on the table ended, however
+    /// late the waiting task is woken.
+    heard: Instant,
+}
+
+impl Table {
+    /// Takes in a change of the bucket (a deletion or an expiry leaves a marker, which is
+    /// no `Put`).
+    fn note(&mut self, entry: &kv::Entry) {
+        self.heard = Instant::now();
+        let Some(rest) = entry.key.strip_prefix(SERVICE).and_then(|rest| rest.strip_prefix('.')) else { return };
+        let present = entry.operation == kv::Operation::Put;
+        if let Some(member) = rest.strip_prefix("member.") {
+            match present {
+                true => self.members.insert(member.to_owned()),
+                false => self.members.remove(member),
+            };
+        } else if let Some(partition) = rest.strip_prefix("part.").and_then(|p| p.parse().ok()) {
+            match present {
+                true => self.owners.insert(partition, String::from_utf8_lossy(&entry.value).into_owned()),
+                false => self.owners.remove(&partition),
+            };
+        }
+    }
+
+    /// Every partition is owned by one of `members`, each holding its even share (the
+    /// partitions over the members, rounded down or up), as the plan of the instances
+    /// has it once it settled.
+    fn spread_over(&self, members: &BTreeSet<String>, partitions: Partitions) -> bool {
+        let mut held: BTreeMap<&str, u32> = members.iter().map(|member| (member.as_str(), 0)).collect();
+        for partition in partitions.all() {
+            match self.owners.get(&partition).and_then(|owner| held.get_mut(owner.as_str())) {
+                Some(count) => *count += 1,
+                None => return false,
+            }
+        }
+        let count = members.len().max(1) as u32;
+        let even = partitions.count() / count..=partitions.count().div_ceil(count);
+        held.values().all(|held| even.contains(held))
+    }
+}
+
+/// Follows the leases bucket, keeping [`Table`] up to date.
+struct Leases {
+    table: watch::Receiver<Table>,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for Leases {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl Leases {
+    /// Follows the scheduler's leases, once the bucket exists (the first instance
+    /// sharing partitions creates it).
+    async fn follow(url: &str) -> anyhow::Result<Leases> {
+        let js = async_nats::jetstream::new(osp_cli::connect::client(url).await?);
+        let started = Instant::now();
+        let store = loop {
+            match js.get_key_value(LEASES_BUCKET).await {
+                Ok(store) => break store,
+                Err(error) if started.elapsed() > READY_WITHIN => bail!("no bucket {LEASES_BUCKET}: {error}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        let mut entries = store.watch_with_history(format!("{SERVICE}.>")).await?;
+        let table = Table { members: BTreeSet::new(), owners: BTreeMap::new(), heard: Instant::now() };
+        let (changes, table) = watch::channel(table);
+        let follower = tokio::spawn(async move {
+            while let Some(Ok(entry)) = entries.next().await {
+                changes.send_modify(|table| table.note(&entry));
+            }
+        });
+        Ok(Leases { table, follower })
+    }
+
+    /// The table as last heard.
+    fn now(&self) -> Table {
+        self.table.borrow().clone()
+    }
+
+    /// Waits until `done` holds of the table, at most `within`; returns the table then.
+    async fn until(&self, what: &str, within: Duration, done: impl FnMut(&Table) -> bool) -> anyhow::Result<Table> {
+        let mut table = self.table.clone();
+        let waited = tokio::time::timeout(within, async { table.wait_for(done).await.map(|table| table.clone()) });
+        match waited.await {
+            Ok(Ok(table)) => Ok(table),
+            Ok(Err(_)) => bail!("the watch of {LEASES_BUCKET} ended, waiting for {what}"),
+            Err(_) => bail!("waited {within:?} for {what} in {LEASES_BUCKET}; it has {:?}", self.now()),
+        }
+    }
+}
+
+/// The `osp-scheduler` processes of a setup, all started alike, and the leases they hold
+/// when they share partitions.
 struct Instances {
     launch: Launch,
     url: String,
     running: Vec<Instance>,
+    leases: Option<Leases>,
 }
 
 impl Instances {
     fn new(launch: &Launch, url: &str) -> Instances {
-        Instances { launch: launch.clone(), url: url.to_owned(), running: Vec::new() }
+        Instances { launch: launch.clone(), url: url.to_owned(), running: Vec::new(), leases: None }
     }
 
-    /// Starts one more instance.
-    fn add(&mut self) -> anyhow::Result<()> {
-        self.running.push(Instance::start(&self.launch, &self.url)?);
+    /// Starts one more instance. Sharing partitions, it returns once the instance has
+    /// joined the members: the one new member id is its, which tells the processes apart
+    /// in the leases.
+    async fn add(&mut self) -> anyhow::Result<()> {
+        let known = self.leases.as_ref().map(|leases| leases.now().members).unwrap_or_default();
+        let mut instance = Instance::start(&self.launch, &self.url)?;
+        if self.launch.partitions.is_some() {
+            if self.leases.is_none() {
+                self.leases = Some(Leases::follow(&self.url).await?);
+            }
+            let leases = self.leases.as_ref().expect("followed");
+            let joined = leases.until("a new member", READY_WITHIN, |t| !t.members.is_subset(&known)).await?;
+            instance.member = joined.members.difference(&known).next().cloned();
+        }
+        self.running.push(instance);
         Ok(())
+    }
+
+    /// The member ids of the running instances.
+    fn members(&self) -> BTreeSet<String> {
+        self.running.iter().filter_map(|instance| instance.member.clone()).collect()
+    }
+
+    /// Returns once the partitions are shared out evenly among the running instances:
+    /// the state the figures are measured in, after instances joined or one died.
+    async fn spread(&self) -> anyhow::Result<()> {
+        let (Some(leases), Some(partitions)) = (&self.leases, self.launch.partitions) else { return Ok(()) };
+        let members = self.members();
+        let what = format!("{partitions} partitions spread over {} instances", members.len());
+        leases.until(&what, READY_WITHIN, |table| table.spread_over(&members, partitions)).await.map(drop)
+    }
+
+    /// The CPU time each instance has used so far.
+    fn cpu(&self) -> anyhow::Result<Vec<Duration>> {
+        self.running.iter().map(Instance::cpu).collect()
     }
 
     /// Returns once the scheduler answers a `digest` (which every instance is asked for).
@@ -162,9 +364,10 @@ async fn setup(launch: &Launch, count: usize, args: &ScaleArgs) -> anyhow::Resul
     let client = register_agent(&url).await?;
     let mut instances = Instances::new(launch, &url);
     for _ in 0..count {
-        instances.add()?;
+        instances.add().await?;
     }
     instances.serving(&client).await?;
+    instances.spread().await?;
     let waiting: Waiting = Arc::default();
     let worker = start_agent(&url, waiting.clone(), args).await?;
     Ok(Setup { instances, runner: Runner { client, waiting }, _worker: worker, _server: server })
@@ -257,6 +460,9 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     if args.runs < args.first || args.first == 0 || args.in_flight == 0 {
         bail!("--first must be at least 1 and at most --runs, and --in-flight at least 1");
     }
+    if args.scale_runs == 0 && !args.instances.0.is_empty() {
+        bail!("--scale-runs must be at least 1 (--instances \"\" leaves the rows of instances out)");
+    }
     let binary = std::env::current_exe()?.with_file_name("osp-scheduler");
     if !binary.exists() {
         bail!("{} is missing: build it beside osp-bench (cargo build --release -p osp-scheduler)", binary.display());
@@ -268,14 +474,135 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
         args.runs, args.output_bytes, args.in_flight, args.baseline_runs
     );
 
-    let launch = Launch { binary, keep_finished: keep };
+    let launch = Launch { binary, keep_finished: keep, partitions: None };
     let memory = memory(&launch, &args).await?;
+    let rows = rows(&launch, &args).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&memory.json(&args))?);
+        let mut report = memory.json(&args);
+        report["partitions"] = json!(args.partitions.count());
+        report["scale_runs"] = json!(args.scale_runs);
+        report["instances"] = rows.iter().map(Row::json).collect();
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         memory.print(&args);
+        print_rows(&rows, &args);
     }
     Ok(if memory.meets_target() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// One row of CPU per run: instances on a server of their own, and the runs through them.
+struct Row {
+    instances: usize,
+    /// What they share the runs in; none for the one instance holding every run.
+    partitions: Option<Partitions>,
+    runs: u64,
+    elapsed: Duration,
+    /// Per instance, the CPU time it used over the runs.
+    cpu: Vec<Duration>,
+}
+
+/// The rows of `--instances`, after the one instance holding every run they are
+/// compared with, all measured in this run of the benchmark.
+async fn rows(launch: &Launch, args: &ScaleArgs) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    if args.instances.0.is_empty() {
+        return Ok(rows);
+    }
+    let partitioned = launch.partitioned(args.partitions);
+    let counts = args.instances.0.iter().map(|count| (&partitioned, *count));
+    for (launch, count) in std::iter::once((launch, 1)).chain(counts) {
+        let row = row(launch, count, args).await?;
+        eprintln!("  {}: {:.0} runs/s, {:.0} us CPU per run per instance", row.label(), row.runs_per_s(), row.mean());
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Starts `count` instances on a fresh server, as `launch` says, and measures
+/// `--scale-runs` runs through them: the wall clock, and each instance's CPU time from
+/// just before the first run to just after the last ended.
+async fn row(launch: &Launch, count: usize, args: &ScaleArgs) -> anyhow::Result<Row> {
+    let setup = setup(launch, count, args).await?;
+    let before = setup.instances.cpu()?;
+    let started = Instant::now();
+    setup.runner.runs(0, args.scale_runs, args.in_flight).await?;
+    let elapsed = started.elapsed();
+    let after = setup.instances.cpu()?;
+    let cpu = after.iter().zip(&before).map(|(after, before)| after.saturating_sub(*before)).collect();
+    Ok(Row { instances: count, partitions: launch.partitions, runs: args.scale_runs, elapsed, cpu })
+}
+
+impl Row {
+    fn label(&self) -> String {
+        match self.partitions {
+            Some(partitions) => format!("{} over {partitions} partitions", self.instances),
+            None => format!("{}, whole", self.instances),
+        }
+    }
+
+    fn runs_per_s(&self) -> f64 {
+        crate::stats::rate(self.runs as usize, self.elapsed)
+    }
+
+    /// Each instance's CPU per run, in microseconds.
+    fn per_run(&self) -> impl Iterator<Item = f64> + '_ {
+        self.cpu.iter().map(|cpu| cpu.as_secs_f64() * 1e6 / self.runs.max(1) as f64)
+    }
+
+    fn mean(&self) -> f64 {
+        self.total() / self.cpu.len().max(1) as f64
+    }
+
+    fn max(&self) -> f64 {
+        self.per_run().fold(0.0, f64::max)
+    }
+
+    fn total(&self) -> f64 {
+        self.per_run().sum()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "instances": self.instances,
+            "partitioned": self.partitions.is_some(),
+            "partitions": self.partitions.map(Partitions::count),
+            "runs": self.runs,
+            "runs_per_s": round(self.runs_per_s()),
+            "cpu_us_per_run_mean": round(self.mean()),
+            "cpu_us_per_run_max": round(self.max()),
+            "cpu_us_per_run_total": round(self.total()),
+            "cpu_us_per_run_each": self.per_run().map(round).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The rows as a table, CPU time in microseconds per run.
+fn print_rows(rows: &[Row], args: &ScaleArgs) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("CPU per run as instances are added ({} runs per row, {} in flight)", args.scale_runs, args.in_flight);
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING).set_header([
+        "instances",
+        "partitions",
+        "runs/s",
+        "CPU us/run per instance: mean",
+        "max",
+        "all instances",
+    ]);
+    for row in rows {
+        let partitions = row.partitions.map_or("whole".to_owned(), |p| p.to_string());
+        let figures = [row.runs_per_s(), row.mean(), row.max(), row.total()].map(|figure| format!("{figure:.0}"));
+        table.add_row([row.instances.to_string(), partitions].into_iter().chain(figures));
+    }
+    for (at, column) in table.column_iter_mut().enumerate() {
+        column.set_padding((2, 0));
+        if at >= 2 {
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    println!("{}", table.trim_fmt());
 }
 
 /// The memory figures: of one instance letting ended runs go, and of one keeping them all.
