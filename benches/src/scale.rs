@@ -321,9 +321,13 @@ impl Instances {
         self.running.iter().map(Instance::cpu).collect()
     }
 
-    /// Returns once the scheduler answers a `digest` (which every instance is asked for).
+    /// Returns once the scheduler answers a `digest`: with partitions, gathered from
+    /// instances whose views hold every partition between them. Each try is cut short:
+    /// asked while a partition moves to an instance still starting, a gather waits
+    /// seconds for its part before answering that it cannot, where a new try soon succeeds.
     async fn serving(&self, client: &Client) -> anyhow::Result<()> {
         let ready = Instant::now();
+        let client = client.clone().with_timeout(Duration::from_secs(1));
         while client.scheduler().digest().await.is_err() {
             if ready.elapsed() > READY_WITHIN {
                 bail!("{} did not answer within {READY_WITHIN:?}", self.launch.binary.display());
@@ -366,8 +370,8 @@ async fn setup(launch: &Launch, count: usize, args: &ScaleArgs) -> anyhow::Resul
     for _ in 0..count {
         instances.add().await?;
     }
-    instances.serving(&client).await?;
     instances.spread().await?;
+    instances.serving(&client).await?;
     let waiting: Waiting = Arc::default();
     let worker = start_agent(&url, waiting.clone(), args).await?;
     Ok(Setup { instances, runner: Runner { client, waiting }, _worker: worker, _server: server })
