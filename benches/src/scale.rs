@@ -13,10 +13,17 @@
 //! sharing the runs in `--partitions` (each folding only its partitions' events), each on
 //! a fresh server, after a row of one instance holding every run, all measured alike: the
 //! runs' wall clock, and each instance's CPU time (`/proc/<pid>/stat`) over the runs.
+//!
+//! Last, the takeover of a dead instance's partitions: of 3 instances sharing them, one is
+//! killed with SIGKILL (it gives nothing up, so its leases must lapse), and the time until
+//! every partition it owned has a new owner in the leases bucket is noted; a fresh
+//! instance takes its place, `--takeovers` times, with `--takeover-load` runs in flight
+//! throughout.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +39,7 @@ use osp_runtime::ownership::LEASES_BUCKET;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Options of `osp bench scale`.
 #[derive(Args)]
@@ -68,6 +76,13 @@ pub struct ScaleArgs {
     /// Runs through each row of instances.
     #[arg(long, default_value_t = 20_000)]
     scale_runs: u64,
+    /// Takeovers measured: one of 3 instances sharing `--partitions` killed (SIGKILL), until
+    /// the others own its partitions, then replaced (0: none).
+    #[arg(long, default_value_t = 5)]
+    takeovers: usize,
+    /// Runs kept in flight throughout the takeovers, so they happen under load (0: none).
+    #[arg(long, default_value_t = 16)]
+    takeover_load: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -170,21 +185,25 @@ fn clock_ticks() -> u64 {
 }
 
 /// The scheduler's keys in the leases bucket, as this process last heard them.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Table {
     members: BTreeSet<String>,
     /// The owner of each partition with one.
-    owners: BTreeMap<u32, String>,
-    /// When the last change was heard: the moment a wait on the table ended, however
-    /// late the waiting task is woken.
-    heard: Instant,
+    owners: BTreeMap<u32, Owner>,
+}
+
+/// A partition's owner, and when this process heard it became the owner (its renewals
+/// leave that as it was): a takeover's end, however late a wait on the table is woken.
+#[derive(Clone, Debug)]
+struct Owner {
+    member: String,
+    since: Instant,
 }
 
 impl Table {
     /// Takes in a change of the bucket (a deletion or an expiry leaves a marker, which is
     /// no `Put`).
     fn note(&mut self, entry: &kv::Entry) {
-        self.heard = Instant::now();
         let Some(rest) = entry.key.strip_prefix(SERVICE).and_then(|rest| rest.strip_prefix('.')) else { return };
         let present = entry.operation == kv::Operation::Put;
         if let Some(member) = rest.strip_prefix("member.") {
@@ -194,10 +213,20 @@ impl Table {
             };
         } else if let Some(partition) = rest.strip_prefix("part.").and_then(|p| p.parse().ok()) {
             match present {
-                true => self.owners.insert(partition, String::from_utf8_lossy(&entry.value).into_owned()),
-                false => self.owners.remove(&partition),
+                true => self.own(partition, String::from_utf8_lossy(&entry.value).into_owned()),
+                false => drop(self.owners.remove(&partition)),
             };
         }
+    }
+
+    fn own(&mut self, partition: u32, member: String) {
+        if self.owner(partition) != Some(member.as_str()) {
+            self.owners.insert(partition, Owner { member, since: Instant::now() });
+        }
+    }
+
+    fn owner(&self, partition: u32) -> Option<&str> {
+        self.owners.get(&partition).map(|owner| owner.member.as_str())
     }
 
     /// Every partition is owned by one of `members`, each holding its even share (the
@@ -206,7 +235,7 @@ impl Table {
     fn spread_over(&self, members: &BTreeSet<String>, partitions: Partitions) -> bool {
         let mut held: BTreeMap<&str, u32> = members.iter().map(|member| (member.as_str(), 0)).collect();
         for partition in partitions.all() {
-            match self.owners.get(&partition).and_then(|owner| held.get_mut(owner.as_str())) {
+            match self.owner(partition).and_then(|owner| held.get_mut(owner)) {
                 Some(count) => *count += 1,
                 None => return false,
             }
@@ -243,8 +272,7 @@ impl Leases {
             }
         };
         let mut entries = store.watch_with_history(format!("{SERVICE}.>")).await?;
-        let table = Table { members: BTreeSet::new(), owners: BTreeMap::new(), heard: Instant::now() };
-        let (changes, table) = watch::channel(table);
+        let (changes, table) = watch::channel(Table::default());
         let follower = tokio::spawn(async move {
             while let Some(Ok(entry)) = entries.next().await {
                 changes.send_modify(|table| table.note(&entry));
@@ -321,6 +349,30 @@ impl Instances {
         self.running.iter().map(Instance::cpu).collect()
     }
 
+    /// Kills the oldest instance with SIGKILL, so it gives nothing up and its leases must
+    /// lapse; returns how long until every partition it owned had another owner, as
+    /// heard here.
+    async fn kill_oldest(&mut self) -> anyhow::Result<Duration> {
+        let leases = self.leases.as_ref().context("a takeover needs instances sharing partitions")?;
+        if self.running.is_empty() {
+            bail!("no instance to kill");
+        }
+        let mut oldest = self.running.remove(0);
+        let member = oldest.member.clone().context("the member id of the instance to kill is unknown")?;
+        let table = leases.now();
+        let owned: Vec<u32> = table.owners.iter().filter(|(_, o)| o.member == member).map(|(p, _)| *p).collect();
+        if owned.is_empty() {
+            bail!("the instance to kill owns no partition");
+        }
+        oldest.child.kill()?;
+        let killed = Instant::now();
+        let what = format!("partitions {owned:?} of the killed member {member} taken over");
+        let others_own = |table: &Table| owned.iter().all(|p| table.owner(*p).is_some_and(|owner| owner != member));
+        let taken = leases.until(&what, TAKEOVER_WITHIN, others_own).await?;
+        let last = owned.iter().filter_map(|p| taken.owners.get(p)).map(|owner| owner.since).max();
+        Ok(last.map_or(Duration::ZERO, |last| last.saturating_duration_since(killed)))
+    }
+
     /// Returns once the scheduler answers a `digest`: with partitions, gathered from
     /// instances whose views hold every partition between them. Each try is cut short:
     /// asked while a partition moves to an instance still starting, a gather waits
@@ -340,6 +392,13 @@ impl Instances {
 
 /// How long a starting scheduler has to answer.
 const READY_WITHIN: Duration = Duration::from_secs(60);
+/// How long a takeover may take before the benchmark gives up: the lease's 3 s many
+/// times over.
+const TAKEOVER_WITHIN: Duration = Duration::from_secs(60);
+/// The instances sharing the partitions when one is killed.
+const TAKEOVER_INSTANCES: usize = 3;
+/// The target: a dead instance's partitions have new owners within this.
+const TAKEOVER_TARGET: Duration = Duration::from_secs(5);
 
 /// Run ids waiting for the agent to be called with them.
 type Waiting = Arc<Mutex<HashMap<String, oneshot::Sender<()>>>>;
@@ -410,24 +469,73 @@ async fn start_agent(url: &str, waiting: Waiting, args: &ScaleArgs) -> anyhow::R
 impl Runner {
     /// Runs `from..to` through, `in_flight` at a time; returns once every one has ended.
     async fn runs(&self, from: u64, to: u64, in_flight: usize) -> anyhow::Result<()> {
-        let scheduler = self.client.scheduler();
         stream::iter(from..to)
             .map(Ok)
-            .try_for_each_concurrent(in_flight, |n| {
-                let scheduler = scheduler.clone();
-                async move {
-                    let id = format!("run-{n:09}");
-                    let (called, heard) = oneshot::channel();
-                    self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), called);
-                    scheduler.submit(&Submission::new(CAPABILITY, json!({"n": n})).run_id(&id)).await?;
-                    tokio::time::timeout(Duration::from_secs(60), heard)
-                        .await
-                        .context("the agent was not called")??;
-                    anyhow::Ok(())
-                }
+            .try_for_each_concurrent(in_flight, |n| async move {
+                let id = format!("run-{n:09}");
+                let called = self.expect(&id);
+                self.submit(&id, n).await?;
+                Runner::called(called).await
             })
             .await?;
         self.settled().await
+    }
+
+    /// Notes that run `id` is awaited: returns what hears the agent was called for it.
+    fn expect(&self, id: &str) -> oneshot::Receiver<()> {
+        let (called, heard) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), called);
+        heard
+    }
+
+    async fn submit(&self, id: &str, n: u64) -> osp_client::Result<()> {
+        self.client.scheduler().submit(&Submission::new(CAPABILITY, json!({"n": n})).run_id(id)).await.map(drop)
+    }
+
+    /// Returns once the agent was called for the run, within a minute.
+    async fn called(heard: oneshot::Receiver<()>) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(60), heard).await.context("the agent was not called")??;
+        Ok(())
+    }
+
+    /// Keeps `in_flight` runs going until `stop`, and counts them; those still awaited
+    /// then are left as they are.
+    async fn keep_going(self, in_flight: usize, stop: CancellationToken) -> Load {
+        let started = Instant::now();
+        let counts = LoadCounts::default();
+        stream::iter(0..)
+            .take_until(stop.cancelled())
+            .for_each_concurrent(in_flight, |n| {
+                let (runner, counts, stop) = (&self, &counts, &stop);
+                async move {
+                    tokio::select! {
+                        outcome = runner.one_of_load(n, counts) => LoadCounts::count(outcome),
+                        () = stop.cancelled() => LoadCounts::count(&counts.unfinished),
+                    }
+                }
+            })
+            .await;
+        let counts = [counts.answered, counts.late, counts.failed, counts.unfinished].map(AtomicU64::into_inner);
+        let [answered, late, failed, unfinished] = counts;
+        Load { in_flight, answered, late, failed, unfinished, elapsed: started.elapsed() }
+    }
+
+    /// Run `n` of a load: returns whether the agent was called for it (`answered`) or not
+    /// (`failed`). A run whose submission timed out, stored (taken by an instance killed
+    /// before it answered, it comes back to another after the ack wait), is still
+    /// awaited, and counted as `late` too.
+    async fn one_of_load<'a>(&self, n: u64, counts: &'a LoadCounts) -> &'a AtomicU64 {
+        let id = format!("load-{n:09}");
+        let called = self.expect(&id);
+        match self.submit(&id, n).await {
+            Ok(()) => {}
+            Err(osp_client::Error::Timeout { stored: true, .. }) => LoadCounts::count(&counts.late),
+            Err(_) => return &counts.failed,
+        }
+        match Runner::called(called).await {
+            Ok(()) => &counts.answered,
+            Err(_) => &counts.failed,
+        }
     }
 
     /// Returns once no run is pending or in progress.
@@ -467,6 +575,12 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     if args.scale_runs == 0 && !args.instances.0.is_empty() {
         bail!("--scale-runs must be at least 1 (--instances \"\" leaves the rows of instances out)");
     }
+    if args.takeovers > 0 && args.partitions.count() < TAKEOVER_INSTANCES as u32 {
+        bail!(
+            "--partitions must be at least {TAKEOVER_INSTANCES} for --takeovers, so that the instance killed owns one \
+             (--takeovers 0 leaves the takeovers out)"
+        );
+    }
     let binary = std::env::current_exe()?.with_file_name("osp-scheduler");
     if !binary.exists() {
         bail!("{} is missing: build it beside osp-bench (cargo build --release -p osp-scheduler)", binary.display());
@@ -481,17 +595,27 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<ExitCode> {
     let launch = Launch { binary, keep_finished: keep, partitions: None };
     let memory = memory(&launch, &args).await?;
     let rows = rows(&launch, &args).await?;
+    let takeovers = match args.takeovers {
+        0 => None,
+        _ => Some(takeovers(&launch.partitioned(args.partitions), &args).await?),
+    };
     if args.json {
         let mut report = memory.json(&args);
         report["partitions"] = json!(args.partitions.count());
         report["scale_runs"] = json!(args.scale_runs);
         report["instances"] = rows.iter().map(Row::json).collect();
+        report["takeover_ms"] = takeovers.as_ref().map(Takeovers::json).unwrap_or_default();
+        report["takeover_load"] = json!(takeovers.as_ref().and_then(|t| t.load.as_ref()).map(Load::json));
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         memory.print(&args);
         print_rows(&rows, &args);
+        if let Some(takeovers) = &takeovers {
+            takeovers.print(&args);
+        }
     }
-    Ok(if memory.meets_target() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    let met = memory.meets_target() && takeovers.as_ref().is_none_or(Takeovers::meets_target);
+    Ok(if met { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 /// One row of CPU per run: instances on a server of their own, and the runs through them.
@@ -730,6 +854,135 @@ impl Memory {
         println!("  per active run (awaiting approval): {:.0} B", self.active_per_run);
         println!("  runs/s while measured: {:.0}", self.runs_per_s());
     }
+}
+
+/// Takeovers of the partitions of an instance killed, and the runs kept going meanwhile.
+struct Takeovers {
+    samples: Vec<Duration>,
+    load: Option<Load>,
+}
+
+/// Runs kept going in the background: answered by the agent, failed, and still awaited
+/// when the load stopped; and how many of them had their submission time out, stored.
+struct Load {
+    in_flight: usize,
+    answered: u64,
+    late: u64,
+    failed: u64,
+    unfinished: u64,
+    elapsed: Duration,
+}
+
+/// [`Load`]'s counts as the runs go.
+#[derive(Default)]
+struct LoadCounts {
+    answered: AtomicU64,
+    late: AtomicU64,
+    failed: AtomicU64,
+    unfinished: AtomicU64,
+}
+
+impl LoadCounts {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Starts [`TAKEOVER_INSTANCES`] instances sharing the partitions on a fresh server, and
+/// `--takeovers` times kills the oldest and times the takeover of its partitions, then
+/// starts a fresh instance in its place and waits for the partitions to spread again.
+async fn takeovers(launch: &Launch, args: &ScaleArgs) -> anyhow::Result<Takeovers> {
+    let mut setup = setup(launch, TAKEOVER_INSTANCES, args).await?;
+    let stop = CancellationToken::new();
+    // Stops the load however this returns.
+    let _stopping = stop.clone().drop_guard();
+    let load = (args.takeover_load > 0)
+        .then(|| tokio::spawn(setup.runner.clone().keep_going(args.takeover_load, stop.clone())));
+    let mut samples = Vec::new();
+    for _ in 0..args.takeovers {
+        let took = setup.instances.kill_oldest().await?;
+        eprintln!("  takeover of the partitions of a killed instance: {:.0} ms", ms(took));
+        samples.push(took);
+        setup.instances.add().await?;
+        setup.instances.spread().await?;
+    }
+    stop.cancel();
+    let load = match load {
+        Some(load) => Some(load.await?),
+        None => None,
+    };
+    Ok(Takeovers { samples, load })
+}
+
+impl Takeovers {
+    /// p50 and p99 (nearest rank), and the longest, in milliseconds.
+    fn figures(&self) -> (f64, f64, f64) {
+        let percentiles = crate::stats::percentiles(&mut self.samples.clone());
+        let max = self.samples.iter().max().copied().unwrap_or_default();
+        (percentiles.p50 / 1e3, percentiles.p99 / 1e3, ms(max))
+    }
+
+    /// Every takeover was within the target.
+    fn meets_target(&self) -> bool {
+        self.samples.iter().all(|took| *took < TAKEOVER_TARGET)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let (p50, p99, max) = self.figures();
+        json!({
+            "samples": self.samples.iter().map(|took| round(ms(*took))).collect::<Vec<_>>(),
+            "p50": round(p50),
+            "p99": round(p99),
+            "max": round(max),
+            "target_under": ms(TAKEOVER_TARGET),
+            "instances": TAKEOVER_INSTANCES,
+        })
+    }
+
+    fn print(&self, args: &ScaleArgs) {
+        let (p50, p99, max) = self.figures();
+        let samples: Vec<String> = self.samples.iter().map(|took| format!("{:.0}", ms(*took))).collect();
+        println!(
+            "takeover of the partitions of one of {TAKEOVER_INSTANCES} instances killed (SIGKILL), over {} partitions",
+            args.partitions
+        );
+        println!("  samples: {} ms", samples.join(", "));
+        println!(
+            "  p50 {p50:.0} ms   p99 {p99:.0} ms   max {max:.0} ms   (target: under {:.0} ms)",
+            ms(TAKEOVER_TARGET)
+        );
+        if let Some(load) = &self.load {
+            let rate = load.runs_per_s();
+            let (in_flight, answered, failed, unfinished) =
+                (load.in_flight, load.answered, load.failed, load.unfinished);
+            println!(
+                "  runs meanwhile ({in_flight} in flight): {answered} answered, {failed} failed, {unfinished} still \
+                 awaited at the end, {rate:.0}/s"
+            );
+            println!("  of which submissions timed out, stored (taken by an instance killed): {}", load.late);
+        }
+    }
+}
+
+impl Load {
+    fn runs_per_s(&self) -> f64 {
+        crate::stats::rate(self.answered as usize, self.elapsed)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "in_flight": self.in_flight,
+            "answered": self.answered,
+            "submissions_timed_out": self.late,
+            "failed": self.failed,
+            "unfinished": self.unfinished,
+            "runs_per_s": round(self.runs_per_s()),
+        })
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
 }
 
 fn mib(bytes: u64) -> f64 {
