@@ -56,7 +56,9 @@ enum BenchCommand {
     Context(context::ContextArgs),
     /// Scale: an `osp-scheduler` process's resident memory as runs go through it (flat:
     /// ended runs leave memory), per finished and per active run, next to the same binary
-    /// keeping every run.
+    /// keeping every run; CPU per run per instance for 1, 2 and 4 instances sharing the
+    /// runs in partitions, next to one holding every run; the takeover of a killed
+    /// instance's partitions.
     Scale(scale::ScaleArgs),
     /// Replay: the scheduler's cold start on a log of 1,000,000 events from scratch and
     /// from a snapshot, next to a raw ordered read of the same stream; `osp replay run`

@@ -40,9 +40,11 @@ fn osp_bench_scale_measures_an_osp_scheduler_process_beside_it() {
     let bench = Path::new(env!("CARGO_BIN_EXE_osp-bench"));
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let sizes = ["--runs", "300", "--first", "100", "--baseline-runs", "100", "--active", "20", "--in-flight", "16"];
+    let instances = ["--instances", "1", "--scale-runs", "200", "--takeovers", "1", "--takeover-load", "4"];
     let output = Command::new(bench)
         .args(["scale", "--keep-finished", "1s", "--json"])
         .args(sizes)
+        .args(instances)
         .current_dir(workspace)
         .output()
         .unwrap();
@@ -58,4 +60,22 @@ fn osp_bench_scale_measures_an_osp_scheduler_process_beside_it() {
         assert!(report[figure].as_f64().is_some(), "{figure}: {report}");
     }
     assert!(report["baseline_keeping_all"]["bytes_per_finished_run"].as_f64().is_some(), "{report}");
+
+    // One instance holding every run, then one holding them in partitions (the takeovers
+    // have three share them).
+    let rows = report["instances"].as_array().expect("rows of instances");
+    let shape: Vec<(u64, bool)> =
+        rows.iter().map(|row| (row["instances"].as_u64().unwrap(), row["partitioned"].as_bool().unwrap())).collect();
+    assert_eq!(shape, [(1, false), (1, true)], "{report}");
+    for row in rows {
+        assert_eq!(row["runs"], 200, "{row}");
+        let figure = |name: &str| row[name].as_f64().unwrap_or_else(|| panic!("{name} missing: {row}"));
+        assert!(figure("runs_per_s") > 0.0 && figure("cpu_us_per_run_total") > 0.0, "{row}");
+        assert!(figure("cpu_us_per_run_mean") <= figure("cpu_us_per_run_max"), "{row}");
+        assert!(figure("cpu_us_per_run_max") <= figure("cpu_us_per_run_total"), "{row}");
+    }
+    let takeover = &report["takeover_ms"];
+    assert_eq!(takeover["samples"].as_array().map(Vec::len), Some(1), "{report}");
+    let (p50, p99, max) = (takeover["p50"].as_f64(), takeover["p99"].as_f64(), takeover["max"].as_f64());
+    assert!(p99.is_some_and(|p99| p99 > 0.0) && p50 <= p99 && p99 <= max, "{report}");
 }
