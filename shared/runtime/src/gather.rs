@@ -7,10 +7,11 @@
 //! the answer over the partitions its view holds all of, and which those are. Once the
 //! parts cover every partition, each partition is taken from one part (the first to cover
 //! it: while a partition moves, two instances may hold it for a moment) and the query's
-//! merge makes one answer of them ([`crate::Query::gathered`]). Parts that do not cover
-//! every partition within [`GATHER_WAIT`] make the answer `unavailable`, naming what is
-//! missing; a part refused for a reason that is not the moment's (a bad argument) is the
-//! answer at once.
+//! merge makes one answer of them ([`crate::Query::gathered`]). While some partition is
+//! not covered (it is moving, or being taken in), the instances are asked again every
+//! quarter second; parts that do not cover every partition within [`GATHER_WAIT`] make
+//! the answer `unavailable`, naming what is missing. A part refused for a reason that is
+//! not the moment's (a bad argument) is the answer at once.
 //!
 //! Each instance answers once it has applied the log as far as the instance asked had (or
 //! as the client's `Osp-Min-Seq` says, if further), so the parts are as fresh as a single
@@ -39,6 +40,9 @@ use osp_eventlog::{Error, Result};
 /// How long a gather waits for parts covering every partition: each instance may wait
 /// [`MIN_SEQ_WAIT`] to catch up first.
 pub const GATHER_WAIT: Duration = Duration::from_millis(MIN_SEQ_WAIT.as_millis() as u64 + 500);
+/// How often the instances are asked again while some partition is not covered (one
+/// moving to another instance, or being taken in).
+const ASK_AGAIN: Duration = Duration::from_millis(250);
 
 /// One instance's part of a gathered answer.
 pub struct Part<S> {
@@ -184,16 +188,29 @@ async fn collect(
     headers.insert(CONTENT_TYPE, request.encoding.content_type());
     headers.insert(headers::MIN_SEQ, min_seq.to_string().as_str());
     headers.insert(headers::ACTOR, request.actor.as_str());
-    client
-        .publish_with_reply_and_headers(subject, inbox, headers, request.payload.clone())
-        .await
-        .map_err(|e| unavailable(format!("ask for the parts: {e}")))?;
+    let ask = || async {
+        client
+            .publish_with_reply_and_headers(subject.clone(), inbox.clone(), headers.clone(), request.payload.clone())
+            .await
+            .map_err(|e| unavailable(format!("ask for the parts: {e}")))
+    };
+    ask().await?;
     let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    // Each instance answers once per asking: a partition still being taken in when it
+    // answered is asked for again.
+    let mut again = tokio::time::interval_at(tokio::time::Instant::now() + ASK_AGAIN, ASK_AGAIN);
     let mut taken: Vec<Taken> = Vec::new();
     let mut covered = vec![false; partitions.count() as usize];
     let mut refusals: Vec<String> = Vec::new();
     while covered.iter().any(|covered| !covered) {
-        let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await else { break };
+        let answer = tokio::select! {
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = again.tick() => {
+                ask().await?;
+                continue;
+            }
+            answer = answers.next() => match answer { Some(answer) => answer, None => break },
+        };
         match Encoding::MessagePack.decode::<Reply<PartHead>>(&answer.payload) {
             Ok(Reply::Ok { result, .. }) => {
                 let new: Vec<u32> =
