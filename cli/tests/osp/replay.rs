@@ -57,11 +57,12 @@ impl System {
         let nats = || osp_tests::connect(&url);
         let service = osp_runtime::ServiceConfig { snapshots, ..Default::default() };
         let registry = osp_registry::Config { service: service.clone(), ..Default::default() };
-        let registry = osp_registry::Registry::start(nats().await, registry).await.unwrap();
-        let scheduler = osp_scheduler::Scheduler::start(nats().await, service.clone()).await.unwrap();
-        let quality = osp_quality::Quality::start(nats().await, service.clone()).await.unwrap();
+        // Boxed: four services' start futures held at once would overflow a test thread's stack.
+        let registry = Box::pin(osp_registry::Registry::start(nats().await, registry)).await.unwrap();
+        let scheduler = Box::pin(osp_scheduler::Scheduler::start(nats().await, service.clone())).await.unwrap();
+        let quality = Box::pin(osp_quality::Quality::start(nats().await, service.clone())).await.unwrap();
         let context = osp_context::Config { service, ..Default::default() };
-        let context = osp_context::Context::start(nats().await, context).await.unwrap();
+        let context = Box::pin(osp_context::Context::start(nats().await, context)).await.unwrap();
         let client = Client::new(nats().await).with_actor("user:test");
         System { url: url.clone(), server, client, registry, scheduler, quality, context, worker: None }
     }

@@ -175,6 +175,9 @@ pub struct Service {
 /// views: one lease lifetime, by which the others have given it its share.
 const FIRST_SHARE_WITHIN: Duration = Duration::from_secs(3);
 
+/// The parts a service starts are boxed where it awaits them: a start is awaited inside
+/// its callers' futures (a test starting several services), and each part's future would
+/// otherwise be carried, and moved through the stack, by all of them.
 impl Service {
     /// Applies the stream definitions (refusing a server that is too old first) and opens
     /// the log, for service `name` at `version` (what `$SRV.INFO` reports).
@@ -258,7 +261,7 @@ impl Service {
         let keeping = Keeping { keep_finished: self.config.keep_finished, index, owned };
         let (snapshots, shutdown) = (self.config.snapshots, self.shutdown.clone());
         let (projection, follower) =
-            Projection::start_followed(&self.log, &filters, snapshots, keeping, parts, shutdown).await?;
+            Box::pin(Projection::start_followed(&self.log, &filters, snapshots, keeping, parts, shutdown)).await?;
         self.tasks.push(follower);
         Ok(projection)
     }
@@ -286,7 +289,8 @@ impl Service {
     /// Serves `queries` over `view` as the micro service `osp-<name>`.
     pub async fn queries<V: crate::View>(&mut self, view: Projection<V>, queries: Vec<Query<V>>) -> anyhow::Result<()> {
         let client = self.log.client().clone();
-        let task = serve_queries(&client, &self.name, self.version, view, queries, self.shutdown.clone()).await?;
+        let serving = serve_queries(&client, &self.name, self.version, view, queries, self.shutdown.clone());
+        let task = Box::pin(serving).await?;
         self.tasks.push(task);
         Ok(())
     }
@@ -297,7 +301,8 @@ impl Service {
         let ack_wait = self.config.ack_wait;
         let owned = self.owned.as_ref().filter(|(_, kinds)| kinds.iter().any(|kind| kind == R::KIND));
         let owned = owned.map(|(owned, _)| owned.clone());
-        let served = serve_reactor(&self.log, &self.name, reactor, ack_wait, owned, self.shutdown.clone()).await?;
+        let serving = serve_reactor(&self.log, &self.name, reactor, ack_wait, owned, self.shutdown.clone());
+        let served = Box::pin(serving).await?;
         self.tasks.extend(served);
         Ok(())
     }
@@ -325,7 +330,7 @@ impl Service {
         let mut counts = Arc::default();
         if let Some(inbox) = self.inbox.take() {
             counts = inbox.counts();
-            self.tasks.push(inbox.serve(self.shutdown.clone()).await?);
+            self.tasks.push(Box::pin(inbox.serve(self.shutdown.clone())).await?);
         }
         self.log.client().flush().await?;
         tracing::info!("{} started", self.name);

@@ -259,7 +259,8 @@ impl<V: View> Projection<V> {
                 }
             }
         }
-        replayed += folded.reshare(log, filters, &shutdown).await;
+        // Boxed: a start is awaited inside callers' futures, which would all carry its size.
+        replayed += Box::pin(folded.reshare(log, filters, &shutdown)).await;
         let evicted = folded.evict();
         tracing::info!(filter, from, replayed, evicted, applied = *applied.borrow(), "projection caught up");
         let filters: Vec<String> = filters.iter().map(|filter| (*filter).to_owned()).collect();
