@@ -416,6 +416,8 @@ struct Runner {
 struct Setup {
     instances: Instances,
     runner: Runner,
+    /// When the agent was last called.
+    calls: Arc<Calls>,
     _worker: Worker,
     _server: osp_local_nats::NatsServer,
 }
@@ -432,8 +434,9 @@ async fn setup(launch: &Launch, count: usize, args: &ScaleArgs) -> anyhow::Resul
     instances.spread().await?;
     instances.serving(&client).await?;
     let waiting: Waiting = Arc::default();
-    let worker = start_agent(&url, waiting.clone(), args).await?;
-    Ok(Setup { instances, runner: Runner { client, waiting }, _worker: worker, _server: server })
+    let calls = Arc::new(Calls::default());
+    let worker = start_agent(&url, waiting.clone(), calls.clone(), args).await?;
+    Ok(Setup { instances, runner: Runner { client, waiting }, calls, _worker: worker, _server: server })
 }
 
 /// Registers the benchmark's agent (through a registry in this process, stopped once it
@@ -449,14 +452,62 @@ async fn register_agent(url: &str) -> anyhow::Result<Client> {
     Ok(client)
 }
 
+/// When the agent was last called: a task dispatched.
+struct Calls {
+    since: Instant,
+    /// Milliseconds after `since`.
+    last: AtomicU64,
+}
+
+impl Default for Calls {
+    fn default() -> Calls {
+        Calls { since: Instant::now(), last: AtomicU64::new(0) }
+    }
+}
+
+impl Calls {
+    fn called(&self) {
+        self.last.store(self.since.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the agent was last called.
+    fn quiet_for(&self) -> Duration {
+        self.since.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+
+    /// Does `work`, and returns with it the longest the agent went without a call from its
+    /// start until [`PAUSE_TAIL`] after it ended: the pause in dispatch it caused.
+    async fn longest_pause<T>(&self, work: impl std::future::Future<Output = T>) -> (T, Duration) {
+        let mut longest = Duration::ZERO;
+        let mut sample = tokio::time::interval(Duration::from_millis(5));
+        tokio::pin!(work);
+        let done = loop {
+            tokio::select! {
+                done = &mut work => break done,
+                _ = sample.tick() => longest = longest.max(self.quiet_for()),
+            }
+        };
+        let tail = Instant::now() + PAUSE_TAIL;
+        while Instant::now() < tail {
+            sample.tick().await;
+            longest = longest.max(self.quiet_for());
+        }
+        (done, longest)
+    }
+}
+
+/// How long after a member joined its effect on dispatch is still watched.
+const PAUSE_TAIL: Duration = Duration::from_secs(1);
+
 /// The agent, in this process: answers every task at once with `--output-bytes` of
-/// output, and tells `waiting` it was called.
-async fn start_agent(url: &str, waiting: Waiting, args: &ScaleArgs) -> anyhow::Result<Worker> {
+/// output, tells `waiting` it was called, and notes the call in `calls`.
+async fn start_agent(url: &str, waiting: Waiting, calls: Arc<Calls>, args: &ScaleArgs) -> anyhow::Result<Worker> {
     let output = "o".repeat(args.output_bytes);
     let worker = Worker::builder(&Client::new(osp_cli::connect::client(url).await?), AGENT)
         .capability(CAPABILITY)
         .max_concurrency(args.in_flight as u32)
         .start(move |task: Task| {
+            calls.called();
             if let Some(called) = waiting.lock().unwrap_or_else(|p| p.into_inner()).remove(task.run_id()) {
                 let _ = called.send(());
             }
@@ -859,6 +910,9 @@ impl Memory {
 /// Takeovers of the partitions of an instance killed, and the runs kept going meanwhile.
 struct Takeovers {
     samples: Vec<Duration>,
+    /// With a load: the longest the agent went without a task while a fresh instance
+    /// joined and was given its share, once per takeover.
+    join_pauses: Vec<Duration>,
     load: Option<Load>,
 }
 
@@ -898,20 +952,28 @@ async fn takeovers(launch: &Launch, args: &ScaleArgs) -> anyhow::Result<Takeover
     let _stopping = stop.clone().drop_guard();
     let load = (args.takeover_load > 0)
         .then(|| tokio::spawn(setup.runner.clone().keep_going(args.takeover_load, stop.clone())));
-    let mut samples = Vec::new();
+    let (mut samples, mut join_pauses) = (Vec::new(), Vec::new());
     for _ in 0..args.takeovers {
         let took = setup.instances.kill_oldest().await?;
         eprintln!("  takeover of the partitions of a killed instance: {:.0} ms", ms(took));
         samples.push(took);
-        setup.instances.add().await?;
-        setup.instances.spread().await?;
+        let joining = async {
+            setup.instances.add().await?;
+            setup.instances.spread().await
+        };
+        let (joined, pause) = setup.calls.longest_pause(joining).await;
+        joined?;
+        if load.is_some() {
+            eprintln!("  longest pause in dispatch while a fresh instance joined: {:.0} ms", ms(pause));
+            join_pauses.push(pause);
+        }
     }
     stop.cancel();
     let load = match load {
         Some(load) => Some(load.await?),
         None => None,
     };
-    Ok(Takeovers { samples, load })
+    Ok(Takeovers { samples, join_pauses, load })
 }
 
 impl Takeovers {
@@ -936,6 +998,7 @@ impl Takeovers {
             "max": round(max),
             "target_under": ms(TAKEOVER_TARGET),
             "instances": TAKEOVER_INSTANCES,
+            "join_pause_ms": self.join_pauses.iter().map(|pause| round(ms(*pause))).collect::<Vec<_>>(),
         })
     }
 
@@ -960,6 +1023,8 @@ impl Takeovers {
                  awaited at the end, {rate:.0}/s"
             );
             println!("  of which submissions timed out, stored (taken by an instance killed): {}", load.late);
+            let pauses: Vec<String> = self.join_pauses.iter().map(|pause| format!("{:.0}", ms(*pause))).collect();
+            println!("  longest pause in dispatch while a fresh instance joined: {} ms", pauses.join(", "));
         }
     }
 }

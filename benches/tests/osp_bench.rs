@@ -76,6 +76,8 @@ fn osp_bench_scale_measures_an_osp_scheduler_process_beside_it() {
     }
     let takeover = &report["takeover_ms"];
     assert_eq!(takeover["samples"].as_array().map(Vec::len), Some(1), "{report}");
+    let pauses = takeover["join_pause_ms"].as_array().expect("the pause while an instance joined");
+    assert!(pauses.len() == 1 && pauses[0].as_f64().is_some_and(|pause| pause > 0.0), "{report}");
     let (p50, p99, max) = (takeover["p50"].as_f64(), takeover["p99"].as_f64(), takeover["max"].as_f64());
     assert!(p99.is_some_and(|p99| p99 > 0.0) && p50 <= p99 && p99 <= max, "{report}");
 }
