@@ -4,6 +4,8 @@
 //! what one instance holding everything answers, and the instance left after the others
 //! stop holds every run again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{client, eventually, register_agent, server, submission, worker, RUN_WITHIN};
@@ -157,4 +159,85 @@ async fn same_answers(submitter: &osp_client::Client, ids: &[String], expected: 
     assert_eq!(listed, ids, "every run listed once, in order");
     let digest = runs.digest().await.unwrap().result;
     assert_eq!((digest.digest.as_str(), digest.runs), (expected.digest.as_str(), expected.runs));
+}
+
+/// How long dispatch may pause while a member joins, as docs/operations.md states it
+/// (measured by `osp bench scale`: under a second). The test allows five times that: it
+/// is there to catch a stall, not to time the hand-over.
+const JOIN_PAUSE_BOUND: Duration = Duration::from_secs(2);
+
+#[tokio::test]
+async fn a_fourth_instance_joins_under_load_without_stalling_dispatch_or_losing_a_run() {
+    let server = server().await;
+    let url = server.url();
+    let instances = [instance(&url).await, instance(&url).await, instance(&url).await];
+    register_agent(&url, "a1", &["echo"]).await;
+    let started = std::time::Instant::now();
+    let last_call = Arc::new(AtomicU64::new(0));
+    let called = last_call.clone();
+    let agent = worker(&url, "a1", "echo", 32, move |task| {
+        called.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        async move { Ok(task.input().clone()) }
+    })
+    .await;
+    let submitter = client(&url).await;
+
+    // Runs go through, 16 at a time, until told to stop; each must end.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (runs, stop) = (submitter.scheduler(), stop.clone());
+        tokio::spawn(async move {
+            let mut ended = 0;
+            let mut next = 0;
+            while !stop.is_cancelled() {
+                let batch: Vec<String> = (next..next + 16).map(|i| format!("load-{i:05}")).collect();
+                next += 16;
+                futures::future::join_all(batch.iter().map(|id| {
+                    let runs = runs.clone();
+                    async move {
+                        runs.submit(&submission(id, "echo", json!({"id": id}), json!({}))).await.unwrap();
+                        let run = runs.wait(id, RUN_WITHIN).await.unwrap();
+                        assert!(run.status().is_final(), "{id}: {run:?}");
+                    }
+                }))
+                .await;
+                ended += batch.len();
+            }
+            ended
+        })
+    };
+    eventually(Duration::from_secs(15), "runs going through", || {
+        let called = last_call.load(Ordering::Relaxed);
+        async move { called > 0 }
+    })
+    .await;
+
+    // The longest the agent goes without a task from the join until a second after the
+    // newcomer holds its share.
+    let quiet_for = || started.elapsed().saturating_sub(Duration::from_millis(last_call.load(Ordering::Relaxed)));
+    let joining = instance(&url);
+    tokio::pin!(joining);
+    let mut longest = Duration::ZERO;
+    let mut sample = tokio::time::interval(Duration::from_millis(10));
+    let fourth = loop {
+        tokio::select! {
+            fourth = &mut joining => break fourth,
+            _ = sample.tick() => longest = longest.max(quiet_for()),
+        }
+    };
+    let holding = tokio::time::Instant::now();
+    while fourth.runs_in_memory() == 0 || holding.elapsed() < Duration::from_secs(1) {
+        assert!(holding.elapsed() < Duration::from_secs(15), "the newcomer took no share");
+        sample.tick().await;
+        longest = longest.max(quiet_for());
+    }
+    stop.cancel();
+    let ended = load.await.unwrap();
+    println!("longest pause in dispatch while the fourth joined: {longest:?}; {ended} runs ended");
+    assert!(longest < 5 * JOIN_PAUSE_BOUND, "dispatch paused {longest:?} while an instance joined");
+    assert!(fourth.commands().accepted() + fourth.commands().handed() > 0, "the newcomer took commands");
+    agent.shutdown().await;
+    for instance in instances.into_iter().chain([fourth]) {
+        instance.shutdown().await;
+    }
 }
