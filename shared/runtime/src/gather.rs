@@ -59,6 +59,9 @@ pub struct Part<S> {
 #[derive(Serialize, Deserialize)]
 struct PartReply<S> {
     applied: u64,
+    /// How many partitions it shares the aggregates out in: a part of another count (an
+    /// instance started with another `--partitions`) is not taken.
+    partitions: u32,
     /// The partitions it holds every aggregate of.
     held: Vec<u32>,
     part: S,
@@ -67,6 +70,7 @@ struct PartReply<S> {
 /// What the instance gathering reads of a part before it is merged.
 #[derive(Deserialize)]
 struct PartHead {
+    partitions: u32,
     held: Vec<u32>,
 }
 
@@ -111,8 +115,9 @@ impl<V: View> Gather<V> {
                 };
                 // A partition that moved away while the part was taken may be missing from it.
                 let held = before.and(&projection.share()).iter().collect();
+                let partitions = before.partitions().count();
                 let reply = match reply {
-                    Ok(part) => Reply::Ok { seq: applied, result: PartReply { applied, held, part } },
+                    Ok(part) => Reply::Ok { seq: applied, result: PartReply { applied, partitions, held, part } },
                     Err(error) => Reply::Err { seq: None, error },
                 };
                 Encoding::MessagePack.encode(&reply).unwrap_or_else(|error| {
@@ -201,7 +206,8 @@ async fn collect(
     let mut again = tokio::time::interval_at(tokio::time::Instant::now() + ASK_AGAIN, ASK_AGAIN);
     let mut taken: Vec<Taken> = Vec::new();
     let mut covered = vec![false; partitions.count() as usize];
-    let mut refusals: Vec<String> = Vec::new();
+    // Each asking may bring the same refusal again: said once.
+    let mut refusals: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     while covered.iter().any(|covered| !covered) {
         let answer = tokio::select! {
             () = tokio::time::sleep_until(deadline) => break,
@@ -212,6 +218,12 @@ async fn collect(
             answer = answers.next() => match answer { Some(answer) => answer, None => break },
         };
         match Encoding::MessagePack.decode::<Reply<PartHead>>(&answer.payload) {
+            Ok(Reply::Ok { result, .. }) if result.partitions != partitions.count() => {
+                refusals.insert(format!(
+                    "an instance shares the aggregates out in {} partitions, not {partitions}: every instance must be started with the same --partitions",
+                    result.partitions
+                ));
+            }
             Ok(Reply::Ok { result, .. }) => {
                 let new: Vec<u32> =
                     result.held.into_iter().filter(|p| !covered.get(*p as usize).unwrap_or(&true)).collect();
@@ -225,8 +237,12 @@ async fn collect(
             }
             // Every instance would refuse it alike.
             Ok(Reply::Err { error, .. }) if !error.is_transient() => return Err(error),
-            Ok(Reply::Err { error, .. }) => refusals.push(error.to_string()),
-            Err(error) => refusals.push(format!("an unreadable part: {error}")),
+            Ok(Reply::Err { error, .. }) => {
+                refusals.insert(error.to_string());
+            }
+            Err(error) => {
+                refusals.insert(format!("an unreadable part: {error}"));
+            }
         }
     }
     let missing: Vec<u32> = partitions.all().filter(|p| !covered[*p as usize]).collect();
@@ -241,6 +257,7 @@ async fn collect(
         listed(&missing)
     );
     if !refusals.is_empty() {
+        let refusals: Vec<String> = refusals.into_iter().collect();
         reason.push_str(&format!("; parts refused: {}", refusals.join("; ")));
     }
     Err(unavailable(reason))
@@ -256,8 +273,8 @@ fn listed(partitions: &[u32]) -> String {
     text
 }
 
-/// Answers this instance's part of every gathered query until `shutdown`: `gathered` lists
-/// each query's name and how it answers a part.
+/// Answers this instance's part of every gathered query until `shutdown`, when its view
+/// holds a share: `gathered` lists each query's name and how it answers a part.
 pub(crate) async fn serve_parts<V: View>(
     client: &async_nats::Client,
     service: &Token,
@@ -266,6 +283,10 @@ pub(crate) async fn serve_parts<V: View>(
     shutdown: &CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
+    if projection.owned().is_none() {
+        // An instance holding every aggregate answers whole queries alone, and takes no part.
+        return Ok(tasks);
+    }
     for (name, gather) in gathered {
         let query = Token::new("query", name)
             .map_err(|e| Error::Unavailable { operation: "answer parts of gathered queries", reason: e.to_string() })?;

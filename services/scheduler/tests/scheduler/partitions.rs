@@ -241,3 +241,27 @@ async fn a_fourth_instance_joins_under_load_without_stalling_dispatch_or_losing_
         instance.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn an_instance_started_without_partitions_beside_shared_ones_takes_no_part_in_their_answers() {
+    let server = server().await;
+    let url = server.url();
+    // A misconfiguration an operator can make: it must cost consistency nothing.
+    let whole = crate::common::scheduler(&url).await;
+    let (first, second) = (instance(&url).await, instance(&url).await);
+    register_agent(&url, "a1", &["echo"]).await;
+    let agent = worker(&url, "a1", "echo", 32, |task| async move { Ok(task.input().clone()) }).await;
+    let submitter = client(&url).await;
+    let ids: Vec<String> = (0..60).map(|i| format!("run-{i:03}")).collect();
+    run_through(&submitter, &ids).await;
+    let expected = folded_digest(&url).await;
+    // Queries go to any of the three: the whole one answers alone, the others gather
+    // from each other only (a part of the whole one would be taken for one partition).
+    for _ in 0..12 {
+        same_answers(&submitter, &ids, &expected).await;
+    }
+    agent.shutdown().await;
+    for instance in [whole, first, second] {
+        instance.shutdown().await;
+    }
+}
