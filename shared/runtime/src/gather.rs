@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::inbound::header;
 use crate::ownership::Share;
 use crate::queries::{encode_result, failure, Encoded, QueryResult, MIN_SEQ_WAIT};
 use crate::{Projection, View};
@@ -317,7 +318,7 @@ async fn answer_part<V: View>(
     message: async_nats::Message,
 ) {
     let Some(reply_to) = message.reply.clone() else { return };
-    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+    let header = |name: &str| header(message.headers.as_ref(), name);
     let encoding = Encoding::from_content_type(header(CONTENT_TYPE).as_deref());
     let min_seq = header(headers::MIN_SEQ).and_then(|seq| seq.parse::<u64>().ok()).unwrap_or(0);
     let reply = match encoding {

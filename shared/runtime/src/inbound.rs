@@ -74,7 +74,7 @@ impl Inbound {
     /// the same way and a refusal can be recorded like a command's. Its id is
     /// `Osp-Command-Id` when given, else a new UUID v7.
     pub fn query(subject: &str, query: &str, headers: Option<&async_nats::HeaderMap>, payload: Bytes) -> Inbound {
-        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let header = |name: &str| header(headers, name);
         Inbound {
             subject: subject.to_owned(),
             command: query.to_owned(),
@@ -121,7 +121,7 @@ impl Inbound {
     /// A command another instance of `service` read and handed to this one
     /// ([`Inbound::handing`]), or what is missing from its headers.
     pub fn handed(service: &Token, message: &async_nats::Message) -> Result<Inbound, String> {
-        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let header = |name: &str| header(message.headers.as_ref(), name);
         let required = |name: &str| header(name).ok_or_else(|| format!("no {name} header"));
         let subject = required(headers::FORWARDED_SUBJECT)?;
         let received_at = required(headers::RECEIVED_AT)?.parse().map_err(|_| "an unreadable received-at")?;
@@ -178,6 +178,11 @@ impl Inbound {
     pub fn reply_subject(&self) -> Option<&str> {
         self.reply_to.as_deref().filter(|reply_to| check_reply_subject(reply_to).is_ok())
     }
+}
+
+/// The value of header `name`, if the message has it.
+pub(crate) fn header(headers: Option<&async_nats::HeaderMap>, name: &str) -> Option<String> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_owned())
 }
 
 fn check_value(name: &str, value: &str) -> Result<(), Error> {

@@ -27,6 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::gather::{serve_parts, Gather, Gathering, Part};
+use crate::inbound::header;
 use crate::ownership::Share;
 use crate::{Inbound, Projection, View};
 use osp_eventlog::{Error, Result};
@@ -306,8 +307,7 @@ impl<V: View> Serving<V> {
                 return self.respond(request, &inbound, encoding, failure(encoding, error)).await;
             }
         };
-        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-        let min_seq = match header(headers::MIN_SEQ).map(|v| v.trim().parse::<u64>()) {
+        let min_seq = match header(message.headers.as_ref(), headers::MIN_SEQ).map(|v| v.trim().parse::<u64>()) {
             None => 0,
             Some(Ok(seq)) => seq,
             Some(Err(_)) => {

@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::handing::{self, Handed};
+use crate::inbound::header;
 use crate::ownership::Ownership;
 use crate::projection::aggregate_id;
 use tokio_util::sync::CancellationToken;
@@ -108,7 +109,7 @@ pub(crate) async fn serve_reactor<R: Reactor>(
         let subject = subject::owner(service, owned.member(), R::NAME);
         tasks.push(take_handed(log.client(), subject, reactor.clone(), shutdown.clone()).await?);
     }
-    let reader = Reader { client: log.client().clone(), service: service.clone(), owned };
+    let reader = Arc::new(Reader { client: log.client().clone(), service: service.clone(), owned });
     let served = consumer
         .serve(R::NAME, R::IN_FLIGHT, shutdown, move |delivery| {
             let (reactor, reader) = (reactor.clone(), reader.clone());
@@ -120,7 +121,6 @@ pub(crate) async fn serve_reactor<R: Reactor>(
 }
 
 /// What an instance reading the events needs to hand them to their partitions' owners.
-#[derive(Clone)]
 struct Reader {
     client: async_nats::Client,
     service: Token,
@@ -202,7 +202,7 @@ async fn take_handed<R: Reactor>(
 
 /// The event a handed message carries.
 fn handed_event(message: &async_nats::Message) -> Option<StoredMessage> {
-    let header = |name: &str| message.headers.as_ref()?.get(name).map(|v| v.as_str().to_owned());
+    let header = |name: &str| header(message.headers.as_ref(), name);
     Some(StoredMessage {
         seq: header(headers::SEQ)?.parse().ok()?,
         subject: header(headers::FORWARDED_SUBJECT)?,

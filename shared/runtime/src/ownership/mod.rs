@@ -83,14 +83,6 @@ impl Share {
         self.set.iter().copied()
     }
 
-    pub fn len(&self) -> usize {
-        self.set.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
-    }
-
     /// The partitions in both.
     pub fn and(&self, other: &Share) -> Share {
         Share { partitions: self.partitions, set: self.set.intersection(&other.set).copied().collect() }
